@@ -1,0 +1,185 @@
+"""Circuits: a retained edge set over the model's residual graph (SPEC §3).
+
+Nodes are `emb`, per layer the attention node(s) (`attn_l`, or `attn_l_h_k` at
+head granularity) and `mlp_l`, then `logits`. Every earlier node feeds every
+later one; a circuit keeps a subset of those edges and zero-ablates the rest.
+This module is only the graph and its file format; `farm.exact` and the torch
+controlled forward give it meaning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from farm.errors import FarmError
+
+Granularity = Literal["block", "head"]
+Edge = tuple[str, str]
+_HEAD_NODE = re.compile(r"attn_(\d+)_h_(\d+)$")
+_BLOCK_NODE = re.compile(r"(attn|mlp)_(\d+)$")
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """What a node name means: its kind, layer and (for head nodes) head."""
+
+    kind: Literal["emb", "attn", "mlp", "logits"]
+    layer: int = -1
+    head: int | None = None  # None on a block-level attention node: all heads
+
+
+def parse_node(name: str) -> NodeRef:
+    if name in ("emb", "logits"):
+        return NodeRef(name)  # type: ignore[arg-type]
+    if m := _HEAD_NODE.match(name):
+        return NodeRef("attn", int(m[1]), int(m[2]))
+    if m := _BLOCK_NODE.match(name):
+        return NodeRef(m[1], int(m[2]))  # type: ignore[arg-type]
+    raise FarmError(f"unknown circuit node {name!r}")
+
+
+def graph_nodes(n_layers: int, n_heads: int, granularity: Granularity) -> list[str]:
+    """All nodes in topological order."""
+    nodes = ["emb"]
+    for layer in range(n_layers):
+        if granularity == "head":
+            nodes += [f"attn_{layer}_h_{h}" for h in range(n_heads)]
+        else:
+            nodes.append(f"attn_{layer}")
+        nodes.append(f"mlp_{layer}")
+    return nodes + ["logits"]
+
+
+def graph_edges(nodes: list[str]) -> list[Edge]:
+    """Every residual edge: each node feeds every later node, except heads of one layer."""
+    refs = [parse_node(n) for n in nodes]
+    edges = []
+    for j, target in enumerate(nodes):
+        for i in range(j):
+            same_layer_heads = (refs[i].kind == refs[j].kind == "attn"
+                                and refs[i].layer == refs[j].layer)
+            if not same_layer_heads:
+                edges.append((nodes[i], target))
+    return edges
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """A set of retained edges; everything else contributes zero."""
+
+    n_layers: int
+    n_heads: int
+    granularity: Granularity
+    edges: frozenset[Edge]
+    task: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        allowed = set(graph_edges(self.nodes))
+        for edge in sorted(self.edges):
+            if edge not in allowed:
+                raise FarmError(f"circuit edge {edge[0]} -> {edge[1]} is not an edge of the "
+                                f"{self.n_layers}-layer {self.granularity}-level graph")
+
+    @classmethod
+    def full(cls, n_layers: int, n_heads: int = 1, granularity: Granularity = "block",
+             task: str | None = None) -> Circuit:
+        """The circuit that keeps every edge: it equals the model."""
+        nodes = graph_nodes(n_layers, n_heads, granularity)
+        return cls(n_layers, n_heads, granularity, frozenset(graph_edges(nodes)), task)
+
+    @property
+    def nodes(self) -> list[str]:
+        return graph_nodes(self.n_layers, self.n_heads, self.granularity)
+
+    def ordered_edges(self) -> list[Edge]:
+        """Retained edges in the graph's canonical order."""
+        return [e for e in graph_edges(self.nodes) if e in self.edges]
+
+    def parents(self, node: str) -> list[str]:
+        return [s for s, t in self.ordered_edges() if t == node]
+
+    def without(self, edge: Edge) -> Circuit:
+        return Circuit(self.n_layers, self.n_heads, self.granularity, self.edges - {edge},
+                       self.task, self.metadata)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The upstream `circuit.json` layout (SPEC §5), plus our extra fields."""
+        meta = {"ablation": "zero", "metric": "candidate_kl", **self.metadata}
+        return {
+            "task": self.task,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "granularity": self.granularity,
+            "nodes": self.nodes,
+            "edges": [{"source": s, "target": t} for s, t in self.ordered_edges()],
+            "num_edges": len(self.edges),
+            **meta,
+        }
+
+    @classmethod
+    def from_json_dict(cls, data: Any, source: str = "circuit") -> Circuit:
+        if not isinstance(data, dict):
+            raise FarmError(f"{source}: expected a JSON object")
+        for key in ("n_layers", "nodes", "edges"):
+            if key not in data:
+                raise FarmError(f"{source}: missing field {key!r}")
+        nodes = data["nodes"]
+        if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+            raise FarmError(f"{source}: field 'nodes' must be a list of node names")
+        refs = [parse_node(n) for n in nodes]
+        head_refs = [r for r in refs if r.kind == "attn" and r.head is not None]
+        granularity: Granularity = "head" if head_refs else "block"
+        n_heads = data.get("n_heads") or (max(r.head for r in head_refs) + 1 if head_refs else 1)
+        n_layers = data["n_layers"]
+        if not isinstance(n_layers, int) or n_layers < 1:
+            raise FarmError(f"{source}: field 'n_layers' must be a positive integer")
+        expected = graph_nodes(n_layers, n_heads, granularity)
+        if nodes != expected:
+            raise FarmError(f"{source}: field 'nodes' is {nodes}, expected {expected}")
+        edges = set()
+        for i, edge in enumerate(data["edges"]):
+            if not isinstance(edge, dict) or not {"source", "target"} <= set(edge):
+                raise FarmError(f"{source}: edges[{i}] needs 'source' and 'target'")
+            edges.add((edge["source"], edge["target"]))
+        if "num_edges" in data and data["num_edges"] != len(edges):
+            raise FarmError(f"{source}: num_edges is {data['num_edges']} but {len(edges)} "
+                            "distinct edges are listed")
+        known = {"task", "n_layers", "n_heads", "granularity", "nodes", "edges", "num_edges"}
+        metadata = {k: v for k, v in data.items() if k not in known}
+        return cls(n_layers, n_heads, granularity, frozenset(edges), data.get("task"), metadata)
+
+
+def load_circuit(path: str | Path) -> Circuit:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FarmError(f"circuit file {path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise FarmError(f"circuit file {path} is not valid JSON: {err}") from None
+    return Circuit.from_json_dict(data, source=str(path))
+
+
+def save_circuit(circuit: Circuit, path: str | Path) -> None:
+    """Write `circuit.json` atomically."""
+    write_text_atomic(Path(path), json.dumps(circuit.to_json_dict(), indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary sibling and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,42 @@
+"""The `farm` command line: one subcommand per module in `farm.commands`.
+
+A command module exposes `register(subparsers)`, which adds its parser and sets
+`func`, a callable taking the parsed arguments and returning an exit status.
+Adding a command means adding one module and one name to `COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from farm.errors import FarmError
+
+COMMANDS = ("train", "replay")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="farm",
+        description="Verification farm for transformer circuits: train a solver-friendly "
+                    "transformer, extract circuits, prove circuit claims with Z3 and cvc5, "
+                    "and sign the evidence.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"farm.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FarmError as err:
+        print(f"farm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""Exact-rational semantics of the verifiable GPT and of its circuits.
+
+This is the ground truth every other component is held to: each stored float32
+weight is taken at its exact binary value, config constants as written (22/5),
+and every operation is done in `Fraction`s. A run also records which branch
+every piecewise operator took (the *trace*): guided SMT encodings and the
+circuit tracer read it.
+
+Two things make it fast enough to replay the whole domain in about a second:
+matrix products run on Python integers over a common denominator (one gcd per
+output, not one per product), and positions are memoised by causal prefix
+(position t depends only on tokens 0..t, and the 256 prompts share prefixes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from operator import mul
+from typing import NamedTuple
+
+import numpy as np
+
+from farm.circuits import Circuit, parse_node
+from farm.errors import FarmError
+from farm.model import LEAKY_SLOPE, GPTConfig
+
+Vector = list[Fraction]
+ZERO = Fraction(0)
+
+
+# --------------------------------------------------------------------------- linear algebra
+
+
+def exact(value: float) -> Fraction:
+    """The exact binary value of a float (never its decimal print)."""
+    return Fraction(float(value))
+
+
+def _integer_form(vec: Sequence[Fraction]) -> tuple[list[int], int]:
+    """(numerators, D) with vec[i] = numerators[i] / D and D the lcm of the denominators."""
+    den = math.lcm(*(f.denominator for f in vec))
+    return [f.numerator * (den // f.denominator) for f in vec], den
+
+
+def dot(a: Sequence[Fraction], b: Sequence[Fraction]) -> Fraction:
+    an, ad = _integer_form(a)
+    bn, bd = _integer_form(b)
+    return Fraction(sum(map(mul, an, bn)), ad * bd)
+
+
+class ExactAffine:
+    """y = W x + b over exact float32 values, W stored as integers over one power of two."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None):
+        rows = [[exact(w) for w in row] for row in np.asarray(weight, dtype=np.float32)]
+        b = [exact(v) for v in (np.asarray(bias, dtype=np.float32) if bias is not None
+                                else np.zeros(len(rows), dtype=np.float32))]
+        self.scale = math.lcm(*(f.denominator for row in rows for f in row),
+                              *(f.denominator for f in b))
+        self.weight = [[int(f * self.scale) for f in row] for row in rows]
+        self.bias = [int(f * self.scale) for f in b]
+
+    def __call__(self, x: Sequence[Fraction], rows: range | None = None) -> Vector:
+        """W x + b, optionally only for a slice of output rows (one head's q, k or v)."""
+        xn, xd = _integer_form(x)
+        den = xd * self.scale
+        rows = rows if rows is not None else range(len(self.weight))
+        return [Fraction(sum(map(mul, self.weight[r], xn)) + self.bias[r] * xd, den)
+                for r in rows]
+
+    def columns(self, x: Sequence[Fraction], cols: range) -> Vector:
+        """W[:, cols] x + b: the output projection fed only some heads (zeros elsewhere)."""
+        xn, xd = _integer_form(x)
+        den = xd * self.scale
+        return [Fraction(sum(map(mul, row[cols.start:cols.stop], xn)) + b * xd, den)
+                for row, b in zip(self.weight, self.bias, strict=True)]
+
+
+# --------------------------------------------------------------------------- piecewise operators
+
+
+class SideBranch(NamedTuple):
+    """Which way one side (p or n) of BandNorm went."""
+
+    projected: bool  # Σs > half_high: projected onto the simplex-like band
+    rho: int  # projection index (0-based) when projected, else -1
+    lifted: bool  # deficit > 0: raised to half_low
+    fallback: bool  # no coordinate was active: the even/odd fallback mask was used
+    support: tuple[int, ...]  # coordinates receiving the lift (active or fallback)
+
+
+class BandNormBranch(NamedTuple):
+    signs: tuple[int, ...]  # sign of each centred coordinate c_i: +1, 0 or -1
+    p: SideBranch
+    n: SideBranch
+
+
+def _band_side(s: Vector, fallback: tuple[int, ...], half_low: Fraction,
+               half_high: Fraction) -> tuple[Vector, SideBranch]:
+    d = len(s)
+    projected = sum(s) > half_high
+    rho = -1
+    if projected:
+        ordered = sorted(s, reverse=True)
+        cand, total = [], ZERO
+        for k, v in enumerate(ordered, start=1):
+            total += v
+            cand.append((total - half_high) / k)
+        rho = min(max(sum(v > c for v, c in zip(ordered, cand, strict=True)) - 1, 0), d - 1)
+        tau = cand[rho]
+        s = [v - tau if v > tau else ZERO for v in s]
+    deficit = half_low - sum(s)
+    active = tuple(i for i, v in enumerate(s) if v > 0)
+    support = active or fallback
+    if deficit > 0:
+        share = deficit / len(support)
+        s = list(s)
+        for i in support:
+            s[i] += share
+    return s, SideBranch(projected, rho, deficit > 0, not active, support)
+
+
+def band_norm(x: Sequence[Fraction], gamma: Vector, beta: Vector, half_low: Fraction,
+              half_high: Fraction) -> tuple[Vector, BandNormBranch]:
+    """Signed L1 BandNorm (SPEC §2), with the branch it took."""
+    d = len(x)
+    mean = sum(x) / d
+    c = [v - mean for v in x]
+    even, odd = tuple(range(0, d, 2)), tuple(range(1, d, 2))
+    p, pb = _band_side([v if v > 0 else ZERO for v in c], even, half_low, half_high)
+    n, nb = _band_side([-v if v < 0 else ZERO for v in c], odd, half_low, half_high)
+    z = [a - b for a, b in zip(p, n, strict=True)]
+    zmean = sum(z) / d
+    out = [g * (v - zmean) + b for g, v, b in zip(gamma, z, beta, strict=True)]
+    signs = tuple((v > 0) - (v < 0) for v in c)
+    return out, BandNormBranch(signs, pb, nb)
+
+
+def sparsemax(z: Sequence[Fraction]) -> tuple[Vector, tuple[int, ...]]:
+    """Sparsemax and its support (the indices with positive weight)."""
+    ordered = sorted(z, reverse=True)
+    total, k, k_total = ZERO, 0, ZERO
+    for j, v in enumerate(ordered, start=1):
+        total += v
+        if 1 + j * v > total:
+            k, k_total = j, total
+    tau = (k_total - 1) / k
+    out = [v - tau if v > tau else ZERO for v in z]
+    return out, tuple(i for i, v in enumerate(out) if v > 0)
+
+
+def leaky_relu(x: Sequence[Fraction]) -> tuple[Vector, tuple[bool, ...]]:
+    """LeakyReLU (slope 1/100) and the sign pattern (True where x ≥ 0)."""
+    signs = tuple(v >= 0 for v in x)
+    return [v if s else v * LEAKY_SLOPE for v, s in zip(x, signs, strict=True)], signs
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class Position:
+    """Everything the exact run knows about one position of one causal prefix."""
+
+    outputs: dict[str, Vector]  # emb and mlp nodes -> output at this position
+    heads: dict[tuple[int, int], Vector] = field(default_factory=dict)  # (layer, head) result
+    keys: dict[tuple[int, int], Vector] = field(default_factory=dict)  # before W_o, per head
+    values: dict[tuple[int, int], Vector] = field(default_factory=dict)
+    branches: dict[str, tuple] = field(default_factory=dict)  # site -> branch record
+    residuals: dict[str, Vector] = field(default_factory=dict)  # node -> its input
+
+
+@dataclass(frozen=True)
+class RowResult:
+    prompt: tuple[int, ...]
+    logits: Vector  # final-position logits
+    final_residual: Vector  # r_E(x): the input of the final norm
+    trace: list[dict[str, tuple]]  # per position: site -> branch record
+
+    def margin(self, target: int, alternate: int) -> Fraction:
+        return self.logits[target] - self.logits[alternate]
+
+
+class ExactModel:
+    """The verifiable GPT (or one of its circuits) in exact rational arithmetic."""
+
+    def __init__(self, config: GPTConfig, weights: Mapping[str, np.ndarray]):
+        if not config.is_piecewise_linear:
+            raise FarmError("exact semantics needs norm_variant signed_l1_band_norm or none, "
+                            "attn_variant sparsemax and activation leaky_relu; got "
+                            f"{config.norm_variant}/{config.attn_variant}/{config.activation}")
+        self.cfg = config
+        self.scale = exact(config.attn_scale)
+        self.wte = np.asarray(weights["wte.weight"], dtype=np.float32)
+        self.wpe = np.asarray(weights["wpe.weight"], dtype=np.float32)
+        self.layers = []
+        for i in range(config.n_layers):
+            p = f"blocks.{i}."
+            self.layers.append({
+                name: ExactAffine(weights[f"{p}{mod}.weight"], weights[f"{p}{mod}.bias"])
+                for name, mod in (("q", "attn.q"), ("k", "attn.k"), ("v", "attn.v"),
+                                  ("o", "attn.o"), ("up", "mlp.up"), ("down", "mlp.down"))
+            } | {"norm_attn": self._norm_params(weights, f"{p}norm_attn"),
+                 "norm_mlp": self._norm_params(weights, f"{p}norm_mlp")})
+        self.norm_final = self._norm_params(weights, "norm_final")
+        self.lm_head = ExactAffine(weights["lm_head.weight"], weights.get("lm_head.bias"))
+
+    def _norm_params(self, weights: Mapping[str, np.ndarray], prefix: str):
+        if self.cfg.norm_variant == "none":
+            return None
+        return ([exact(v) for v in weights[f"{prefix}.norm.weight"]],
+                [exact(v) for v in weights[f"{prefix}.norm.bias"]])
+
+    def _norm(self, params, x: Vector, site: str, branches: dict[str, tuple]) -> Vector:
+        if params is None:
+            return list(x)
+        out, branch = band_norm(x, *params, self.cfg.half_low, self.cfg.half_high)
+        branches[site] = branch
+        return out
+
+    def run(self, prompts: Iterable[Sequence[int]], circuit: Circuit | None = None,
+            ) -> list[RowResult]:
+        """Exact final-position logits (and traces) for each prompt, under a circuit if given."""
+        circuit = circuit or Circuit.full(self.cfg.n_layers)
+        if circuit.n_layers != self.cfg.n_layers:
+            raise FarmError(f"circuit has {circuit.n_layers} layers, model has "
+                            f"{self.cfg.n_layers}")
+        if circuit.granularity == "head" and circuit.n_heads != self.cfg.n_heads:
+            raise FarmError(f"circuit has {circuit.n_heads} heads per layer, model has "
+                            f"{self.cfg.n_heads}")
+        run = _CircuitRun(self, circuit)
+        return [run.row(tuple(int(t) for t in p)) for p in prompts]
+
+
+class _CircuitRun:
+    """One circuit's evaluation, memoised by causal prefix across prompts."""
+
+    def __init__(self, model: ExactModel, circuit: Circuit):
+        self.m, self.circuit = model, circuit
+        self.parents = {node: circuit.parents(node) for node in circuit.nodes}
+        self.memo: dict[tuple[int, ...], Position] = {}
+
+    def row(self, prompt: tuple[int, ...]) -> RowResult:
+        if not 1 <= len(prompt) <= self.m.cfg.seq_len:
+            raise FarmError(f"prompt {prompt} must have 1..{self.m.cfg.seq_len} tokens")
+        if not all(0 <= t < self.m.cfg.vocab_size for t in prompt):
+            raise FarmError(f"prompt {prompt} has a token outside the vocabulary")
+        positions = [self.position(prompt[: t + 1]) for t in range(len(prompt))]
+        last = positions[-1]
+        branches: dict[str, tuple] = {}
+        residual = self.node_input("logits", last)
+        normed = self.m._norm(self.m.norm_final, residual, "logits.norm", branches)
+        logits = self.m.lm_head(normed)
+        trace = [dict(p.branches) for p in positions]
+        trace[-1].update(branches)
+        return RowResult(prompt, logits, residual, trace)
+
+    def node_input(self, node: str, pos: Position) -> Vector:
+        """Sum of the retained parents' outputs; a layer's retained heads share one W_o."""
+        total = [ZERO] * self.m.cfg.d_model
+        heads_by_layer: dict[int, list[int]] = {}
+        for parent in self.parents[node]:
+            ref = parse_node(parent)
+            if ref.kind == "attn":
+                heads = range(self.m.cfg.n_heads) if ref.head is None else [ref.head]
+                heads_by_layer.setdefault(ref.layer, []).extend(heads)
+            else:
+                total = [a + b for a, b in zip(total, pos.outputs[parent], strict=True)]
+        for layer, heads in heads_by_layer.items():
+            total = [a + b for a, b in zip(total, self.attn_out(layer, heads, pos), strict=True)]
+        return total
+
+    def attn_out(self, layer: int, heads: list[int], pos: Position) -> Vector:
+        """W_o concat(retained heads, zeros) + b_o at one position."""
+        dh = self.m.cfg.head_dim
+        concat = [ZERO] * self.m.cfg.d_model
+        for h in heads:
+            concat[h * dh:(h + 1) * dh] = pos.heads[layer, h]
+        return self.m.layers[layer]["o"](concat)
+
+    def position(self, prefix: tuple[int, ...]) -> Position:
+        if (hit := self.memo.get(prefix)) is not None:
+            return hit
+        cfg, t = self.m.cfg, len(prefix) - 1
+        earlier = [self.position(prefix[: s + 1]) for s in range(t)]
+        emb = [exact(a) + exact(b) for a, b in zip(self.m.wte[prefix[-1]], self.m.wpe[t],
+                                                    strict=True)]
+        pos = Position(outputs={"emb": emb})
+        dh = cfg.head_dim
+        for layer, params in enumerate(self.m.layers):
+            for node in self.circuit.nodes:
+                ref = parse_node(node)
+                if ref.kind != "attn" or ref.layer != layer:
+                    continue
+                x = pos.residuals[node] = self.node_input(node, pos)
+                n = self.m._norm(params["norm_attn"], x, f"{node}.norm", pos.branches)
+                for h in range(cfg.n_heads) if ref.head is None else [ref.head]:
+                    rows = range(h * dh, (h + 1) * dh)
+                    q = params["q"](n, rows)
+                    pos.keys[layer, h] = params["k"](n, rows)
+                    pos.values[layer, h] = params["v"](n, rows)
+                    history = [*earlier, pos]
+                    scores = [dot(q, p.keys[layer, h]) / self.m.scale for p in history]
+                    weights, support = sparsemax(scores)
+                    pos.branches[f"{node}.head{h}.sparsemax"] = support
+                    result = [ZERO] * dh
+                    for j in support:
+                        w, v = weights[j], history[j].values[layer, h]
+                        result = [r + w * vi for r, vi in zip(result, v, strict=True)]
+                    pos.heads[layer, h] = result
+            node = f"mlp_{layer}"
+            x = pos.residuals[node] = self.node_input(node, pos)
+            n = self.m._norm(params["norm_mlp"], x, f"{node}.norm", pos.branches)
+            hidden, signs = leaky_relu(params["up"](n))
+            pos.branches[f"{node}.act"] = signs
+            pos.outputs[node] = params["down"](hidden)
+        self.memo[prefix] = pos
+        return pos
