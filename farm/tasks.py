@@ -127,7 +127,7 @@ class Row:
 
 
 def domain_rows(tasks: Iterable[str] = DEFAULT_TASKS) -> list[Row]:
-    """The exhaustive domain over the given tasks, in canonical order (quote 0..127, bracket ...)."""
+    """The exhaustive domain of the given tasks in canonical order (quote rows, then bracket)."""
     rows: list[Row] = []
     for task in get_tasks(tasks):
         rows.extend(Row(len(rows) + i, task, p) for i, p in enumerate(task.domain()))
