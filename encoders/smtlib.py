@@ -1,0 +1,287 @@
+"""Solver-neutral QF_LRA terms rendered straight to SMT-LIB2 text.
+
+A query *is* its text: both solvers parse the same bytes and its sha256 names it
+in caches, retries and certificates. So this layer builds text, never solver
+objects. Almost every term of a piecewise-linear network is affine, hence the
+one arithmetic type `Affine` (var -> exact `Fraction` coefficient, plus a
+constant); anything non-affine (an `ite`) is named by `Query.define`, which keeps
+every assertion affine and the text linear in the size of the network.
+
+Constants are exact rationals, rendered `(/ n d)` / `(- ...)`, never decimals:
+a float print would silently change the model being verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from fractions import Fraction
+from functools import lru_cache
+from numbers import Rational
+
+__all__ = [
+    "Affine", "Formula", "Query", "Term", "TRUE", "FALSE",
+    "lt", "le", "eq", "ge", "gt", "and_", "or_", "not_", "implies", "ite", "numeral",
+]
+
+_ZERO, _ONE, _MINUS_ONE = Fraction(0), Fraction(1), Fraction(-1)
+_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_.@$~^&*+=<>?!/-]*\Z")
+
+
+@lru_cache(maxsize=1 << 16)
+def numeral(q: Fraction) -> str:
+    """SMT-LIB2 text of an exact rational; cached because weights repeat across queries."""
+    n, d = q.numerator, q.denominator
+    body = str(abs(n)) if d == 1 else f"(/ {abs(n)} {d})"
+    return f"(- {body})" if n < 0 else body
+
+
+class Affine:
+    """An exact affine expression `sum(c_v * v) + const` over real variables.
+
+    Immutable by convention; zero coefficients are dropped so cancellation
+    leaves no `(* 0 x)` in the text. Coefficient order is insertion order,
+    which keeps rendering deterministic without sorting. Every operation is
+    one `combine`, which skips the Fraction multiplications that unit
+    coefficients make unnecessary: exact arithmetic is the cost of building.
+    """
+
+    __slots__ = ("coeffs", "const")
+
+    def __init__(self, coeffs: Mapping[str, Rational] | None = None,
+                 const: Rational = _ZERO) -> None:
+        self.coeffs: dict[str, Fraction] = (
+            {v: _rational(c) for v, c in coeffs.items() if c} if coeffs else {})
+        self.const = _rational(const)
+
+    @staticmethod
+    def combine(terms: Iterable[tuple[Rational, Affine | Rational]]) -> Affine:
+        """The linear combination `sum(k * a for k, a in terms)`, in one accumulator."""
+        acc: dict[str, Fraction] = {}
+        const = _ZERO
+        for k, a in terms:
+            k = _rational(k)
+            if not k:
+                continue
+            if not isinstance(a, Affine):
+                const += k * _rational(a)
+                continue
+            for v, c in a.coeffs.items():
+                t = c if k is _ONE else k if c is _ONE else -c if k is _MINUS_ONE else k * c
+                prev = acc.get(v)
+                acc[v] = t if prev is None else prev + t
+            if a.const:
+                const += k * a.const
+        out = Affine.__new__(Affine)
+        out.coeffs = {v: c for v, c in acc.items() if c}
+        out.const = const
+        return out
+
+    @staticmethod
+    def sum(terms: Iterable[Affine | Rational]) -> Affine:
+        return Affine.combine((_ONE, t) for t in terms)
+
+    @staticmethod
+    def dot(ks: Iterable[Rational], xs: Iterable[Affine], const: Rational = _ZERO) -> Affine:
+        """`sum(k_i * x_i) + const`: one row of a weight matrix applied to a vector."""
+        return Affine.combine([*zip(ks, xs, strict=True), (_ONE, const)])
+
+    def __add__(self, other: Affine | Rational) -> Affine:
+        return Affine.combine(((_ONE, self), (_ONE, other)))
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Affine | Rational) -> Affine:
+        return Affine.combine(((_ONE, self), (_MINUS_ONE, other)))
+
+    def __rsub__(self, other: Rational) -> Affine:
+        return Affine.combine(((_ONE, other), (_MINUS_ONE, self)))
+
+    def __neg__(self) -> Affine:
+        return Affine.combine(((_MINUS_ONE, self),))
+
+    def __mul__(self, k: Rational) -> Affine:
+        return Affine.combine(((k, self),))
+
+    __rmul__ = __mul__
+
+    def __repr__(self) -> str:
+        return f"Affine({self.coeffs!r}, {self.const!r})"
+
+    def smt(self) -> str:
+        """The expression as an SMT-LIB2 term."""
+        return _sum_text(self.coeffs, self.const)
+
+
+def _rational(x: Rational) -> Fraction:
+    """Exact value of `x`; floats are refused, since their decimal intent is already lost."""
+    if type(x) is Fraction:
+        return x
+    if isinstance(x, Rational):
+        return Fraction(x)
+    raise TypeError(f"exact rational expected, got {type(x).__name__} {x!r}")
+
+
+def _monomial(v: str, c: Fraction) -> str:
+    if c == 1:
+        return v
+    if c == -1:
+        return f"(- {v})"
+    return f"(* {numeral(c)} {v})"
+
+
+def _sum_text(coeffs: Mapping[str, Fraction], const: Fraction) -> str:
+    parts = [_monomial(v, c) for v, c in coeffs.items()]
+    if const or not parts:
+        parts.append(numeral(const))
+    return parts[0] if len(parts) == 1 else f"(+ {' '.join(parts)})"
+
+
+class Formula:
+    """A Boolean term, held as its rendered text (built once, joined later)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"Formula({self.text!r})"
+
+
+class Term:
+    """A non-affine real term (an `ite`); usable only through `Query.define`."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+TRUE, FALSE = Formula("true"), Formula("false")
+
+
+def _relation(op: str, a: Affine | Rational, b: Affine | Rational) -> Formula:
+    """`a op b` normalised to `(op (sum of monomials) constant)`."""
+    d = Affine.combine(((_ONE, a), (_MINUS_ONE, b)))
+    if not d.coeffs:
+        return TRUE if _CONST_TRUTH[op](d.const) else FALSE
+    return Formula(f"({op} {_sum_text(d.coeffs, _ZERO)} {numeral(-d.const)})")
+
+
+_CONST_TRUTH = {"<": lambda c: c < 0, "<=": lambda c: c <= 0, "=": lambda c: c == 0,
+                ">=": lambda c: c >= 0, ">": lambda c: c > 0}
+
+
+def lt(a: Affine | Rational, b: Affine | Rational) -> Formula:
+    return _relation("<", a, b)
+
+
+def le(a: Affine | Rational, b: Affine | Rational) -> Formula:
+    return _relation("<=", a, b)
+
+
+def eq(a: Affine | Rational, b: Affine | Rational) -> Formula:
+    return _relation("=", a, b)
+
+
+def ge(a: Affine | Rational, b: Affine | Rational) -> Formula:
+    return _relation(">=", a, b)
+
+
+def gt(a: Affine | Rational, b: Affine | Rational) -> Formula:
+    return _relation(">", a, b)
+
+
+def _connective(op: str, unit: Formula, fs: tuple[Formula, ...]) -> Formula:
+    fs = tuple(f for f in fs if f is not unit)
+    if not fs:
+        return unit
+    return fs[0] if len(fs) == 1 else Formula(f"({op} {' '.join(f.text for f in fs)})")
+
+
+def and_(*fs: Formula) -> Formula:
+    return _connective("and", TRUE, fs)
+
+
+def or_(*fs: Formula) -> Formula:
+    return _connective("or", FALSE, fs)
+
+
+def not_(f: Formula) -> Formula:
+    return Formula(f"(not {f.text})")
+
+
+def implies(a: Formula, b: Formula) -> Formula:
+    return Formula(f"(=> {a.text} {b.text})")
+
+
+def ite(cond: Formula, then: Affine | Rational, else_: Affine | Rational) -> Term:
+    """`then` if `cond` else `else_`, e.g. `ite(ge(x, 0), x, 0)` for relu."""
+    return Term(f"(ite {cond.text} {Affine.sum((then,)).smt()} {Affine.sum((else_,)).smt()})")
+
+
+class Query:
+    """Declarations, definitions and assertions of one QF_LRA check, rendered once.
+
+    `model_vars` are the variables a SAT model is read back for (e.g. the
+    counterexample input); the text and its hash are frozen on first render.
+    """
+
+    _HEADER = "(set-option :produce-models true)\n(set-logic QF_LRA)\n"
+    _FOOTER = "(check-sat)\n"
+
+    def __init__(self) -> None:
+        self._decls: list[str] = []
+        self._asserts: list[str] = []
+        self._names: set[str] = set()
+        self._model_vars: list[str] = []
+        self._text: str | None = None
+
+    def real(self, name: str, *, model: bool = False) -> Affine:
+        """Declare a real variable; `model=True` reads it back on SAT."""
+        self._check_open()
+        if not _SYMBOL.match(name) or name in self._names:
+            raise ValueError(f"bad or duplicate SMT symbol {name!r}")
+        self._names.add(name)
+        self._decls.append(f"(declare-fun {name} () Real)")
+        if model:
+            self._model_vars.append(name)
+        return Affine({name: _ONE})
+
+    def define(self, name: str, value: Affine | Term, *, model: bool = False) -> Affine:
+        """Name `value` by a fresh variable, so later uses cost one symbol, not the whole term."""
+        v = self.real(name, model=model)
+        rhs = value.text if isinstance(value, Term) else value.smt()
+        self._asserts.append(f"(assert (= {name} {rhs}))")
+        return v
+
+    def add(self, *fs: Formula) -> None:
+        """Assert each formula."""
+        self._check_open()
+        self._asserts.extend(f"(assert {f.text})" for f in fs)
+
+    @property
+    def model_vars(self) -> tuple[str, ...]:
+        return tuple(self._model_vars)
+
+    def __len__(self) -> int:
+        """Number of assertions (definitions included)."""
+        return len(self._asserts)
+
+    def text(self) -> str:
+        """The SMT-LIB2 script; after this the query is frozen."""
+        if self._text is None:
+            self._text = "".join((self._HEADER, "\n".join(self._decls), "\n",
+                                  "\n".join(self._asserts), "\n", self._FOOTER))
+        return self._text
+
+    @property
+    def hash(self) -> str:
+        """sha256 hex of the text: the query's identity."""
+        return hashlib.sha256(self.text().encode()).hexdigest()
+
+    def _check_open(self) -> None:
+        if self._text is not None:
+            raise RuntimeError("query already rendered; its hash must not change")

@@ -1,0 +1,104 @@
+"""The term layer: exact numerals, affine algebra, deterministic text and hash."""
+
+from fractions import Fraction as F
+
+import pytest
+
+from encoders.smtlib import (
+    FALSE,
+    TRUE,
+    Affine,
+    Query,
+    and_,
+    eq,
+    ge,
+    gt,
+    implies,
+    ite,
+    le,
+    lt,
+    not_,
+    numeral,
+    or_,
+)
+
+
+def test_numerals_are_exact_and_never_decimal():
+    assert numeral(F(22, 5)) == "(/ 22 5)"
+    assert numeral(F(-1, 3)) == "(- (/ 1 3))"
+    assert numeral(F(-7)) == "(- 7)"
+    assert numeral(F(0)) == "0"
+    # a float weight is taken at its exact binary value, not its decimal print
+    assert numeral(F(0.1)) == "(/ 3602879701896397 36028797018963968)"
+
+
+def test_affine_algebra_is_exact_and_drops_cancelled_terms():
+    q = Query()
+    x, y = q.real("x"), q.real("y")
+    e = 3 * x - y * F(1, 2) + 1 - (x + x + x)
+    assert e.coeffs == {"y": F(-1, 2)} and e.const == 1
+    assert (-e).coeffs == {"y": F(1, 2)} and (-e).const == -1
+    assert (2 - x).coeffs == {"x": -1} and (2 - x).const == 2
+    d = Affine.dot([F(1, 3), 0, F(2)], [x, y, x + y], F(5))
+    assert d.coeffs == {"x": F(7, 3), "y": F(2)} and d.const == 5
+    assert Affine.sum([x, y, -x, 4]).smt() == "(+ y 4)"
+
+
+def test_floats_are_refused():
+    x = Query().real("x")
+    with pytest.raises(TypeError):
+        x * 4.4
+    with pytest.raises(TypeError):
+        le(x, 4.4)
+
+
+def test_relations_normalise_constants_to_the_right():
+    q = Query()
+    x, y = q.real("x"), q.real("y")
+    assert le(x * 5, F(22, 5)).text == "(<= (* 5 x) (/ 22 5))"
+    assert gt(x - y, F(-1, 3)).text == "(> (+ x (- y)) (- (/ 1 3)))"
+    assert eq(x + 1, y).text == "(= (+ x (- y)) (- 1))"
+    assert lt(x, x + 1) is TRUE and ge(x, x + 1) is FALSE
+
+
+def test_connectives_and_ite():
+    q = Query()
+    x = q.real("x")
+    a, b = ge(x, 0), lt(x, 1)
+    assert and_(a, TRUE, b).text == "(and (>= x 0) (< x 1))"
+    assert or_() is FALSE and and_(a) is a
+    assert not_(a).text == "(not (>= x 0))"
+    assert implies(a, b).text == "(=> (>= x 0) (< x 1))"
+    r = q.define("r", ite(a, x, 0))
+    assert r.coeffs == {"r": 1}
+    assert "(assert (= r (ite (>= x 0) x 0)))" in q.text()
+
+
+def _query() -> Query:
+    q = Query()
+    x = q.real("x", model=True)
+    h = q.define("h", x * F(1, 100) + F(22, 5))
+    q.add(le(h, 5), gt(x, -1))
+    return q
+
+
+def test_text_is_a_complete_script_and_hash_is_deterministic():
+    q = _query()
+    text = q.text()
+    assert text.startswith("(set-option :produce-models true)\n(set-logic QF_LRA)\n")
+    assert text.endswith("(check-sat)\n") and "." not in text
+    assert q.model_vars == ("x",) and len(q) == 3
+    assert q.hash == _query().hash and len(q.hash) == 64
+
+
+def test_rendered_query_is_frozen_and_symbols_checked():
+    q = _query()
+    q.text()
+    with pytest.raises(RuntimeError):
+        q.add(TRUE)
+    with pytest.raises(ValueError):
+        Query().real("bad name")
+    q2 = Query()
+    q2.real("x")
+    with pytest.raises(ValueError):
+        q2.real("x")
