@@ -1,0 +1,287 @@
+"""Z3 and cvc5 behind one call, each in a warm child process, raced or cross-checked.
+
+Both solvers parse the same SMT-LIB2 text (see `encoders.smtlib`), so a backend
+is only a parse-check-read-model adapter registered in `BACKENDS`. Each runs
+in its own spawned process that imports its solver once and then serves
+queries over a pipe: a process per query would cost more than most queries,
+and a separate process is the only way to stop a solver that ignores its own
+time limit or cannot be interrupted (cvc5 has no interrupt in its Python API).
+
+Soundness rules, enforced here: a timeout, crash or exception is "unknown",
+never "unsat"; a sat/unsat disagreement raises `SolverDisagreement`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from multiprocessing.connection import Connection, wait
+from typing import Literal
+
+__all__ = ["BACKENDS", "MODES", "RaceResult", "SolverDisagreement", "SolverPool", "Status",
+           "Verdict"]
+
+Status = Literal["sat", "unsat", "unknown"]
+Model = dict[str, Fraction]
+SolveFn = Callable[[str, Sequence[str], float], tuple[Status, Model, str]]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One solver's answer to one query; `model` is exact and set only when sat."""
+
+    status: Status
+    solver: str
+    seconds: float
+    model: Model = field(default_factory=dict)
+    reason: str = ""  # why unknown: "timeout", "crashed: ...", the solver's own reason
+
+
+@dataclass(frozen=True)
+class RaceResult:
+    """The pool's answer: the deciding verdict plus every solver's verdict, for audit.
+
+    `winner` is the solver whose definitive answer was taken (None if none was
+    definitive); a loser stopped before it answered has no verdict.
+    """
+
+    status: Status
+    winner: str | None
+    verdicts: tuple[Verdict, ...]
+
+    @property
+    def model(self) -> Model:
+        return next((v.model for v in self.verdicts if v.solver == self.winner), {})
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(f"{v.solver}: {v.reason}" for v in self.verdicts if v.reason)
+
+    def seconds(self, solver: str) -> float | None:
+        """Wall time `solver` took, or None if it did not answer."""
+        return next((v.seconds for v in self.verdicts if v.solver == solver), None)
+
+
+class SolverDisagreement(RuntimeError):
+    """One solver said sat and another unsat: a solver or encoding bug, never resolved here."""
+
+    def __init__(self, verdicts: Sequence[Verdict]) -> None:
+        super().__init__("solvers disagree: " + ", ".join(
+            f"{v.solver}={v.status}" for v in verdicts))
+        self.verdicts = tuple(verdicts)
+
+
+# --- backends: run inside the child process; each factory imports its solver once ---
+
+
+def _z3_backend() -> SolveFn:
+    import z3
+
+    def solve(text: str, model_vars: Sequence[str], timeout: float) -> tuple[Status, Model, str]:
+        s = z3.Solver()
+        s.set("timeout", max(1, int(timeout * 1000)))
+        s.from_string(text)
+        r = s.check()
+        if r == z3.sat:
+            m = s.model()
+            vals = (m.eval(z3.Real(v), model_completion=True) for v in model_vars)
+            model = {v: Fraction(x.numerator_as_long(), x.denominator_as_long())
+                     for v, x in zip(model_vars, vals, strict=True)}
+            return "sat", model, ""
+        if r == z3.unsat:
+            return "unsat", {}, ""
+        return "unknown", {}, _unknown_reason(s.reason_unknown())
+
+    return solve
+
+
+def _cvc5_backend() -> SolveFn:
+    import cvc5
+
+    def solve(text: str, model_vars: Sequence[str], timeout: float) -> tuple[Status, Model, str]:
+        tm = cvc5.TermManager()
+        s, sm = cvc5.Solver(tm), cvc5.SymbolManager(tm)
+        s.setOption("tlimit-per", str(max(1, int(timeout * 1000))))
+        parser = cvc5.InputParser(s, sm)
+        parser.setStringInput(cvc5.InputLanguage.SMT_LIB_2_6, text, "query")
+        while not (cmd := parser.nextCommand()).isNull():
+            if cmd.getCommandName() != "check-sat":  # we call checkSat to get a Result
+                cmd.invoke(s, sm)
+        r = s.checkSat()
+        if r.isSat():
+            terms = {str(t): t for t in sm.getDeclaredTerms()}
+            return "sat", {v: s.getValue(terms[v]).getRealValue() for v in model_vars}, ""
+        if r.isUnsat():
+            return "unsat", {}, ""
+        return "unknown", {}, _unknown_reason(str(r.getUnknownExplanation()))
+
+    return solve
+
+
+def _unknown_reason(raw: str) -> str:
+    """Name a solver's own time limit "timeout", as the pool names its hard limit."""
+    return "timeout" if any(w in raw.lower() for w in ("timeout", "canceled")) else raw
+
+
+BACKENDS: dict[str, Callable[[], SolveFn]] = {"z3": _z3_backend, "cvc5": _cvc5_backend}
+MODES = (*BACKENDS, "race", "both")
+
+
+def _serve(name: str, conn: Connection) -> None:
+    """Child main loop: import the solver, say ready, answer (text, vars, timeout) until None."""
+    solve = BACKENDS[name]()
+    conn.send("ready")
+    while (job := conn.recv()) is not None:
+        t0 = time.perf_counter()
+        try:
+            status, model, reason = solve(*job)
+        except Exception as e:  # a parse or solver error is an answer too: unknown
+            status, model, reason = "unknown", {}, f"error: {type(e).__name__}: {e}"
+        conn.send(Verdict(status, name, time.perf_counter() - t0, model, reason))
+
+
+# --- parent side ---
+
+
+class _Worker:
+    """One warm child process serving one backend; replaced wholesale when it must stop."""
+
+    def __init__(self, ctx: mp.context.BaseContext, name: str) -> None:
+        self.ctx, self.name = ctx, name
+        self._start()
+
+    def _start(self) -> None:
+        self.conn, child = self.ctx.Pipe()
+        self.proc = self.ctx.Process(target=_serve, args=(self.name, child),
+                                     name=f"solver-{self.name}", daemon=True)
+        self.proc.start()
+        child.close()
+        self.ready = False
+
+    def submit(self, job: tuple[str, tuple[str, ...], float], start_timeout: float) -> None:
+        """Send a query; a child found dead (killed while idle or starting) is replaced once."""
+        for retry in (False, True):
+            if self._ready(start_timeout):
+                try:
+                    self.conn.send(job)
+                    return
+                except OSError:
+                    pass
+            if not retry:
+                self.restart()
+        raise RuntimeError(f"{self.name} solver process did not start (see its stderr)")
+
+    def _ready(self, timeout: float) -> bool:
+        if not self.ready:
+            try:
+                self.ready = self.conn.poll(timeout) and self.conn.recv() == "ready"
+            except (EOFError, OSError):
+                pass  # died while importing or starting
+        return self.ready
+
+    def restart(self) -> None:
+        """Kill the child (it may be deep inside a solver call) and start a fresh one."""
+        self._stop()
+        self._start()
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+            self.proc.join(1.0)
+        except OSError:
+            pass  # the child is already gone
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join()
+        self.conn.close()
+
+
+class SolverPool:
+    """Warm solver processes answering SMT-LIB2 queries, one query at a time.
+
+    mode: a backend name (one solver), "race" (all backends; the first sat or
+    unsat wins, a loser gets `grace` seconds to finish and is then killed and
+    replaced) or "both" (all backends run to completion and cross-check).
+    No global state: one pool per process or Ray actor; `close()` (or `with`)
+    leaves no child behind. Its host must be allowed children: a
+    `ProcessPoolExecutor` worker or Ray actor is, a daemonic
+    `multiprocessing.Pool` worker is not.
+    """
+
+    def __init__(self, mode: str = "race", timeout: float = 60.0, grace: float = 0.05,
+                 start_method: str = "spawn", start_timeout: float = 60.0) -> None:
+        if mode not in MODES:
+            raise ValueError(f"solver mode {mode!r} not in {MODES}")
+        self.mode, self.timeout, self.grace = mode, timeout, grace
+        self.start_timeout = start_timeout
+        ctx = mp.get_context(start_method)
+        names = list(BACKENDS) if mode in ("race", "both") else [mode]
+        self._workers = [_Worker(ctx, n) for n in names]
+
+    def solve(self, text: str, model_vars: Sequence[str] = (),
+              timeout: float | None = None) -> RaceResult:
+        """Decide `text`; `model_vars` are read back exactly when sat."""
+        return self._solve_each([text] * len(self._workers), model_vars, timeout)
+
+    def _solve_each(self, texts: Sequence[str], model_vars: Sequence[str],
+                    timeout: float | None) -> RaceResult:
+        """Send `texts[i]` to worker i (the same text, except in tests of the cross-check)."""
+        timeout = self.timeout if timeout is None else timeout
+        for w, text in zip(self._workers, texts, strict=True):
+            w.submit((text, tuple(model_vars), timeout), self.start_timeout)
+        t0 = time.perf_counter()
+        # the solvers enforce `timeout` themselves; the hard limit is for those that overrun
+        deadline = t0 + timeout + max(1.0, 0.1 * timeout)
+        pending = {w.conn: w for w in self._workers}
+        verdicts: list[Verdict] = []
+        while pending:
+            ready = wait(list(pending), max(0.0, deadline - time.perf_counter()))
+            if not ready:
+                break
+            for conn in ready:
+                w = pending.pop(conn)
+                verdicts.append(self._receive(w, t0))
+            if self.mode == "race" and any(v.status != "unknown" for v in verdicts):
+                deadline = min(deadline, time.perf_counter() + self.grace)
+        for w in pending.values():  # overran the deadline, or lost the race: stop it
+            w.restart()
+            if self.mode != "race" or not any(v.status != "unknown" for v in verdicts):
+                verdicts.append(Verdict("unknown", w.name, time.perf_counter() - t0,
+                                        reason="timeout"))
+        return _decide(verdicts)
+
+    def _receive(self, w: _Worker, t0: float) -> Verdict:
+        try:
+            return w.conn.recv()
+        except (EOFError, OSError) as e:  # the child died mid-query (e.g. out of memory)
+            w.proc.join(1.0)
+            code = w.proc.exitcode
+            w.restart()
+            return Verdict("unknown", w.name, time.perf_counter() - t0,
+                           reason=f"crashed: exit {code} ({type(e).__name__})")
+
+    def close(self) -> None:
+        for w in self._workers:
+            w.close()
+
+    def __enter__(self) -> SolverPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _decide(verdicts: list[Verdict]) -> RaceResult:
+    """First definitive verdict wins; sat against unsat is an error, never a choice."""
+    definitive = [v for v in verdicts if v.status != "unknown"]
+    if len({v.status for v in definitive}) > 1:
+        raise SolverDisagreement(verdicts)
+    if not definitive:
+        return RaceResult("unknown", None, tuple(verdicts))
+    return RaceResult(definitive[0].status, definitive[0].solver, tuple(verdicts))

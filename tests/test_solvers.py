@@ -1,0 +1,124 @@
+"""Real Z3 and cvc5 in warm processes: exact models, timeouts, races, cross-checks."""
+
+import os
+import signal
+import threading
+from fractions import Fraction as F
+
+import pytest
+
+from encoders.smtlib import Query, eq, ge, gt, le, lt, or_
+from encoders.solvers import SolverDisagreement, SolverPool
+
+
+@pytest.fixture(scope="module")
+def race():
+    with SolverPool("race", timeout=10) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def both():
+    with SolverPool("both", timeout=10) as pool:
+        yield pool
+
+
+def _sat_query() -> Query:
+    q = Query()
+    x, y = q.real("x", model=True), q.real("y", model=True)
+    q.add(le(x * 5, F(22, 5)), ge(x, F(1, 7)), lt(x + y * 3, F(-2, 9)), gt(y, -10))
+    return q
+
+
+def _unsat_query() -> Query:
+    q = Query()
+    x = q.real("x")
+    q.add(gt(x, F(1, 3)), lt(x * 3, 1))
+    return q
+
+
+def _pigeonhole(n: int) -> str:
+    """n+1 reals in n integer holes, pairwise distinct: unsat, and hard for both solvers."""
+    q = Query()
+    xs = [q.real(f"p{i}") for i in range(n + 1)]
+    q.add(*(or_(*(eq(x, h) for h in range(n))) for x in xs))
+    q.add(*(or_(lt(a, b), gt(a, b)) for i, a in enumerate(xs) for b in xs[:i]))
+    return q.text()
+
+
+@pytest.mark.parametrize("mode", ["z3", "cvc5"])
+def test_each_solver_sat_with_exact_model_and_unsat(mode):
+    with SolverPool(mode, timeout=10) as pool:
+        q = _sat_query()
+        r = pool.solve(q.text(), q.model_vars)
+        assert (r.status, r.winner) == ("sat", mode)
+        x, y = r.model["x"], r.model["y"]
+        assert isinstance(x, F) and x * 5 <= F(22, 5) and x >= F(1, 7)
+        assert x + 3 * y < F(-2, 9) and y > -10
+        assert pool.solve(_unsat_query().text()).status == "unsat"
+
+
+def test_non_dyadic_constant_is_not_rounded(both):
+    # 4.4 as a float is 4.40000000000000035527...: strictly above 22/5
+    q = Query()
+    x = q.real("x", model=True)
+    q.add(ge(x, F(4.4)), le(x, F(22, 5)))
+    assert both.solve(q.text()).status == "unsat"
+    q = Query()
+    x = q.real("x", model=True)
+    q.add(gt(x, F(22, 5)), lt(x, F(4.4)))
+    r = both.solve(q.text(), q.model_vars)
+    assert r.status == "sat" and all(F(22, 5) < v.model["x"] < F(4.4) for v in r.verdicts)
+
+
+def test_timeout_is_unknown_never_unsat(race):
+    r = race.solve(_pigeonhole(9), timeout=0.3)
+    assert r.status == "unknown" and r.winner is None
+    assert {v.reason for v in r.verdicts} == {"timeout"}
+    assert race.solve(_unsat_query().text()).status == "unsat"
+
+
+def test_race_has_a_winner_and_times(race):
+    q = _sat_query()
+    r = race.solve(q.text(), q.model_vars)
+    assert r.status == "sat" and r.winner in ("z3", "cvc5") and r.model.keys() == {"x", "y"}
+    assert r.seconds(r.winner) > 0
+
+
+def test_race_loser_is_killed_and_replaced(race):
+    cvc5 = next(w for w in race._workers if w.name == "cvc5")
+    pid = cvc5.proc.pid
+    q = _sat_query()
+    r = race._solve_each([q.text() if w.name == "z3" else _pigeonhole(9)
+                          for w in race._workers], q.model_vars, 10)
+    assert (r.status, r.winner) == ("sat", "z3") and r.seconds("cvc5") is None
+    assert cvc5.proc.pid != pid
+    both_answer = race._solve_each([_unsat_query().text()] * 2, (), 10)
+    assert both_answer.status == "unsat"
+
+
+def test_both_mode_records_agreement(both):
+    r = both.solve(_unsat_query().text())
+    assert r.status == "unsat" and sorted(v.solver for v in r.verdicts) == ["cvc5", "z3"]
+    assert all(v.status == "unsat" for v in r.verdicts)
+
+
+def test_disagreement_is_an_error(both):
+    sat, unsat = _sat_query().text(), _unsat_query().text()
+    with pytest.raises(SolverDisagreement) as e:
+        both._solve_each([sat, unsat], (), 10)
+    assert {v.status for v in e.value.verdicts} == {"sat", "unsat"}
+
+
+def test_errors_and_crashes_are_unknown_and_the_process_replaced():
+    with SolverPool("z3", timeout=20) as pool:
+        r = pool.solve("(assert (> undeclared 0))(check-sat)")
+        assert r.status == "unknown" and r.reason.startswith("z3: error")
+        pid = pool._workers[0].proc.pid
+        threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
+        r = pool.solve(_pigeonhole(10))
+        assert r.status == "unknown" and "crashed" in r.reason
+        os.kill(pool._workers[0].proc.pid, signal.SIGKILL)  # dies while idle
+        assert pool.solve(_unsat_query().text()).status == "unsat"
+        procs = [w.proc for w in pool._workers]
+    assert not any(p.is_alive() for p in procs)
