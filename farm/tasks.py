@@ -130,5 +130,6 @@ def domain_rows(tasks: Iterable[str] = DEFAULT_TASKS) -> list[Row]:
     """The exhaustive domain of the given tasks in canonical order (quote rows, then bracket)."""
     rows: list[Row] = []
     for task in get_tasks(tasks):
-        rows.extend(Row(len(rows) + i, task, p) for i, p in enumerate(task.domain()))
+        start = len(rows)
+        rows.extend(Row(start + i, task, p) for i, p in enumerate(task.domain()))
     return rows

@@ -1,0 +1,35 @@
+"""Shared fixtures: trained models are expensive enough to build once per session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from farm.model import GPTConfig, VerifiableGPT
+from farm.train import TrainConfig, TrainResult, train
+
+
+def weights_of(model: VerifiableGPT) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def random_model(seed: int = 0, scale: float = 0.3, **cfg) -> VerifiableGPT:
+    """An untrained model with weights spread enough to exercise every branch."""
+    torch.manual_seed(seed)
+    model = VerifiableGPT(GPTConfig(**cfg))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model
+
+
+@pytest.fixture(scope="session")
+def trained() -> TrainResult:
+    """The paper-size model trained with the default recipe (a few seconds on CPU)."""
+    return train(GPTConfig(), TrainConfig(seed=0), progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_two_heads() -> TrainResult:
+    return train(GPTConfig(n_heads=2), TrainConfig(seed=0), progress=False)
