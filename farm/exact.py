@@ -169,6 +169,7 @@ class Position:
     heads: dict[tuple[int, int], Vector] = field(default_factory=dict)  # (layer, head) result
     keys: dict[tuple[int, int], Vector] = field(default_factory=dict)  # before W_o, per head
     values: dict[tuple[int, int], Vector] = field(default_factory=dict)
+    patterns: dict[tuple[int, int], Vector] = field(default_factory=dict)  # sparsemax weights
     branches: dict[str, tuple] = field(default_factory=dict)  # site -> branch record
     residuals: dict[str, Vector] = field(default_factory=dict)  # node -> its input
 
@@ -179,6 +180,7 @@ class RowResult:
     logits: Vector  # final-position logits
     final_residual: Vector  # r_E(x): the input of the final norm
     trace: list[dict[str, tuple]]  # per position: site -> branch record
+    positions: list[Position]  # every exact intermediate value, per position
 
     def margin(self, target: int, alternate: int) -> Fraction:
         return self.logits[target] - self.logits[alternate]
@@ -256,7 +258,7 @@ class _CircuitRun:
         logits = self.m.lm_head(normed)
         trace = [dict(p.branches) for p in positions]
         trace[-1].update(branches)
-        return RowResult(prompt, logits, residual, trace)
+        return RowResult(prompt, logits, residual, trace, positions)
 
     def node_input(self, node: str, pos: Position) -> Vector:
         """Sum of the retained parents' outputs; a layer's retained heads share one W_o."""
@@ -306,6 +308,7 @@ class _CircuitRun:
                     scores = [dot(q, p.keys[layer, h]) / self.m.scale for p in history]
                     weights, support = sparsemax(scores)
                     pos.branches[f"{node}.head{h}.sparsemax"] = support
+                    pos.patterns[layer, h] = weights
                     result = [ZERO] * dh
                     for j in support:
                         w, v = weights[j], history[j].values[layer, h]
