@@ -13,7 +13,7 @@ import sys
 
 from farm.errors import FarmError
 
-COMMANDS = ("train", "replay")
+COMMANDS = ("train", "replay", "keygen")
 
 
 def build_parser() -> argparse.ArgumentParser:
