@@ -14,8 +14,8 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from farm.checkpoint import Checkpoint
 from farm.exact import ExactModel
-from farm.model import GPTConfig, VerifiableGPT
 from farm.tasks import DEFAULT_TASKS, Row, domain_rows
 
 
@@ -60,16 +60,13 @@ class ReplayReport:
         return all(r.passed for r in self.rows)
 
 
-def replay(config: GPTConfig, weights: dict[str, np.ndarray],
-           tasks: Sequence[str] = DEFAULT_TASKS) -> ReplayReport:
+def replay(ckpt: Checkpoint, tasks: Sequence[str] = DEFAULT_TASKS) -> ReplayReport:
     """Exact margins for every domain row, plus the float32 runtime's distance from them."""
     rows = domain_rows(tasks)
     prompts = [r.prompt for r in rows]
-    results = ExactModel(config, weights).run(prompts)
-    model = VerifiableGPT(config)
-    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    results = ExactModel(ckpt.config, ckpt.weights).run(prompts)
     with torch.no_grad():
-        runtime = model(torch.tensor(prompts))[:, -1].double().numpy()
+        runtime = ckpt.to_model()(torch.tensor(prompts))[:, -1].double().numpy()
     exact_logits = np.array([[float(v) for v in r.logits] for r in results])
     gap = float(np.abs(runtime - exact_logits).max())
     return ReplayReport([RowReplay(row, res.margin(row.target, row.alternate))

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     start = time.perf_counter()
-    report = replay(ckpt.config, ckpt.weights, args.tasks)
+    report = replay(ckpt, args.tasks)
     seconds = time.perf_counter() - start
     print(f"exact replay of {len(report.rows)} rows in {seconds:.2f} s "
           f"(checkpoint sha256 {ckpt.sha256[:16]}…)")

@@ -1,0 +1,72 @@
+"""The CLI as users drive it: real files, real exit codes."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from farm.checkpoint import Checkpoint, save_checkpoint
+from farm.cli import main
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory, trained):
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint"
+    save_checkpoint(Checkpoint.from_model(trained.model), path)
+    return path
+
+
+def test_train_then_replay(tmp_path, capsys):
+    out = tmp_path / "ckpt"
+    assert main(["train", "--out", str(out), "--seed", "0"]) == 0
+    assert (out / "model.safetensors").exists() and (out / "config.json").exists()
+    assert main(["replay", "--checkpoint", str(out), "--json", str(tmp_path / "m.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "quote_close      128/128" in printed and "bracket_type     128/128" in printed
+    rows = json.loads((tmp_path / "m.json").read_text())
+    assert len(rows) == 256 and all(r["margin_float"] >= 1.0 for r in rows)
+    assert "/" in rows[0]["margin"] or rows[0]["margin"].lstrip("-").isdigit()
+
+
+def test_replay_of_a_missing_checkpoint_fails_clearly(tmp_path, capsys):
+    assert main(["replay", "--checkpoint", str(tmp_path / "absent")]) == 2
+    assert "absent" in capsys.readouterr().err
+
+
+def _tamper(src, dst, edit):
+    """A self-consistent checkpoint (hash recorded) whose weights are bad."""
+    dst.mkdir()
+    tensors = load_file(src / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, dst / "model.safetensors")
+    config = json.loads((src / "config.json").read_text())
+    config["weights_sha256"] = hashlib.sha256((dst / "model.safetensors").read_bytes()).hexdigest()
+    (dst / "config.json").write_text(json.dumps(config))
+
+
+def test_nan_weights_are_named(checkpoint_dir, tmp_path, capsys):
+    bad = tmp_path / "nan"
+    _tamper(checkpoint_dir, bad, lambda t: t["blocks.0.mlp.up.weight"].__setitem__((0, 0), np.nan))
+    assert main(["replay", "--checkpoint", str(bad)]) == 2
+    assert "blocks.0.mlp.up.weight" in capsys.readouterr().err
+
+
+def test_wrong_shape_is_named(checkpoint_dir, tmp_path, capsys):
+    bad = tmp_path / "shape"
+    _tamper(checkpoint_dir, bad, lambda t: t.__setitem__("wpe.weight", t["wpe.weight"][:5]))
+    assert main(["replay", "--checkpoint", str(bad)]) == 2
+    assert "wpe.weight" in capsys.readouterr().err
+
+
+def test_unknown_task_exits_non_zero(checkpoint_dir):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["replay", "--checkpoint", str(checkpoint_dir), "--tasks", "no_such_task"])
+    assert exit_info.value.code == 2
+
+
+def test_help_explains_itself(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "Verification farm" in capsys.readouterr().out
