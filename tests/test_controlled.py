@@ -1,0 +1,100 @@
+"""The controlled forward is the model when nothing is removed and farm.exact otherwise."""
+
+import copy
+
+import pytest
+import torch
+
+from farm.circuits import Circuit
+from farm.controlled import controlled_forward, domain_means
+from farm.errors import FarmError
+from farm.exact import ExactModel
+from farm.train import domain_tensors
+from tests.conftest import random_model, weights_of
+
+TOKENS = domain_tensors(("quote_close", "bracket_type"), torch.device("cpu"))[0]
+BLOCK = Circuit.full(2)
+HEAD = Circuit.full(2, 2, "head")
+
+
+@pytest.mark.parametrize(("heads", "granularity"), [(1, "block"), (2, "block"), (2, "head")])
+def test_full_circuit_is_the_model_bit_for_bit(heads, granularity):
+    model = random_model(seed=heads, n_heads=heads)
+    with torch.no_grad():
+        out = controlled_forward(model, Circuit.full(2, heads, granularity), TOKENS)
+        logits, cache = model.run_with_cache(TOKENS)
+    assert torch.equal(out.logits, logits)
+    assert torch.equal(out.final_residual, cache["blocks.1.hook_resid_post"])
+
+
+def _exact_vs_controlled(model, circuit):
+    rows = ExactModel(model.cfg, weights_of(model)).run(TOKENS.tolist(), circuit)
+    with torch.no_grad():
+        out = controlled_forward(copy.deepcopy(model).double(), circuit, TOKENS)
+    exact_logits = torch.tensor([[float(v) for v in r.logits] for r in rows], dtype=torch.float64)
+    exact_resid = torch.tensor([[float(v) for v in r.final_residual] for r in rows],
+                               dtype=torch.float64)
+    return ((out.logits[:, -1] - exact_logits).abs().max().item(),
+            (out.final_residual[:, -1] - exact_resid).abs().max().item())
+
+
+PARTIAL_BLOCK = {
+    "upstream quote shape": {("emb", "attn_0"), ("attn_0", "mlp_0"), ("mlp_0", "logits")},
+    "attn_1 without inputs": {("emb", "attn_0"), ("attn_0", "mlp_0"), ("attn_1", "logits"),
+                              ("mlp_0", "logits"), ("emb", "mlp_1"), ("mlp_1", "logits")},
+    "all but emb->logits": set(BLOCK.edges) - {("emb", "logits")},
+}
+PARTIAL_HEAD = {
+    "one head of layer 0 read": {("emb", "attn_0_h_0"), ("emb", "attn_0_h_1"),
+                                 ("attn_0_h_1", "mlp_0"), ("mlp_0", "attn_1_h_0"),
+                                 ("attn_1_h_0", "logits"), ("emb", "logits")},
+    "all but the heads of layer 1 into logits": set(HEAD.edges) - {
+        ("attn_1_h_0", "logits"), ("attn_1_h_1", "logits")},
+}
+
+
+@pytest.mark.parametrize("name", PARTIAL_BLOCK)
+def test_partial_circuits_match_exact_on_every_row(trained, name):
+    circuit = Circuit(2, 1, "block", frozenset(PARTIAL_BLOCK[name]))
+    assert max(_exact_vs_controlled(trained.model, circuit)) < 1e-9
+
+
+@pytest.mark.parametrize("name", PARTIAL_HEAD)
+def test_head_circuits_match_exact_on_every_row(name):
+    circuit = Circuit(2, 2, "head", frozenset(PARTIAL_HEAD[name]))
+    assert max(_exact_vs_controlled(random_model(seed=3, n_heads=2), circuit)) < 1e-9
+
+
+def test_mean_ablation_substitutes_the_domain_mean_per_position():
+    model = random_model(seed=4, n_heads=2).double()
+    means = domain_means(model, TOKENS)
+    with torch.no_grad():
+        assert torch.equal(controlled_forward(model, HEAD, TOKENS, means).logits,
+                           controlled_forward(model, HEAD, TOKENS).logits)
+        full = controlled_forward(model, HEAD, TOKENS)
+        cut = controlled_forward(model, HEAD.without(("emb", "logits")), TOKENS, means)
+    emb = full.outputs.vectors["emb"]
+    expected = full.final_residual - emb + emb.mean(0)
+    assert torch.allclose(cut.final_residual, expected, atol=1e-12)
+
+
+def test_mean_ablated_heads_still_pass_through_w_o():
+    model = random_model(seed=5, n_heads=2).double()
+    means = domain_means(model, TOKENS)
+    cut = HEAD.without(("attn_1_h_1", "logits"))
+    with torch.no_grad():
+        full = controlled_forward(model, HEAD, TOKENS)
+        out = controlled_forward(model, cut, TOKENS, means)
+    o = model.blocks[1].attn.o
+    head0, head1 = full.outputs.heads[1, 0], full.outputs.heads[1, 1]
+    delta = (o(torch.cat([head0, head1.mean(0).expand_as(head1)], -1))
+             - o(torch.cat([head0, head1], -1)))
+    assert torch.allclose(out.final_residual, full.final_residual + delta, atol=1e-12)
+
+
+def test_mismatched_circuit_is_refused():
+    model = random_model(n_heads=2)
+    with pytest.raises(FarmError, match="3 layers, model has 2"):
+        controlled_forward(model, Circuit.full(3), TOKENS)
+    with pytest.raises(FarmError, match="4 heads per layer, model has 2"):
+        controlled_forward(model, Circuit.full(2, 4, "head"), TOKENS)
