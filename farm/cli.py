@@ -13,7 +13,7 @@ import sys
 
 from farm.errors import FarmError
 
-COMMANDS = ("train", "replay", "keygen")
+COMMANDS = ("train", "replay", "keygen", "extract", "circuit")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,120 @@
+"""`farm circuit show`: print a circuit and draw it as a layered graph (PNG)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from farm.circuits import Circuit, Edge, graph_edges, load_circuit, parse_node
+from farm.errors import FarmError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("circuit", help="inspect circuit.json files",
+                              description="Inspect circuits written by `farm extract` or "
+                                          "imported from upstream circuit.json files.")
+    sub = p.add_subparsers(dest="circuit_command", required=True, metavar="SUBCOMMAND")
+    show = sub.add_parser(
+        "show", help="print a circuit's edges and optionally render it as a PNG",
+        description="Print the circuit's metadata and retained edges. With --png, draw the "
+                    "model graph in layers (emb at the bottom, logits on top) with the "
+                    "retained edges; with --edge-log, label each retained edge with the "
+                    "candidate-KL increase ACDC measured when it tried to remove it.")
+    show.add_argument("circuit", help="circuit.json")
+    show.add_argument("--png", help="write the graph drawing here")
+    show.add_argument("--edge-log", help="edge_log.json from `farm extract`, for edge labels")
+    show.set_defaults(func=run_show)
+
+
+def load_edge_deltas(path: str, circuit: Circuit) -> dict[Edge, float]:
+    """KL increase per retained edge, from the ACDC step that tried (and kept) it."""
+    try:
+        steps = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FarmError(f"edge log {path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise FarmError(f"edge log {path} is not valid JSON: {err}") from None
+    if not isinstance(steps, list):
+        raise FarmError(f"edge log {path}: expected a JSON list of tried edges")
+    graph = set(graph_edges(circuit.nodes))
+    deltas = {}
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict) or not {"source", "target", "delta"} <= set(step):
+            raise FarmError(f"edge log {path}: entry {i} needs 'source', 'target' and 'delta'")
+        edge = (step["source"], step["target"])
+        if edge not in graph:
+            raise FarmError(f"edge log {path}: edge {edge[0]} -> {edge[1]} is not in the "
+                            f"graph of circuit with nodes {circuit.nodes}")
+        if edge in circuit.edges:
+            deltas[edge] = float(step["delta"])
+    return deltas
+
+
+def node_positions(circuit: Circuit) -> dict[str, tuple[float, float]]:
+    """emb at the bottom, then per layer attention (heads side by side) and MLP, logits on top."""
+    pos = {}
+    for node in circuit.nodes:
+        ref = parse_node(node)
+        if ref.kind == "emb":
+            pos[node] = (0.0, 0.0)
+        elif ref.kind == "logits":
+            pos[node] = (0.0, 2.0 * circuit.n_layers + 1)
+        elif ref.kind == "mlp":
+            pos[node] = (0.0, 2.0 * ref.layer + 2)
+        else:
+            offset = 0.0 if ref.head is None else ref.head - (circuit.n_heads - 1) / 2
+            pos[node] = (1.2 * offset, 2.0 * ref.layer + 1)
+    return pos
+
+
+def render(circuit: Circuit, path: str, deltas: dict[Edge, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.patches import FancyArrowPatch
+
+    pos = node_positions(circuit)
+    fig, ax = plt.subplots(figsize=(4 + circuit.n_heads, 1.4 * (2 * circuit.n_layers + 2)))
+    for i, (source, target) in enumerate(circuit.ordered_edges()):
+        (x0, y0), (x1, y1) = pos[source], pos[target]
+        # skip edges bow out, alternating sides, so they do not hide the direct ones
+        rad = 0.0 if y1 - y0 <= 1 else (0.35 if i % 2 else -0.35)
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), connectionstyle=f"arc3,rad={rad}",
+                                     arrowstyle="-|>", mutation_scale=12, shrinkA=16,
+                                     shrinkB=16, color="tab:blue", lw=1.4))
+        if (source, target) in deltas:
+            # midpoint of matplotlib's arc3 quadratic Bézier
+            mx, my = (x0 + x1) / 2 + rad / 2 * (y1 - y0), (y0 + y1) / 2 - rad / 2 * (x1 - x0)
+            ax.annotate(f"ΔKL {deltas[source, target]:.2g}", (mx, my), fontsize=7,
+                        ha="center", va="center", backgroundcolor="white")
+    for node, (x, y) in pos.items():
+        ax.annotate(node, (x, y), ha="center", va="center", fontsize=9,
+                    bbox={"boxstyle": "round", "fc": "lightyellow", "ec": "gray"})
+    xs = [x for x, _ in pos.values()]
+    ax.set_xlim(min(xs) - 1.5, max(xs) + 1.5)
+    ax.set_ylim(-0.6, 2 * circuit.n_layers + 1.6)
+    ax.axis("off")
+    meta = circuit.metadata
+    ax.set_title(f"{circuit.task or 'circuit'}: {len(circuit.edges)} edges"
+                 + (f", threshold {meta['threshold']}" if "threshold" in meta else ""))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    circuit = load_circuit(args.circuit)
+    deltas = load_edge_deltas(args.edge_log, circuit) if args.edge_log else {}
+    print(f"circuit {args.circuit}: task {circuit.task}, {circuit.n_layers} layers, "
+          f"{circuit.granularity} granularity, {len(circuit.edges)} edges")
+    for key, value in circuit.metadata.items():
+        print(f"  {key}: {value}")
+    for edge in circuit.ordered_edges():
+        label = f"  (ΔKL {deltas[edge]:.4g})" if edge in deltas else ""
+        print(f"  {edge[0]} -> {edge[1]}{label}")
+    if args.png:
+        render(circuit, args.png, deltas)
+        print(f"wrote {args.png}")
+    return 0

@@ -1,0 +1,138 @@
+"""ACDC on the trained model: small circuits that still decide every row, exactly."""
+
+import csv
+import json
+
+import pytest
+
+from farm.acdc import THRESHOLDS, circuit_agreement, confirm_exact, extract, prune
+from farm.checkpoint import (
+    Checkpoint,
+    export_smt_weights,
+    import_smt_weights,
+    load_checkpoint,
+    save_checkpoint,
+)
+from farm.circuits import Circuit, load_circuit
+from farm.cli import main
+from farm.errors import FarmError
+from farm.tasks import DEFAULT_TASKS, get_task
+
+
+@pytest.fixture(scope="module")
+def extracted(trained, tmp_path_factory):
+    """`farm extract` run once per task on a saved checkpoint: (checkpoint dir, out dirs)."""
+    root = tmp_path_factory.mktemp("extract")
+    save_checkpoint(Checkpoint.from_model(trained.model), root / "ckpt")
+    outs = {}
+    for task in DEFAULT_TASKS:
+        outs[task] = root / task
+        assert main(["extract", "--checkpoint", str(root / "ckpt"), "--task", task,
+                     "--out", str(outs[task]), "--quiet", "--device", "cpu"]) == 0
+    return root / "ckpt", outs
+
+
+@pytest.mark.parametrize("task", DEFAULT_TASKS)
+def test_circuit_is_smaller_and_decides_every_row_exactly(extracted, task):
+    circuit = load_circuit(extracted[1][task] / "circuit.json")
+    assert circuit.task == task
+    assert 0 < len(circuit.edges) < len(Circuit.full(2).edges)
+    meta = circuit.metadata
+    assert meta["exact_agreement"] == meta["float_agreement"] == meta["min_agreement"] == 1.0
+    assert (meta["ablation"], meta["metric"]) == ("zero", "candidate_kl")
+    assert meta["threshold"] in THRESHOLDS
+    assert circuit == prune(circuit)  # every edge lies on an emb -> logits path
+
+
+@pytest.mark.parametrize("task", DEFAULT_TASKS)
+def test_sweep_picks_the_smallest_agreeing_circuit(extracted, task):
+    out = extracted[1][task]
+    circuit = load_circuit(out / "circuit.json")
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert [float(r["threshold"]) for r in rows] == list(THRESHOLDS)
+    agreeing = [int(r["num_edges"]) for r in rows if float(r["agreement"]) == 1.0]
+    assert len(circuit.edges) == min(agreeing)
+    # the edge log explains the winning run: kept edges were tried and kept, none removed
+    log = json.loads((out / "edge_log.json").read_text())
+    removed = {(s["source"], s["target"]) for s in log if s["removed"]}
+    assert not removed & circuit.edges
+    kept = {(s["source"], s["target"]) for s in log if not s["removed"]}
+    assert circuit.edges <= kept
+    for step in log:
+        assert step["delta"] == pytest.approx(step["kl_after"] - step["kl_before"])
+        if step["removed"]:
+            assert step["agreement"] == 1.0 and step["delta"] < circuit.metadata["threshold"]
+
+
+@pytest.mark.parametrize("task", DEFAULT_TASKS)
+def test_upstream_files_reproduce_the_agreement(extracted, tmp_path, task):
+    """smt_weights.json + an upstream-layout circuit.json give back agreement 1.0."""
+    ckpt_dir, outs = extracted
+    export_smt_weights(load_checkpoint(ckpt_dir), tmp_path / "smt_weights.json")
+    ours = json.loads((outs[task] / "circuit.json").read_text())
+    upstream = {k: ours[k] for k in ("task", "n_layers", "nodes", "edges", "num_edges",
+                                     "ablation", "metric", "min_agreement", "threshold")}
+    (tmp_path / "circuit.json").write_text(json.dumps(upstream))
+
+    model = import_smt_weights(tmp_path / "smt_weights.json").to_model()
+    circuit = load_circuit(tmp_path / "circuit.json")
+    assert circuit.edges == load_circuit(outs[task] / "circuit.json").edges
+    assert circuit_agreement(model, circuit, task, device="cpu") == 1.0
+    assert confirm_exact(model, circuit, get_task(task), "zero")[0] == 1.0
+
+
+def test_circuit_failing_in_exact_arithmetic_is_refused(trained):
+    too_small = Circuit(2, 1, "block", frozenset({("emb", "logits")}))
+    with pytest.raises(FarmError, match="refusing it"):
+        confirm_exact(trained.model, too_small, get_task("quote_close"), "zero")
+
+
+def test_prune_drops_edges_off_every_emb_to_logits_path():
+    edges = {("emb", "attn_0"), ("attn_0", "logits"),  # the path
+             ("attn_1", "mlp_1"), ("mlp_1", "logits"),  # attn_1 is unreachable from emb
+             ("emb", "mlp_0")}  # mlp_0 never reaches logits
+    pruned = prune(Circuit(2, 1, "block", frozenset(edges)))
+    assert pruned.edges == {("emb", "attn_0"), ("attn_0", "logits")}
+
+
+def test_mean_ablation_is_reported_unconfirmed(trained):
+    result = extract(trained.model, "quote_close", ablation="mean", device="cpu")
+    assert result.float_agreement == 1.0
+    assert result.exact_agreement is None and result.circuit.metadata["ablation"] == "mean"
+    assert len(result.circuit.edges) < result.full_edges
+
+
+def test_show_prints_and_renders_with_edge_labels(extracted, tmp_path, capsys):
+    out = extracted[1]["bracket_type"]
+    png = tmp_path / "c.png"
+    assert main(["circuit", "show", str(out / "circuit.json"), "--png", str(png),
+                 "--edge-log", str(out / "edge_log.json")]) == 0
+    text = capsys.readouterr().out
+    for source, target in load_circuit(out / "circuit.json").ordered_edges():
+        assert f"{source} -> {target}  (ΔKL " in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _refused(argv, capsys) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_unknown_task_is_named(extracted, tmp_path, capsys):
+    err = _refused(["extract", "--checkpoint", str(extracted[0]), "--task", "no_such_task",
+                    "--out", str(tmp_path)], capsys)
+    assert "unknown task 'no_such_task'; known tasks: quote_close, bracket_type" in err
+
+
+def test_broken_or_mismatched_circuit_files_are_refused(extracted, tmp_path, capsys):
+    good = extracted[1]["quote_close"] / "circuit.json"
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert "is not valid JSON" in _refused(["circuit", "show", str(broken)], capsys)
+    three = tmp_path / "three.json"
+    three.write_text(json.dumps(json.loads(good.read_text()) | {"n_layers": 3}))
+    assert "field 'nodes' is" in _refused(["circuit", "show", str(three)], capsys)
+    log = tmp_path / "log.json"
+    log.write_text(json.dumps([{"source": "attn_2", "target": "logits", "delta": 0.1}]))
+    err = _refused(["circuit", "show", str(good), "--edge-log", str(log)], capsys)
+    assert "attn_2 -> logits is not in the graph" in err
