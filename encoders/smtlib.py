@@ -29,10 +29,14 @@ _ZERO, _ONE, _MINUS_ONE = Fraction(0), Fraction(1), Fraction(-1)
 _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_.@$~^&*+=<>?!/-]*\Z")
 
 
-@lru_cache(maxsize=1 << 16)
 def numeral(q: Fraction) -> str:
-    """SMT-LIB2 text of an exact rational; cached because weights repeat across queries."""
-    n, d = q.numerator, q.denominator
+    """SMT-LIB2 text of an exact rational."""
+    return _ratio(q.numerator, q.denominator)
+
+
+@lru_cache(maxsize=1 << 16)
+def _ratio(n: int, d: int) -> str:
+    """Cached on ints (hashing a Fraction is slow): weights repeat across queries."""
     body = str(abs(n)) if d == 1 else f"(/ {abs(n)} {d})"
     return f"(- {body})" if n < 0 else body
 
@@ -60,8 +64,10 @@ class Affine:
         """The linear combination `sum(k * a for k, a in terms)`, in one accumulator."""
         acc: dict[str, Fraction] = {}
         const = _ZERO
+        merged = False  # only merging two coefficients can produce a zero
         for k, a in terms:
-            k = _rational(k)
+            if type(k) is not Fraction:
+                k = _rational(k)
             if not k:
                 continue
             if not isinstance(a, Affine):
@@ -70,11 +76,14 @@ class Affine:
             for v, c in a.coeffs.items():
                 t = c if k is _ONE else k if c is _ONE else -c if k is _MINUS_ONE else k * c
                 prev = acc.get(v)
-                acc[v] = t if prev is None else prev + t
+                if prev is None:
+                    acc[v] = t
+                else:
+                    acc[v], merged = prev + t, True
             if a.const:
                 const += k * a.const
         out = Affine.__new__(Affine)
-        out.coeffs = {v: c for v, c in acc.items() if c}
+        out.coeffs = {v: c for v, c in acc.items() if c} if merged else acc
         out.const = const
         return out
 
@@ -124,11 +133,10 @@ def _rational(x: Rational) -> Fraction:
 
 
 def _monomial(v: str, c: Fraction) -> str:
-    if c == 1:
-        return v
-    if c == -1:
-        return f"(- {v})"
-    return f"(* {numeral(c)} {v})"
+    n, d = c.numerator, c.denominator
+    if d == 1 and (n == 1 or n == -1):
+        return v if n == 1 else f"(- {v})"
+    return f"(* {_ratio(n, d)} {v})"
 
 
 def _sum_text(coeffs: Mapping[str, Fraction], const: Fraction) -> str:

@@ -105,6 +105,7 @@ def _cvc5_backend() -> SolveFn:
         tm = cvc5.TermManager()
         s, sm = cvc5.Solver(tm), cvc5.SymbolManager(tm)
         s.setOption("tlimit-per", str(max(1, int(timeout * 1000))))
+        s.setOption("produce-models", "true")  # z3 always has them; do not depend on the text
         parser = cvc5.InputParser(s, sm)
         parser.setStringInput(cvc5.InputLanguage.SMT_LIB_2_6, text, "query")
         while not (cmd := parser.nextCommand()).isNull():
