@@ -1,0 +1,236 @@
+"""Exact QF_LRA encodings of the piecewise-linear operators (SPEC §2).
+
+Each operator comes in two modes that share its math:
+
+* *guided*: the branch recorded by `farm.exact` is taken, so the output is an
+  affine term on that branch, and the branch's conditions are returned as
+  *guards* (the encoding is exact wherever they hold; the caller decides how
+  they enter the query, never as assumptions about the model).
+* *full*: every case split is left to the solver as an `ite`, so the encoding
+  is exact for every input; nothing is taken from the trace.
+
+Both rest on one idea: a threshold τ with `Σ max(s_i − τ, 0) = total` is
+sparsemax (total 1) and BandNorm's projection (total half_high) alike. Guided,
+τ is affine on the recorded support; full, τ is a variable the solver finds,
+with no sorting. Definitions always determine every variable uniquely, so
+asserting them never makes a query vacuous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+
+from encoders.smtlib import (
+    FALSE,
+    TRUE,
+    Affine,
+    Formula,
+    Query,
+    eq,
+    ge,
+    gt,
+    implies,
+    ite,
+    le,
+    lt,
+    not_,
+    or_,
+)
+from farm.exact import BandNormBranch, SideBranch
+from farm.model import LEAKY_SLOPE
+
+__all__ = [
+    "Guarded", "band_norm_full", "band_norm_guided", "leaky_relu_full", "leaky_relu_guided",
+    "positive_part", "sparsemax_full", "sparsemax_guided", "threshold_full", "threshold_guided",
+]
+
+Vec = list[Affine]
+Guarded = tuple[Vec, list[Formula]]  # (output terms, conditions under which they are exact)
+_ZERO, _ONE = Fraction(0), Fraction(1)
+
+
+def _affine(v: Affine | Fraction) -> Affine:
+    return v if isinstance(v, Affine) else Affine(const=v)
+
+
+def _is_zero(a: Affine) -> bool:
+    return not a.coeffs and not a.const
+
+
+def _holding(*fs: Formula) -> list[Formula]:
+    """Guards worth stating: a guard folded to `true` says nothing (`false` is kept)."""
+    return [f for f in fs if f is not TRUE]
+
+
+def positive_part(q: Query, name: str, a: Affine) -> Affine:
+    """max(a, 0) as a named `ite`: the one case split every operator here is made of."""
+    return q.define(name, ite(gt(a, 0), a, 0))
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def threshold_guided(s: Sequence[Affine], support: Sequence[int], total: Fraction) -> Guarded:
+    """max(s − τ, 0) with Σ = total, on a known support S: τ = (Σ_S s − total)/|S|.
+
+    τ is unique (Σ max(s_i − τ, 0) is strictly decreasing while positive), so the
+    support conditions s_i > τ on S and s_i ≤ τ off S pin the branch exactly.
+    """
+    inside = set(support)
+    tau = (Affine.sum(s[i] for i in support) - total) * Fraction(1, len(support))
+    out = [s_i - tau if i in inside else Affine() for i, s_i in enumerate(s)]
+    guards = _holding(*((gt if i in inside else le)(s_i, tau) for i, s_i in enumerate(s)))
+    return out, guards
+
+
+def threshold_full(q: Query, s: Sequence[Affine], total: Fraction, *, tag: str,
+                   when: Formula | None = None) -> Vec:
+    """max(s − τ, 0) with τ a variable fixed by Σ = total (only `when` it holds; else τ = 0).
+
+    With τ = 0 and s ≥ 0 (BandNorm's sides) the output is s itself, so the
+    projection needs no second case split on whether it applies.
+    """
+    tau = q.real(f"{tag}.tau")
+    out = [positive_part(q, f"{tag}.w{i}", s_i - tau) for i, s_i in enumerate(s)]
+    balanced = eq(Affine.sum(out), total)
+    if when is None:
+        q.add(balanced)
+    else:
+        q.add(implies(when, balanced), implies(not_(when), eq(tau, 0)))
+    return out
+
+
+# --------------------------------------------------------------------------- sparsemax
+
+
+def sparsemax_guided(z: Sequence[Affine], support: Sequence[int]) -> Guarded:
+    """Sparsemax on its recorded support (the indices with positive weight)."""
+    return threshold_guided(z, support, _ONE)
+
+
+def sparsemax_full(q: Query, z: Sequence[Affine], *, tag: str) -> Vec:
+    """Sparsemax for every support, τ found by the solver."""
+    return threshold_full(q, z, _ONE, tag=tag)
+
+
+# --------------------------------------------------------------------------- LeakyReLU
+
+
+def leaky_relu_guided(x: Sequence[Affine], signs: Sequence[bool]) -> Guarded:
+    """LeakyReLU on the recorded sign pattern (True where x ≥ 0, as `farm.exact`)."""
+    out = [x_i if s else x_i * LEAKY_SLOPE for x_i, s in zip(x, signs, strict=True)]
+    guards = _holding(*((ge if s else lt)(x_i, 0) for x_i, s in zip(x, signs, strict=True)))
+    return out, guards
+
+
+def leaky_relu_full(q: Query, x: Sequence[Affine], *, tag: str) -> Vec:
+    return [q.define(f"{tag}{i}", ite(ge(x_i, 0), x_i, x_i * LEAKY_SLOPE))
+            for i, x_i in enumerate(x)]
+
+
+# --------------------------------------------------------------------------- BandNorm
+
+
+def _centre(x: Sequence[Affine | Fraction]) -> Vec:
+    x = [_affine(v) for v in x]
+    mean = Affine.sum(x) * Fraction(1, len(x))
+    return [v - mean for v in x]
+
+
+def _fallbacks(d: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The lift's fallback masks: even indices for p, odd for n."""
+    return tuple(range(0, d, 2)), tuple(range(1, d, 2))
+
+
+def _band_output(p: Sequence[Affine], n: Sequence[Affine], gamma: Sequence[Fraction],
+                 beta: Sequence[Fraction]) -> Vec:
+    """γ ⊙ (z − mean z) + β with z = p − n."""
+    z = _centre([a - b for a, b in zip(p, n, strict=True)])
+    return [z_i * g + b for z_i, g, b in zip(z, gamma, beta, strict=True)]
+
+
+def band_norm_guided(x: Sequence[Affine], gamma: Sequence[Fraction], beta: Sequence[Fraction],
+                     half_low: Fraction, half_high: Fraction, branch: BandNormBranch) -> Guarded:
+    """Signed L1 BandNorm on its recorded branch: signs, projection support, lift support."""
+    c = _centre(x)
+    guards = _holding(*((gt if s > 0 else lt if s < 0 else eq)(c_i, 0)
+                        for c_i, s in zip(c, branch.signs, strict=True)))
+    p = [c_i if s > 0 else Affine() for c_i, s in zip(c, branch.signs, strict=True)]
+    n = [-c_i if s < 0 else Affine() for c_i, s in zip(c, branch.signs, strict=True)]
+    even, odd = _fallbacks(len(c))
+    p = _band_side_guided(p, branch.p, even, half_low, half_high, guards)
+    n = _band_side_guided(n, branch.n, odd, half_low, half_high, guards)
+    return _band_output(p, n, gamma, beta), guards
+
+
+def _band_side_guided(s: Vec, branch: SideBranch, fallback: tuple[int, ...],
+                      half_low: Fraction, half_high: Fraction, guards: list[Formula]) -> Vec:
+    """One side on its branch; its conditions are appended to `guards`.
+
+    A projected side keeps Σ = half_high > half_low, so it is never lifted and
+    its recorded support (the active set) is the projection's support.
+    """
+    total = Affine.sum(s)
+    if branch.projected:
+        s, projection = threshold_guided(s, branch.support, half_high)
+        guards += _holding(gt(total, half_high), *projection)
+    else:
+        guards += _holding(le(total, half_high))
+    deficit = half_low - Affine.sum(s)
+    if not branch.lifted:
+        guards += _holding(le(deficit, 0))
+        return s
+    active = () if branch.fallback else branch.support
+    guards += _holding(gt(deficit, 0), *((gt if i in active else le)(s_i, 0)
+                                         for i, s_i in enumerate(s)))
+    share = deficit * Fraction(1, len(branch.support))
+    return [s_i + share if i in branch.support else s_i for i, s_i in enumerate(s)]
+
+
+def band_norm_full(q: Query, x: Sequence[Affine], gamma: Sequence[Fraction],
+                   beta: Sequence[Fraction], half_low: Fraction, half_high: Fraction, *,
+                   tag: str, fixed_signs: Mapping[int, int] | None = None) -> Vec:
+    """Signed L1 BandNorm for every branch, as case splits the solver explores.
+
+    `fixed_signs` (coordinate -> ±1) names centred coordinates whose sign the
+    caller has proved constant; their sign split is dropped, and a side's
+    coordinate fixed at zero drops out of that side's projection and lift.
+    """
+    fixed = fixed_signs or {}
+    c = [q.define(f"{tag}.c{i}", c_i) for i, c_i in enumerate(_centre(x))]
+    p = [c_i if fixed.get(i) == 1 else Affine() if fixed.get(i) == -1
+         else positive_part(q, f"{tag}.p{i}", c_i) for i, c_i in enumerate(c)]
+    n = [p_i - c_i for p_i, c_i in zip(p, c, strict=True)]  # max(−c, 0) = max(c, 0) − c
+    even, odd = _fallbacks(len(c))
+    p = _band_side_full(q, p, even, half_low, half_high, tag=f"{tag}.P")
+    n = _band_side_full(q, n, odd, half_low, half_high, tag=f"{tag}.N")
+    return _band_output(p, n, gamma, beta)
+
+
+def _band_side_full(q: Query, s: Vec, fallback: tuple[int, ...], half_low: Fraction,
+                    half_high: Fraction, *, tag: str) -> Vec:
+    """Project (τ = 0 when Σs ≤ half_high), then lift by deficit/k with k = |active| split 0..d.
+
+    Coordinates identically zero stay zero (τ ≥ 0) and are never active, so
+    only the live ones enter the case splits.
+    """
+    live = [i for i, s_i in enumerate(s) if not _is_zero(s_i)]
+    projected = threshold_full(q, [s[i] for i in live], half_high, tag=tag,
+                               when=gt(Affine.sum(s), half_high))
+    s = list(s)
+    for i, v in zip(live, projected, strict=True):
+        s[i] = v
+    deficit = positive_part(q, f"{tag}.def", half_low - Affine.sum(s))
+    active = {i: gt(s[i], 0) for i in live}
+    count = Affine.sum(q.define(f"{tag}.a{i}", ite(f, 1, 0)) for i, f in active.items())
+    share = q.real(f"{tag}.share")
+    none_active = eq(count, 0)
+    q.add(implies(none_active, eq(share * len(fallback), deficit)),
+          *(implies(eq(count, k), eq(share * k, deficit)) for k in range(1, len(live) + 1)))
+    for i in range(len(s)):
+        lifted = or_(*([active[i]] if i in active else []),
+                     *([none_active] if i in fallback else []))
+        if lifted is not FALSE:
+            s[i] = s[i] + q.define(f"{tag}.l{i}", ite(lifted, share, 0))
+    return s
