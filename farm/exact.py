@@ -45,6 +45,15 @@ def _integer_form(vec: Sequence[Fraction]) -> tuple[list[int], int]:
     return [f.numerator * (den // f.denominator) for f in vec], den
 
 
+def vector_sum(vectors: Sequence[Sequence[Fraction]], d: int) -> Vector:
+    """Sum of vectors over one common denominator: one gcd per coordinate, not one per add."""
+    if not vectors:
+        return [ZERO] * d
+    den = math.lcm(*(f.denominator for v in vectors for f in v))
+    return [Fraction(sum(f.numerator * (den // f.denominator) for f in column), den)
+            for column in zip(*vectors, strict=True)]
+
+
 def dot(a: Sequence[Fraction], b: Sequence[Fraction]) -> Fraction:
     an, ad = _integer_form(a)
     bn, bd = _integer_form(b)
@@ -262,7 +271,7 @@ class _CircuitRun:
 
     def node_input(self, node: str, pos: Position) -> Vector:
         """Sum of the retained parents' outputs; a layer's retained heads share one W_o."""
-        total = [ZERO] * self.m.cfg.d_model
+        terms: list[Vector] = []
         heads_by_layer: dict[int, list[int]] = {}
         for parent in self.parents[node]:
             ref = parse_node(parent)
@@ -270,10 +279,9 @@ class _CircuitRun:
                 heads = range(self.m.cfg.n_heads) if ref.head is None else [ref.head]
                 heads_by_layer.setdefault(ref.layer, []).extend(heads)
             else:
-                total = [a + b for a, b in zip(total, pos.outputs[parent], strict=True)]
-        for layer, heads in heads_by_layer.items():
-            total = [a + b for a, b in zip(total, self.attn_out(layer, heads, pos), strict=True)]
-        return total
+                terms.append(pos.outputs[parent])
+        terms += [self.attn_out(layer, heads, pos) for layer, heads in heads_by_layer.items()]
+        return vector_sum(terms, self.m.cfg.d_model)
 
     def attn_out(self, layer: int, heads: list[int], pos: Position) -> Vector:
         """W_o concat(retained heads, zeros) + b_o at one position."""
