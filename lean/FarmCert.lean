@@ -1,0 +1,3 @@
+import FarmCert.Q
+import FarmCert.Model
+import FarmCert.Cert
