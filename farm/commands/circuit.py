@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from farm.circuits import Circuit, Edge, graph_edges, load_circuit, parse_node
@@ -79,8 +80,10 @@ def render(circuit: Circuit, path: str, deltas: dict[Edge, float]) -> None:
     fig, ax = plt.subplots(figsize=(4 + circuit.n_heads, 1.4 * (2 * circuit.n_layers + 2)))
     for i, (source, target) in enumerate(circuit.ordered_edges()):
         (x0, y0), (x1, y1) = pos[source], pos[target]
-        # skip edges bow out, alternating sides, so they do not hide the direct ones
-        rad = 0.0 if y1 - y0 <= 1 else (0.35 if i % 2 else -0.35)
+        # skip edges bow out past the node column (bulge rad/2 · length ≈ 0.9), alternating
+        # sides, so they neither cross intermediate nodes nor hide the direct edges
+        length = math.hypot(x1 - x0, y1 - y0)
+        rad = 0.0 if y1 - y0 <= 1 else (1.8 / length) * (1 if i % 2 else -1)
         ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), connectionstyle=f"arc3,rad={rad}",
                                      arrowstyle="-|>", mutation_scale=12, shrinkA=16,
                                      shrinkB=16, color="tab:blue", lw=1.4))
@@ -88,7 +91,7 @@ def render(circuit: Circuit, path: str, deltas: dict[Edge, float]) -> None:
             # midpoint of matplotlib's arc3 quadratic Bézier
             mx, my = (x0 + x1) / 2 + rad / 2 * (y1 - y0), (y0 + y1) / 2 - rad / 2 * (x1 - x0)
             ax.annotate(f"ΔKL {deltas[source, target]:.2g}", (mx, my), fontsize=7,
-                        ha="center", va="center", backgroundcolor="white")
+                        ha="center", va="center", backgroundcolor="white", zorder=5)
     for node, (x, y) in pos.items():
         ax.annotate(node, (x, y), ha="center", va="center", fontsize=9,
                     bbox={"boxstyle": "round", "fc": "lightyellow", "ec": "gray"})
