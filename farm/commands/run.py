@@ -1,0 +1,201 @@
+"""`farm run job.yaml`: the whole pipeline on Ray, train → extract → verify → result JSON.
+
+Without RAY_ADDRESS it starts an embedded Ray instance sized to this machine
+(every core a `solver` slot); under `ray job submit` it joins that cluster. The
+driver plans queries (encoders.properties) and dispatches shards; solver actors
+answer them; the reducer persists, judges and folds (farm.verify). Rerunning a
+job with the same `out` resumes: answered queries are read back, not solved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import ray
+from tqdm import tqdm
+
+from actors.reducer import Group, reducer_actor
+from actors.solver import solver_actor
+from actors.trainer import trainer_actor
+from encoders.properties import Finding, PlannedQuery, Planner
+from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from farm.circuits import Circuit, save_circuit, write_text_atomic
+from farm.commands.verify import format_details, format_table
+from farm.errors import FarmError
+from farm.exact import ExactModel
+from farm.jobs import (
+    JobSpec,
+    JobStats,
+    Shard,
+    dispatch,
+    job_stats,
+    load_job_spec,
+    shards,
+    stats_lines,
+)
+from farm.model import GPTConfig
+from farm.tasks import get_task
+from farm.train import TrainConfig
+from farm.verify import PropertyResult, VerifyOptions, plan_property, resolve_circuit
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run", help="run a verification job (YAML spec) on Ray: train, extract, verify",
+        description="Run the job spec end to end on Ray: train or load the checkpoint, extract "
+                    "or load one circuit per task, plan every property query, solve them on "
+                    "solver actors (custom resource 'solver') with bounded in-flight shards, "
+                    "persist each answer as it arrives (OUT/cache), judge and fold. Writes "
+                    "OUT/result.json. Without RAY_ADDRESS an embedded Ray instance is started; "
+                    "rerunning resumes from the answers already persisted. Exit status 0 only "
+                    "if every property is VERIFIED.")
+    p.add_argument("job", help="job spec (YAML or JSON), e.g. job.yaml")
+    p.add_argument("--out", help="output directory (overrides the spec's 'out')")
+    p.add_argument("--num-cpus", type=int,
+                   help="embedded Ray only: CPU and solver slots (default: this machine's cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def connect(num_cpus: int | None = None) -> None:
+    """Join RAY_ADDRESS's cluster, or start an embedded instance with one solver slot per core."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)
+        return
+    cpus = num_cpus or os.cpu_count() or 1
+    ray.init(address="local", num_cpus=cpus, resources={"solver": cpus},
+             include_dashboard=False, log_to_driver=False)
+
+
+@dataclass
+class JobResult:
+    spec: JobSpec
+    checkpoint: Checkpoint
+    circuits: dict[str, Circuit]
+    results: list[PropertyResult]
+    stats: JobStats
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"job": asdict(self.spec), "checkpoint_sha256": self.checkpoint.sha256,
+                "circuits": {t: c.to_json_dict() for t, c in self.circuits.items()},
+                "results": [r.to_json() for r in self.results], "stats": self.stats.to_json(),
+                "wall_seconds": self.seconds}
+
+
+def prepare(spec: JobSpec, out: Path, log: Any) -> tuple[Checkpoint, dict[str, Circuit]]:
+    """Checkpoint, circuits and exact traces, made on the trainer actor."""
+    trainer = trainer_actor() if spec.checkpoint == "train" or spec.circuits == "extract" \
+        else None
+    if spec.checkpoint == "train":
+        config, weights, info = ray.get(trainer.train.remote(
+            GPTConfig(**spec.train.get("model", {})),
+            TrainConfig(tasks=spec.tasks, **{k: v for k, v in spec.train.items()
+                                             if k != "model"})))
+        ckpt = Checkpoint(config, weights)
+        if info["accuracy"] < 1.0:
+            raise FarmError(f"training reached only {info['accuracy']:.0%} accuracy")
+        save_checkpoint(ckpt, out / "checkpoint")
+        log(f"trained {ckpt.num_parameters()} parameters in {info['steps']} steps, min margin "
+            f"{info['min_margin_float32']:.4f} (float32) -> {out / 'checkpoint'}")
+    else:
+        ckpt = load_checkpoint(spec.checkpoint)
+    circuits = {}
+    for task in spec.tasks:
+        if spec.circuits == "extract":
+            found = ray.get(trainer.extract.remote(ckpt.config, dict(ckpt.weights), task))
+            save_circuit(found.circuit, out / "circuits" / task / "circuit.json")
+            circuits[task] = found.circuit
+        else:
+            circuits[task] = resolve_circuit(spec.circuits[task], ckpt, task)
+        log(f"{task}: circuit with {len(circuits[task].edges)} edges")
+    tracer = trainer or trainer_actor()
+    tables = ray.get([tracer.trace.remote(ckpt.config, dict(ckpt.weights), circuits[t],
+                                          get_task(t).domain()) for t in spec.tasks])
+    for task, table in zip(spec.tasks, tables, strict=True):  # exact branches, for audits
+        (out / "traces").mkdir(exist_ok=True)
+        pq.write_table(table, out / "traces" / f"{task}.parquet", compression="zstd")
+    ray.kill(tracer)  # frees its CPU (or GPU) for the solvers
+    return ckpt, circuits
+
+
+def plan(spec: JobSpec, model: ExactModel, circuits: dict[str, Circuit], reducer: Any,
+         findings: dict[Group, list[Finding]], bar: tqdm) -> Iterator[Shard]:
+    """Every property of every task, planned lazily into shards of unanswered queries."""
+    options = VerifyOptions(epsilon=spec.epsilon, progress=False)
+
+    def queries() -> Iterator[PlannedQuery]:
+        for task in spec.tasks:
+            planner = Planner(model, circuits[task], get_task(task))
+            for prop in spec.properties:
+                source, findings[prop, task], total = plan_property(planner, prop, options)
+                bar.total += total
+                bar.refresh()
+                yield from source
+
+    return shards(queries(), spec.shard_size,
+                  lambda batch: ray.get(reducer.expect.remote(batch)), bar.update)
+
+
+def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult:
+    """The pipeline on the connected Ray cluster; answers persist in OUT/cache as they arrive."""
+    start = time.perf_counter()
+    out = Path(spec.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt, circuits = prepare(spec, out, log)
+    config, weights = ckpt.config, dict(ckpt.weights)
+    model = ExactModel(config, weights)
+    reducer, reducer_name = reducer_actor(str(out / "cache"), config, weights)
+    solvers = [solver_actor(spec.solver, spec.timeout, reducer_name)
+               for _ in range(spec.solver_actors)]
+    slots = ray.cluster_resources().get("solver", 0)
+    if slots < spec.solver_actors:
+        log(f"warning: the cluster offers {slots:g} 'solver' slots for {spec.solver_actors} "
+            "solver actors; the rest wait for nodes")
+    findings: dict[Group, list[Finding]] = {}
+    bar = tqdm(total=0, desc=spec.name, unit="q", disable=not progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        dispatch(plan(spec, model, circuits, reducer, findings, bar), solvers, spec.in_flight,
+                 on_done=lambda shard, report: bar.update(len(shard.queries)))
+        solve_seconds = time.perf_counter() - t0
+        results = ray.get(reducer.finish.remote(findings))
+        fresh = ray.get(reducer.fresh_records.remote())
+    finally:
+        bar.close()
+        for actor in (*solvers, reducer):
+            ray.kill(actor)
+    stats = job_stats(fresh, sum(r.queries for r in results), solve_seconds,
+                      spec.solver_actors)
+    return JobResult(spec, ckpt, circuits, results, stats, time.perf_counter() - start)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_job_spec(args.job)
+    if args.out:
+        spec = replace(spec, out=args.out)
+    connect(args.num_cpus)
+    log = tqdm.write
+    result = run_job(spec, progress=not args.quiet, log=log)
+    out = Path(spec.out)
+    write_text_atomic(out / "result.json",
+                      json.dumps(result.to_json(), indent=1, default=str) + "\n")
+    # The certificate (farm.certificate) is derived from result.json here, once it lands.
+    print(f"{spec.name}: checkpoint {result.checkpoint.sha256[:16]}…, solver {spec.solver}, "
+          f"epsilon {spec.epsilon}, {result.seconds:.1f} s")
+    print(format_table(result.results))
+    if details := format_details(result.results):
+        print(details)
+    print(stats_lines(result.stats))
+    print(f"wrote {out / 'result.json'}")
+    return 0 if all(r.status == "VERIFIED" for r in result.results) else 1

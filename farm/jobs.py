@@ -1,0 +1,291 @@
+"""Jobs: what to verify (a YAML spec), planned into shards, dispatched with backpressure.
+
+A job is train → extract → plan → solve → judge/fold. Planning, solving a shard
+and folding are the Ray-free library steps of `farm.verify` and
+`encoders.properties`; this module adds only what a cluster needs on top:
+
+* shards: planned queries grouped `shard_size` at a time, each one task for
+  whichever solver actor is free, so slow queries never stall a whole partition;
+* dispatch: at most `in_flight` shards per actor (`ray.wait`, not ActorPool),
+  so planning on the driver runs ahead of the solvers by a bounded amount and an
+  actor that dies costs at most its own shards, which are put back in the queue;
+* resume: queries are named by hash and the reducer persists every answer as it
+  arrives, so a resubmitted job sends only the unanswered hashes to a solver.
+
+Soundness: a shard lost with its actor is solved again; nothing it was working
+on is ever reported, so only an answer that reached the reducer counts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
+from fractions import Fraction
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+from ray.exceptions import RayActorError
+
+from encoders.cache import Record
+from encoders.properties import PROPERTIES, PlannedQuery
+from encoders.solvers import MODES, SolverPool
+from farm.errors import FarmError
+from farm.tasks import task_names
+from farm.verify import _solve_one
+
+PROPERTY_NAMES = tuple(PROPERTIES.values())
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to verify and how to spread it; every field has a YAML key of the same name.
+
+    checkpoint: a checkpoint directory, or "train" (train one with `train` options);
+    circuits: {task: circuit.json}, or "extract" (ACDC per task on the checkpoint).
+    """
+
+    name: str = "job"
+    checkpoint: str = "train"
+    train: dict[str, Any] = field(default_factory=dict)  # farm.train.TrainConfig fields
+    tasks: tuple[str, ...] = ("quote_close", "bracket_type")
+    circuits: str | dict[str, str] = "extract"
+    properties: tuple[str, ...] = PROPERTY_NAMES
+    epsilon: Fraction = Fraction(1, 100)
+    solver: str = "race"
+    timeout: float = 60.0  # seconds per query; a timeout is UNKNOWN
+    shard_size: int = 8
+    solver_actors: int = 2
+    in_flight: int = 2  # shards queued per actor: one solving, one ready to start
+    out: str = "runs/job"
+
+
+def load_job_spec(path: str | Path) -> JobSpec:
+    """Read and check a YAML (or JSON) job spec; paths in it are relative to the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FarmError(f"job spec {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise FarmError(f"job spec {path} is not valid YAML: {err}") from None
+    return job_spec_from_dict(data or {}, path.parent, str(path))
+
+
+def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") -> JobSpec:
+    if not isinstance(data, dict):
+        raise FarmError(f"{where}: expected a mapping of job fields")
+    known = {f.name for f in fields(JobSpec)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise FarmError(f"{where}: unknown field(s) {', '.join(unknown)}; "
+                        f"expected some of {', '.join(sorted(known))}")
+    spec = JobSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    try:
+        epsilon = Fraction(str(spec.epsilon))  # the decimal as written, never its float
+    except ValueError:
+        raise FarmError(f"{where}: epsilon {spec.epsilon!r} is not a number") from None
+    props = tuple(PROPERTIES.get(p, p) for p in spec.properties)
+    checks = [
+        (all(t in task_names() for t in spec.tasks), f"tasks must be among {task_names()}"),
+        (all(p in PROPERTY_NAMES for p in props),
+         f"properties must be among {list(PROPERTY_NAMES)} (or {list(PROPERTIES)})"),
+        (spec.solver in MODES, f"solver must be one of {list(MODES)}"),
+        (epsilon > 0, "epsilon must be positive"),
+        (spec.timeout > 0, "timeout must be positive"),
+        (min(spec.shard_size, spec.solver_actors, spec.in_flight) >= 1,
+         "shard_size, solver_actors and in_flight must be at least 1"),
+        (spec.circuits == "extract" or isinstance(spec.circuits, dict),
+         'circuits must be "extract" or a mapping task -> circuit.json (or "full")'),
+        (isinstance(spec.train, dict), "train must be a mapping of training options"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise FarmError(f"{where}: {message}")
+
+    def resolve(p: str) -> str:
+        return str(base / p)
+
+    def resolve_circuit(p: str) -> str:
+        return p if p == "full" else resolve(p)
+
+    circuits = spec.circuits
+    if isinstance(circuits, dict):
+        missing = [t for t in spec.tasks if t not in circuits]
+        if missing:
+            raise FarmError(f"{where}: circuits has no entry for task(s) {', '.join(missing)}")
+        circuits = {t: resolve_circuit(p) for t, p in circuits.items()}
+    checkpoint = spec.checkpoint if spec.checkpoint == "train" else resolve(spec.checkpoint)
+    return replace(spec, epsilon=epsilon, properties=props, circuits=circuits,
+                   checkpoint=checkpoint, out=resolve(spec.out))
+
+
+# --------------------------------------------------------------------------- shards
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of dispatch: a few planned queries for one actor."""
+
+    index: int
+    queries: tuple[PlannedQuery, ...]
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    """What an actor says when a shard's answers are safely with the reducer."""
+
+    index: int
+    solved: tuple[str, ...]  # query hashes sent to a solver
+    seconds: float  # wall time of the shard inside the actor
+    actor: str
+
+
+def shards(queries: Iterable[PlannedQuery], shard_size: int,
+           expect: Callable[[list[PlannedQuery]], Collection[str]],
+           skipped: Callable[[int], None] = lambda n: None) -> Iterator[Shard]:
+    """Shards of the queries still to solve, `shard_size` planned queries at a time.
+
+    Lazy, so planning overlaps solving. `expect` registers a batch (text
+    stripped) with the reducer and answers the hashes it has no answer for;
+    `skipped` hears how many of a batch were already answered.
+    """
+    index, source = 0, iter(queries)
+    while batch := list(islice(source, shard_size)):
+        todo = set(expect([without_text(q) for q in batch]))
+        skipped(len(batch) - len(todo))
+        if todo := tuple(q for q in batch if q.hash in todo):
+            yield Shard(index, todo)
+            index += 1
+
+
+def solve_shard(pool: SolverPool, shard: Shard) -> list[Record]:
+    """Every query of a shard through one warm pool (a disagreement is an error record)."""
+    return [_solve_one(pool, q) for q in shard.queries]
+
+
+def without_text(q: PlannedQuery) -> PlannedQuery:
+    """The query as the judge needs it: the text is the solver's business (and the bulk)."""
+    return replace(q, text="")
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def dispatch(work: Iterable[Shard], actors: Sequence[Any], in_flight: int = 2,
+             on_done: Callable[[Shard, ShardReport], None] = lambda s, r: None
+             ) -> list[ShardReport]:
+    """Run every shard on some actor's `solve`, at most `in_flight` per actor at a time.
+
+    A shard whose actor died (or became unreachable) goes back to the front of
+    the queue for another actor; the actor itself is sent a `ping` and gets
+    work again once that answers (Ray restarted it) or is dropped if it fails
+    for good. Only when no actor is alive or restarting does the job fail.
+    """
+    source = iter(work)
+    queue: deque[Shard] = deque()
+    running: dict[ray.ObjectRef, tuple[Shard, Any]] = {}
+    load: Counter[int] = Counter()
+    healthy = {id(a): a for a in actors}
+    pings: dict[ray.ObjectRef, Any] = {}
+    reports: list[ShardReport] = []
+    exhausted = False
+    while True:
+        for actor in list(healthy.values()):
+            while load[id(actor)] < in_flight:
+                if not queue and not exhausted:
+                    nxt = next(source, None)
+                    exhausted = nxt is None
+                    if nxt is not None:
+                        queue.append(nxt)
+                if not queue:
+                    break
+                shard = queue.popleft()
+                running[actor.solve.remote(shard)] = (shard, actor)
+                load[id(actor)] += 1
+        if not running and not queue and exhausted:
+            return reports
+        if not running and not pings:
+            raise FarmError("every solver actor has died; rerun the job to resume from "
+                            "the answers already persisted")
+        [ref], _ = ray.wait([*running, *pings], num_returns=1)
+        if ref in pings:
+            actor = pings.pop(ref)
+            try:
+                ray.get(ref)
+                healthy[id(actor)] = actor
+            except RayActorError:
+                pass  # restarts exhausted: the actor is gone for good
+            continue
+        shard, actor = running.pop(ref)
+        load[id(actor)] -= 1
+        try:
+            report = ray.get(ref)
+        except RayActorError:
+            queue.appendleft(shard)  # idempotent by hash: solve it again elsewhere
+            if healthy.pop(id(actor), None) is not None:
+                pings[actor.ping.remote()] = actor
+            continue
+        reports.append(report)
+        on_done(shard, report)
+
+
+# --------------------------------------------------------------------------- summary
+
+
+@dataclass
+class JobStats:
+    """Throughput and solver behaviour of one run, from the answers it produced itself."""
+
+    queries: int  # distinct queries in the job
+    solved: int  # sent to a solver in this run
+    cached: int  # answered from the results cache
+    seconds: float  # wall time of the solve phase
+    solver_actors: int
+    wins: dict[str, int]
+    timeouts: int
+    unknowns: int
+    slowest: list[dict[str, Any]]  # the slowest queries solved in this run
+
+    @property
+    def throughput(self) -> float:
+        return self.solved / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return out | {"throughput_qps": self.throughput}
+
+
+def job_stats(fresh: Sequence[Record], total: int, seconds: float, actors: int,
+              slowest: int = 5) -> JobStats:
+    def cost(r: Record) -> float:
+        return max(r.z3_seconds or 0.0, r.cvc5_seconds or 0.0)
+
+    top = sorted(fresh, key=cost, reverse=True)[:slowest]
+    return JobStats(
+        total, len(fresh), total - len(fresh), seconds, actors,
+        dict(Counter(r.winner for r in fresh if r.winner)),
+        sum("timeout" in r.reason for r in fresh if r.status == "unknown"),
+        sum(r.status == "unknown" for r in fresh),
+        [{"property": r.property, "task": r.task, "subject": r.subject, "status": r.status,
+          "winner": r.winner, "seconds": round(cost(r), 4), "hash": r.query_hash[:16]}
+         for r in top])
+
+
+def stats_lines(stats: JobStats) -> str:
+    """Throughput, per-solver wins and the slowest queries, printed after the result table."""
+    wins = ", ".join(f"{s} {n}" for s, n in sorted(stats.wins.items())) or "none"
+    lines = [f"{stats.solved} queries solved on {stats.solver_actors} solver actor(s) in "
+             f"{stats.seconds:.1f} s ({stats.throughput:.2f} q/s), {stats.cached} from cache; "
+             f"wins: {wins}; unknown {stats.unknowns} (timeouts {stats.timeouts})"]
+    if stats.slowest:
+        lines.append("slowest queries:")
+        lines += [f"  {s['seconds']:>8.3f} s  {s['status']:<7} {s['winner'] or '-':<5} "
+                  f"{s['property']} {s['task']} {s['subject']}" for s in stats.slowest]
+    return "\n".join(lines)

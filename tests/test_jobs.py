@@ -1,0 +1,132 @@
+"""Job specs, sharding and the reducer's collector: the Ray-free half of the farm."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from actors.reducer import Collector
+from encoders.properties import FUNCTIONAL_EQUIVALENCE, PROPERTIES, Planner
+from encoders.solvers import SolverPool
+from farm.acdc import extract
+from farm.checkpoint import Checkpoint
+from farm.errors import FarmError
+from farm.exact import ExactModel
+from farm.jobs import (
+    JobSpec,
+    Shard,
+    job_spec_from_dict,
+    job_stats,
+    load_job_spec,
+    shards,
+    solve_shard,
+)
+from farm.tasks import get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ckpt(trained) -> Checkpoint:
+    return Checkpoint.from_model(trained.model)
+
+
+@pytest.fixture(scope="module")
+def planned(trained, ckpt):
+    """The first 6 functional-equivalence queries of quote_close on its ACDC circuit."""
+    circuit = extract(trained.model, "quote_close").circuit
+    planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, get_task("quote_close"))
+    return list(itertools.islice(planner.functional_equivalence(), 6))
+
+
+def test_default_job_yaml_parses():
+    spec = load_job_spec(ROOT / "job.yaml")
+    assert spec.checkpoint == "train" and spec.circuits == "extract"
+    assert spec.properties == tuple(PROPERTIES.values())
+    assert spec.epsilon == Fraction(1, 100)  # the decimal as written, not float(0.01)
+    assert spec.out == str(ROOT / "runs/demo")
+
+
+def test_spec_resolves_paths_and_refuses_bad_fields(tmp_path):
+    spec = job_spec_from_dict({"checkpoint": "ck", "tasks": ["quote_close"],
+                               "circuits": {"quote_close": "c.json"}, "epsilon": 0.1},
+                              tmp_path)
+    assert spec.checkpoint == str(tmp_path / "ck")
+    assert spec.circuits == {"quote_close": str(tmp_path / "c.json")}
+    assert spec.epsilon == Fraction(1, 10)
+    for bad, message in (({"shards": 3}, "unknown field"), ({"tasks": ["nope"]}, "tasks"),
+                         ({"properties": ["fe", "x"]}, "properties"),
+                         ({"solver": "yices"}, "solver"), ({"epsilon": "-1"}, "epsilon"),
+                         ({"solver_actors": 0}, "at least 1"),
+                         ({"circuits": {"bracket_type": "c.json"}}, "no entry")):
+        with pytest.raises(FarmError, match=message):
+            job_spec_from_dict(bad)
+
+
+def test_shards_skip_what_is_answered(planned):
+    answered = {planned[1].hash, planned[4].hash}
+    seen, skipped = [], []
+
+    def expect(batch):
+        assert all(q.text == "" for q in batch)  # the reducer never receives the text
+        seen.extend(batch)
+        return [q.hash for q in batch if q.hash not in answered]
+
+    out = list(shards(planned, 4, expect, skipped.append))
+    assert [len(s.queries) for s in out] == [3, 1] and skipped == [1, 1]
+    assert [s.index for s in out] == [0, 1]
+    assert [q.hash for s in out for q in s.queries] == [
+        q.hash for q in planned if q.hash not in answered]
+    assert all(q.text for s in out for q in s.queries)  # the solvers do
+    assert len(seen) == len(planned)
+
+
+def test_collector_persists_dedupes_and_resumes(planned, ckpt, tmp_path):
+    model_args = (ckpt.config, dict(ckpt.weights))
+    col = Collector(tmp_path, *model_args)
+    todo = col.expect(planned)
+    assert todo == [q.hash for q in planned]
+    with SolverPool("z3", 60) as pool:
+        records = solve_shard(pool, Shard(0, tuple(planned)))
+    assert col.add(records[:4]) == 4
+    assert col.add(records[2:]) == 2 and col.duplicates == 2  # a rerun shard counts once
+    flipped = replace(records[0], status="sat")
+    col.add([flipped])
+    assert col.records[planned[0].hash].status == "error"  # sat after unsat: never a choice
+    assert len(list(tmp_path.glob("part-*.parquet"))) == 3  # each add is on disk at once
+
+    [result] = col.finish({})
+    assert (result.property, result.queries, result.errors) == (FUNCTIONAL_EQUIVALENCE, 6, 1)
+    assert result.status == "ERROR"
+
+    again = Collector(tmp_path, *model_args)  # the job resubmitted: only the conflict is redone
+    assert again.expect(planned) == [planned[0].hash]
+    again.add(records[:1])
+    [result] = again.finish({})
+    assert (result.status, result.unsat, result.cached) == ("VERIFIED", 6, 5)
+
+
+def test_collector_retries_unknown_and_refuses_missing_answers(planned, ckpt, tmp_path):
+    col = Collector(tmp_path, ckpt.config, dict(ckpt.weights))
+    col.expect(planned[:2])
+    with SolverPool("z3", 60) as pool:
+        solved = solve_shard(pool, Shard(0, tuple(planned[:1])))
+    col.add([replace(solved[0], status="unknown", reason="timeout")])
+    with pytest.raises(RuntimeError, match="1 planned queries have no answer"):
+        col.finish({})
+    assert Collector(tmp_path, ckpt.config, dict(ckpt.weights)).expect(planned[:1]) == [
+        planned[0].hash]  # an unknown is worth another try
+
+
+def test_job_stats_counts_fresh_answers_only(planned):
+    with SolverPool("race", 60) as pool:
+        records = solve_shard(pool, Shard(0, tuple(planned[:3])))
+    stats = job_stats(records, total=5, seconds=2.0, actors=1, slowest=2)
+    assert (stats.solved, stats.cached, stats.throughput) == (3, 2, 1.5)
+    assert sum(stats.wins.values()) == 3 and stats.unknowns == 0
+    assert len(stats.slowest) == 2 and stats.slowest[0]["seconds"] >= stats.slowest[1]["seconds"]
+    assert JobSpec().solver == "race"
