@@ -1,0 +1,103 @@
+"""Solver, reducer and trainer actors on a real local Ray instance (2 CPUs, 2 solver slots)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import ray
+
+from actors.reducer import reducer_actor
+from actors.solver import solver_actor
+from actors.trainer import trainer_actor
+from encoders.properties import Planner
+from farm.acdc import extract
+from farm.checkpoint import Checkpoint
+from farm.exact import ExactModel
+from farm.jobs import dispatch, shards
+from farm.model import GPTConfig
+from farm.tasks import get_task
+from farm.tracing import traces_table
+from farm.train import TrainConfig
+from farm.verify import LocalFarm, fold
+
+
+@pytest.fixture(scope="module")
+def ckpt(trained) -> Checkpoint:
+    return Checkpoint.from_model(trained.model)
+
+
+@pytest.fixture(scope="module")
+def circuit(trained):
+    return extract(trained.model, "quote_close").circuit
+
+
+@pytest.fixture(scope="module")
+def planned(ckpt, circuit):
+    """8 functional-equivalence and 4 content-invariance queries of quote_close."""
+    planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, get_task("quote_close"))
+    return (list(itertools.islice(planner.functional_equivalence(), 8))
+            + list(itertools.islice(planner.content_invariance(), 4)))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=2, resources={"solver": 2}, include_dashboard=False,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def run_farm(planned, ckpt, cache, actors=2, shard_size=3, mode="race"):
+    """Plan → shards → solver actors → reducer, as `farm run` does; returns what it saw."""
+    reducer, name = reducer_actor(str(cache), ckpt.config, dict(ckpt.weights))
+    solvers = [solver_actor(mode, 60, name) for _ in range(actors)]
+    try:
+        work = shards(planned, shard_size, lambda b: ray.get(reducer.expect.remote(b)))
+        reports = dispatch(work, solvers, in_flight=2)
+        results = ray.get(reducer.finish.remote({}))
+        records = ray.get(reducer.fresh_records.remote())
+    finally:
+        for a in (*solvers, reducer):
+            ray.kill(a)
+    return reports, results, records
+
+
+def test_actors_agree_with_the_local_farm_and_resume_from_cache(local_ray, planned, ckpt,
+                                                                tmp_path):
+    reports, results, records = run_farm(planned, ckpt, tmp_path)
+    solved = [h for r in reports for h in r.solved]
+    assert sorted(solved) == sorted(q.hash for q in planned)  # each query exactly once
+    assert len({r.actor for r in reports}) == 2  # both actors took work
+    with LocalFarm("z3", 60, jobs=1) as local:
+        reference = local.solve(planned)
+    assert {r.query_hash: r.status for r in records} == {
+        h: r.status for h, r in reference.items()}
+    model = ExactModel(ckpt.config, ckpt.weights)
+    expected = [fold(p, t, [q for q in planned if (q.property, q.task) == (p, t)], reference,
+                     model) for p, t in dict.fromkeys((q.property, q.task) for q in planned)]
+    assert [(r.property, r.status, r.queries, r.unsat) for r in results] == [
+        (r.property, r.status, r.queries, r.unsat) for r in expected]
+    assert all(r.status == "VERIFIED" for r in results)
+
+    reports, results, records = run_farm(planned, ckpt, tmp_path)  # resubmitted
+    assert reports == [] and records == []  # not one solver invocation
+    assert [(r.status, r.cached) for r in results] == [("VERIFIED", 8), ("VERIFIED", 4)]
+
+
+def test_trainer_actor_trains_traces_and_extracts_as_the_library_does(local_ray, trained,
+                                                                       ckpt, circuit):
+    trainer = trainer_actor()
+    try:
+        config, weights, info = ray.get(trainer.train.remote(GPTConfig(), TrainConfig(seed=0)))
+        assert Checkpoint(config, weights).sha256 == ckpt.sha256  # deterministic, same bytes
+        assert info["accuracy"] == 1.0
+        found = ray.get(trainer.extract.remote(config, weights, "quote_close"))
+        assert found.circuit == circuit
+        assert found.circuit.metadata["checkpoint_sha256"] == ckpt.sha256
+        prompts = get_task("quote_close").domain()[:40]  # more than one batch
+        table = ray.get(trainer.trace.remote(config, weights, circuit, prompts))
+        local = traces_table(ExactModel(config, weights).run(prompts, circuit), circuit)
+        assert table.equals(local)
+    finally:
+        ray.kill(trainer)

@@ -1,0 +1,170 @@
+"""Faults: a solver actor killed, a node removed, the driver killed; answers stay exact.
+
+Every run is compared with the Ray-free `LocalFarm` on the same queries: the
+fault-free reference. "Exactly once" is checked on what the reducer folded.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from actors.reducer import reducer_actor
+from actors.solver import solver_actor
+from encoders.cache import ResultCache
+from encoders.properties import Planner
+from farm.acdc import extract
+from farm.checkpoint import Checkpoint
+from farm.exact import ExactModel
+from farm.jobs import dispatch, shards
+from farm.tasks import get_task
+from farm.verify import LocalFarm
+
+
+@pytest.fixture(scope="module")
+def ckpt(trained) -> Checkpoint:
+    return Checkpoint.from_model(trained.model)
+
+
+@pytest.fixture(scope="module")
+def planned(trained, ckpt):
+    """16 functional-equivalence queries of quote_close on its ACDC circuit."""
+    circuit = extract(trained.model, "quote_close").circuit
+    planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, get_task("quote_close"))
+    return list(itertools.islice(planner.functional_equivalence(), 16))
+
+
+@pytest.fixture(scope="module")
+def reference(planned):
+    with LocalFarm("z3", 60, jobs=1) as local:
+        return {h: r.status for h, r in local.solve(planned).items()}
+
+
+class Farm:
+    """A reducer and solver actors on whatever cluster Ray is connected to."""
+
+    def __init__(self, ckpt, cache, actors=2):
+        self.reducer, name = reducer_actor(str(cache), ckpt.config, dict(ckpt.weights))
+        self.solvers = [solver_actor("z3", 60, name) for _ in range(actors)]
+
+    def run(self, planned, on_done=lambda s, r: None, shard_size=2):
+        work = shards(planned, shard_size, lambda b: ray.get(self.reducer.expect.remote(b)))
+        return dispatch(work, self.solvers, 2, on_done)
+
+    def folded(self):
+        """(property results, statuses by hash) of what the reducer holds."""
+        results = ray.get(self.reducer.finish.remote({}))
+        records = ray.get(self.reducer.fresh_records.remote())
+        return results, records
+
+    def close(self):
+        for a in (*self.solvers, self.reducer):
+            ray.kill(a)
+
+
+def assert_exact_once(planned, reference, results, records, cached=0):
+    [result] = results
+    assert result.queries == len(planned) and result.cached == cached
+    assert result.unsat + result.sat + result.unknown + result.errors == len(planned)
+    assert len({r.query_hash for r in records}) == len(records)  # one answer per hash
+    statuses = {r.query_hash: r.status for r in records}
+    assert all(reference[h] == s for h, s in statuses.items())
+    assert result.status == ("VERIFIED" if set(reference.values()) == {"unsat"} else
+                             result.status)
+
+
+class TestLocal:
+    @pytest.fixture(scope="class", autouse=True)
+    @classmethod
+    def local_ray(cls):
+        ray.init(address="local", num_cpus=2, resources={"solver": 2},
+                 include_dashboard=False, log_to_driver=False)
+        yield
+        ray.shutdown()
+
+    def test_killed_actor_restarts_and_its_shards_are_rerouted(self, planned, reference, ckpt,
+                                                               tmp_path):
+        farm = Farm(ckpt, tmp_path)
+        killed = []
+
+        def kill_once(shard, report):
+            if not killed:
+                killed.append(farm.solvers[0])
+                ray.kill(farm.solvers[0], no_restart=False)  # dies with a shard in flight
+
+        try:
+            reports = farm.run(planned, kill_once)
+            results, records = farm.folded()
+            assert ray.get(farm.solvers[0].ping.remote())  # Ray brought it back
+        finally:
+            farm.close()
+        assert killed and len(records) == len(planned)
+        assert {h for r in reports for h in r.solved} == {q.hash for q in planned}
+        assert_exact_once(planned, reference, results, records)
+
+    def test_killed_driver_resubmitted_solves_only_what_is_missing(self, planned, reference,
+                                                                   ckpt, tmp_path):
+        done = []
+
+        def dies_after_two_shards(queries):
+            for q in queries:
+                if len(done) >= 2:
+                    raise KeyboardInterrupt  # the driver is killed mid-job
+                yield q
+
+        farm = Farm(ckpt, tmp_path)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                farm.run(dies_after_two_shards(planned), lambda s, r: done.append(r))
+        finally:
+            farm.close()
+        first = {r.query_hash for r in ResultCache(tmp_path)}  # what reached the disk
+        assert {h for r in done for h in r.solved} <= first
+        assert 0 < len(first) < len(planned)
+
+        farm = Farm(ckpt, tmp_path)  # the job resubmitted, same results directory
+        try:
+            reports = farm.run(planned)
+            results, records = farm.folded()
+        finally:
+            farm.close()
+        solved = [h for r in reports for h in r.solved]
+        assert not set(solved) & first  # zero solver invocations for persisted hashes
+        assert sorted(solved) == sorted(q.hash for q in planned if q.hash not in first)
+        assert_exact_once(planned, reference, results, records, cached=len(first))
+
+
+def test_node_removed_mid_job(planned, reference, ckpt, tmp_path):
+    """Head (1 CPU, no solver slot) + 2 workers (1 CPU, 1 solver slot); one worker goes."""
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=1, resources={"solver": 1}) for _ in range(2)]
+    ray.init(address=cluster.address, log_to_driver=False)
+    farm = None
+    try:
+        cluster.wait_for_nodes()
+        farm = Farm(ckpt, tmp_path)
+        nodes = ray.get([s.ping.remote() for s in farm.solvers])
+        assert len({n.split("@")[1] for n in nodes}) == 2  # one actor per worker node
+        removed = []
+
+        def remove_once(shard, report):
+            if not removed:
+                victim = next(w for w in workers if w.node_id[:8] != report.actor[-8:])
+                removed.append(victim.node_id)
+                cluster.remove_node(victim)
+
+        reports = farm.run(planned, remove_once)
+        results, records = farm.folded()
+    finally:
+        if farm is not None:
+            farm.close()
+        ray.shutdown()
+        cluster.shutdown()
+    assert removed and len(reports) == len(planned) // 2
+    assert {h for r in reports for h in r.solved} == {q.hash for q in planned}
+    assert_exact_once(planned, reference, results, records)
+    assert all(not r.actor.endswith(removed[0][:8]) for r in reports[-3:])  # the rest moved
