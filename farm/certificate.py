@@ -118,10 +118,9 @@ class QueryRecord:
         return cls(**{n: data.get(n, "") if n == "reason" else data[n] for n in names})
 
 
-def query_records(queries: Iterable[PlannedQuery], records: Mapping[str, Record]
-                  ) -> list[QueryRecord]:
-    """The sidecar rows of planned queries answered in `records` (by hash)."""
-    return [QueryRecord.of(q, records[q.hash]) for q in queries]
+def query_records(judged: Iterable[tuple[PlannedQuery, Record, Any]]) -> list[QueryRecord]:
+    """The sidecar rows of the judged queries `farm.verify.fold` counted, one per query."""
+    return [QueryRecord.of(q, record) for q, record, _ in judged]
 
 
 def _result_json(result: Any) -> dict[str, Any]:
@@ -142,7 +141,7 @@ class VerifiedWork:
 def load_verify_results(paths: Sequence[str | os.PathLike[str]]) -> VerifiedWork:
     """Merge result JSON files of one checkpoint: `farm verify --out` (one `circuit`) or
     `farm run` (`circuits` by task). Each result must carry its per-query records
-    (`queries`): the counts are certified against them."""
+    (`query_records`, `QueryRecord` fields): the counts are certified against them."""
     shas, circuits, results, records = set(), {}, [], []
     for path in map(Path, paths):
         data = read_envelope(path)  # plain JSON; the same careful reader
@@ -157,11 +156,11 @@ def load_verify_results(paths: Sequence[str | os.PathLike[str]]) -> VerifiedWork
                                 "already given")
         for result in data["results"]:
             where = f"{path}: result {result.get('property')}/{result.get('task')}"
-            if not isinstance(result.get("queries"), list):
-                raise FarmError(f"{where} has no per-query records ('queries'); they are "
-                                "what its counts are certified against")
-            records += [QueryRecord.from_json(q, where) for q in result["queries"]]
-            results.append({k: v for k, v in result.items() if k != "queries"})
+            if not isinstance(result.get("query_records"), list):
+                raise FarmError(f"{where} has no per-query records ('query_records'); they "
+                                "are what its counts are certified against")
+            records += [QueryRecord.from_json(q, where) for q in result["query_records"]]
+            results.append({k: v for k, v in result.items() if k != "query_records"})
     if len(shas) != 1 or None in shas:
         raise FarmError(f"verify results must name one checkpoint, got {sorted(map(str, shas))}")
     return VerifiedWork(shas.pop(), list(circuits.values()), results, records)
@@ -217,21 +216,24 @@ def certificate_rows(report: ReplayReport) -> list[dict[str, Any]]:
             for r in report.rows]
 
 
-def _instances(prop: str, task_rows: int, circuit_edges: int, queries: int) -> int:
-    """How many instances a property has: inputs, retained edges, or planned pairs."""
+def _instances(prop: str, task_rows: int, circuit_edges: int, first_round: int) -> int:
+    """How many instances a property has: inputs, retained edges, or planned pairs (one
+    first-round query each; an escalated query re-asks an instance, it adds none)."""
     if prop in PER_INPUT:
         return task_rows
     if prop == EDGE_NECESSITY:
         return circuit_edges
-    return queries
+    return first_round
 
 
 def property_entry(result: Mapping[str, Any], records: Sequence[QueryRecord], task_rows: int,
                    circuit_edges: int) -> dict[str, Any]:
     """One property's certified result: status, counts, counterexamples, radii, timings."""
     prop, task = result["property"], result["task"]
-    counts = {"instances": _instances(prop, task_rows, circuit_edges, result["queries"]),
-              **{k: result[k] for k in ("queries", "unsat", "sat", "unknown", "errors")},
+    counts = {"instances": _instances(prop, task_rows, circuit_edges,
+                                      result["queries"] - result["escalated"]),
+              **{k: result[k] for k in ("queries", "escalated", "unsat", "sat", "unknown",
+                                        "errors")},
               "counterexamples": len(result["counterexamples"])}
     problems = _count_problems(prop, task, result["status"], counts, records)
     if problems:
@@ -415,9 +417,12 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
         raise
 
 
-def write_sidecar(records: Sequence[QueryRecord], path: Path) -> None:
-    table = pa.Table.from_pylist([asdict(r) for r in records], schema=SIDECAR_SCHEMA)
-    _atomic_write(path, lambda f: pq.write_table(table, f))
+def sidecar_bytes(records: Sequence[QueryRecord]) -> bytes:
+    """The query records as one Parquet file, in memory: it is hashed before it is written."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist([asdict(r) for r in records], schema=SIDECAR_SCHEMA),
+                   sink)
+    return sink.getvalue().to_pybytes()
 
 
 def read_sidecar(path: Path) -> list[QueryRecord]:
@@ -436,19 +441,15 @@ def issue(checkpoint_dir: str | os.PathLike[str], circuits: Sequence[Circuit],
           private_key: str | os.PathLike[str], out: str | os.PathLike[str],
           tasks: Sequence[str] = DEFAULT_TASKS,
           lean: Callable[[LeanExport], LakeOutcome] | None = lean_check) -> dict[str, Any]:
-    """Assemble, Lean-check (`lean=None` skips it), sign and write a certificate; returns
-    the predicate. The sidecar is written first: the envelope names its hash."""
+    """Assemble, Lean-check (`lean=None` skips it), sign, then write the sidecar and the
+    certificate (each atomically); returns the predicate. Nothing is written on failure."""
     ckpt = load_checkpoint(checkpoint_dir)
     weights = file_subject(Path(checkpoint_dir) / WEIGHTS_FILE)
     if weights["digest"]["sha256"] != ckpt.sha256:
         raise FarmError(f"{checkpoint_dir}/{WEIGHTS_FILE} changed while it was being read")
     out = Path(out)
-    sidecar = sidecar_path(out)
-    try:
-        write_sidecar(records, sidecar)
-    except OSError as err:
-        raise FarmError(f"cannot write query records {sidecar}: {err}") from err
-    queries = file_subject(sidecar)
+    sidecar, data = sidecar_path(out), sidecar_bytes(records)
+    queries = {"name": sidecar.name, "digest": {"sha256": hashlib.sha256(data).hexdigest()}}
     predicate = assemble(ckpt, exact_replay(ckpt, tuple(tasks)), circuits, results, records,
                          queries["digest"]["sha256"],
                          os.path.relpath(Path(checkpoint_dir).resolve(), out.resolve().parent))
@@ -457,6 +458,7 @@ def issue(checkpoint_dir: str | os.PathLike[str], circuits: Sequence[Circuit],
     predicate["lean"] = lean_entry(export, outcome)
     envelope = sign_statement(predicate, [weights, queries], private_key)
     try:
+        _atomic_write(sidecar, lambda f: f.write(data))
         _atomic_write(out, lambda f: f.write((json.dumps(envelope, indent=1) + "\n").encode()))
     except OSError as err:
         raise FarmError(f"cannot write certificate {out}: {err}") from err
@@ -471,7 +473,8 @@ def _count_problems(prop: str, task: str, status: Any, counts: Mapping[str, Any]
     """Whether counts, status and the per-query records tell one story (as `farm.verify.fold`
     folds them: ERROR > FAILED > UNKNOWN > VERIFIED)."""
     name = f"property {prop}/{task}"
-    keys = ("instances", "queries", "unsat", "sat", "unknown", "errors", "counterexamples")
+    keys = ("instances", "queries", "escalated", "unsat", "sat", "unknown", "errors",
+            "counterexamples")
     if not isinstance(counts, Mapping) or set(counts) != set(keys) or not all(
             type(counts[k]) is int and counts[k] >= 0 for k in keys):
         return [f"{name}: counts must be non-negative integers {', '.join(keys)}"]
@@ -487,22 +490,25 @@ def _count_problems(prop: str, task: str, status: Any, counts: Mapping[str, Any]
                             f"query records say {verdict}")
     if set(verdicts) - set(VERDICTS):
         problems.append(f"{name}: unknown verdict(s) {sorted(set(verdicts) - set(VERDICTS))}")
-    findings = c["instances"] - c["queries"]
-    if findings < 0 or (findings and prop != EDGE_NECESSITY):
-        problems.append(f"{name}: {c['queries']} queries for {c['instances']} instances")
+    first_round = c["queries"] - c["escalated"]  # escalated: inconclusive sat, re-asked
+    findings = c["instances"] - first_round  # instances settled without a query
+    if c["escalated"] > c["sat"] or findings < 0 or (findings and prop != EDGE_NECESSITY):
+        problems.append(f"{name}: {c['queries']} queries ({c['escalated']} escalated) for "
+                        f"{c['instances']} instances")
     if not verdicts["error"] <= c["errors"] <= c["queries"]:
         problems.append(f"{name}: {c['errors']} errors, but {verdicts['error']} query records "
                         f"are errors")
-    if not findings <= c["counterexamples"] <= c["sat"] + findings:
+    if not findings <= c["counterexamples"] <= c["sat"] - c["escalated"] + findings:
         problems.append(f"{name}: {c['counterexamples']} counterexamples do not fit {c['sat']} "
-                        f"sat verdicts and {max(findings, 0)} instances settled without a query")
+                        f"sat verdicts ({c['escalated']} escalated) and {max(findings, 0)} "
+                        "instances settled without a query")
     if c["instances"] - c["counterexamples"] - c["unknown"] - c["errors"] < 0:
         problems.append(f"{name}: more instances undecided or falsified than exist")
     expected = ("ERROR" if c["errors"] else "FAILED" if c["counterexamples"] else
                 "UNKNOWN" if c["unknown"] else "VERIFIED")
     if status != expected:
         problems.append(f"{name}: status {status!r}, but the counts make it {expected}")
-    if status == "VERIFIED" and not c["unsat"] == c["queries"] == c["instances"] > 0:
+    if status == "VERIFIED" and not c["unsat"] == first_round == c["instances"] > 0:
         problems.append(f"{name}: VERIFIED needs every one of {c['instances']} instances "
                         f"proved by an unsat query ({c['unsat']} unsat)")
     return problems
@@ -632,7 +638,7 @@ def _check_properties(pred: Mapping[str, Any], records: list[QueryRecord]) -> li
         counts = entry.get("counts") or {}
         mine = [r for r in records if (r.property, r.task) == (prop, task)]
         if counts.get("instances") != _instances(prop, rows[task], edges[task],
-                                                 counts.get("queries")):
+                                                 counts["queries"] - counts["escalated"]):
             problems.append(f"{name}: {counts.get('instances')} instances, but the task has "
                             f"{rows[task]} rows and its circuit {edges[task]} edges")
         if counts.get("counterexamples") != len(entry.get("counterexamples") or []):

@@ -13,7 +13,7 @@ import sys
 
 from farm.errors import FarmError
 
-COMMANDS = ("train", "replay", "keygen", "extract", "circuit")
+COMMANDS = ("train", "replay", "keygen", "extract", "circuit", "certify", "check")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,53 @@
+"""`farm certify`: assemble, Lean-check and sign a certificate from verify results."""
+
+from __future__ import annotations
+
+import argparse
+
+from farm.certificate import CERTIFICATE_FILE, issue, lean_check, load_verify_results, sidecar_path
+from farm.checkpoint import load_checkpoint
+from farm.errors import FarmError
+from farm.lean_export import LakeOutcome, LeanExport
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "certify", help="sign a certificate for a checkpoint and its verify results",
+        description="Derive the certificate from the checkpoint (model metadata, SHA-256), its "
+                    "exact replay (one row per domain input with its exact margin), the "
+                    "circuits and property results of the verify result files (from `farm "
+                    "verify --out` or `farm run`, with their per-query records), write the "
+                    "query records as a Parquet sidecar, run the Lean checker where `lake` is "
+                    "installed, and sign it all (DSSE, Ed25519; subjects: model.safetensors "
+                    "and the sidecar).")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("--verify-result", required=True, nargs="+", metavar="JSON",
+                   help="result file(s) of `farm verify --out` or `farm run` for this checkpoint")
+    p.add_argument("--key", required=True, help="Ed25519 private key (PEM), from `farm keygen`")
+    p.add_argument("--out", default=CERTIFICATE_FILE,
+                   help="certificate path (default: %(default)s); the query records go beside "
+                        "it as <name>.queries.parquet")
+    p.add_argument("--no-lean", action="store_true",
+                   help="skip the Lean check (recorded as not run)")
+    p.add_argument("--lean-timeout", type=float, default=3600.0,
+                   help="seconds for `lake build` (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    work = load_verify_results(args.verify_result)
+    sha = load_checkpoint(args.checkpoint).sha256
+    if work.checkpoint_sha256 != sha:
+        raise FarmError(f"the verify results are for checkpoint {work.checkpoint_sha256}, "
+                        f"{args.checkpoint} is {sha}")
+
+    def lean(export: LeanExport) -> LakeOutcome:
+        return lean_check(export, args.lean_timeout)
+
+    pred = issue(args.checkpoint, work.circuits, work.results, work.records, args.key,
+                 args.out, lean=None if args.no_lean else lean)
+    for entry in pred["properties"]:
+        print(f"{entry['task']:<14}{entry['property']:<24}{entry['status']}")
+    print(f"wrote {args.out} ({len(pred['rows'])} rows, {pred['queries']['records']} query "
+          f"records in {sidecar_path(args.out)}); Lean: {pred['lean']['outcome']}")
+    return 0

@@ -1,0 +1,352 @@
+"""Certificates: a real one is accepted; every tampering is rejected with its name.
+
+The certificate is issued for a trained checkpoint and real `farm.verify` results
+(functional equivalence of the full circuit on quote_close). Predicate-level
+tampering is re-signed with the right key, so the Python re-check, not the
+signature, has to catch it.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from encoders.cache import ResultCache
+from encoders.properties import FUNCTIONAL_EQUIVALENCE, Planner
+from farm.certificate import (
+    check_certificate,
+    fingerprint,
+    lean_check,
+    lean_export_for,
+    query_records,
+    sidecar_path,
+)
+from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from farm.circuits import Circuit
+from farm.cli import main
+from farm.errors import FarmError
+from farm.exact import ExactModel
+from farm.lean_export import TASK_IDS, render_module
+from farm.signing import generate_keypair, sign_statement, verify_statement
+from farm.tasks import get_task
+from farm.verify import LocalFarm, VerifyOptions, fold, judge, plan_property
+
+TASK = "quote_close"
+
+
+@pytest.fixture(scope="module")
+def farm_dir(tmp_path_factory, trained, request) -> Path:
+    """Checkpoint, keys, a real verify result (with per-query records) and the certificate.
+
+    Answers persist in pytest's cache by query hash (content-addressed, so a rerun on
+    the same checkpoint reuses exactly the answers to exactly these queries).
+    """
+    root = tmp_path_factory.mktemp("cert")
+    ckpt = Checkpoint.from_model(trained.model.cpu())
+    save_checkpoint(ckpt, root / "checkpoint")
+    generate_keypair(root / "key.pem", root / "key.pub")
+    generate_keypair(root / "other.pem", root / "other.pub")
+    model = ExactModel(ckpt.config, ckpt.weights)
+    circuit = Circuit.full(ckpt.config.n_layers, ckpt.config.n_heads, "block", TASK)
+    planner = Planner(model, circuit, get_task(TASK))
+    source, findings, _ = plan_property(planner, FUNCTIONAL_EQUIVALENCE,
+                                        VerifyOptions(progress=False))
+    queries = list(source)
+    with LocalFarm("cvc5", jobs=1) as farm:  # one warm solver: no loser to restart
+        records = farm.solve(queries, ResultCache(request.config.cache.mkdir("farm-results")))
+    judged = [(q, records[q.hash], judge(q, records[q.hash], model)) for q in queries]
+    result = fold(FUNCTIONAL_EQUIVALENCE, TASK, judged, findings)
+    entry = result.to_json() | {"query_records": [asdict(r) for r in query_records(judged)]}
+    (root / "result.json").write_text(json.dumps(
+        {"checkpoint_sha256": ckpt.sha256, "circuit": circuit.to_json_dict(), "task": TASK,
+         "results": [entry]}))
+    assert main(["certify", "--checkpoint", str(root / "checkpoint"), "--verify-result",
+                 str(root / "result.json"), "--key", str(root / "key.pem"), "--out",
+                 str(root / "out" / "certificate.dsse.json")]) == 0
+    return root
+
+
+def _cert(root: Path) -> Path:
+    return root / "out" / "certificate.dsse.json"
+
+
+def _statement(root: Path) -> dict[str, Any]:
+    return verify_statement(json.loads(_cert(root).read_text()), root / "key.pub")
+
+
+def _resigned(root: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], None],
+              subjects: Callable[[list[dict[str, Any]]], None] = lambda s: None) -> Path:
+    """A copy of the certificate with its predicate edited and signed again with the right key."""
+    statement = _statement(root)
+    predicate, subject = copy.deepcopy(statement["predicate"]), statement["subject"]
+    edit(predicate)
+    subjects(subject)
+    out = tmp_path / "certificate.dsse.json"
+    shutil.copy(sidecar_path(_cert(root)), sidecar_path(out))
+    out.write_text(json.dumps(sign_statement(predicate, subject, root / "key.pem")))
+    return out
+
+
+def _problems(root: Path, cert: Path, checkpoint: Path | None = None) -> str:
+    report = check_certificate(cert, root / "key.pub", checkpoint or root / "checkpoint")
+    assert not report.ok
+    return "\n".join(report.problems)
+
+
+# --------------------------------------------------------------------------- accepted
+
+
+def test_a_real_certificate_is_accepted(farm_dir: Path, capsys) -> None:
+    cert = str(_cert(farm_dir))
+    assert main(["check", cert, "--pubkey", str(farm_dir / "key.pub"), "--checkpoint",
+                 str(farm_dir / "checkpoint")]) == 0
+    assert main(["check", cert, "--pubkey", str(farm_dir / "key.pub")]) == 0  # recorded path
+    out = capsys.readouterr().out
+    assert "OK" in out and "256 rows" in out
+    assert "functional_equivalence/quote_close VERIFIED" in out
+    assert main(["check", cert, "--pubkey", str(farm_dir / "key.pub"), "--require-lean"]) == 1
+    assert "the Lean check is required but its outcome is 'not run" in capsys.readouterr().out
+
+
+def test_certificate_states_what_the_schema_promises(farm_dir: Path) -> None:
+    statement = _statement(farm_dir)
+    pred = statement["predicate"]
+    ckpt = load_checkpoint(farm_dir / "checkpoint")
+    subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
+    sidecar = sidecar_path(_cert(farm_dir))
+    assert subjects == {"model.safetensors": ckpt.sha256,
+                        sidecar.name: hashlib.sha256(sidecar.read_bytes()).hexdigest()}
+    assert pred["checkpoint"] == {"file": "model.safetensors", "sha256": ckpt.sha256,
+                                  "path": "../checkpoint"}
+    assert pred["model"]["parameters"] == ckpt.num_parameters()
+    assert [t["name"] for t in pred["model"]["tensors"]] == list(ckpt.weights)
+    assert pred["model"]["operators"]["half_low"] == "22/5"
+    assert len(pred["rows"]) == 256 and [r["index"] for r in pred["rows"]] == list(range(256))
+    assert all(re.fullmatch(r"\d+/\d+", r["margin"]) for r in pred["rows"])
+    assert [t["candidates"] for t in pred["tasks"]] == [[9, 10], [13, 14]]
+    (prop,) = pred["properties"]
+    assert (prop["status"], prop["counts"]["instances"], prop["counts"]["unsat"]) == \
+        ("VERIFIED", 128, 128)
+    assert pred["queries"]["records"] == 128
+    assert set(pred["software"]) >= {"python", "z3", "cvc5", "ray", "torch", "farm_git_revision"}
+    assert pred["created_at"].endswith("Z")
+    assert pred["lean"]["outcome"] == "not run: no Lean toolchain" or pred["lean"]["status"] == "ok"
+    assert pred["lean"]["certificate_fingerprint"] == fingerprint(pred)
+
+
+def test_generated_lean_module_holds_every_row_and_both_fingerprints(farm_dir: Path) -> None:
+    pred = _statement(farm_dir)["predicate"]
+    export = lean_export_for(pred, load_checkpoint(farm_dir / "checkpoint"))
+    text = render_module(export)
+    for row in pred["rows"]:
+        n, d = row["margin"].split("/")
+        assert (f"⟨{row['index']}, {TASK_IDS[row['task']]}, [{', '.join(map(str, row['prompt']))}"
+                f"], {row['target']}, {row['alternate']}, ⟨{n}, {d}⟩⟩") in text
+    assert f'def checkpointSha256 : String := "{pred["checkpoint"]["sha256"]}"' in text
+    assert f'def certificateFingerprint : String := "{fingerprint(pred)}"' in text
+    assert "⟨0, 0, .verified, 128, 0, 0⟩" in text  # functional equivalence, quote_close
+    assert f"FarmCert.Generated.{export.name}" == pred["lean"]["module"]
+
+
+def test_lean_check_without_a_toolchain_is_not_run(farm_dir: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", "")
+    pred = _statement(farm_dir)["predicate"]
+    outcome = lean_check(lean_export_for(pred, load_checkpoint(farm_dir / "checkpoint")))
+    assert outcome.status == "not run"
+
+
+# --------------------------------------------------------------------------- tampering
+
+
+def _row(i: int, **change: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda p: p["rows"][i].update(change)
+
+
+def _flip_sign(p: dict[str, Any]) -> None:
+    p["rows"][5]["margin"] = "-" + p["rows"][5]["margin"]
+    p["rows"][5]["margin_float"] = -p["rows"][5]["margin_float"]
+
+
+def _swap(p: dict[str, Any]) -> None:
+    row = p["rows"][2]  # opener 9: target 9, alternate 10
+    row["target"], row["alternate"] = row["alternate"], row["target"]
+
+
+def _rename_tensor(p: dict[str, Any]) -> None:
+    p["model"]["tensors"][0]["name"] = "wte.weights"
+
+
+def _count(p: dict[str, Any]) -> None:
+    p["properties"][0]["counts"]["unsat"] -= 1
+
+
+PREDICATE_TAMPERING = {
+    "flipped margin sign": (_flip_sign, r"row 5: margin -\d+/\d+ is not positive"),
+    "dropped row": (lambda p: p["rows"].pop(17), r"row index 17 is missing \(dropped row\)"),
+    "duplicated row": (lambda p: p["rows"].insert(18, p["rows"][17]),
+                       r"row index 17 appears 2 times \(duplicated row\)"),
+    "swapped target/alternate": (_swap, r"row 2: target is 10, expected 9"),
+    "wrong candidate token": (lambda p: p["tasks"][0].update(candidates=[9, 11]),
+                              r"tasks: quote_close candidates is \[9, 11\], the task defines "
+                              r"\[9, 10\]"),
+    "wrong alternate token": (_row(0, alternate=11), r"row 0: alternate is 11, expected 10"),
+    "changed margin": (_row(7, margin="1/1", margin_float=1.0),
+                       r"row 7: margin 1/1 differs from the exact replay"),
+    "renamed tensor": (_rename_tensor, r"tensor 'wte.weights' is not in the checkpoint"),
+    "changed property count": (_count, r"unsat count 127, but 128 query records say unsat"),
+    "status not backed by counts": (lambda p: p["properties"][0].update(status="UNKNOWN"),
+                                    r"status 'UNKNOWN', but the counts make it VERIFIED"),
+    "changed parameter count": (lambda p: p["model"].update(parameters=1),
+                                r"model: parameters is 1, the checkpoint has"),
+}
+
+
+@pytest.mark.parametrize("case", PREDICATE_TAMPERING)
+def test_resigned_predicate_tampering_is_named(farm_dir: Path, tmp_path: Path, case: str) -> None:
+    edit, message = PREDICATE_TAMPERING[case]
+    assert re.search(message, _problems(farm_dir, _resigned(farm_dir, tmp_path, edit)))
+
+
+def test_every_edit_breaks_the_lean_fingerprint(farm_dir: Path, tmp_path: Path) -> None:
+    cert = _resigned(farm_dir, tmp_path, _row(7, margin_float=0.5))
+    assert "lean: the Lean module was generated for certificate" in _problems(farm_dir, cert)
+
+
+def _other_checkpoint(root: Path, tmp_path: Path, edit: Callable[[dict], None]) -> Path:
+    """A self-consistent checkpoint directory (its config records its own hash) with `edit`."""
+    dst = tmp_path / "tampered"
+    dst.mkdir()
+    tensors = load_file(root / "checkpoint" / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, dst / "model.safetensors")
+    config = json.loads((root / "checkpoint" / "config.json").read_text())
+    config["weights_sha256"] = hashlib.sha256((dst / "model.safetensors").read_bytes()).hexdigest()
+    (dst / "config.json").write_text(json.dumps(config))
+    return dst
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t["blocks.1.mlp.up.weight"].__setitem__((3, 4), t["blocks.1.mlp.up.weight"][3, 4]
+                                                       + 0.125),
+    lambda t: t.__setitem__("wte.renamed", t.pop("wte.weight")),
+], ids=["modified weight", "renamed tensor"])
+def test_a_tampered_checkpoint_is_named_by_its_fingerprint(farm_dir: Path, tmp_path: Path,
+                                                          edit, capsys) -> None:
+    bad = _other_checkpoint(farm_dir, tmp_path, edit)
+    assert main(["check", str(_cert(farm_dir)), "--pubkey", str(farm_dir / "key.pub"),
+                 "--checkpoint", str(bad)]) == 1
+    assert re.search(rf"checkpoint: {re.escape(str(bad))}/model.safetensors has SHA-256 "
+                     r"[0-9a-f]{64}, the certificate is for", capsys.readouterr().out)
+
+
+def test_a_stale_checkpoint_hash_is_named(farm_dir: Path, tmp_path: Path) -> None:
+    """Certificate and subject consistently name an older checkpoint than the one given."""
+    stale = "0" * 64
+    cert = _resigned(farm_dir, tmp_path, lambda p: p["checkpoint"].update(sha256=stale),
+                     lambda s: s[0]["digest"].update(sha256=stale))
+    assert re.search(r"model.safetensors has SHA-256 [0-9a-f]{64}, the certificate is for 0{64}",
+                     _problems(farm_dir, cert))
+
+
+def test_a_subject_that_disagrees_with_the_certificate_is_named(farm_dir: Path,
+                                                                tmp_path: Path) -> None:
+    cert = _resigned(farm_dir, tmp_path, lambda p: None,
+                     lambda s: s[0]["digest"].update(sha256="1" * 64))
+    assert "its DSSE subject model.safetensors 1111" in _problems(farm_dir, cert)
+
+
+def test_edited_query_records_are_caught_by_the_sidecar_hash(farm_dir: Path,
+                                                              tmp_path: Path) -> None:
+    cert = _resigned(farm_dir, tmp_path, lambda p: None)
+    sidecar = sidecar_path(cert)
+    data = bytearray(sidecar.read_bytes())
+    data[len(data) // 2] ^= 1
+    sidecar.write_bytes(bytes(data))
+    assert re.search(r"query records: .* has SHA-256 [0-9a-f]{64}, the certificate states",
+                     _problems(farm_dir, cert))
+
+
+# --------------------------------------------------------------------------- signatures, bad input
+
+
+def test_an_edit_without_resigning_fails_the_signature(farm_dir: Path, tmp_path: Path,
+                                                       capsys) -> None:
+    envelope = json.loads(_cert(farm_dir).read_text())
+    body = base64.b64decode(envelope["payload"]).replace(b'"status":"VERIFIED"',
+                                                         b'"status":"FAILED"', 1)
+    envelope["payload"] = base64.b64encode(body).decode()
+    cert = tmp_path / "certificate.dsse.json"
+    cert.write_text(json.dumps(envelope))
+    assert main(["check", str(cert), "--pubkey", str(farm_dir / "key.pub"), "--checkpoint",
+                 str(farm_dir / "checkpoint")]) == 2
+    assert "bad signature" in capsys.readouterr().err
+
+
+def test_a_signature_by_another_key_is_rejected(farm_dir: Path, tmp_path: Path, capsys) -> None:
+    statement = _statement(farm_dir)
+    cert = tmp_path / "certificate.dsse.json"
+    cert.write_text(json.dumps(sign_statement(statement["predicate"], statement["subject"],
+                                              farm_dir / "other.pem")))
+    assert main(["check", str(cert), "--pubkey", str(farm_dir / "key.pub")]) == 2
+    assert "signed by another key" in capsys.readouterr().err
+    assert main(["check", str(_cert(farm_dir)), "--pubkey", str(farm_dir / "other.pub")]) == 2
+    assert "signed by another key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,message", [
+    (lambda text: text[: len(text) // 2], "is not JSON (truncated?)"),
+    (lambda text: "certificate, honest", "is not JSON"),
+    (lambda text: "[]", "malformed envelope"),
+])
+def test_unreadable_certificates_fail_clearly(farm_dir: Path, tmp_path: Path, content, message,
+                                              capsys) -> None:
+    cert = tmp_path / "certificate.dsse.json"
+    cert.write_text(content(_cert(farm_dir).read_text()))
+    assert main(["check", str(cert), "--pubkey", str(farm_dir / "key.pub")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_files_and_wrong_keys_fail_clearly(farm_dir: Path, tmp_path: Path,
+                                                   capsys) -> None:
+    cert, pub = str(_cert(farm_dir)), str(farm_dir / "key.pub")
+    cases = [
+        (["check", cert, "--pubkey", pub, "--checkpoint", str(tmp_path / "gone")],
+         "checkpoint directory .*gone does not exist"),
+        (["check", str(tmp_path / "absent.json"), "--pubkey", pub], "does not exist"),
+        (["check", cert, "--pubkey", str(farm_dir / "key.pem")], "is not a PEM public key"),
+        (["check", cert, "--pubkey", str(tmp_path / "nokey.pub")], "cannot read public key"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        assert re.search(message, capsys.readouterr().err), argv
+
+
+def test_a_malformed_but_signed_predicate_is_rejected(farm_dir: Path, tmp_path: Path) -> None:
+    cert = _resigned(farm_dir, tmp_path, lambda p: p.update(rows="all of them"))
+    assert "rows: must be a list of objects" in _problems(farm_dir, cert)
+    cert = _resigned(farm_dir, tmp_path, lambda p: p.update(checkpoint="somewhere"))
+    with pytest.raises(FarmError, match="malformed certificate"):
+        check_certificate(cert, farm_dir / "key.pub", farm_dir / "checkpoint")
+
+
+def test_certify_refuses_results_without_query_records(farm_dir: Path, tmp_path: Path,
+                                                       capsys) -> None:
+    data = json.loads((farm_dir / "result.json").read_text())
+    del data["results"][0]["query_records"]
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    assert main(["certify", "--checkpoint", str(farm_dir / "checkpoint"), "--verify-result",
+                 str(tmp_path / "r.json"), "--key", str(farm_dir / "key.pem"), "--out",
+                 str(tmp_path / "c.dsse.json")]) == 2
+    assert "no per-query records" in capsys.readouterr().err
+    assert not (tmp_path / "c.dsse.json").exists()
