@@ -25,10 +25,13 @@ from safetensors.numpy import load_file, save_file
 from encoders.cache import ResultCache
 from encoders.properties import FUNCTIONAL_EQUIVALENCE, Planner
 from farm.certificate import (
+    QueryRecord,
     check_certificate,
     fingerprint,
     lean_check,
     lean_export_for,
+    lean_status,
+    property_entry,
     query_records,
     sidecar_path,
 )
@@ -350,3 +353,35 @@ def test_certify_refuses_results_without_query_records(farm_dir: Path, tmp_path:
                  str(tmp_path / "c.dsse.json")]) == 2
     assert "no per-query records" in capsys.readouterr().err
     assert not (tmp_path / "c.dsse.json").exists()
+
+
+# --------------------------------------------------------------------------- counting rules
+
+
+def _robustness(**change: Any) -> dict[str, Any]:
+    """A robustness result as `farm.verify.fold` reports it: 2 inputs escalated to full."""
+    return {"property": "robustness", "task": TASK, "status": "VERIFIED", "queries": 130,
+            "escalated": 2, "unsat": 128, "sat": 2, "unknown": 0, "errors": 0, "cached": 0,
+            "counterexamples": [], "problems": [], "wins": {}, "solver_seconds": {},
+            "seconds": 0.0} | change
+
+
+def _records(verdicts: dict[str, int]) -> list[QueryRecord]:
+    return [QueryRecord("robustness", TASK, f"input {i}", "ab" * 32, v, "cvc5", None, 1.0, "")
+            for v, n in verdicts.items() for i in range(n)]
+
+
+def test_escalated_queries_re_ask_inputs_and_add_no_instances() -> None:
+    entry = property_entry(_robustness(), _records({"unsat": 128, "sat": 2}), 128, 15)
+    assert entry["counts"]["instances"] == 128
+    assert lean_status(entry) == ("verified", {"verified": 128, "falsified": 0, "unknown": 0})
+    failed = property_entry(_robustness(status="FAILED", unsat=127, sat=3,
+                                        counterexamples=[{"subject": "input 5"}]),
+                            _records({"unsat": 127, "sat": 3}), 128, 15)
+    assert lean_status(failed) == ("falsified", {"verified": 127, "falsified": 1, "unknown": 0})
+    with pytest.raises(FarmError, match="VERIFIED needs every one of 128 instances"):
+        property_entry(_robustness(queries=129, sat=1), _records({"unsat": 128, "sat": 1}),
+                       128, 15)
+    with pytest.raises(FarmError, match="status 'VERIFIED', but the counts make it ERROR"):
+        property_entry(_robustness(errors=1, unsat=127, sat=2, unknown=0),
+                       _records({"unsat": 127, "sat": 2, "error": 1}), 128, 15)
