@@ -50,10 +50,6 @@ Guarded = tuple[Vec, list[Formula]]  # (output terms, conditions under which the
 _ZERO, _ONE = Fraction(0), Fraction(1)
 
 
-def _affine(v: Affine | Fraction) -> Affine:
-    return v if isinstance(v, Affine) else Affine(const=v)
-
-
 def _is_zero(a: Affine) -> bool:
     return not a.coeffs and not a.const
 
@@ -71,14 +67,17 @@ def positive_part(q: Query, name: str, a: Affine) -> Affine:
 # --------------------------------------------------------------------------- thresholds
 
 
-def threshold_guided(s: Sequence[Affine], support: Sequence[int], total: Fraction) -> Guarded:
+def threshold_guided(q: Query, s: Sequence[Affine], support: Sequence[int], total: Fraction,
+                     *, tag: str) -> Guarded:
     """max(s − τ, 0) with Σ = total, on a known support S: τ = (Σ_S s − total)/|S|.
 
     τ is unique (Σ max(s_i − τ, 0) is strictly decreasing while positive), so the
     support conditions s_i > τ on S and s_i ≤ τ off S pin the branch exactly.
+    τ is named, so each condition costs a few symbols, not the whole sum.
     """
     inside = set(support)
-    tau = (Affine.sum(s[i] for i in support) - total) * Fraction(1, len(support))
+    tau = q.define(f"{tag}.tau",
+                   (Affine.sum(s[i] for i in support) - total) * Fraction(1, len(support)))
     out = [s_i - tau if i in inside else Affine() for i, s_i in enumerate(s)]
     guards = _holding(*((gt if i in inside else le)(s_i, tau) for i, s_i in enumerate(s)))
     return out, guards
@@ -104,9 +103,10 @@ def threshold_full(q: Query, s: Sequence[Affine], total: Fraction, *, tag: str,
 # --------------------------------------------------------------------------- sparsemax
 
 
-def sparsemax_guided(z: Sequence[Affine], support: Sequence[int]) -> Guarded:
+def sparsemax_guided(q: Query, z: Sequence[Affine], support: Sequence[int], *,
+                     tag: str) -> Guarded:
     """Sparsemax on its recorded support (the indices with positive weight)."""
-    return threshold_guided(z, support, _ONE)
+    return threshold_guided(q, z, support, _ONE, tag=tag)
 
 
 def sparsemax_full(q: Query, z: Sequence[Affine], *, tag: str) -> Vec:
@@ -132,9 +132,9 @@ def leaky_relu_full(q: Query, x: Sequence[Affine], *, tag: str) -> Vec:
 # --------------------------------------------------------------------------- BandNorm
 
 
-def _centre(x: Sequence[Affine | Fraction]) -> Vec:
-    x = [_affine(v) for v in x]
-    mean = Affine.sum(x) * Fraction(1, len(x))
+def _centre(q: Query, x: Sequence[Affine], *, tag: str) -> Vec:
+    """x − mean(x), the mean named so each coordinate is two symbols."""
+    mean = q.define(f"{tag}.mean", Affine.sum(x) * Fraction(1, len(x)))
     return [v - mean for v in x]
 
 
@@ -143,29 +143,29 @@ def _fallbacks(d: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(range(0, d, 2)), tuple(range(1, d, 2))
 
 
-def _band_output(p: Sequence[Affine], n: Sequence[Affine], gamma: Sequence[Fraction],
-                 beta: Sequence[Fraction]) -> Vec:
+def _band_output(q: Query, p: Sequence[Affine], n: Sequence[Affine],
+                 gamma: Sequence[Fraction], beta: Sequence[Fraction], *, tag: str) -> Vec:
     """γ ⊙ (z − mean z) + β with z = p − n."""
-    z = _centre([a - b for a, b in zip(p, n, strict=True)])
+    z = _centre(q, [a - b for a, b in zip(p, n, strict=True)], tag=f"{tag}.z")
     return [z_i * g + b for z_i, g, b in zip(z, gamma, beta, strict=True)]
 
 
-def band_norm_guided(x: Sequence[Affine], gamma: Sequence[Fraction], beta: Sequence[Fraction],
-                     half_low: Fraction, half_high: Fraction, branch: BandNormBranch) -> Guarded:
+def band_norm_guided(q: Query, x: Sequence[Affine], gamma: Sequence[Fraction],
+                     beta: Sequence[Fraction], half_low: Fraction, half_high: Fraction,
+                     branch: BandNormBranch, *, tag: str) -> Guarded:
     """Signed L1 BandNorm on its recorded branch: signs, projection support, lift support."""
-    c = _centre(x)
+    c = _centre(q, x, tag=tag)
     guards = _holding(*((gt if s > 0 else lt if s < 0 else eq)(c_i, 0)
                         for c_i, s in zip(c, branch.signs, strict=True)))
     p = [c_i if s > 0 else Affine() for c_i, s in zip(c, branch.signs, strict=True)]
     n = [-c_i if s < 0 else Affine() for c_i, s in zip(c, branch.signs, strict=True)]
-    even, odd = _fallbacks(len(c))
-    p = _band_side_guided(p, branch.p, even, half_low, half_high, guards)
-    n = _band_side_guided(n, branch.n, odd, half_low, half_high, guards)
-    return _band_output(p, n, gamma, beta), guards
+    p = _band_side_guided(q, p, branch.p, half_low, half_high, guards, tag=f"{tag}.P")
+    n = _band_side_guided(q, n, branch.n, half_low, half_high, guards, tag=f"{tag}.N")
+    return _band_output(q, p, n, gamma, beta, tag=tag), guards
 
 
-def _band_side_guided(s: Vec, branch: SideBranch, fallback: tuple[int, ...],
-                      half_low: Fraction, half_high: Fraction, guards: list[Formula]) -> Vec:
+def _band_side_guided(q: Query, s: Vec, branch: SideBranch, half_low: Fraction,
+                      half_high: Fraction, guards: list[Formula], *, tag: str) -> Vec:
     """One side on its branch; its conditions are appended to `guards`.
 
     A projected side keeps Σ = half_high > half_low, so it is never lifted and
@@ -173,7 +173,7 @@ def _band_side_guided(s: Vec, branch: SideBranch, fallback: tuple[int, ...],
     """
     total = Affine.sum(s)
     if branch.projected:
-        s, projection = threshold_guided(s, branch.support, half_high)
+        s, projection = threshold_guided(q, s, branch.support, half_high, tag=tag)
         guards += _holding(gt(total, half_high), *projection)
     else:
         guards += _holding(le(total, half_high))
@@ -184,7 +184,7 @@ def _band_side_guided(s: Vec, branch: SideBranch, fallback: tuple[int, ...],
     active = () if branch.fallback else branch.support
     guards += _holding(gt(deficit, 0), *((gt if i in active else le)(s_i, 0)
                                          for i, s_i in enumerate(s)))
-    share = deficit * Fraction(1, len(branch.support))
+    share = q.define(f"{tag}.share", deficit * Fraction(1, len(branch.support)))
     return [s_i + share if i in branch.support else s_i for i, s_i in enumerate(s)]
 
 
@@ -198,14 +198,14 @@ def band_norm_full(q: Query, x: Sequence[Affine], gamma: Sequence[Fraction],
     coordinate fixed at zero drops out of that side's projection and lift.
     """
     fixed = fixed_signs or {}
-    c = [q.define(f"{tag}.c{i}", c_i) for i, c_i in enumerate(_centre(x))]
+    c = _centre(q, x, tag=tag)
     p = [c_i if fixed.get(i) == 1 else Affine() if fixed.get(i) == -1
          else positive_part(q, f"{tag}.p{i}", c_i) for i, c_i in enumerate(c)]
     n = [p_i - c_i for p_i, c_i in zip(p, c, strict=True)]  # max(−c, 0) = max(c, 0) − c
     even, odd = _fallbacks(len(c))
     p = _band_side_full(q, p, even, half_low, half_high, tag=f"{tag}.P")
     n = _band_side_full(q, n, odd, half_low, half_high, tag=f"{tag}.N")
-    return _band_output(p, n, gamma, beta)
+    return _band_output(q, p, n, gamma, beta, tag=tag)
 
 
 def _band_side_full(q: Query, s: Vec, fallback: tuple[int, ...], half_low: Fraction,

@@ -53,7 +53,7 @@ def _assert_exact(both: SolverPool, encode: Encode, values: list[F], expected: l
 
 
 def _guided(op: Callable, *branch) -> Encode:
-    return lambda q, xs: op(xs, *branch)
+    return lambda q, xs: op(q, xs, *branch, tag="op")
 
 
 def _full(op: Callable, **kw) -> Encode:
@@ -67,7 +67,7 @@ def test_leaky_relu_both_signs(both):
     values = [F(-3, 7), F(0), F(5, 3), F(-1, 100), F(2**-30), F(-12345, 17)]
     expected, signs = leaky_relu(values)
     assert set(signs) == {True, False}
-    _assert_exact(both, _guided(leaky_relu_guided, signs), values, expected)
+    _assert_exact(both, lambda q, xs: leaky_relu_guided(xs, signs), values, expected)
     _assert_exact(both, _full(leaky_relu_full), values, expected)
 
 
@@ -168,7 +168,8 @@ def test_band_norm_guards_reject_a_wrong_branch(both):
     _, branch = band_norm(x, gamma, beta, HALF_LOW, HALF_HIGH)
     wrong = branch._replace(p=branch.p._replace(support=branch.p.support[1:]))
     q = Query()
-    _, guards = band_norm_guided(_fixed_input(q, x), gamma, beta, HALF_LOW, HALF_HIGH, wrong)
+    _, guards = band_norm_guided(q, _fixed_input(q, x), gamma, beta, HALF_LOW, HALF_HIGH, wrong,
+                                 tag="bn")
     q.add(*guards)
     assert both.solve(q.text()).status == "unsat"
 

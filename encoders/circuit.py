@@ -1,0 +1,285 @@
+"""One circuit run on one concrete prompt, encoded exactly in QF_LRA.
+
+The prompt is concrete, so every value is a constant the exact evaluator
+already knows; the query's job is to make the solver re-derive them. Each
+node input and norm output is a named variable defined by its linear
+equation, and every piecewise operator between them stays for the solver to
+check (guided: its recorded branch plus guards; full: its case splits).
+
+Attention has two products of variables, broken with exact constants from the
+run and an equality guard for each (a wrong constant fails its guard):
+
+* scores q_t·k_j / s: the query q_t is the constant, so a score is affine in
+  the normed input n_j, and one guard vector per head (q_t) replaces one per
+  key position;
+* Σ_j w_j v_j: the sparsemax weights are the constants; as Σ_j w_j = 1,
+  Σ_j w_j v_j = W_v m + b_v with m = Σ_j w_j n_j, and W_o·W_v is fused once per
+  model, so a head costs one named vector m.
+
+Only what the final position depends on is encoded (nodes are built on
+demand), and the final logits are returned as terms, never defined, so a
+property pays only for the logits it reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from operator import mul
+from typing import Literal
+from weakref import WeakKeyDictionary
+
+from encoders.ops import (
+    band_norm_full,
+    band_norm_guided,
+    leaky_relu_full,
+    leaky_relu_guided,
+    sparsemax_full,
+    sparsemax_guided,
+)
+from encoders.smtlib import Affine, Formula, Query, eq
+from farm.circuits import Circuit, parse_node
+from farm.errors import FarmError
+from farm.exact import ExactAffine, ExactModel, RowResult, band_norm, exact
+
+__all__ = ["EncodedRun", "encode_run"]
+
+Mode = Literal["guided", "full"]
+Vec = list[Affine]
+Matrix = tuple[list[list[Fraction]], list[Fraction]]  # (rows, bias)
+
+
+@dataclass(frozen=True)
+class EncodedRun:
+    logits: list[Affine]  # final-position logits over the whole vocabulary, as terms of the query
+    final_residual: list[Affine]  # r_E(x), the input of the final norm
+    guards: list[Formula]  # guided mode: conditions under which the encoding is exact; [] if none
+
+
+def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int, ...], *,
+               tag: str, mode: Mode = "guided", result: RowResult | None = None) -> EncodedRun:
+    """Define the circuit's run on `prompt` in `q` (names prefixed by `tag`).
+
+    `result` is the exact run of this circuit on this prompt (computed if not
+    given); its constants and, in guided mode, its branches are used, and the
+    guards say where that is exact. Guards are returned, never asserted.
+    """
+    if mode not in ("guided", "full"):
+        raise ValueError(f"mode must be 'guided' or 'full', got {mode!r}")
+    prompt = tuple(int(t) for t in prompt)
+    result = result or model.run([prompt], circuit)[0]
+    if result.prompt != prompt:
+        raise FarmError(f"exact result is for prompt {result.prompt}, not {prompt}")
+    run = _Run(q, model, circuit, result, tag, mode)
+    last = len(prompt) - 1
+    residual = run.node_input("logits", last)
+    normed = run.norm(model.norm_final, residual, "logits", last)
+    rows, bias = _consts(model).matrix(model.lm_head)
+    logits = [Affine.dot(row, normed, b) for row, b in zip(rows, bias, strict=True)]
+    return EncodedRun(logits, residual, run.guards)
+
+
+# --------------------------------------------------------------------------- exact constants
+
+
+class _Consts:
+    """A model's weights as exact Fractions, and W_o·W_v fused per head; built once per model."""
+
+    def __init__(self, model: ExactModel) -> None:
+        self.model = model
+        self._matrices: dict[int, Matrix] = {}
+        self._ov: dict[tuple[int, int], Matrix] = {}
+
+    def matrix(self, affine: ExactAffine) -> Matrix:
+        key = id(affine)
+        if key not in self._matrices:
+            s = affine.scale
+            self._matrices[key] = ([[Fraction(w, s) for w in row] for row in affine.weight],
+                                   [Fraction(b, s) for b in affine.bias])
+        return self._matrices[key]
+
+    def ov(self, layer: int, head: int) -> Matrix:
+        """W_o[:, head] · (W_v[head] m + b_v[head]) as one matrix over m, b_o left out."""
+        if (layer, head) not in self._ov:
+            params, dh = self.model.layers[layer], self.model.cfg.head_dim
+            o, v = params["o"], params["v"]
+            cols = range(head * dh, (head + 1) * dh)
+            den = o.scale * v.scale
+            rows = [[Fraction(sum(o_row[c] * v.weight[c][k] for c in cols), den)
+                     for k in range(len(v.weight[0]))] for o_row in o.weight]
+            bias = [Fraction(sum(o_row[c] * v.bias[c] for c in cols), den) for o_row in o.weight]
+            self._ov[layer, head] = (rows, bias)
+        return self._ov[layer, head]
+
+
+_CONSTS: WeakKeyDictionary[ExactModel, _Consts] = WeakKeyDictionary()
+
+
+def _consts(model: ExactModel) -> _Consts:
+    if (c := _CONSTS.get(model)) is None:
+        c = _CONSTS[model] = _Consts(model)
+    return c
+
+
+def _apply(m: Matrix, x: Sequence[Affine], rows: range | None = None) -> Vec:
+    weights, bias = m
+    return [Affine.dot(weights[r], x, bias[r]) for r in rows or range(len(weights))]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _site(node: str) -> str:
+    """Short variable-name stem of a node: attn_0 -> a0, attn_1_h_0 -> a1h0, mlp_0 -> m0."""
+    ref = parse_node(node)
+    if ref.kind == "attn":
+        return f"a{ref.layer}" + ("" if ref.head is None else f"h{ref.head}")
+    return {"mlp": f"m{ref.layer}", "emb": "e", "logits": "f"}[ref.kind]
+
+
+class _Run:
+    """Encodes nodes on demand, memoised per (node, position), collecting guards."""
+
+    def __init__(self, q: Query, model: ExactModel, circuit: Circuit, result: RowResult,
+                 tag: str, mode: Mode) -> None:
+        self.q, self.m, self.result, self.tag, self.mode = q, model, result, tag, mode
+        self.consts = _consts(model)
+        self.parents = {node: circuit.parents(node) for node in circuit.nodes}
+        self.fanout = {node: sum(node in ps for ps in self.parents.values())
+                       for node in circuit.nodes}
+        self.guards: list[Formula] = []
+        self._inputs: dict[tuple[str, int], Vec] = {}
+        self._normed: dict[tuple[str, int], Vec] = {}
+        self._heads: dict[tuple[str, int, int], Vec] = {}
+        self._mlps: dict[tuple[str, int], Vec] = {}
+
+    def name(self, node: str, t: int, what: str) -> str:
+        return f"{self.tag}.{t}{_site(node)}.{what}"
+
+    def vector(self, name: str, values: Sequence[Affine]) -> Vec:
+        return [self.q.define(f"{name}{i}", v) for i, v in enumerate(values)]
+
+    # --- the residual graph
+
+    def node_input(self, node: str, t: int) -> Vec:
+        """Sum of the retained parents at position t (zero ablation), as named variables."""
+        if (node, t) in self._inputs:
+            return self._inputs[node, t]
+        terms: list[Affine | Fraction] = []
+        heads_by_layer: dict[int, list[tuple[str, int]]] = {}
+        for parent in self.parents[node]:
+            ref = parse_node(parent)
+            if ref.kind == "attn":
+                heads = range(self.m.cfg.n_heads) if ref.head is None else [ref.head]
+                heads_by_layer.setdefault(ref.layer, []).extend((parent, h) for h in heads)
+            elif ref.kind == "emb":
+                terms.append(self.embedding(t))
+            else:
+                terms.append(self.mlp(parent, t))
+        for layer, heads in heads_by_layer.items():
+            terms.append(self.attn_out(layer, heads, t))
+        d = self.m.cfg.d_model
+        total = [Affine.sum(term[i] for term in terms) for i in range(d)]
+        x = self._inputs[node, t] = self.vector(self.name(node, t, "x"), total)
+        return x
+
+    def embedding(self, t: int) -> list[Fraction]:
+        token = self.result.prompt[t]
+        return [exact(a) + exact(b) for a, b in zip(self.m.wte[token], self.m.wpe[t],
+                                                   strict=True)]
+
+    def norm(self, params, x: Vec, node: str, t: int) -> Vec:
+        """The node's norm (identity for norm_variant none), its output named."""
+        if params is None:
+            return x
+        gamma, beta = params
+        cfg = self.m.cfg
+        if self.mode == "guided":
+            branch = self.result.trace[t][f"{node}.norm"]
+            out, guards = band_norm_guided(self.q, x, gamma, beta, cfg.half_low, cfg.half_high,
+                                           branch, tag=self.name(node, t, "bn"))
+            self.guards += guards
+        else:
+            out = band_norm_full(self.q, x, gamma, beta, cfg.half_low, cfg.half_high,
+                                 tag=self.name(node, t, "bn"))
+        return self.vector(self.name(node, t, "n"), out)
+
+    def normed(self, node: str, t: int) -> Vec:
+        if (node, t) not in self._normed:
+            layer = parse_node(node).layer
+            key = "norm_attn" if parse_node(node).kind == "attn" else "norm_mlp"
+            self._normed[node, t] = self.norm(self.m.layers[layer][key],
+                                              self.node_input(node, t), node, t)
+        return self._normed[node, t]
+
+    # --- attention
+
+    def head(self, node: str, h: int, t: int) -> Vec:
+        """m = Σ_j w_j n_j for one head at position t, the weights w_j exact and guarded."""
+        if (node, h, t) in self._heads:
+            return self._heads[node, h, t]
+        layer, cfg = parse_node(node).layer, self.m.cfg
+        params, dh = self.m.layers[layer], cfg.head_dim
+        rows = range(h * dh, (h + 1) * dh)
+        pos = self.result.positions[t]
+        q_const = params["q"](self._exact_normed(node, t), rows)
+        n_t = self.normed(node, t)
+        q_var = _apply(self.consts.matrix(params["q"]), n_t, rows)
+        self.guards += [eq(v, c) for v, c in zip(q_var, q_const, strict=True)]
+        k_rows, k_bias = self.consts.matrix(params["k"])
+        scale = 1 / self.m.scale
+        u = [sum(map(mul, q_const, (k_rows[r][c] for r in rows))) * scale
+             for c in range(cfg.d_model)]
+        u0 = sum(map(mul, q_const, (k_bias[r] for r in rows))) * scale
+        scores = self.vector(self.name(node, t, f"h{h}s"),
+                             [Affine.dot(u, self.normed(node, j), u0) for j in range(t + 1)])
+        tag = self.name(node, t, f"h{h}w")
+        if self.mode == "guided":
+            support = self.result.trace[t][f"{node}.head{h}.sparsemax"]
+            weights, guards = sparsemax_guided(self.q, scores, support, tag=tag)
+            self.guards += guards
+        else:
+            weights = sparsemax_full(self.q, scores, tag=tag)
+        w_const = pos.patterns[layer, h]
+        self.guards += [eq(w, c) for w, c in zip(weights, w_const, strict=True)
+                        if w.coeffs or w.const != c]
+        used = [(w, self.normed(node, j)) for j, w in enumerate(w_const) if w]
+        m = [Affine.combine((w, n[i]) for w, n in used) for i in range(cfg.d_model)]
+        out = self._heads[node, h, t] = self.vector(self.name(node, t, f"h{h}m"), m)
+        return out
+
+    def _exact_normed(self, node: str, t: int) -> list[Fraction]:
+        """The exact norm output at (node, t), recomputed from the run's exact residual."""
+        layer, cfg = parse_node(node).layer, self.m.cfg
+        x = self.result.positions[t].residuals[node]
+        params = self.m.layers[layer]["norm_attn"]
+        return list(x) if params is None else band_norm(x, *params, cfg.half_low,
+                                                        cfg.half_high)[0]
+
+    def attn_out(self, layer: int, heads: list[tuple[str, int]], t: int) -> Vec:
+        """W_o concat(retained heads, zeros) + b_o, via the fused per-head W_o·W_v."""
+        _, b_o = self.consts.matrix(self.m.layers[layer]["o"])
+        terms = [[Affine(const=b) for b in b_o]]
+        terms += [_apply(self.consts.ov(layer, h), self.head(node, h, t)) for node, h in heads]
+        return [Affine.sum(col) for col in zip(*terms, strict=True)]
+
+    # --- MLP
+
+    def mlp(self, node: str, t: int) -> Vec:
+        """W_down LeakyReLU(W_up n + b_up) + b_down; named only when several nodes read it."""
+        if (node, t) in self._mlps:
+            return self._mlps[node, t]
+        params = self.m.layers[parse_node(node).layer]
+        pre = self.vector(self.name(node, t, "u"),
+                          _apply(self.consts.matrix(params["up"]), self.normed(node, t)))
+        if self.mode == "guided":
+            hidden, guards = leaky_relu_guided(pre, self.result.trace[t][f"{node}.act"])
+            self.guards += guards
+        else:
+            hidden = leaky_relu_full(self.q, pre, tag=self.name(node, t, "r"))
+        out = _apply(self.consts.matrix(params["down"]), hidden)
+        if self.fanout[node] > 1:
+            out = self.vector(self.name(node, t, "o"), out)
+        self._mlps[node, t] = out
+        return out
