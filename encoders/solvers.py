@@ -3,9 +3,10 @@
 Both solvers parse the same SMT-LIB2 text (see `encoders.smtlib`), so a backend
 is only a parse-check-read-model adapter registered in `BACKENDS`. Each runs
 in its own spawned process that imports its solver once and then serves
-queries over a pipe: a process per query would cost more than most queries,
-and a separate process is the only way to stop a solver that ignores its own
-time limit or cannot be interrupted (cvc5 has no interrupt in its Python API).
+queries over a pipe: a process per query would cost more than most queries.
+A race loser is stopped in place where its solver can be interrupted (z3, from
+a control thread) and killed and replaced by a warm standby where it cannot
+(cvc5 has no interrupt in its Python API) or when it ignores its time limit.
 
 Soundness rules, enforced here: a timeout, crash or exception is "unknown",
 never "unsat"; a sat/unsat disagreement raises `SolverDisagreement`.
@@ -14,6 +15,7 @@ never "unsat"; a sat/unsat disagreement raises `SolverDisagreement`.
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ __all__ = ["BACKENDS", "MODES", "RaceResult", "SolverDisagreement", "SolverPool"
 Status = Literal["sat", "unsat", "unknown"]
 Model = dict[str, Fraction]
 SolveFn = Callable[[str, Sequence[str], float], tuple[Status, Model, str]]
+Backend = tuple[SolveFn, Callable[[], None] | None]  # (solve, interrupt or None)
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ class SolverDisagreement(RuntimeError):
 # --- backends: run inside the child process; each factory imports its solver once ---
 
 
-def _z3_backend() -> SolveFn:
+def _z3_backend() -> Backend:
     import z3
 
     def solve(text: str, model_vars: Sequence[str], timeout: float) -> tuple[Status, Model, str]:
@@ -95,10 +98,10 @@ def _z3_backend() -> SolveFn:
             return "unsat", {}, ""
         return "unknown", {}, _unknown_reason(s.reason_unknown())
 
-    return solve
+    return solve, z3.main_ctx().interrupt
 
 
-def _cvc5_backend() -> SolveFn:
+def _cvc5_backend() -> Backend:
     import cvc5
 
     def solve(text: str, model_vars: Sequence[str], timeout: float) -> tuple[Status, Model, str]:
@@ -119,7 +122,7 @@ def _cvc5_backend() -> SolveFn:
             return "unsat", {}, ""
         return "unknown", {}, _unknown_reason(str(r.getUnknownExplanation()))
 
-    return solve
+    return solve, None
 
 
 def _unknown_reason(raw: str) -> str:
@@ -127,20 +130,35 @@ def _unknown_reason(raw: str) -> str:
     return "timeout" if any(w in raw.lower() for w in ("timeout", "canceled")) else raw
 
 
-BACKENDS: dict[str, Callable[[], SolveFn]] = {"z3": _z3_backend, "cvc5": _cvc5_backend}
+BACKENDS: dict[str, Callable[[], Backend]] = {"z3": _z3_backend, "cvc5": _cvc5_backend}
 MODES = (*BACKENDS, "race", "both")
 
 
-def _serve(name: str, conn: Connection) -> None:
-    """Child main loop: import the solver, say ready, answer (text, vars, timeout) until None."""
-    solve = BACKENDS[name]()
+def _serve(name: str, conn: Connection, control: Connection) -> None:
+    """Child main loop: import the solver, say ready, answer (text, vars, timeout) until None.
+
+    A control thread interrupts the query in progress on request (the solver
+    runs in C with the GIL released); the interrupted query answers "unknown".
+    """
+    solve, interrupt = BACKENDS[name]()
+    solving = threading.Event()
+
+    def listen() -> None:
+        while control.recv() is not None:
+            if interrupt is not None and solving.is_set():
+                interrupt()
+
+    threading.Thread(target=listen, daemon=True).start()
     conn.send("ready")
     while (job := conn.recv()) is not None:
         t0 = time.perf_counter()
+        solving.set()
         try:
             status, model, reason = solve(*job)
         except Exception as e:  # a parse or solver error is an answer too: unknown
             status, model, reason = "unknown", {}, f"error: {type(e).__name__}: {e}"
+        finally:
+            solving.clear()
         conn.send(Verdict(status, name, time.perf_counter() - t0, model, reason))
 
 
@@ -148,19 +166,30 @@ def _serve(name: str, conn: Connection) -> None:
 
 
 class _Worker:
-    """One warm child process serving one backend; replaced wholesale when it must stop."""
+    """One warm child process serving one backend, with a warm standby behind it.
+
+    A race loser that overruns its grace period must be killed (cvc5 cannot be
+    interrupted); the standby, already past its solver import, takes its place
+    at once and a new standby starts in the background, so a kill costs the
+    next query nothing.
+    """
 
     def __init__(self, ctx: mp.context.BaseContext, name: str) -> None:
         self.ctx, self.name = ctx, name
-        self._start()
-
-    def _start(self) -> None:
-        self.conn, child = self.ctx.Pipe()
-        self.proc = self.ctx.Process(target=_serve, args=(self.name, child),
-                                     name=f"solver-{self.name}", daemon=True)
-        self.proc.start()
-        child.close()
+        self.interruptible = name == "z3"
+        self.proc, self.conn, self.control = self._spawn()
         self.ready = False
+        self._spare = self._spawn()
+
+    def _spawn(self) -> tuple[mp.process.BaseProcess, Connection, Connection]:
+        conn, child = self.ctx.Pipe()
+        control, child_control = self.ctx.Pipe()
+        proc = self.ctx.Process(target=_serve, args=(self.name, child, child_control),
+                                name=f"solver-{self.name}", daemon=True)
+        proc.start()
+        child.close()
+        child_control.close()
+        return proc, conn, control
 
     def submit(self, job: tuple[str, tuple[str, ...], float], start_timeout: float) -> None:
         """Send a query; a child found dead (killed while idle or starting) is replaced once."""
@@ -176,6 +205,8 @@ class _Worker:
         raise RuntimeError(f"{self.name} solver process did not start (see its stderr)")
 
     def _ready(self, timeout: float) -> bool:
+        if not self.proc.is_alive():
+            return False  # died while idle: its "ready" may still sit in the pipe
         if not self.ready:
             try:
                 self.ready = self.conn.poll(timeout) and self.conn.recv() == "ready"
@@ -183,24 +214,42 @@ class _Worker:
                 pass  # died while importing or starting
         return self.ready
 
+    def stop_query(self, patience: float = 1.0) -> None:
+        """Stop the query in progress: interrupt it in place, or kill and swap in the standby."""
+        if self.interruptible:
+            try:
+                self.control.send(True)
+                if self.conn.poll(patience):
+                    self.conn.recv()  # the interrupted (or just finished) answer: discarded
+                    return
+            except (EOFError, OSError):
+                pass  # died meanwhile: replace it
+        self.restart()
+
     def restart(self) -> None:
-        """Kill the child (it may be deep inside a solver call) and start a fresh one."""
-        self._stop()
-        self._start()
+        """Kill the child (it may be deep inside a solver call); the standby takes over."""
+        _stop(self.proc, self.conn, self.control)
+        self.proc, self.conn, self.control = self._spare
+        self.ready = False
+        self._spare = self._spawn()
 
     def close(self) -> None:
-        try:
-            self.conn.send(None)
-            self.proc.join(1.0)
-        except OSError:
-            pass  # the child is already gone
-        self._stop()
+        for proc, conn, control in ((self.proc, self.conn, self.control), self._spare):
+            try:
+                conn.send(None)
+                control.send(None)
+                proc.join(1.0)
+            except OSError:
+                pass  # the child is already gone
+            _stop(proc, conn, control)
 
-    def _stop(self) -> None:
-        if self.proc.is_alive():
-            self.proc.kill()
-        self.proc.join()
-        self.conn.close()
+
+def _stop(proc: mp.process.BaseProcess, conn: Connection, control: Connection) -> None:
+    if proc.is_alive():
+        proc.kill()
+    proc.join()
+    conn.close()
+    control.close()
 
 
 class SolverPool:
@@ -250,9 +299,12 @@ class SolverPool:
                 verdicts.append(self._receive(w, t0))
             if self.mode == "race" and any(v.status != "unknown" for v in verdicts):
                 deadline = min(deadline, time.perf_counter() + self.grace)
-        for w in pending.values():  # overran the deadline, or lost the race: stop it
-            w.restart()
-            if self.mode != "race" or not any(v.status != "unknown" for v in verdicts):
+        decided = any(v.status != "unknown" for v in verdicts)
+        for w in pending.values():
+            if self.mode == "race" and decided:  # lost the race: stop it, keep it warm if we can
+                w.stop_query()
+            else:  # overran its own time limit: kill it
+                w.restart()
                 verdicts.append(Verdict("unknown", w.name, time.perf_counter() - t0,
                                         reason="timeout"))
         return _decide(verdicts)

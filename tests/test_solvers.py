@@ -118,7 +118,9 @@ def test_errors_and_crashes_are_unknown_and_the_process_replaced():
         threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
         r = pool.solve(_pigeonhole(10))
         assert r.status == "unknown" and "crashed" in r.reason
-        os.kill(pool._workers[0].proc.pid, signal.SIGKILL)  # dies while idle
+        idle = pool._workers[0].proc
+        os.kill(idle.pid, signal.SIGKILL)  # dies while idle, before the next query
+        idle.join()
         assert pool.solve(_unsat_query().text()).status == "unsat"
         procs = [w.proc for w in pool._workers]
     assert not any(p.is_alive() for p in procs)
