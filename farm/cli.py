@@ -13,7 +13,8 @@ import sys
 
 from farm.errors import FarmError
 
-COMMANDS = ("train", "replay", "keygen", "extract", "circuit", "certify", "check")
+COMMANDS = ("train", "replay", "keygen", "extract", "circuit", "verify", "bench", "run", "certify",
+            "check")
 
 
 def build_parser() -> argparse.ArgumentParser:

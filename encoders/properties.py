@@ -1,0 +1,311 @@
+"""Query planning for the four circuit properties of SPEC §4.
+
+Planning turns (model, circuit, task) into plain, picklable `PlannedQuery`
+records: the SMT-LIB2 text, its sha256 (the query's identity in caches and
+certificates), the variables to read back on SAT, and what an exact replay of a
+SAT model must check. Solving is only `SolverPool.solve(text, model_vars)`, and
+judging a verdict (`farm.verify.judge`) needs nothing but the record and the
+exact model, so a local pool and a Ray reducer run the same three steps.
+
+Every query asserts the *negation* of its claim (and, in guided mode, that some
+guard fails), so UNSAT proves the claim and SAT yields a model to replay. All
+decisions are read from the sign of one margin per run, logit[c0] − logit[c1]
+with (c0, c1) the task's candidates in token order; a tie (sign 0) is never a
+correct decision. A `Claim` is one predicate on those signs: its SMT negation is
+the disjunction of the sign patterns it rejects and its exact check evaluates
+the same predicate, so the two can never drift apart.
+
+Queries over domain inputs have constant inputs, so the exact evaluator knows
+each claim's truth when planning; a verdict that contradicts it is an encoder
+bug (ERROR), never a result. Robustness perturbs the final residual by a free η
+and is judged by replaying η in exact arithmetic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+from encoders.circuit import encode_run
+from encoders.ops import band_norm_full, band_norm_guided
+from encoders.smtlib import Affine, Formula, Query, and_, eq, ge, gt, le, lt, not_, or_
+from farm.circuits import Circuit, Edge
+from farm.exact import BandNormBranch, ExactModel, RowResult
+from farm.tasks import Task
+
+FUNCTIONAL_EQUIVALENCE = "functional_equivalence"
+EDGE_NECESSITY = "edge_necessity"
+CONTENT_INVARIANCE = "content_invariance"
+ROBUSTNESS = "robustness"
+RADIUS = "robustness_radius"  # bisection steps: reported with robustness, never judged as it
+PROPERTIES = {"fe": FUNCTIONAL_EQUIVALENCE, "en": EDGE_NECESSITY, "ci": CONTENT_INVARIANCE,
+              "rob": ROBUSTNESS}
+EncodeMode = Literal["guided", "full"]
+WITNESS_CHUNK = 16  # prompts per exact run while searching an edge's witness
+
+
+def sign(x: Fraction) -> int:
+    return (x > 0) - (x < 0)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a query proves, as a predicate on the signs of its margins.
+
+    decides: the one run decides `sign` (P(x), or the unperturbed decision);
+    differ:  two runs decide differently (a tie differs from a decision);
+    agree:   two runs make the same decision, and neither ties.
+    """
+
+    kind: Literal["decides", "differ", "agree"]
+    sign: int = 0
+
+    @property
+    def arity(self) -> int:
+        return 1 if self.kind == "decides" else 2
+
+    def on_signs(self, s: tuple[int, ...]) -> bool:
+        if self.kind == "decides":
+            return s[0] == self.sign
+        if self.kind == "differ":
+            return s[0] != s[1]
+        return s[0] == s[1] != 0
+
+    def holds(self, margins: Sequence[Fraction]) -> bool:
+        return self.on_signs(tuple(sign(m) for m in margins))
+
+    def violated(self, margins: Sequence[Affine]) -> Formula:
+        """The SMT negation: some sign pattern the claim rejects."""
+        rejected = [s for s in itertools.product((-1, 0, 1), repeat=self.arity)
+                    if not self.on_signs(s)]
+        return or_(*(and_(*(_sign_is(m, si) for m, si in zip(margins, s, strict=True)))
+                     for s in rejected))
+
+
+def _sign_is(m: Affine, s: int) -> Formula:
+    return gt(m, 0) if s > 0 else lt(m, 0) if s < 0 else eq(m, 0)
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """Constant inputs: the exact margins, known when planned, that any SAT model must show."""
+
+    margins: tuple[Fraction, ...]
+
+
+@dataclass(frozen=True)
+class Perturbed:
+    """The final residual plus a free η with ‖η‖∞ ≤ epsilon: a SAT η is replayed exactly.
+
+    `branch` is set when the final norm was encoded on its branch at η = 0
+    (guided): a SAT η that leaves that branch without changing the decision
+    proves nothing either way, and the input is asked again fully encoded.
+    """
+
+    index: int  # the input, in the task's domain order
+    residual: tuple[Fraction, ...]
+    epsilon: Fraction
+    eta_vars: tuple[str, ...]
+    branch: BandNormBranch | None
+
+
+@dataclass(frozen=True)
+class PlannedQuery:
+    """One SMT query and everything needed to judge its verdict, with no live objects."""
+
+    property: str
+    task: str
+    subject: str  # human-readable: input, pair, edge+witness, input+radius
+    text: str
+    hash: str  # sha256 of text: the query's identity
+    model_vars: tuple[str, ...]
+    margin_vars: tuple[str, ...]  # per run, logit[c0] − logit[c1]
+    claim: Claim
+    prompts: tuple[tuple[int, ...], ...]  # the inputs, per run
+    replay: Fixed | Perturbed
+    edge: Edge | None = None  # edge necessity: the removed edge
+
+    @property
+    def holds_exactly(self) -> bool | None:
+        """The claim's exact truth, when the inputs are constant."""
+        return self.claim.holds(self.replay.margins) if isinstance(self.replay, Fixed) else None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A verdict settled by exhaustive exact evaluation, with nothing to ask a solver."""
+
+    property: str
+    task: str
+    subject: str
+    detail: str
+
+
+def _negated_guards(guards: Sequence[Formula]) -> list[Formula]:
+    return [not_(and_(*guards))] if guards else []
+
+
+class Planner:
+    """Plans the queries of one (model, circuit, task); the circuit's exact runs are shared."""
+
+    def __init__(self, model: ExactModel, circuit: Circuit, task: Task,
+                 mode: EncodeMode = "guided", inputs: Sequence[int] | None = None) -> None:
+        """`inputs` restricts the domain to those indices (benchmarks, tests): every
+        property then speaks of that subset only, as `Planner.restricted` says."""
+        self.model, self.circuit, self.task, self.mode = model, circuit, task, mode
+        domain = task.domain()
+        self.restricted = inputs is not None
+        self.prompts = [domain[i] for i in inputs] if inputs is not None else domain
+        self.results = model.run(self.prompts, circuit)
+        self.c0, self.c1 = task.candidates
+
+    def margin(self, result: RowResult) -> Fraction:
+        return result.logits[self.c0] - result.logits[self.c1]
+
+    def reference_sign(self, prompt: tuple[int, ...]) -> int:
+        """The sign of logit[c0] − logit[c1] that the reference program P asks for."""
+        return 1 if self.task.target(prompt) == self.c0 else -1
+
+    def _decision_query(self, prop: str, subject: str, claim: Claim,
+                        runs: Sequence[tuple[Circuit, tuple[int, ...], RowResult]],
+                        edge: Edge | None = None) -> PlannedQuery:
+        q = Query()
+        guards: list[Formula] = []
+        margins = []
+        for k, (circuit, prompt, result) in enumerate(runs):
+            run = encode_run(q, self.model, circuit, prompt, tag=f"r{k}", mode=self.mode,
+                             result=result)
+            guards.extend(run.guards)
+            margins.append(q.define(f"m{k}", run.logits[self.c0] - run.logits[self.c1],
+                                    model=True))
+        q.add(or_(*_negated_guards(guards), claim.violated(margins)))
+        return _finish(q, prop, self.task.name, subject, claim,
+                       tuple(p for _, p, _ in runs),
+                       Fixed(tuple(self.margin(r) for _, _, r in runs)), edge)
+
+    def _subject(self, i: int) -> str:
+        return f"input {i} {list(self.prompts[i])}"
+
+    # ----------------------------------------------------------------- the four properties
+
+    def functional_equivalence(self) -> Iterator[PlannedQuery]:
+        """Per input x: d(C_E, x) = P(x)."""
+        for i, (prompt, result) in enumerate(zip(self.prompts, self.results, strict=True)):
+            yield self._decision_query(FUNCTIONAL_EQUIVALENCE, self._subject(i),
+                                       Claim("decides", self.reference_sign(prompt)),
+                                       [(self.circuit, prompt, result)])
+
+    def edge_necessity(self) -> tuple[list[PlannedQuery], list[Finding]]:
+        """Per retained edge e: a witness x found exactly, then proved d(C_E∖e, x) ≠ d(C_E, x).
+
+        An edge no input distinguishes fails the property: the exact search is
+        exhaustive over the domain, so that is a finding, not a query.
+        """
+        queries, findings = [], []
+        for edge in self.circuit.ordered_edges():
+            ablated = self.circuit.without(edge)
+            witness = self._witness(ablated)
+            name = f"edge {edge[0]}->{edge[1]}"
+            if witness is None:
+                findings.append(Finding(EDGE_NECESSITY, self.task.name, name,
+                                        "no input of the domain changes the decision when "
+                                        "this edge is removed (exact evaluation)"))
+                continue
+            i, ablated_result = witness
+            queries.append(self._decision_query(
+                EDGE_NECESSITY, f"{name} witness {self._subject(i)}", Claim("differ"),
+                [(self.circuit, self.prompts[i], self.results[i]),
+                 (ablated, self.prompts[i], ablated_result)], edge))
+        return queries, findings
+
+    def _witness(self, ablated: Circuit) -> tuple[int, RowResult] | None:
+        """The first input whose decision changes without the edge, in exact arithmetic."""
+        for start in range(0, len(self.prompts), WITNESS_CHUNK):
+            chunk = self.prompts[start:start + WITNESS_CHUNK]
+            for i, res in enumerate(self.model.run(chunk, ablated), start=start):
+                if sign(self.margin(res)) != sign(self.margin(self.results[i])):
+                    return i, res
+        return None
+
+    def content_invariance(self, pairwise: bool = False) -> Iterator[PlannedQuery]:
+        """d(x) = d(x') for R(x, x'): against one anchor per opener class (equality is
+        transitive, so that covers every pair), or every pair when `pairwise`."""
+        classes: dict[int, list[int]] = {}
+        for i, prompt in enumerate(self.prompts):
+            classes.setdefault(prompt[self.task.opener_position], []).append(i)
+        for members in classes.values():
+            pairs = (itertools.combinations(members, 2) if pairwise
+                     else ((members[0], j) for j in members[1:]))
+            for a, b in pairs:
+                yield self._decision_query(
+                    CONTENT_INVARIANCE, f"pair {a}~{b} {list(self.prompts[a])}"
+                    f"~{list(self.prompts[b])}", Claim("agree"),
+                    [(self.circuit, self.prompts[a], self.results[a]),
+                     (self.circuit, self.prompts[b], self.results[b])])
+
+    def robustness(self, epsilon: Fraction) -> Iterator[PlannedQuery]:
+        """Per input: no η with ‖η‖∞ ≤ ε moves the decision of r_E(x) + η off P(x).
+
+        First tier, guided: the final norm on its branch at η = 0, so an input
+        whose branch cannot change inside the ball costs one small LP; inputs it
+        leaves open are re-asked with `robustness_query(..., encoding="full")`.
+        """
+        for i in range(len(self.prompts)):
+            yield self.robustness_query(i, epsilon)
+
+    def robustness_query(self, i: int, epsilon: Fraction, prop: str = ROBUSTNESS,
+                         encoding: EncodeMode = "guided") -> PlannedQuery:
+        """Final norm and lm_head on r_E(x) + η, claim: the decision is P(x).
+
+        The claim equals SPEC's "unchanged decision" wherever functional
+        equivalence holds. Guided, the norm's branch conditions are guards in
+        the negated claim (never assumed), so UNSAT also proves the branch stays.
+        Full, a centred coordinate c_i moves by η_i − mean(η), at most 2ε, so
+        its sign is fixed in advance when |c_i| > 2ε.
+        """
+        cfg, d = self.model.cfg, self.model.cfg.d_model
+        residual = self.results[i].final_residual
+        q = Query()
+        eta = [q.real(f"eta_{k}", model=True) for k in range(d)]
+        for e in eta:
+            q.add(le(e, epsilon), ge(e, -epsilon))
+        r = [e + c for e, c in zip(eta, residual, strict=True)]
+        guards: list[Formula] = []
+        branch = None
+        if self.model.norm_final is None:
+            normed = r
+        elif encoding == "guided":
+            branch = self.results[i].trace[-1]["logits.norm"]
+            normed, guards = band_norm_guided(q, r, *self.model.norm_final, cfg.half_low,
+                                              cfg.half_high, branch, tag="fn")
+        else:
+            mean = sum(residual) / d
+            fixed = {k: sign(c - mean) for k, c in enumerate(residual)
+                     if abs(c - mean) > 2 * epsilon}
+            normed = band_norm_full(q, r, *self.model.norm_final, cfg.half_low, cfg.half_high,
+                                    tag="fn", fixed_signs=fixed)
+        head = self.model.lm_head
+        row = [Fraction(a - b, head.scale)
+               for a, b in zip(head.weight[self.c0], head.weight[self.c1], strict=True)]
+        m = q.define("m0", Affine.dot(row, normed,
+                                      Fraction(head.bias[self.c0] - head.bias[self.c1],
+                                               head.scale)), model=True)
+        claim = Claim("decides", self.reference_sign(self.prompts[i]))
+        q.add(or_(*_negated_guards(guards), claim.violated([m])))
+        return _finish(q, prop, self.task.name, f"{self._subject(i)} eps {epsilon} {encoding}",
+                       claim, (self.prompts[i],),
+                       Perturbed(i, tuple(residual), epsilon, tuple(q.model_vars[:d]), branch))
+
+
+def _finish(q: Query, prop: str, task: str, subject: str, claim: Claim,
+            prompts: tuple[tuple[int, ...], ...], replay: Fixed | Perturbed,
+            edge: Edge | None = None) -> PlannedQuery:
+    """Render once and name the query by the sha256 of its text."""
+    text = q.text()
+    margins = tuple(v for v in q.model_vars if v.startswith("m") and v[1:].isdigit())
+    return PlannedQuery(prop, task, subject, text, hashlib.sha256(text.encode()).hexdigest(),
+                        q.model_vars, margins, claim, prompts, replay, edge)

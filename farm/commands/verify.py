@@ -1,0 +1,158 @@
+"""`farm verify`: prove the four circuit properties of one task with Z3 and cvc5."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from fractions import Fraction
+from pathlib import Path
+
+from encoders.cache import ResultCache
+from encoders.properties import PROPERTIES, Planner
+from encoders.solvers import MODES
+from farm.checkpoint import load_checkpoint
+from farm.circuits import write_text_atomic
+from farm.errors import FarmError
+from farm.exact import ExactModel
+from farm.tasks import get_task, task_names
+from farm.verify import (
+    DEFAULT_JOBS,
+    LocalFarm,
+    PropertyResult,
+    VerifyOptions,
+    resolve_circuit,
+    verify_task,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "verify", help="prove functional equivalence, edge necessity, content invariance and "
+                       "robustness of a circuit with Z3 and cvc5",
+        description="Plan one exact QF_LRA query per input, edge or pair (SPEC §4), solve them "
+                    "on warm Z3/cvc5 processes, replay every SAT model in exact arithmetic, and "
+                    "print one row per property. A property is VERIFIED only if every query "
+                    "is UNSAT; FAILED with replayed counterexamples; UNKNOWN if any query "
+                    "timed out; ERROR on a solver disagreement or a model that does not "
+                    "replay. Exit status 0 only if every requested property is VERIFIED.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("--circuit", required=True,
+                   help="circuit.json (farm extract), or 'full' for every edge")
+    p.add_argument("--task", required=True, help=f"task: {', '.join(task_names())}")
+    p.add_argument("--properties", default="all",
+                   help=f"comma-separated subset of {','.join(PROPERTIES)}, or all "
+                        "(default: %(default)s)")
+    p.add_argument("--solver", choices=MODES, default="race",
+                   help="race: first definitive answer wins; both: run both and cross-check "
+                        "(default: %(default)s)")
+    p.add_argument("--epsilon", default="0.01",
+                   help="robustness radius in the ∞-norm on the final residual, read as an "
+                        "exact decimal (default: %(default)s)")
+    p.add_argument("--pairwise", action="store_true",
+                   help="content invariance over every same-class pair, not one anchor per "
+                        "class")
+    p.add_argument("--radius", action="store_true",
+                   help="also bisect each input's largest certified robustness radius")
+    p.add_argument("--radius-max", default="1", help="bisection upper bound (default: 1)")
+    p.add_argument("--radius-precision", default="0.001",
+                   help="absolute precision of the bisection (default: %(default)s)")
+    p.add_argument("--encoding", choices=("guided", "full"), default="guided",
+                   help="guided: traced branches plus guards; full: every case split "
+                        "(default: %(default)s)")
+    p.add_argument("--cache", help="Parquet results cache directory (reruns cost nothing)")
+    p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
+                   help="solver pools working in parallel (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds per query per solver (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def positive_fraction(text: str, option: str) -> Fraction:
+    """An exact positive rational from a decimal or n/d string."""
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise FarmError(f"{option} {text!r} is not a number") from None
+    if value <= 0:
+        raise FarmError(f"{option} must be positive, got {text}")
+    return value
+
+
+def parse_properties(text: str) -> list[str]:
+    if text == "all":
+        return list(PROPERTIES.values())
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [n for n in names if n not in PROPERTIES]
+    if unknown or not names:
+        raise FarmError(f"unknown property {', '.join(unknown) or text!r}; choose from "
+                        f"{', '.join(PROPERTIES)} or all")
+    return [PROPERTIES[n] for n in dict.fromkeys(names)]
+
+
+def format_table(results: list[PropertyResult]) -> str:
+    """One row per (task, property), for people."""
+    head = (f"{'task':<13}{'property':<24}{'status':<10}{'queries':>8}{'unsat':>7}{'sat':>5}"
+            f"{'unknown':>8}{'cached':>7}{'z3 wins':>8}{'cvc5 wins':>10}{'time s':>8}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(f"{r.task:<13}{r.property:<24}{r.status:<10}{r.queries:>8}{r.unsat:>7}"
+                     f"{r.sat:>5}{r.unknown:>8}{r.cached:>7}{r.wins['z3']:>8}"
+                     f"{r.wins['cvc5']:>10}{r.seconds:>8.2f}")
+    return "\n".join(lines)
+
+
+def format_details(results: list[PropertyResult], limit: int = 5) -> str:
+    """Counterexamples, problems and radii, a few of each."""
+    lines = []
+    for r in results:
+        for what, items in (("counterexample", r.counterexamples), ("problem", r.problems)):
+            for item in items[:limit]:
+                extra = {k: v for k, v in item.items()
+                         if k in ("reason", "exact_margins", "exact_margin_float", "epsilon")}
+                lines.append(f"  {r.task} {r.property} {what}: {item['subject']} {extra}")
+            if len(items) > limit:
+                lines.append(f"  … {len(items) - limit} more {what}s in --out")
+        if r.radius is not None:
+            lines.append(f"  {r.task} certified radius: min {float(r.radius.minimum):.6g} over "
+                         f"{len(r.radius.per_input)} inputs (bisection on [0, "
+                         f"{r.radius.upper}] to ±{r.radius.precision} absolute)")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    task = get_task(args.task)
+    properties = parse_properties(args.properties)
+    options = VerifyOptions(
+        epsilon=positive_fraction(args.epsilon, "--epsilon"), pairwise=args.pairwise,
+        radius=args.radius, radius_upper=positive_fraction(args.radius_max, "--radius-max"),
+        radius_precision=positive_fraction(args.radius_precision, "--radius-precision"),
+        progress=not args.quiet)
+    if args.jobs < 1 or args.timeout <= 0:
+        raise FarmError("--jobs must be at least 1 and --timeout positive")
+    ckpt = load_checkpoint(args.checkpoint)
+    circuit = resolve_circuit(args.circuit, ckpt, task.name)
+    planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, task, args.encoding)
+    cache = ResultCache(args.cache) if args.cache else None
+    with LocalFarm(args.solver, args.timeout, args.jobs) as farm:
+        results = verify_task(planner, properties, farm, cache, options)
+    wall = time.perf_counter() - start
+    print(f"{task.name}: circuit {args.circuit} ({len(circuit.edges)} edges), checkpoint "
+          f"{ckpt.sha256[:16]}…, solver {args.solver}, {args.encoding} encoding, "
+          f"epsilon {options.epsilon}")
+    print(format_table(results))
+    if details := format_details(results):
+        print(details)
+    print(f"{sum(r.queries for r in results)} queries in {wall:.2f} s")
+    if args.out:
+        report = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": ckpt.sha256,
+                  "circuit": circuit.to_json_dict(), "task": task.name, "solver": args.solver,
+                  "timeout": args.timeout, "encoding": args.encoding,
+                  "epsilon": str(options.epsilon), "wall_seconds": wall,
+                  "results": [r.to_json() for r in results]}
+        write_text_atomic(Path(args.out), json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0 if all(r.status == "VERIFIED" for r in results) else 1

@@ -1,0 +1,452 @@
+"""Run planned property queries locally, judge every verdict exactly, fold into results.
+
+Three steps, each usable on its own so a Ray actor and reducer can call them:
+
+* `LocalFarm.solve`: planned queries -> solver `Record`s, on N warm `SolverPool`s
+  (one thread each: solving happens in the solver child processes, so the
+  threads only wait on pipes and the GIL stays free for planning), skipping
+  every query the Parquet cache already answered definitively.
+* `judge`: one query and its record -> an `Outcome`. UNSAT proves the claim;
+  SAT is a counterexample only after exact replay (the exact margins for
+  constant inputs, η pushed through the exact final norm and lm_head for
+  robustness); a model that does not replay, a solver disagreement, or an
+  UNSAT the exact evaluator refutes is an ERROR, never a verdict.
+* `fold`: outcomes -> one `PropertyResult` per (property, task), whose status is
+  VERIFIED only when every query was proved.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any, Literal
+
+from tqdm import tqdm
+
+from encoders.cache import Record, ResultCache
+from encoders.properties import (
+    CONTENT_INVARIANCE,
+    EDGE_NECESSITY,
+    FUNCTIONAL_EQUIVALENCE,
+    RADIUS,
+    ROBUSTNESS,
+    Finding,
+    Fixed,
+    Perturbed,
+    PlannedQuery,
+    Planner,
+)
+from encoders.solvers import SolverDisagreement, SolverPool
+from farm.checkpoint import Checkpoint
+from farm.circuits import Circuit, load_circuit
+from farm.errors import FarmError
+from farm.exact import ExactModel, band_norm
+from farm.tasks import get_task
+
+Status = Literal["VERIFIED", "FAILED", "UNKNOWN", "ERROR"]
+OutcomeKind = Literal["proved", "counterexample", "unknown", "error", "inconclusive"]
+SOLVERS = ("z3", "cvc5")
+DEFINITIVE = ("sat", "unsat")
+DEFAULT_JOBS = 2  # the machine has 2 cores; every pool runs one process per solver
+
+
+# --------------------------------------------------------------------------- solving
+
+
+class LocalFarm:
+    """N warm solver pools answering planned queries, with backpressure and a cache."""
+
+    def __init__(self, mode: str = "race", timeout: float = 60.0,
+                 jobs: int = DEFAULT_JOBS) -> None:
+        if jobs < 1:
+            raise ValueError("jobs must be at least 1")
+        self.mode, self.timeout = mode, timeout
+        self.pools = [SolverPool(mode, timeout) for _ in range(jobs)]
+        self.solved = 0  # queries sent to a solver over this farm's life (cache misses)
+
+    def solve(self, queries: Iterable[PlannedQuery], cache: ResultCache | None = None,
+              progress: str | None = None, total: int | None = None) -> dict[str, Record]:
+        """Records by query hash; planning (iterating `queries`) overlaps with solving.
+
+        Each distinct text is solved once. Cached sat/unsat answers are reused;
+        a cached unknown is retried (it may have been a short timeout), and an
+        error (solver disagreement, crash) is never cached.
+        """
+        results: dict[str, Record] = {}
+        fresh: list[Record] = []
+        todo: queue.Queue[PlannedQuery | None] = queue.Queue(maxsize=2 * len(self.pools))
+        lock = threading.Lock()
+        bar = tqdm(total=total, desc=progress, unit="q", disable=progress is None,
+                   leave=False, dynamic_ncols=True)
+
+        def work(pool: SolverPool) -> None:
+            while (q := todo.get()) is not None:
+                rec = _solve_one(pool, q)
+                with lock:
+                    results[q.hash] = rec
+                    fresh.append(rec)
+                    self.solved += 1
+                bar.update()
+
+        threads = [threading.Thread(target=work, args=(p,), daemon=True) for p in self.pools]
+        for t in threads:
+            t.start()
+        seen: set[str] = set()
+        try:
+            for q in queries:
+                if q.hash in seen:
+                    bar.update()
+                    continue
+                seen.add(q.hash)
+                hit = cache.get(q.hash) if cache is not None else None
+                if hit is not None and hit.status in DEFINITIVE:
+                    with lock:
+                        results[q.hash] = hit
+                    bar.update()
+                else:
+                    todo.put(q)
+        finally:
+            for _ in threads:
+                todo.put(None)
+            for t in threads:
+                t.join()
+            bar.close()
+        if cache is not None:
+            cache.put(r for r in fresh if r.status != "error")
+            cache.flush()
+        return results
+
+    def close(self) -> None:
+        for p in self.pools:
+            p.close()
+
+    def __enter__(self) -> LocalFarm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _solve_one(pool: SolverPool, q: PlannedQuery) -> Record:
+    """A solver answer as a record; a disagreement or a failing pool becomes an error record."""
+    try:
+        return Record.from_result(q.hash, q.property, q.task, q.subject,
+                                  pool.solve(q.text, q.model_vars))
+    except SolverDisagreement as err:
+        times = {v.solver: v.seconds for v in err.verdicts}
+        return _error_record(q, str(err), times)
+    except Exception as err:  # noqa: BLE001 - a broken pool must not pass for an answer
+        return _error_record(q, f"{type(err).__name__}: {err}", {})
+
+
+def _error_record(q: PlannedQuery, reason: str, times: Mapping[str, float]) -> Record:
+    return Record(q.hash, q.property, q.task, q.subject, "error", None, times.get("z3"),
+                  times.get("cvc5"), {}, reason, datetime.now(UTC))
+
+
+# --------------------------------------------------------------------------- judging
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one verdict means for its property, after exact replay."""
+
+    kind: OutcomeKind
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def judge(q: PlannedQuery, rec: Record, model: ExactModel) -> Outcome:
+    """Turn one solver record into a proof, a replayed counterexample, unknown, or error.
+
+    "inconclusive" only comes from a guided robustness query whose η left the
+    final norm's branch without changing the decision: the caller must re-ask
+    that input fully encoded (`fold` counts an unanswered one as unknown).
+    """
+    if rec.status in ("error", "unknown"):
+        return Outcome(rec.status, {"subject": q.subject, "reason": rec.reason})
+    if rec.status == "unsat":
+        if q.holds_exactly is False:
+            return Outcome("error", {"subject": q.subject, "reason":
+                                     "UNSAT, but exact evaluation refutes the claim: the "
+                                     "encoding is unsound"})
+        return Outcome("proved")
+    solver_margins = tuple(rec.model.get(v) for v in q.margin_vars)
+    if isinstance(q.replay, Fixed):
+        margins = q.replay.margins
+        detail = {"subject": q.subject, "prompts": [list(p) for p in q.prompts],
+                  "exact_margins": [str(m) for m in margins]}
+        if q.edge is not None:
+            detail["edge"] = list(q.edge)
+    else:
+        margins, branch, detail = _replay_eta(q, q.replay, rec.model, model)
+        if margins and q.replay.branch is not None and branch != q.replay.branch:
+            if not q.claim.holds(margins):
+                return Outcome("counterexample", detail)
+            return Outcome("inconclusive", {**detail, "reason": "η leaves the final norm's "
+                                            "branch without changing the decision"})
+    if solver_margins != margins:
+        return Outcome("error", {**detail, "solver_margins": [str(m) for m in solver_margins],
+                                 "reason": "SAT model's margins differ from exact replay: "
+                                           "encoder bug"})
+    if q.claim.holds(margins):
+        return Outcome("error", {**detail, "reason": "SAT, but exact replay satisfies the "
+                                                     "claim: encoder bug"})
+    return Outcome("counterexample", detail)
+
+
+def _replay_eta(q: PlannedQuery, p: Perturbed, solver_model: Mapping[str, Fraction],
+                model: ExactModel) -> tuple[tuple[Fraction, ...], tuple | None, dict[str, Any]]:
+    """The exact margin at r_E(x) + η (final norm, lm_head in Fractions) and the norm's branch.
+
+    An η outside the ball replays to no margins, which no solver margin matches.
+    """
+    eta = [solver_model[v] for v in p.eta_vars]
+    detail: dict[str, Any] = {"subject": q.subject, "prompts": [list(x) for x in q.prompts],
+                              "epsilon": str(p.epsilon), "eta": [str(e) for e in eta],
+                              "eta_float": [float(e) for e in eta]}
+    if max(abs(e) for e in eta) > p.epsilon:
+        return (), None, {**detail, "reason": "η outside the ε-ball"}
+    r = [a + b for a, b in zip(p.residual, eta, strict=True)]
+    branch = None
+    if model.norm_final is not None:
+        r, branch = band_norm(r, *model.norm_final, model.cfg.half_low, model.cfg.half_high)
+    logits = model.lm_head(r)
+    c0, c1 = get_task(q.task).candidates
+    margin = logits[c0] - logits[c1]
+    detail |= {"exact_margin": str(margin), "exact_margin_float": float(margin)}
+    return (margin,), branch, detail
+
+
+# --------------------------------------------------------------------------- folding
+
+
+@dataclass
+class RadiusResult:
+    """Largest certified ℓ∞ radius per input, by bisection to an absolute precision."""
+
+    precision: str
+    upper: str
+    per_input: list[dict[str, Any]]  # {input, prompt, certified, not_certified_at, note}
+
+    @property
+    def minimum(self) -> Fraction:
+        return min(Fraction(r["certified"]) for r in self.per_input)
+
+
+@dataclass
+class PropertyResult:
+    property: str
+    task: str
+    status: Status
+    queries: int
+    unsat: int
+    sat: int
+    unknown: int
+    errors: int
+    escalated: int  # guided robustness queries re-asked fully encoded
+    cached: int
+    counterexamples: list[dict[str, Any]]
+    problems: list[dict[str, Any]]  # unknown and error details
+    wins: dict[str, int]
+    solver_seconds: dict[str, float]
+    seconds: float  # wall time: planning, solving and judging
+    radius: RadiusResult | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.radius is not None:
+            out["radius"]["minimum"] = str(self.radius.minimum)
+            out["radius"]["minimum_float"] = float(self.radius.minimum)
+        return out
+
+
+Judged = tuple[PlannedQuery, Record, Outcome]
+
+
+def fold(prop: str, task: str, judged: Sequence[Judged], findings: Sequence[Finding] = (),
+         cached: int = 0) -> PropertyResult:
+    """One property's verdict: ERROR > FAILED > UNKNOWN > VERIFIED, by the worst query.
+
+    An inconclusive guided robustness query counts only if no later query
+    settled its (input, ε); otherwise it is unknown. `seconds` is left 0 for
+    the driver, which alone knows the wall time.
+    """
+    settled = {(q.replay.index, q.replay.epsilon) for q, _, o in judged
+               if isinstance(q.replay, Perturbed) and o.kind != "inconclusive"}
+    kinds: Counter[str] = Counter()
+    for q, _, o in judged:
+        open_ = o.kind == "inconclusive" and isinstance(q.replay, Perturbed) and (
+            q.replay.index, q.replay.epsilon) not in settled
+        kinds["unknown" if open_ else o.kind] += 1
+    records = [r for _, r, _ in judged]
+    statuses = Counter(r.status for r in records)
+    counterexamples = ([o.detail for _, _, o in judged if o.kind == "counterexample"]
+                       + [{"subject": f.subject, "reason": f.detail} for f in findings])
+    status: Status = ("ERROR" if kinds["error"] else "FAILED" if counterexamples
+                      else "UNKNOWN" if kinds["unknown"] else "VERIFIED")
+    wins = Counter(r.winner for r in records if r.winner)
+    return PropertyResult(
+        prop, task, status, len(judged), statuses["unsat"], statuses["sat"],
+        statuses["unknown"], kinds["error"], kinds["inconclusive"], cached, counterexamples,
+        [o.detail for _, _, o in judged if o.kind in ("unknown", "error")],
+        {s: wins[s] for s in SOLVERS},
+        {s: sum(getattr(r, f"{s}_seconds") or 0.0 for r in records) for s in SOLVERS}, 0.0)
+
+
+# --------------------------------------------------------------------------- driving
+
+
+def resolve_circuit(spec: str, ckpt: Checkpoint, task: str) -> Circuit:
+    """`full` or a circuit.json, refused unless it fits this checkpoint and task."""
+    cfg = ckpt.config
+    if spec == "full":
+        return Circuit.full(cfg.n_layers, cfg.n_heads, "block", task)
+    circuit = load_circuit(spec)
+    if circuit.n_layers != cfg.n_layers:
+        raise FarmError(f"circuit {spec} has {circuit.n_layers} layers, the checkpoint has "
+                        f"{cfg.n_layers}")
+    if circuit.granularity == "head" and circuit.n_heads != cfg.n_heads:
+        raise FarmError(f"circuit {spec} has {circuit.n_heads} heads per layer, the checkpoint "
+                        f"has {cfg.n_heads}")
+    if circuit.task is not None and circuit.task != task:
+        raise FarmError(f"circuit {spec} was extracted for task {circuit.task}, not {task}")
+    recorded = circuit.metadata.get("checkpoint_sha256")
+    if recorded is not None and recorded != ckpt.sha256:
+        raise FarmError(f"circuit {spec} was extracted from checkpoint {recorded[:16]}…, not "
+                        f"{ckpt.sha256[:16]}…")
+    return circuit
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    epsilon: Fraction = Fraction(1, 100)
+    pairwise: bool = False
+    radius: bool = False
+    radius_upper: Fraction = Fraction(1)
+    radius_precision: Fraction = Fraction(1, 1000)
+    progress: bool = True
+
+
+def verify_task(planner: Planner, properties: Sequence[str], farm: LocalFarm,
+                cache: ResultCache | None = None,
+                options: VerifyOptions = VerifyOptions()) -> list[PropertyResult]:
+    """Plan, solve, judge and fold each requested property of one (circuit, task)."""
+    results = []
+    for prop in properties:
+        start, before = time.perf_counter(), farm.solved
+        label = f"{planner.task.name} {prop}" if options.progress else None
+        findings: list[Finding] = []
+        if prop == ROBUSTNESS:
+            judged, _ = robustness_outcomes(
+                planner, dict.fromkeys(range(len(planner.prompts)), options.epsilon), farm,
+                cache, ROBUSTNESS, label)
+        else:
+            source, findings, total = plan_property(planner, prop, options)
+            queries: list[PlannedQuery] = []
+            records = farm.solve(_collect(source, queries), cache, label, total)
+            judged = [(q, records[q.hash], judge(q, records[q.hash], planner.model))
+                      for q in queries]
+        distinct = len({q.hash for q, _, _ in judged})
+        result = fold(prop, planner.task.name, judged, findings,
+                      cached=distinct - (farm.solved - before))
+        if prop == ROBUSTNESS and options.radius:
+            result.radius = certified_radii(planner, farm, cache, options)
+        result.seconds = time.perf_counter() - start
+        results.append(result)
+    return results
+
+
+def _collect(source: Iterable[PlannedQuery], into: list[PlannedQuery]
+             ) -> Iterable[PlannedQuery]:
+    """Pass lazily planned queries on to the solvers, keeping them for the fold."""
+    for q in source:
+        into.append(q)
+        yield q
+
+
+def plan_property(planner: Planner, prop: str, options: VerifyOptions
+                  ) -> tuple[Iterable[PlannedQuery], list[Finding], int]:
+    """A property's first-round queries (lazily, where possible), its findings, their count."""
+    n, k = len(planner.prompts), len(planner.task.openers)
+    if prop == EDGE_NECESSITY:
+        planned, findings = planner.edge_necessity()
+        return planned, findings, len(planned)
+    if prop == CONTENT_INVARIANCE:
+        per = n // k
+        total = k * (per * (per - 1) // 2 if options.pairwise else per - 1)
+        return planner.content_invariance(options.pairwise), [], total
+    if prop == FUNCTIONAL_EQUIVALENCE:
+        return planner.functional_equivalence(), [], n
+    if prop == ROBUSTNESS:
+        return planner.robustness(options.epsilon), [], n
+    raise ValueError(f"unknown property {prop!r}")
+
+
+def robustness_outcomes(planner: Planner, epsilons: Mapping[int, Fraction], farm: LocalFarm,
+                        cache: ResultCache | None, prop: str = ROBUSTNESS,
+                        progress: str | None = None) -> tuple[list[Judged], dict[int, Outcome]]:
+    """Robustness of each input at its ε: guided first, fully encoded where that is inconclusive.
+
+    Returns every judged query (both tiers) and each input's final outcome.
+    """
+    judged: list[Judged] = []
+    final: dict[int, Outcome] = {}
+    tier = {i: planner.robustness_query(i, eps, prop) for i, eps in epsilons.items()}
+    for encoding in ("guided", "full"):
+        records = farm.solve(tier.values(), cache, progress and f"{progress} ({encoding})",
+                             len(tier))
+        escalate = {}
+        for i, q in tier.items():
+            outcome = judge(q, records[q.hash], planner.model)
+            judged.append((q, records[q.hash], outcome))
+            final[i] = outcome
+            if outcome.kind == "inconclusive":
+                escalate[i] = planner.robustness_query(i, epsilons[i], prop, "full")
+        tier = escalate
+    return judged, final
+
+
+def certified_radii(planner: Planner, farm: LocalFarm, cache: ResultCache | None,
+                    options: VerifyOptions) -> RadiusResult:
+    """Bisect each input's robustness radius on [0, upper] until hi − lo ≤ precision.
+
+    `lo` is always backed by an UNSAT query (robust at lo, hence below it);
+    `hi` by a replayed counterexample, or by an unknown (then the true radius
+    may be larger). The upper bound is tried first. An error stops that input.
+    """
+    n = len(planner.prompts)
+    lo = [Fraction(0)] * n
+    hi: list[Fraction | None] = [None] * n
+    notes = [""] * n
+    active = set(range(n))
+    while active:
+        steps = {i: options.radius_upper if hi[i] is None else (lo[i] + hi[i]) / 2
+                 for i in sorted(active)}
+        _, outcomes = robustness_outcomes(
+            planner, steps, farm, cache, RADIUS,
+            f"{planner.task.name} radius" if options.progress else None)
+        for i, outcome in outcomes.items():
+            if outcome.kind == "proved":
+                lo[i] = steps[i]
+            elif outcome.kind == "counterexample":
+                hi[i] = steps[i]
+            elif outcome.kind == "error":
+                notes[i] = f"error at eps {steps[i]}: {outcome.detail.get('reason')}"
+                active.discard(i)
+                continue
+            else:
+                hi[i] = steps[i]
+                notes[i] = "bisection passed an unknown: the radius may be larger"
+            if hi[i] is None or hi[i] - lo[i] <= options.radius_precision:
+                active.discard(i)
+    per_input = [{"input": i, "prompt": list(planner.prompts[i]), "certified": str(lo[i]),
+                  "certified_float": float(lo[i]),
+                  "not_certified_at": None if hi[i] is None else str(hi[i]), "note": notes[i]}
+                 for i in range(n)]
+    return RadiusResult(str(options.radius_precision), str(options.radius_upper), per_input)

@@ -1,0 +1,75 @@
+"""Query planning: claims, identities and what a planned query carries (no solver needed)."""
+
+import hashlib
+import itertools
+import pickle
+from fractions import Fraction as F
+
+import pytest
+
+from encoders.properties import Claim, Fixed, Perturbed, Planner
+from farm.circuits import Circuit
+from farm.exact import ExactModel
+from farm.tasks import get_task
+from tests.conftest import weights_of
+
+QUOTE_EDGES = [("emb", "attn_0"), ("emb", "attn_1"), ("attn_0", "attn_1"), ("attn_1", "logits")]
+
+
+@pytest.fixture(scope="module")
+def planner(trained):
+    model = ExactModel(trained.model.cfg, weights_of(trained.model))
+    circuit = Circuit(2, 1, "block", frozenset(QUOTE_EDGES), "quote_close")
+    return Planner(model, circuit, get_task("quote_close"), inputs=[0, 1, 15])
+
+
+def _truth(text: str) -> bool:
+    """Value of a ground and/or formula over true/false, as the solver would read it."""
+    expr = text.replace("(or ", "any((").replace("(and ", "all((").replace(" ", ", ")
+    expr = expr.replace("true", "True").replace("false", "False").replace(")", ",))")
+    return eval(expr)  # noqa: S307 - test-local, only the tokens replaced above
+
+
+@pytest.mark.parametrize("claim", [Claim("decides", 1), Claim("decides", -1), Claim("differ"),
+                                   Claim("agree")])
+def test_claim_negation_rejects_exactly_the_sign_patterns_it_fails(claim):
+    values = (F(-1, 3), F(0), F(2, 7))
+    for margins in itertools.product(values, repeat=claim.arity):
+        rejected = claim.violated(list(margins))  # constant margins fold each atom
+        assert _truth(rejected.text) == (not claim.holds(margins))
+
+
+def test_ties_are_never_decisions():
+    assert not Claim("decides", 1).holds([F(0)])
+    assert not Claim("agree").holds([F(0), F(0)])
+    assert Claim("differ").holds([F(0), F(1)])
+
+
+def test_planned_queries_are_named_by_their_text_and_pickle(planner):
+    fe = list(planner.functional_equivalence())
+    assert len(fe) == 3
+    for q in fe:
+        assert q.hash == hashlib.sha256(q.text.encode()).hexdigest()
+        assert isinstance(q.replay, Fixed) and q.holds_exactly is True
+        assert q.margin_vars == ("m0",) and "m0" in q.model_vars
+    again = next(planner.functional_equivalence())
+    assert again.hash == fe[0].hash  # planning is deterministic
+    assert pickle.loads(pickle.dumps(fe[0])) == fe[0]
+
+
+def test_edge_necessity_finds_witnesses_and_content_invariance_uses_anchors(planner):
+    queries, findings = planner.edge_necessity()
+    assert findings == [] and [q.edge for q in queries] == QUOTE_EDGES
+    assert all(q.holds_exactly for q in queries)
+    ci = list(planner.content_invariance())
+    assert [q.subject.split()[1] for q in ci] == ["1~2"]  # class of input 0 has no other member
+    assert len(list(planner.content_invariance(pairwise=True))) == 1
+
+
+def test_robustness_fixes_signs_only_in_the_full_encoding(planner):
+    guided = planner.robustness_query(0, F(1, 100))
+    full = planner.robustness_query(0, F(1, 100), encoding="full")
+    assert isinstance(guided.replay, Perturbed) and guided.replay.branch is not None
+    assert full.replay.branch is None and guided.hash != full.hash
+    assert guided.model_vars[:16] == tuple(f"eta_{k}" for k in range(16))
+    assert "(<= eta_0 (/ 1 100))" in guided.text

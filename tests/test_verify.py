@@ -1,0 +1,153 @@
+"""Local verification end to end: real Z3 and cvc5, a trained model, exact replay of every SAT."""
+
+import json
+from fractions import Fraction as F
+
+import pytest
+
+from encoders.cache import ResultCache
+from encoders.properties import (
+    CONTENT_INVARIANCE,
+    EDGE_NECESSITY,
+    FUNCTIONAL_EQUIVALENCE,
+    ROBUSTNESS,
+    Planner,
+)
+from farm.checkpoint import Checkpoint, save_checkpoint
+from farm.circuits import Circuit, save_circuit
+from farm.cli import main
+from farm.exact import ExactModel, band_norm
+from farm.tasks import get_task
+from farm.verify import LocalFarm, VerifyOptions, verify_task
+from tests.conftest import weights_of
+
+ALL = [FUNCTIONAL_EQUIVALENCE, EDGE_NECESSITY, CONTENT_INVARIANCE, ROBUSTNESS]
+# ACDC's circuits for the `trained` model (farm extract); the subsets hold a witness per edge
+QUOTE = ([("emb", "attn_0"), ("emb", "attn_1"), ("attn_0", "attn_1"), ("attn_1", "logits")],
+         [0, 1, 15, 23])
+BRACKET = ([("emb", "attn_0"), ("emb", "mlp_0"), ("attn_0", "mlp_0"), ("attn_0", "attn_1"),
+            ("mlp_0", "attn_1"), ("emb", "logits"), ("attn_0", "logits"), ("mlp_0", "logits"),
+            ("attn_1", "logits")], [0, 1, 5, 37])
+QUIET = VerifyOptions(progress=False)
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    return ExactModel(trained.model.cfg, weights_of(trained.model))
+
+
+def planner(model, task, edges, inputs):
+    return Planner(model, Circuit(2, 1, "block", frozenset(edges), task), get_task(task),
+                   inputs=inputs)
+
+
+@pytest.fixture(scope="module")
+def cvc5():
+    with LocalFarm("cvc5", timeout=60, jobs=2) as farm:
+        yield farm
+
+
+def by_property(results):
+    return {r.property: r for r in results}
+
+
+def test_quote_circuit_verified_and_a_cached_rerun_solves_nothing(model, cvc5, tmp_path):
+    p = planner(model, "quote_close", *QUOTE)
+    first = by_property(verify_task(p, ALL, cvc5, ResultCache(tmp_path), QUIET))
+    assert {r.status for r in first.values()} == {"VERIFIED"}, first
+    assert first[EDGE_NECESSITY].queries == 4 and first[FUNCTIONAL_EQUIVALENCE].unsat == 4
+    solved = cvc5.solved
+    again = by_property(verify_task(p, ALL, cvc5, ResultCache(tmp_path), QUIET))
+    assert cvc5.solved == solved  # every answer came from the Parquet cache
+    assert {r.status for r in again.values()} == {"VERIFIED"}
+    assert again[FUNCTIONAL_EQUIVALENCE].cached == 4
+
+
+@pytest.mark.slow  # ~90 s on 2 shared cores: nine edges, two encoded runs per EN query
+def test_bracket_circuit_verified_except_two_unneeded_edges(model, cvc5):
+    results = by_property(verify_task(planner(model, "bracket_type", *BRACKET), ALL, cvc5,
+                                      None, QUIET))
+    for prop in (FUNCTIONAL_EQUIVALENCE, CONTENT_INVARIANCE, ROBUSTNESS):
+        assert results[prop].status == "VERIFIED", results[prop]
+    en = results[EDGE_NECESSITY]
+    assert en.status == "FAILED" and en.unsat == 7  # the other seven edges are proved needed
+    assert sorted(c["subject"] for c in en.counterexamples) == [
+        "edge emb->logits", "edge mlp_0->attn_1"]
+
+
+def test_removing_the_output_edge_gives_replayed_counterexamples_both_solvers_agree(model):
+    edges = QUOTE[0][:-1]  # attn_1 -> logits carries the opener to the output
+    p = planner(model, "quote_close", edges + [("emb", "logits")], [0, 1])
+    with LocalFarm("both", timeout=60, jobs=1) as both:
+        (fe,) = verify_task(p, [FUNCTIONAL_EQUIVALENCE], both, None, QUIET)
+    assert fe.status == "FAILED" and fe.errors == 0
+    ((_, cex),) = [(c["prompts"][0], c) for c in fe.counterexamples]
+    exact = p.model.run([tuple(cex["prompts"][0])], p.circuit)[0]
+    c0, c1 = p.task.candidates
+    assert [str(exact.logits[c0] - exact.logits[c1])] == cex["exact_margins"]
+    assert fe.wins == {"z3": 0, "cvc5": 0} or sum(fe.wins.values()) == 2
+    assert fe.solver_seconds["z3"] > 0 and fe.solver_seconds["cvc5"] > 0  # both answered
+
+
+def test_large_epsilon_gives_an_eta_that_flips_the_decision_exactly(model, cvc5):
+    p = planner(model, "quote_close", QUOTE[0], [0, 1])
+    (rob,) = verify_task(p, [ROBUSTNESS], cvc5, None, VerifyOptions(epsilon=F(2),
+                                                                    progress=False))
+    assert rob.status == "FAILED" and rob.errors == 0 and rob.counterexamples
+    for cex in rob.counterexamples:
+        prompt = tuple(cex["prompts"][0])
+        eta = [F(e) for e in cex["eta"]]
+        assert max(map(abs, eta)) <= 2
+        r = p.results[p.prompts.index(prompt)].final_residual
+        normed, _ = band_norm([a + b for a, b in zip(r, eta, strict=True)],
+                              *model.norm_final, model.cfg.half_low, model.cfg.half_high)
+        logits = model.lm_head(normed)
+        target, alternate = p.task.target(prompt), p.task.alternate(prompt)
+        assert logits[target] <= logits[alternate]  # the decision really flips
+
+
+def test_a_timeout_is_unknown_never_verified(model):
+    p = planner(model, "quote_close", *QUOTE)
+    with LocalFarm("z3", timeout=0.001, jobs=1) as farm:
+        (fe,) = verify_task(p, [FUNCTIONAL_EQUIVALENCE], farm, None, QUIET)
+    assert fe.status == "UNKNOWN" and fe.unknown > 0
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory, trained):
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint"
+    save_checkpoint(Checkpoint.from_model(trained.model), path)
+    return path
+
+
+def test_cli_verifies_robustness_of_the_full_model_and_writes_json(checkpoint_dir, tmp_path,
+                                                                   capsys):
+    out = tmp_path / "result.json"
+    code = main(["verify", "--checkpoint", str(checkpoint_dir), "--circuit", "full", "--task",
+                 "quote_close", "--properties", "rob", "--solver", "cvc5", "--quiet",
+                 "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "robustness" in printed and "VERIFIED" in printed
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["status"] == "VERIFIED" and result["unsat"] >= 128
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "nope", "--circuit", "full"], "unknown task"),
+    (["--task", "quote_close", "--circuit", "{missing}"], "does not exist"),
+    (["--task", "quote_close", "--circuit", "{broken}"], "not valid JSON"),
+    (["--task", "quote_close", "--circuit", "{three_layers}"], "3 layers"),
+    (["--task", "bracket_type", "--circuit", "{quote}"], "extracted for task quote_close"),
+    (["--task", "quote_close", "--circuit", "full", "--properties", "fe,xx"], "xx"),
+])
+def test_cli_refuses_bad_input_clearly(checkpoint_dir, tmp_path, capsys, args, message):
+    (tmp_path / "broken.json").write_text("{")
+    save_circuit(Circuit.full(3), tmp_path / "three_layers.json")
+    save_circuit(Circuit(2, 1, "block", frozenset(QUOTE[0]), "quote_close"),
+                 tmp_path / "quote.json")
+    files = {k: str(tmp_path / f"{k}.json") for k in ("missing", "broken", "three_layers",
+                                                      "quote")}
+    args = [a.format(**files) for a in args]
+    assert main(["verify", "--checkpoint", str(checkpoint_dir), *args]) == 2
+    assert message in capsys.readouterr().err
