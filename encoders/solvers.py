@@ -83,8 +83,14 @@ class SolverDisagreement(RuntimeError):
 def _z3_backend() -> Backend:
     import z3
 
+    # Our queries define most variables by equalities chained from constants (the
+    # prompt's embedding). Propagating those values and eliminating the equations
+    # before search cuts a full-circuit query from ~20 s to under 1 s; the
+    # default strategy runs simplex over the whole chain of big rationals.
+    strategy = z3.Then("simplify", "propagate-values", "solve-eqs", "ctx-simplify", "smt")
+
     def solve(text: str, model_vars: Sequence[str], timeout: float) -> tuple[Status, Model, str]:
-        s = z3.Solver()
+        s = strategy.solver()
         s.set("timeout", max(1, int(timeout * 1000)))
         s.from_string(text)
         r = s.check()
