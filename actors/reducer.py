@@ -2,17 +2,20 @@
 
 `Collector` is plain Python (tests and a local run use it directly); the actor
 is that class under `ray.remote`, pinned to the driver's node so the Parquet
-cache lives on the disk the job is resubmitted from. Every `add` writes one
-part file before it returns: the solver actor waits for that, so "shard done"
-means "on disk". Judging and folding are `farm.verify.fold` (which replays
-every SAT model exactly); nothing here decides a verdict.
+cache lives on the disk the job is resubmitted from. Every `accept` writes one
+part file before it returns, and the dispatcher counts a shard done only then,
+so "shard done" means "on disk". Each answer is judged as it arrives
+(`farm.verify.judge`, which replays every SAT model exactly) and the job's
+results are `farm.verify.fold`; nothing here decides a verdict. Guided
+robustness queries judged inconclusive are reported by `escalations` so the
+driver can plan their fully encoded second tier, as `farm verify` does.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -22,8 +25,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from encoders.cache import Record, ResultCache
 from encoders.properties import Finding, PlannedQuery
 from farm.exact import ExactModel
+from farm.jobs import ShardReport, ShardResult
 from farm.model import GPTConfig
-from farm.verify import DEFINITIVE, PropertyResult, fold
+from farm.verify import DEFINITIVE, Outcome, PropertyResult, fold, judge
 
 Group = tuple[str, str]  # (property, task)
 
@@ -36,7 +40,10 @@ class Collector:
         self.cache = ResultCache(cache_dir)
         self.model = ExactModel(config, weights)
         self.queries: dict[Group, list[PlannedQuery]] = {}
+        self.by_hash: dict[str, PlannedQuery] = {}
         self.records: dict[str, Record] = {}  # this job's answers, one per hash
+        self.outcomes: dict[str, Outcome] = {}  # judged as they arrive
+        self.escalated: set[str] = set()
         self.fresh: list[Record] = []  # the answers solved in this run
         self.expected: set[str] = set()
         self.duplicates = 0  # answers that arrived again (a shard rerun after a failure)
@@ -53,12 +60,18 @@ class Collector:
             if q.hash in self.expected:
                 continue
             self.expected.add(q.hash)
+            self.by_hash[q.hash] = q
             hit = self.cache.get(q.hash)
             if hit is not None and hit.status in DEFINITIVE:
-                self.records[q.hash] = hit
+                self._keep(hit)
             else:
                 todo.append(q.hash)
         return todo
+
+    def accept(self, result: ShardResult) -> ShardReport:
+        """A solved shard from a solver actor: persisted before the report goes back."""
+        self.add(result.records)
+        return result.report
 
     def add(self, records: Sequence[Record]) -> int:
         """Keep the first answer per hash and persist it now; an error is persisted only to
@@ -67,7 +80,7 @@ class Collector:
         for r in records:
             old = self.records.get(r.query_hash)
             if old is None:
-                self.records[r.query_hash] = r
+                self._keep(r)
                 self.fresh.append(r)
                 new += 1
                 if r.status != "error":
@@ -78,11 +91,25 @@ class Collector:
                 conflict = Record(r.query_hash, r.property, r.task, r.subject, "error", None,
                                   r.z3_seconds, r.cvc5_seconds, {}, "repeated solve "
                                   f"disagrees: {old.status} then {r.status}", r.created_at)
-                self.records[r.query_hash] = conflict
+                self._keep(conflict)
                 persist.append(conflict)  # masks the cached answer: a rerun solves it again
         self.cache.put(persist)
         self.cache.flush()
         return new
+
+    def _keep(self, r: Record) -> None:
+        self.records[r.query_hash] = r
+        self.outcomes[r.query_hash] = judge(self.by_hash[r.query_hash], r, self.model)
+
+    def escalations(self) -> list[tuple[str, str, int, Fraction]]:
+        """(property, task, input, ε) of guided queries judged inconclusive, each once."""
+        out = []
+        for h, o in self.outcomes.items():
+            if o.kind == "inconclusive" and h not in self.escalated:
+                self.escalated.add(h)
+                q = self.by_hash[h]
+                out.append((q.property, q.task, q.replay.index, q.replay.epsilon))
+        return out
 
     def missing(self) -> list[str]:
         return sorted(self.expected - set(self.records))
@@ -95,29 +122,22 @@ class Collector:
         fresh = {r.query_hash for r in self.fresh}
         results = []
         for (prop, task), queries in self.queries.items():
+            judged = [(q, self.records[q.hash], self.outcomes[q.hash]) for q in queries]
             distinct = {q.hash for q in queries}
-            results.append(fold(prop, task, queries, self.records, self.model,
-                                findings.get((prop, task), []), len(distinct - fresh)))
+            results.append(fold(prop, task, judged, findings.get((prop, task), []),
+                                len(distinct - fresh)))
         for group, found in findings.items():  # properties settled without any query
             if group not in self.queries:
-                results.append(fold(*group, [], self.records, self.model, found, 0))
+                results.append(fold(*group, [], found, 0))
         return results
 
     def fresh_records(self) -> list[Record]:
         return list(self.fresh)
 
 
-def reducer_actor(cache_dir: str, config: GPTConfig, weights: dict[str, np.ndarray]
-                  ) -> tuple[Any, str]:
-    """The collector as a named actor on this (the driver's) node; it needs no CPU slot.
-
-    Solver actors find it by name, so their constructor arguments are plain
-    strings a restart can always replay (a handle argument may be gone by then).
-    """
+def reducer_actor(cache_dir: str, config: GPTConfig, weights: dict[str, np.ndarray]) -> Any:
+    """The collector as an actor on this (the driver's) node; it needs no CPU slot."""
     here = ray.get_runtime_context().get_node_id()
-    name = f"farm-reducer-{uuid.uuid4().hex[:12]}"
-    actor = ray.remote(Collector).options(
-        name=name, num_cpus=0,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+    return ray.remote(Collector).options(
+        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
     ).remote(cache_dir, config, weights)
-    return actor, name

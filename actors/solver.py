@@ -2,9 +2,9 @@
 
 The actor is placed by the custom resource `solver` (a node offers as many
 as it should run, e.g. `ray start --resources='{"solver": 4}'`), so users decide
-per node how many solvers it hosts. It hands each shard's records to the
-reducer and waits for the acknowledgement before reporting the shard done, so
-a finished shard is always persisted; answers never travel through the driver.
+per node how many solvers it hosts. It returns a shard's records and is free
+for the next shard at once; the dispatcher passes the result on to the reducer
+by reference, so answers never travel through the driver.
 
 Restarts: `max_restarts=-1` brings a dead actor back wherever a `solver` slot
 is free (its pool starts warm again in `__init__`). `max_task_retries=0` on
@@ -22,7 +22,7 @@ import ray
 from ray.util import metrics
 
 from encoders.solvers import SolverPool
-from farm.jobs import Shard, ShardReport, solve_shard
+from farm.jobs import Shard, ShardReport, ShardResult, solve_shard
 
 RESTART_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
 
@@ -30,9 +30,8 @@ RESTART_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
 class SolverActor:
     """A warm pool plus counters; every decision is made by the library below it."""
 
-    def __init__(self, mode: str, timeout: float, reducer: str) -> None:
+    def __init__(self, mode: str, timeout: float) -> None:
         self.pool = SolverPool(mode, timeout)
-        self.reducer = ray.get_actor(reducer)
         self.name = f"{ray.get_runtime_context().get_actor_id()[:8]}@" \
                     f"{ray.get_runtime_context().get_node_id()[:8]}"
         tags = ("solver",)
@@ -45,10 +44,9 @@ class SolverActor:
         """Answers once the actor is (again) alive: the dispatcher's readiness probe."""
         return self.name
 
-    def solve(self, shard: Shard) -> ShardReport:
+    def solve(self, shard: Shard) -> ShardResult:
         t0 = time.perf_counter()
         records = solve_shard(self.pool, shard)
-        ray.get(self.reducer.add.remote(records))  # persisted before we say done
         for r in records:
             self.done.inc()
             if r.winner:
@@ -57,16 +55,17 @@ class SolverActor:
                 self.unknowns.inc()
                 if "timeout" in r.reason:
                     self.timeouts.inc()
-        return ShardReport(shard.index, tuple(r.query_hash for r in records),
-                           time.perf_counter() - t0, self.name)
+        report = ShardReport(shard.index, tuple(r.query_hash for r in records),
+                             time.perf_counter() - t0, self.name)
+        return ShardResult(report, tuple(records))
 
     def solve_direct(self, text: str, model_vars: tuple[str, ...]) -> str:
         """One query, nothing else: the benchmark's measure of Ray's per-call overhead."""
         return self.pool.solve(text, model_vars).status
 
 
-def solver_actor(mode: str, timeout: float, reducer: str, **options: Any) -> Any:
-    """Start one solver actor on a node offering a `solver` slot; `reducer` is its name."""
+def solver_actor(mode: str, timeout: float, **options: Any) -> Any:
+    """Start one solver actor on a node offering a `solver` slot."""
     remote = ray.remote(SolverActor).options(
         num_cpus=1, resources={"solver": 1}, **RESTART_OPTIONS, **options)
-    return remote.remote(mode, timeout, reducer)
+    return remote.remote(mode, timeout)

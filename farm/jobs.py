@@ -28,7 +28,7 @@ from typing import Any
 
 import ray
 import yaml
-from ray.exceptions import RayActorError
+from ray.exceptions import ObjectLostError, RayActorError, RayError
 
 from encoders.cache import Record
 from encoders.properties import PROPERTIES, PlannedQuery
@@ -139,12 +139,20 @@ class Shard:
 
 @dataclass(frozen=True)
 class ShardReport:
-    """What an actor says when a shard's answers are safely with the reducer."""
+    """What the reducer hands back once a shard's answers are on disk."""
 
     index: int
     solved: tuple[str, ...]  # query hashes sent to a solver
     seconds: float  # wall time of the shard inside the actor
     actor: str
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """A solved shard on its way from a solver actor to the reducer."""
+
+    report: ShardReport
+    records: tuple[Record, ...]
 
 
 def shards(queries: Iterable[PlannedQuery], shard_size: int,
@@ -178,27 +186,39 @@ def without_text(q: PlannedQuery) -> PlannedQuery:
 # --------------------------------------------------------------------------- dispatch
 
 
-def dispatch(work: Iterable[Shard], actors: Sequence[Any], in_flight: int = 2,
+def dispatch(work: Iterable[Shard], actors: Sequence[Any], reducer: Any, in_flight: int = 2,
              on_done: Callable[[Shard, ShardReport], None] = lambda s, r: None
              ) -> list[ShardReport]:
-    """Run every shard on some actor's `solve`, at most `in_flight` per actor at a time.
+    """Run every shard on some actor's `solve` and hand each answer to the reducer.
 
-    A shard whose actor died (or became unreachable) goes back to the front of
-    the queue for another actor; the actor itself is sent a `ping` and gets
-    work again once that answers (Ray restarted it) or is dropped if it fails
-    for good. Only when no actor is alive or restarting does the job fail.
+    At most `in_flight` shards run per actor, and at most as many answers wait
+    for the reducer, so neither planning nor solving runs away from the disk.
+    An answer travels actor → reducer as an object reference (never through
+    the driver), so an actor starts its next shard at once. A shard counts
+    as done only when the reducer has persisted it. A shard whose actor died
+    (or whose node was lost with its answer) goes back to the front of the
+    queue; the actor is sent a `ping` and gets work again once that answers
+    (Ray restarted it) or is dropped if it fails for good. Only when no actor
+    is alive or restarting does the job fail.
     """
     source = iter(work)
     queue: deque[Shard] = deque()
     running: dict[ray.ObjectRef, tuple[Shard, Any]] = {}
+    persisting: dict[ray.ObjectRef, tuple[Shard, ray.ObjectRef, Any]] = {}
     load: Counter[int] = Counter()
     healthy = {id(a): a for a in actors}
     pings: dict[ray.ObjectRef, Any] = {}
     reports: list[ShardReport] = []
     exhausted = False
+
+    def lost(shard: Shard, actor: Any) -> None:
+        queue.appendleft(shard)  # idempotent by hash: solve it again elsewhere
+        if healthy.pop(id(actor), None) is not None:
+            pings[actor.ping.remote()] = actor
+
     while True:
         for actor in list(healthy.values()):
-            while load[id(actor)] < in_flight:
+            while load[id(actor)] < in_flight and len(persisting) < in_flight * len(actors):
                 if not queue and not exhausted:
                     nxt = next(source, None)
                     exhausted = nxt is None
@@ -209,12 +229,12 @@ def dispatch(work: Iterable[Shard], actors: Sequence[Any], in_flight: int = 2,
                 shard = queue.popleft()
                 running[actor.solve.remote(shard)] = (shard, actor)
                 load[id(actor)] += 1
-        if not running and not queue and exhausted:
+        if not running and not persisting and not queue and exhausted:
             return reports
-        if not running and not pings:
+        if not running and not persisting and not pings:
             raise FarmError("every solver actor has died; rerun the job to resume from "
                             "the answers already persisted")
-        [ref], _ = ray.wait([*running, *pings], num_returns=1)
+        [ref], _ = ray.wait([*running, *persisting, *pings], num_returns=1)
         if ref in pings:
             actor = pings.pop(ref)
             try:
@@ -222,18 +242,30 @@ def dispatch(work: Iterable[Shard], actors: Sequence[Any], in_flight: int = 2,
                 healthy[id(actor)] = actor
             except RayActorError:
                 pass  # restarts exhausted: the actor is gone for good
-            continue
-        shard, actor = running.pop(ref)
-        load[id(actor)] -= 1
-        try:
-            report = ray.get(ref)
-        except RayActorError:
-            queue.appendleft(shard)  # idempotent by hash: solve it again elsewhere
-            if healthy.pop(id(actor), None) is not None:
-                pings[actor.ping.remote()] = actor
-            continue
-        reports.append(report)
-        on_done(shard, report)
+        elif ref in running:
+            shard, actor = running.pop(ref)
+            load[id(actor)] -= 1
+            persisting[reducer.accept.remote(ref)] = (shard, ref, actor)
+        else:
+            shard, solved, actor = persisting.pop(ref)
+            try:
+                report = ray.get(ref)
+            except RayError:
+                if _solver_side(solved):
+                    lost(shard, actor)
+                    continue
+                raise  # the reducer itself failed: nothing can be persisted
+            reports.append(report)
+            on_done(shard, report)
+
+
+def _solver_side(solved: ray.ObjectRef) -> bool:
+    """Whether a failed hand-over was the solver's fault (actor died, answer lost)."""
+    try:
+        ray.get(solved)
+    except (RayActorError, ObjectLostError):
+        return True
+    return False
 
 
 # --------------------------------------------------------------------------- summary

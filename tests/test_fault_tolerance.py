@@ -40,19 +40,22 @@ def planned(trained, ckpt):
 @pytest.fixture(scope="module")
 def reference(planned):
     with LocalFarm("z3", 60, jobs=1) as local:
-        return {h: r.status for h, r in local.solve(planned).items()}
+        records = local.solve(planned)
+    assert all(r.status != "error" for r in records.values()), [
+        r.reason for r in records.values()]
+    return {h: r.status for h, r in records.items()}
 
 
 class Farm:
     """A reducer and solver actors on whatever cluster Ray is connected to."""
 
     def __init__(self, ckpt, cache, actors=2):
-        self.reducer, name = reducer_actor(str(cache), ckpt.config, dict(ckpt.weights))
-        self.solvers = [solver_actor("z3", 60, name) for _ in range(actors)]
+        self.reducer = reducer_actor(str(cache), ckpt.config, dict(ckpt.weights))
+        self.solvers = [solver_actor("z3", 60) for _ in range(actors)]
 
     def run(self, planned, on_done=lambda s, r: None, shard_size=2):
         work = shards(planned, shard_size, lambda b: ray.get(self.reducer.expect.remote(b)))
-        return dispatch(work, self.solvers, 2, on_done)
+        return dispatch(work, self.solvers, self.reducer, 2, on_done)
 
     def folded(self):
         """(property results, statuses by hash) of what the reducer holds."""

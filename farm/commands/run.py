@@ -3,8 +3,10 @@
 Without RAY_ADDRESS it starts an embedded Ray instance sized to this machine
 (every core a `solver` slot); under `ray job submit` it joins that cluster. The
 driver plans queries (encoders.properties) and dispatches shards; solver actors
-answer them; the reducer persists, judges and folds (farm.verify). Rerunning a
-job with the same `out` resumes: answered queries are read back, not solved.
+answer them; the reducer persists, judges and folds (farm.verify). Guided
+robustness queries judged inconclusive get a second, fully encoded round, as
+in `farm verify`. Rerunning a job with the same `out` resumes: answered
+queries are read back, not solved.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,6 @@ from farm.exact import ExactModel
 from farm.jobs import (
     JobSpec,
     JobStats,
-    Shard,
     dispatch,
     job_stats,
     load_job_spec,
@@ -129,22 +131,23 @@ def prepare(spec: JobSpec, out: Path, log: Any) -> tuple[Checkpoint, dict[str, C
     return ckpt, circuits
 
 
-def plan(spec: JobSpec, model: ExactModel, circuits: dict[str, Circuit], reducer: Any,
-         findings: dict[Group, list[Finding]], bar: tqdm) -> Iterator[Shard]:
-    """Every property of every task, planned lazily into shards of unanswered queries."""
+def first_tier(spec: JobSpec, planners: dict[str, Planner],
+               findings: dict[Group, list[Finding]], bar: tqdm) -> Iterator[PlannedQuery]:
+    """Every property of every task, planned lazily (the progress total grows as it goes)."""
     options = VerifyOptions(epsilon=spec.epsilon, progress=False)
+    for task, planner in planners.items():
+        for prop in spec.properties:
+            source, findings[prop, task], total = plan_property(planner, prop, options)
+            bar.total += total
+            bar.refresh()
+            yield from source
 
-    def queries() -> Iterator[PlannedQuery]:
-        for task in spec.tasks:
-            planner = Planner(model, circuits[task], get_task(task))
-            for prop in spec.properties:
-                source, findings[prop, task], total = plan_property(planner, prop, options)
-                bar.total += total
-                bar.refresh()
-                yield from source
 
-    return shards(queries(), spec.shard_size,
-                  lambda batch: ray.get(reducer.expect.remote(batch)), bar.update)
+def escalated(planners: dict[str, Planner], items: list[tuple[str, str, int, Fraction]]
+              ) -> Iterator[PlannedQuery]:
+    """Guided robustness queries judged inconclusive, asked again fully encoded."""
+    for prop, task, index, epsilon in items:
+        yield planners[task].robustness_query(index, epsilon, prop, "full")
 
 
 def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult:
@@ -155,8 +158,8 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
     ckpt, circuits = prepare(spec, out, log)
     config, weights = ckpt.config, dict(ckpt.weights)
     model = ExactModel(config, weights)
-    reducer, reducer_name = reducer_actor(str(out / "cache"), config, weights)
-    solvers = [solver_actor(spec.solver, spec.timeout, reducer_name)
+    reducer = reducer_actor(str(out / "cache"), config, weights)
+    solvers = [solver_actor(spec.solver, spec.timeout)
                for _ in range(spec.solver_actors)]
     slots = ray.cluster_resources().get("solver", 0)
     if slots < spec.solver_actors:
@@ -164,10 +167,19 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
             "solver actors; the rest wait for nodes")
     findings: dict[Group, list[Finding]] = {}
     bar = tqdm(total=0, desc=spec.name, unit="q", disable=not progress, dynamic_ncols=True)
+    planners = {t: Planner(model, circuits[t], get_task(t)) for t in spec.tasks}
     t0 = time.perf_counter()
     try:
-        dispatch(plan(spec, model, circuits, reducer, findings, bar), solvers, spec.in_flight,
-                 on_done=lambda shard, report: bar.update(len(shard.queries)))
+        work = first_tier(spec, planners, findings, bar)
+        while True:  # a second round only for inconclusive guided robustness queries
+            dispatch(shards(work, spec.shard_size,
+                            lambda batch: ray.get(reducer.expect.remote(batch)), bar.update),
+                     solvers, reducer, spec.in_flight,
+                     on_done=lambda shard, report: bar.update(len(shard.queries)))
+            if not (more := ray.get(reducer.escalations.remote())):
+                break
+            bar.total += len(more)
+            work = escalated(planners, more)
         solve_seconds = time.perf_counter() - t0
         results = ray.get(reducer.finish.remote(findings))
         fresh = ray.get(reducer.fresh_records.remote())
