@@ -19,7 +19,7 @@ from farm.model import GPTConfig
 from farm.tasks import get_task
 from farm.tracing import traces_table
 from farm.train import TrainConfig
-from farm.verify import LocalFarm, fold
+from farm.verify import LocalFarm, fold, judge
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,16 @@ def planned(ckpt, circuit):
 
 
 @pytest.fixture(scope="module")
+def reference(planned):
+    """The Ray-free answers (LocalFarm), computed before Ray starts."""
+    with LocalFarm("z3", 60, jobs=1) as local:
+        records = local.solve(planned)
+    assert all(r.status != "error" for r in records.values()), [
+        r.reason for r in records.values()]
+    return records
+
+
+@pytest.fixture(scope="module")
 def local_ray():
     ray.init(address="local", num_cpus=2, resources={"solver": 2}, include_dashboard=False,
              log_to_driver=False)
@@ -50,11 +60,11 @@ def local_ray():
 
 def run_farm(planned, ckpt, cache, actors=2, shard_size=3, mode="race"):
     """Plan → shards → solver actors → reducer, as `farm run` does; returns what it saw."""
-    reducer, name = reducer_actor(str(cache), ckpt.config, dict(ckpt.weights))
-    solvers = [solver_actor(mode, 60, name) for _ in range(actors)]
+    reducer = reducer_actor(str(cache), ckpt.config, dict(ckpt.weights))
+    solvers = [solver_actor(mode, 60) for _ in range(actors)]
     try:
         work = shards(planned, shard_size, lambda b: ray.get(reducer.expect.remote(b)))
-        reports = dispatch(work, solvers, in_flight=2)
+        reports = dispatch(work, solvers, reducer, in_flight=2)
         results = ray.get(reducer.finish.remote({}))
         records = ray.get(reducer.fresh_records.remote())
     finally:
@@ -63,19 +73,18 @@ def run_farm(planned, ckpt, cache, actors=2, shard_size=3, mode="race"):
     return reports, results, records
 
 
-def test_actors_agree_with_the_local_farm_and_resume_from_cache(local_ray, planned, ckpt,
-                                                                tmp_path):
+def test_actors_agree_with_the_local_farm_and_resume_from_cache(reference, local_ray, planned,
+                                                                ckpt, tmp_path):
     reports, results, records = run_farm(planned, ckpt, tmp_path)
     solved = [h for r in reports for h in r.solved]
     assert sorted(solved) == sorted(q.hash for q in planned)  # each query exactly once
     assert len({r.actor for r in reports}) == 2  # both actors took work
-    with LocalFarm("z3", 60, jobs=1) as local:
-        reference = local.solve(planned)
     assert {r.query_hash: r.status for r in records} == {
         h: r.status for h, r in reference.items()}
     model = ExactModel(ckpt.config, ckpt.weights)
-    expected = [fold(p, t, [q for q in planned if (q.property, q.task) == (p, t)], reference,
-                     model) for p, t in dict.fromkeys((q.property, q.task) for q in planned)]
+    expected = [fold(p, t, [(q, reference[q.hash], judge(q, reference[q.hash], model))
+                            for q in planned if (q.property, q.task) == (p, t)])
+                for p, t in dict.fromkeys((q.property, q.task) for q in planned)]
     assert [(r.property, r.status, r.queries, r.unsat) for r in results] == [
         (r.property, r.status, r.queries, r.unsat) for r in expected]
     assert all(r.status == "VERIFIED" for r in results)
