@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address="local", num_cpus=2, resources={"solver": 2}, include_dashboard=False,
              log_to_driver=False)
     try:
-        results["overhead"] = {n: overhead(qs[:16], args.mode) for n, qs in queries.items()}
+        results["overhead"] = {n: overhead(qs[:48], args.mode) for n, qs in queries.items()}
         print(f"ray overhead per query: {results['overhead']}")
         print("local ray, 2 CPUs, 2 solver slots:")
         results["scaling"]["local"] = scaling(queries, ckpt, args.mode, args.shard_size,
