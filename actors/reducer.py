@@ -30,6 +30,11 @@ from farm.model import GPTConfig
 from farm.verify import DEFINITIVE, Outcome, PropertyResult, fold, judge
 
 Group = tuple[str, str]  # (property, task)
+Key = tuple[str, str, str, str]  # (hash, property, task, subject): one planned query
+
+
+def key(q: PlannedQuery) -> Key:
+    return q.hash, q.property, q.task, q.subject
 
 
 class Collector:
@@ -40,10 +45,10 @@ class Collector:
         self.cache = ResultCache(cache_dir)
         self.model = ExactModel(config, weights)
         self.queries: dict[Group, list[PlannedQuery]] = {}
-        self.by_hash: dict[str, PlannedQuery] = {}
+        self.by_hash: dict[str, list[PlannedQuery]] = {}  # identical texts share an answer
         self.records: dict[str, Record] = {}  # this job's answers, one per hash
-        self.outcomes: dict[str, Outcome] = {}  # judged as they arrive
-        self.escalated: set[str] = set()
+        self.outcomes: dict[Key, Outcome] = {}  # per query (its replay), judged on arrival
+        self.escalated: set[Key] = set()
         self.fresh: list[Record] = []  # the answers solved in this run
         self.expected: set[str] = set()
         self.duplicates = 0  # answers that arrived again (a shard rerun after a failure)
@@ -57,10 +62,12 @@ class Collector:
         todo = []
         for q in queries:
             self.queries.setdefault((q.property, q.task), []).append(q)
+            self.by_hash.setdefault(q.hash, []).append(q)
             if q.hash in self.expected:
+                if q.hash in self.records:  # answered already: judge this query's replay too
+                    self.outcomes[key(q)] = judge(q, self.records[q.hash], self.model)
                 continue
             self.expected.add(q.hash)
-            self.by_hash[q.hash] = q
             hit = self.cache.get(q.hash)
             if hit is not None and hit.status in DEFINITIVE:
                 self._keep(hit)
@@ -99,15 +106,16 @@ class Collector:
 
     def _keep(self, r: Record) -> None:
         self.records[r.query_hash] = r
-        self.outcomes[r.query_hash] = judge(self.by_hash[r.query_hash], r, self.model)
+        for q in self.by_hash[r.query_hash]:
+            self.outcomes[key(q)] = judge(q, r, self.model)
 
     def escalations(self) -> list[tuple[str, str, int, Fraction]]:
         """(property, task, input, ε) of guided queries judged inconclusive, each once."""
         out = []
-        for h, o in self.outcomes.items():
-            if o.kind == "inconclusive" and h not in self.escalated:
-                self.escalated.add(h)
-                q = self.by_hash[h]
+        for k, o in self.outcomes.items():
+            if o.kind == "inconclusive" and k not in self.escalated:
+                self.escalated.add(k)
+                q = next(q for q in self.by_hash[k[0]] if key(q) == k)
                 out.append((q.property, q.task, q.replay.index, q.replay.epsilon))
         return out
 
@@ -122,7 +130,7 @@ class Collector:
         fresh = {r.query_hash for r in self.fresh}
         results = []
         for (prop, task), queries in self.queries.items():
-            judged = [(q, self.records[q.hash], self.outcomes[q.hash]) for q in queries]
+            judged = [(q, self.records[q.hash], self.outcomes[key(q)]) for q in queries]
             distinct = {q.hash for q in queries}
             results.append(fold(prop, task, judged, findings.get((prop, task), []),
                                 len(distinct - fresh)))

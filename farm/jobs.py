@@ -277,7 +277,7 @@ class JobStats:
 
     queries: int  # distinct queries in the job
     solved: int  # sent to a solver in this run
-    cached: int  # answered from the results cache
+    reused: int  # answered from the results cache, or the same text as another query
     seconds: float  # wall time of the solve phase
     solver_actors: int
     wins: dict[str, int]
@@ -314,7 +314,8 @@ def stats_lines(stats: JobStats) -> str:
     """Throughput, per-solver wins and the slowest queries, printed after the result table."""
     wins = ", ".join(f"{s} {n}" for s, n in sorted(stats.wins.items())) or "none"
     lines = [f"{stats.solved} queries solved on {stats.solver_actors} solver actor(s) in "
-             f"{stats.seconds:.1f} s ({stats.throughput:.2f} q/s), {stats.cached} from cache; "
+             f"{stats.seconds:.1f} s ({stats.throughput:.2f} q/s), {stats.reused} reused "
+             "(cached or identical text); "
              f"wins: {wins}; unknown {stats.unknowns} (timeouts {stats.timeouts})"]
     if stats.slowest:
         lines.append("slowest queries:")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main job end to end on this machine: install, train, replay exactly.
+# The main job end to end on this machine: install, then `farm run job.yaml`
+# (an embedded Ray instance: train, extract, verify all four properties, write
+# runs/demo/result.json). Rerunning resumes from the answers already persisted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-out=${FARM_RUN_DIR:-runs/demo}
-.venv/bin/farm train --out "$out/checkpoint"
-.venv/bin/farm replay --checkpoint "$out/checkpoint" --json "$out/margins.json"
+exec .venv/bin/farm run job.yaml "$@"

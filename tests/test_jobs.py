@@ -122,11 +122,23 @@ def test_collector_retries_unknown_and_refuses_missing_answers(planned, ckpt, tm
         planned[0].hash]  # an unknown is worth another try
 
 
+def test_identical_texts_are_solved_once_and_judged_per_query(planned, ckpt, tmp_path):
+    twin = replace(planned[0], subject="twin")  # same text, another input's replay
+    col = Collector(tmp_path, ckpt.config, dict(ckpt.weights))
+    assert col.expect([planned[0], twin]) == [planned[0].hash]
+    with SolverPool("z3", 60) as pool:
+        col.add(solve_shard(pool, Shard(0, (planned[0],))))
+    assert len(col.outcomes) == 2
+    [result] = col.finish({})
+    assert (result.queries, result.unsat, result.cached, result.status) == (
+        2, 2, 0, "VERIFIED")
+
+
 def test_job_stats_counts_fresh_answers_only(planned):
     with SolverPool("race", 60) as pool:
         records = solve_shard(pool, Shard(0, tuple(planned[:3])))
     stats = job_stats(records, total=5, seconds=2.0, actors=1, slowest=2)
-    assert (stats.solved, stats.cached, stats.throughput) == (3, 2, 1.5)
+    assert (stats.solved, stats.reused, stats.throughput) == (3, 2, 1.5)
     assert sum(stats.wins.values()) == 3 and stats.unknowns == 0
     assert len(stats.slowest) == 2 and stats.slowest[0]["seconds"] >= stats.slowest[1]["seconds"]
     assert JobSpec().solver == "race"
