@@ -5,6 +5,10 @@ domain. The search runs in float64 (every float32 weight is exact there), so its
 agreement judgement is already close to the exact semantics; the chosen circuit
 is then replayed with `farm.exact` and refused unless it decides every row
 correctly there too, because a certificate will speak of the exact function.
+
+ACDC keeps an edge whose removal costs KL even when no row's decision depends on it,
+which the verifier's edge-necessity property then refutes; so by default the winner is
+thinned further by `necessity_pass` until every edge is decision-necessary.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from farm.checkpoint import Checkpoint
-from farm.circuits import Circuit, Granularity
+from farm.circuits import Circuit, Edge, Granularity
 from farm.controlled import ABLATIONS, Ablation, NodeOutputs, controlled_forward, domain_means
 from farm.errors import FarmError
 from farm.exact import ExactModel
@@ -30,6 +34,7 @@ from farm.train import pick_device
 
 THRESHOLDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 METRIC = "candidate_kl"
+NOT_NECESSARY = "removed: not decision-necessary"
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class EdgeStep:
     delta: float
     agreement: float
     removed: bool
+    note: str = ""  # NOT_NECESSARY for a removal by the necessity pass
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,9 @@ class SweepRow:
 @dataclass(frozen=True)
 class Extraction:
     circuit: Circuit
-    edge_log: list[EdgeStep]  # the selected threshold's run, in the order edges were tried
+    # the selected threshold's run, in the order edges were tried, then the necessity
+    # pass's removals
+    edge_log: list[EdgeStep]
     sweep: list[SweepRow]
     float_agreement: float  # float64 controlled forward
     exact_agreement: float | None  # farm.exact; None where it does not define the circuit
@@ -124,6 +132,32 @@ def acdc(scorer: CandidateScorer, start: Circuit, threshold: float
     return prune(current), log
 
 
+def necessity_pass(scorer: CandidateScorer, start: Circuit
+                   ) -> tuple[Circuit, list[EdgeStep]]:
+    """Remove edges no decision needs, until each remaining edge is individually necessary.
+
+    Each round tries every retained edge in reverse topological order (removal followed by
+    `prune`, one forward each) and removes the one whose removal keeps agreement 1.0 at the
+    smallest KL increase, so the circuit stays as faithful as it can; it stops when every
+    removal drops agreement below 1.0. Dangling edges `prune` drops go unlogged.
+    """
+    current, kl_current = start, scorer.score(start)[0]
+    log: list[EdgeStep] = []
+    while True:
+        removable: list[tuple[float, Edge, Circuit]] = []
+        for edge in reversed(current.ordered_edges()):
+            candidate = prune(current.without(edge))
+            kl, agreement, _ = scorer.score(candidate)
+            if agreement == 1.0:
+                removable.append((kl, edge, candidate))
+        if not removable:
+            return current, log
+        kl, (source, target), current = min(removable, key=lambda r: r[0])  # ties: first tried
+        log.append(EdgeStep(source, target, kl_current, kl, kl - kl_current, 1.0, True,
+                            NOT_NECESSARY))
+        kl_current = kl
+
+
 def prune(circuit: Circuit) -> Circuit:
     """Keep only edges on an emb → logits path."""
     edges = circuit.ordered_edges()
@@ -141,15 +175,20 @@ def prune(circuit: Circuit) -> Circuit:
 
 def extract(model: VerifiableGPT, task_name: str, granularity: Granularity = "block",
             ablation: Ablation = "zero", thresholds: tuple[float, ...] = THRESHOLDS,
-            device: str = "auto", progress: bool = False) -> Extraction:
-    """Sweep ACDC thresholds, keep the smallest circuit with agreement 1.0, confirm it exactly."""
+            device: str = "auto", progress: bool = False, keep_kl_edges: bool = False
+            ) -> Extraction:
+    """Sweep ACDC thresholds, keep the smallest circuit with agreement 1.0, confirm it exactly.
+
+    Unless keep_kl_edges, the winner first goes through `necessity_pass`.
+    """
     start_time = time.perf_counter()
     task = get_task(task_name)
     if granularity not in ("block", "head"):
         raise FarmError(f"unknown granularity {granularity!r}; expected block or head")
     scorer = CandidateScorer(model, task, ablation, device)
     with _single_thread(scorer.tokens.device):
-        return _sweep(model, scorer, granularity, thresholds, progress, start_time)
+        return _sweep(model, scorer, granularity, thresholds, progress, start_time,
+                      keep_kl_edges)
 
 
 @contextmanager
@@ -166,7 +205,8 @@ def _single_thread(device: torch.device) -> Iterator[None]:
 
 
 def _sweep(model: VerifiableGPT, scorer: CandidateScorer, granularity: Granularity,
-           thresholds: tuple[float, ...], progress: bool, start_time: float) -> Extraction:
+           thresholds: tuple[float, ...], progress: bool, start_time: float,
+           keep_kl_edges: bool) -> Extraction:
     task, ablation = scorer.task, scorer.ablation
     full = Circuit.full(model.cfg.n_layers, model.cfg.n_heads, granularity, task.name)
     _, full_agreement, _ = scorer.score(full)
@@ -184,15 +224,20 @@ def _sweep(model: VerifiableGPT, scorer: CandidateScorer, granularity: Granulari
     if not good:
         raise FarmError(f"no threshold in {list(thresholds)} gave a {task.name} circuit with "
                         "agreement 1.0")
-    row, circuit, log = min(good, key=lambda r: (r[0].num_edges, r[0].kl, r[0].threshold))
-    _, float_agreement, float_min_margin = scorer.score(circuit)
+    row, selected, log = min(good, key=lambda r: (r[0].num_edges, r[0].kl, r[0].threshold))
+    circuit, necessity_log = (selected, []) if keep_kl_edges else necessity_pass(scorer, selected)
+    kl, float_agreement, float_min_margin = scorer.score(circuit)
     exact_agreement, exact_min_margin = confirm_exact(model, circuit, task, ablation)
     circuit = Circuit(circuit.n_layers, circuit.n_heads, circuit.granularity, circuit.edges,
                       task.name, {"ablation": ablation, "metric": METRIC, "min_agreement": 1.0,
-                                  "threshold": row.threshold, "candidate_kl": row.kl,
+                                  "threshold": row.threshold, "candidate_kl": kl,
                                   "float_agreement": float_agreement,
-                                  "exact_agreement": exact_agreement})
-    return Extraction(circuit, log, [r[0] for r in runs], float_agreement, exact_agreement,
+                                  "exact_agreement": exact_agreement,
+                                  "necessity_pruned": None if keep_kl_edges else [
+                                      list(e) for e in selected.ordered_edges()
+                                      if e not in circuit.edges]})
+    return Extraction(circuit, log + necessity_log, [r[0] for r in runs], float_agreement,
+                      exact_agreement,
                       float_min_margin, exact_min_margin, len(full.edges),
                       time.perf_counter() - start_time)
 

@@ -5,7 +5,14 @@ import json
 
 import pytest
 
-from farm.acdc import THRESHOLDS, circuit_agreement, confirm_exact, extract, prune
+from farm.acdc import (
+    NOT_NECESSARY,
+    THRESHOLDS,
+    circuit_agreement,
+    confirm_exact,
+    extract,
+    prune,
+)
 from farm.checkpoint import (
     Checkpoint,
     export_smt_weights,
@@ -16,6 +23,7 @@ from farm.checkpoint import (
 from farm.circuits import Circuit, load_circuit
 from farm.cli import main
 from farm.errors import FarmError
+from farm.exact import ExactModel
 from farm.tasks import DEFAULT_TASKS, get_task
 
 
@@ -51,9 +59,11 @@ def test_sweep_picks_the_smallest_agreeing_circuit(extracted, task):
     rows = list(csv.DictReader((out / "sweep.csv").open()))
     assert [float(r["threshold"]) for r in rows] == list(THRESHOLDS)
     agreeing = [int(r["num_edges"]) for r in rows if float(r["agreement"]) == 1.0]
-    assert len(circuit.edges) == min(agreeing)
+    assert len(circuit.edges) + len(circuit.metadata["necessity_pruned"]) == min(agreeing)
     # the edge log explains the winning run: kept edges were tried and kept, none removed
     log = json.loads((out / "edge_log.json").read_text())
+    necessity = [(s["source"], s["target"]) for s in log if s["note"] == NOT_NECESSARY]
+    assert set(necessity) <= {tuple(e) for e in circuit.metadata["necessity_pruned"]}
     removed = {(s["source"], s["target"]) for s in log if s["removed"]}
     assert not removed & circuit.edges
     kept = {(s["source"], s["target"]) for s in log if not s["removed"]}
@@ -61,7 +71,38 @@ def test_sweep_picks_the_smallest_agreeing_circuit(extracted, task):
     for step in log:
         assert step["delta"] == pytest.approx(step["kl_after"] - step["kl_before"])
         if step["removed"]:
-            assert step["agreement"] == 1.0 and step["delta"] < circuit.metadata["threshold"]
+            assert step["agreement"] == 1.0
+            assert step["note"] == NOT_NECESSARY or step["delta"] < circuit.metadata["threshold"]
+
+
+@pytest.mark.parametrize("task", DEFAULT_TASKS)
+def test_every_edge_is_decision_necessary_in_exact_arithmetic(trained, extracted, task):
+    """SPEC §4 edge necessity: removing any one edge flips some row's exact decision."""
+    circuit = load_circuit(extracted[1][task] / "circuit.json")
+    exact = ExactModel(trained.model.cfg, Checkpoint.from_model(trained.model).weights)
+    spec = get_task(task)
+    prompts = spec.domain()
+
+    def decisions(c: Circuit) -> list[bool]:
+        return [r.margin(spec.target(p), spec.alternate(p)) > 0
+                for r, p in zip(exact.run(prompts, c), prompts, strict=True)]
+
+    assert all(decisions(circuit))
+    for edge in circuit.ordered_edges():
+        assert not all(decisions(circuit.without(edge))), f"{edge} is not necessary"
+
+
+def test_keep_kl_edges_skips_the_necessity_pass(extracted, tmp_path):
+    """bracket_type: ACDC alone keeps mlp_0 -> attn_1, which no decision needs."""
+    out = tmp_path / "kept"
+    assert main(["extract", "--checkpoint", str(extracted[0]), "--task", "bracket_type",
+                 "--out", str(out), "--quiet", "--device", "cpu", "--keep-kl-edges"]) == 0
+    kept = load_circuit(out / "circuit.json")
+    pruned = load_circuit(extracted[1]["bracket_type"] / "circuit.json")
+    assert kept.metadata["necessity_pruned"] is None
+    assert pruned.edges < kept.edges
+    assert kept.edges - pruned.edges == {tuple(e) for e in pruned.metadata["necessity_pruned"]}
+    assert ("mlp_0", "attn_1") in kept.edges - pruned.edges
 
 
 @pytest.mark.parametrize("task", DEFAULT_TASKS)

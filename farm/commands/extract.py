@@ -23,10 +23,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     f"{list(THRESHOLDS)}: visit nodes in reverse topological order and drop "
                     "each incoming edge whose removal keeps candidate agreement at 1.0 and "
                     "raises the candidate KL by less than the threshold; then drop edges off "
-                    "every emb -> logits path. The smallest circuit with agreement 1.0 wins and "
-                    "is confirmed in exact arithmetic (refused if any row fails there). Writes "
-                    "circuit.json, edge_log.json (every tried edge of the winning run) and "
-                    "sweep.csv to --out.")
+                    "every emb -> logits path. The smallest circuit with agreement 1.0 wins. "
+                    "Unless --keep-kl-edges, edges no decision needs are then removed one at "
+                    "a time (smallest KL increase first, re-pruning after each) until "
+                    "removing any remaining edge changes some row's decision, as the "
+                    "verifier's edge-necessity property demands. The result is confirmed in "
+                    "exact arithmetic (refused if any row fails there). Writes circuit.json "
+                    "(necessity_pruned lists the edges that pass removed), edge_log.json "
+                    "(every tried edge of the winning run, then the necessity removals, noted "
+                    "'removed: not decision-necessary') and sweep.csv to --out.")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (farm train)")
     p.add_argument("--task", required=True, help=f"task to explain: {', '.join(task_names())}")
     p.add_argument("--out", help="output directory (default: circuits/TASK)")
@@ -40,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "%(default)s)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the batched forwards run; auto picks CUDA when present")
+    p.add_argument("--keep-kl-edges", action="store_true",
+                   help="skip the decision-necessity pass: keep every edge ACDC kept for its "
+                        "KL cost, even one no decision depends on (upstream behaviour)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -55,7 +63,7 @@ def sweep_csv(rows: list[SweepRow]) -> str:
 def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     result = extract(ckpt.to_model(), args.task, args.granularity, args.ablation, THRESHOLDS,
-                     args.device, progress=not args.quiet)
+                     args.device, progress=not args.quiet, keep_kl_edges=args.keep_kl_edges)
     circuit = replace(result.circuit,
                       metadata={**result.circuit.metadata, "checkpoint_sha256": ckpt.sha256})
     out = Path(args.out or Path("circuits") / args.task)
@@ -69,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
           f"{args.ablation} ablation), extracted in {result.seconds:.2f} s")
     for source, target in circuit.ordered_edges():
         print(f"  {source} -> {target}")
+    pruned = circuit.metadata["necessity_pruned"]
+    if pruned:
+        print("removed as not decision-necessary: "
+              + ", ".join(f"{s} -> {t}" for s, t in pruned))
     exact = ("not checked: farm.exact defines zero ablation of piecewise-linear models only"
              if result.exact_agreement is None else
              f"{result.exact_agreement:.0%} (min margin {result.exact_min_margin:.6f})")
