@@ -26,8 +26,8 @@ import shutil
 import subprocess
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from functools import lru_cache
@@ -37,13 +37,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from encoders.cache import Record
 from encoders.properties import (
     CONTENT_INVARIANCE,
     EDGE_NECESSITY,
     FUNCTIONAL_EQUIVALENCE,
     ROBUSTNESS,
-    PlannedQuery,
 )
 from farm.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
 from farm.circuits import Circuit
@@ -61,6 +59,7 @@ from farm.model import LEAKY_SLOPE
 from farm.replay import ReplayReport, replay
 from farm.signing import canonical_json, file_subject, sign_statement, verify_statement
 from farm.tasks import DEFAULT_TASKS, get_task
+from farm.verify import QueryRecord
 
 CERTIFICATE_FILE = "certificate.dsse.json"
 SIDECAR_SUFFIX = ".queries.parquet"
@@ -85,42 +84,6 @@ SIDECAR_SCHEMA = pa.schema([
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class QueryRecord:
-    """One planned query instance and its solver verdict: one sidecar row.
-
-    Instances, not distinct hashes: two inputs may plan the same text, and the
-    property counts are per instance.
-    """
-
-    property: str
-    task: str
-    subject: str
-    query_hash: str
-    verdict: str  # sat | unsat | unknown | error
-    winner: str | None
-    z3_seconds: float | None
-    cvc5_seconds: float | None
-    reason: str
-
-    @classmethod
-    def of(cls, query: PlannedQuery, record: Record) -> QueryRecord:
-        return cls(query.property, query.task, query.subject, query.hash, record.status,
-                   record.winner, record.z3_seconds, record.cvc5_seconds, record.reason)
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> QueryRecord:
-        names = [f.name for f in fields(cls)]
-        if not isinstance(data, Mapping) or not set(names) - {"reason"} <= set(data):
-            raise FarmError(f"{where}: a query record needs the fields {', '.join(names)}")
-        return cls(**{n: data.get(n, "") if n == "reason" else data[n] for n in names})
-
-
-def query_records(judged: Iterable[tuple[PlannedQuery, Record, Any]]) -> list[QueryRecord]:
-    """The sidecar rows of the judged queries `farm.verify.fold` counted, one per query."""
-    return [QueryRecord.of(q, record) for q, record, _ in judged]
 
 
 def _result_json(result: Any) -> dict[str, Any]:

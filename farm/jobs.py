@@ -64,6 +64,7 @@ class JobSpec:
     solver_actors: int = 2
     in_flight: int = 2  # shards queued per actor: one solving, one ready to start
     out: str = "runs/job"
+    signing_key: str | None = None  # Ed25519 private key (PEM); default: OUT/keys, made once
 
 
 def load_job_spec(path: str | Path) -> JobSpec:
@@ -122,8 +123,9 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
             raise FarmError(f"{where}: circuits has no entry for task(s) {', '.join(missing)}")
         circuits = {t: resolve_circuit(p) for t, p in circuits.items()}
     checkpoint = spec.checkpoint if spec.checkpoint == "train" else resolve(spec.checkpoint)
+    key = spec.signing_key and resolve(spec.signing_key)
     return replace(spec, epsilon=epsilon, properties=props, circuits=circuits,
-                   checkpoint=checkpoint, out=resolve(spec.out))
+                   checkpoint=checkpoint, out=resolve(spec.out), signing_key=key)
 
 
 # --------------------------------------------------------------------------- shards

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any, Literal
@@ -239,6 +239,37 @@ class RadiusResult:
         return min(Fraction(r["certified"]) for r in self.per_input)
 
 
+@dataclass(frozen=True)
+class QueryRecord:
+    """One planned query instance and its solver verdict: one sidecar row.
+
+    Instances, not distinct hashes: two inputs may plan the same text, and the
+    property counts are per instance.
+    """
+
+    property: str
+    task: str
+    subject: str
+    query_hash: str
+    verdict: str  # sat | unsat | unknown | error
+    winner: str | None
+    z3_seconds: float | None
+    cvc5_seconds: float | None
+    reason: str
+
+    @classmethod
+    def of(cls, query: PlannedQuery, record: Record) -> QueryRecord:
+        return cls(query.property, query.task, query.subject, query.hash, record.status,
+                   record.winner, record.z3_seconds, record.cvc5_seconds, record.reason)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> QueryRecord:
+        names = [f.name for f in fields(cls)]
+        if not isinstance(data, Mapping) or not set(names) - {"reason"} <= set(data):
+            raise FarmError(f"{where}: a query record needs the fields {', '.join(names)}")
+        return cls(**{n: data.get(n, "") if n == "reason" else data[n] for n in names})
+
+
 @dataclass
 class PropertyResult:
     property: str
@@ -257,6 +288,7 @@ class PropertyResult:
     solver_seconds: dict[str, float]
     seconds: float  # wall time: planning, solving and judging
     radius: RadiusResult | None = None
+    query_records: list[QueryRecord] = field(default_factory=list)  # the audit trail, per query
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -296,7 +328,8 @@ def fold(prop: str, task: str, judged: Sequence[Judged], findings: Sequence[Find
         statuses["unknown"], kinds["error"], kinds["inconclusive"], cached, counterexamples,
         [o.detail for _, _, o in judged if o.kind in ("unknown", "error")],
         {s: wins[s] for s in SOLVERS},
-        {s: sum(getattr(r, f"{s}_seconds") or 0.0 for r in records) for s in SOLVERS}, 0.0)
+        {s: sum(getattr(r, f"{s}_seconds") or 0.0 for r in records) for s in SOLVERS}, 0.0,
+        query_records=[QueryRecord.of(q, r) for q, r, _ in judged])
 
 
 # --------------------------------------------------------------------------- driving

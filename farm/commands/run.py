@@ -1,4 +1,4 @@
-"""`farm run job.yaml`: the whole pipeline on Ray, train → extract → verify → result JSON.
+"""`farm run job.yaml`: the whole pipeline on Ray, train → extract → verify → certificate.
 
 Without RAY_ADDRESS it starts an embedded Ray instance sized to this machine
 (every core a `solver` slot); under `ray job submit` it joins that cluster. The
@@ -6,7 +6,8 @@ driver plans queries (encoders.properties) and dispatches shards; solver actors
 answer them; the reducer persists, judges and folds (farm.verify). Guided
 robustness queries judged inconclusive get a second, fully encoded round, as
 in `farm verify`. Rerunning a job with the same `out` resumes: answered
-queries are read back, not solved.
+queries are read back, not solved. The result is sealed in a signed certificate
+(farm.certificate), Lean-checked on a node offering the `lean` resource.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import pyarrow.parquet as pq
 import ray
 from tqdm import tqdm
 
+from actors.lean import remote_lean_check
 from actors.reducer import Group, reducer_actor
 from actors.solver import solver_actor
 from actors.trainer import trainer_actor
 from encoders.properties import Finding, PlannedQuery, Planner
+from farm.certificate import issue, load_verify_results
 from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from farm.circuits import Circuit, save_circuit, write_text_atomic
 from farm.commands.verify import format_details, format_table
@@ -43,7 +46,9 @@ from farm.jobs import (
     shards,
     stats_lines,
 )
+from farm.lean_export import lake_path
 from farm.model import GPTConfig
+from farm.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, generate_keypair
 from farm.tasks import get_task
 from farm.train import TrainConfig
 from farm.verify import PropertyResult, VerifyOptions, plan_property, resolve_circuit
@@ -56,9 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "or load one circuit per task, plan every property query, solve them on "
                     "solver actors (custom resource 'solver') with bounded in-flight shards, "
                     "persist each answer as it arrives (OUT/cache), judge and fold. Writes "
-                    "OUT/result.json. Without RAY_ADDRESS an embedded Ray instance is started; "
-                    "rerunning resumes from the answers already persisted. Exit status 0 only "
-                    "if every property is VERIFIED.")
+                    "OUT/result.json and the signed OUT/certificate.dsse.json (key: the spec's "
+                    "signing_key, or OUT/keys/farm_ed25519.pem made on first use). Without "
+                    "RAY_ADDRESS an embedded Ray instance is started (offering the 'lean' "
+                    "resource when lake is on PATH); rerunning resumes from the answers already "
+                    "persisted. Exit status 0 only if every property is VERIFIED.")
     p.add_argument("job", help="job spec (YAML or JSON), e.g. job.yaml")
     p.add_argument("--out", help="output directory (overrides the spec's 'out')")
     p.add_argument("--num-cpus", type=int,
@@ -75,7 +82,8 @@ def connect(num_cpus: int | None = None) -> None:
         ray.init(log_to_driver=False)
         return
     cpus = num_cpus or os.cpu_count() or 1
-    ray.init(address="local", num_cpus=cpus, resources={"solver": cpus},
+    lean = {"lean": 1} if lake_path() else {}
+    ray.init(address="local", num_cpus=cpus, resources={"solver": cpus, **lean},
              include_dashboard=False, log_to_driver=False)
 
 
@@ -202,12 +210,28 @@ def run(args: argparse.Namespace) -> int:
     out = Path(spec.out)
     write_text_atomic(out / "result.json",
                       json.dumps(result.to_json(), indent=1, default=str) + "\n")
-    # The certificate (farm.certificate) is derived from result.json here, once it lands.
+    certificate, public_key = certify(spec, out)
     print(f"{spec.name}: checkpoint {result.checkpoint.sha256[:16]}…, solver {spec.solver}, "
           f"epsilon {spec.epsilon}, {result.seconds:.1f} s")
     print(format_table(result.results))
     if details := format_details(result.results):
         print(details)
     print(stats_lines(result.stats))
-    print(f"wrote {out / 'result.json'}")
+    print(f"wrote {out / 'result.json'} and {certificate}; check it with\n"
+          f"  farm check {certificate} --pubkey {public_key}")
     return 0 if all(r.status == "VERIFIED" for r in result.results) else 1
+
+
+def certify(spec: JobSpec, out: Path) -> tuple[Path, Path]:
+    """Sign the job's result.json as a certificate, the way `farm certify` does."""
+    key = Path(spec.signing_key) if spec.signing_key else out / "keys" / PRIVATE_KEY_NAME
+    public_key = key.with_name(PUBLIC_KEY_NAME)
+    if not spec.signing_key and not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        generate_keypair(key, public_key)
+    work = load_verify_results([out / "result.json"])
+    checkpoint = out / "checkpoint" if spec.checkpoint == "train" else Path(spec.checkpoint)
+    certificate = out / "certificate.dsse.json"
+    issue(checkpoint, work.circuits, work.results, work.records, key, certificate,
+          tasks=spec.tasks, lean=remote_lean_check)
+    return certificate, public_key
