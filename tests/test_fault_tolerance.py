@@ -7,6 +7,7 @@ fault-free reference. "Exactly once" is checked on what the reducer folded.
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 import ray
@@ -79,6 +80,18 @@ def assert_exact_once(planned, reference, results, records, cached=0):
                              result.status)
 
 
+def _ping_after_restart(actor, deadline_s: float = 120.0) -> bool:
+    """Ping an actor Ray is restarting: "unavailable" is the restart in progress, not an answer."""
+    give_up = time.monotonic() + deadline_s
+    while True:
+        try:
+            return ray.get(actor.ping.remote())
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > give_up:
+                raise
+            time.sleep(0.5)
+
+
 class TestLocal:
     @pytest.fixture(scope="class", autouse=True)
     @classmethod
@@ -101,7 +114,7 @@ class TestLocal:
         try:
             reports = farm.run(planned, kill_once)
             results, records = farm.folded()
-            assert ray.get(farm.solvers[0].ping.remote())  # Ray brought it back
+            assert _ping_after_restart(farm.solvers[0])  # Ray brought it back
         finally:
             farm.close()
         assert killed and len(records) == len(planned)
