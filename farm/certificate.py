@@ -43,6 +43,7 @@ from encoders.properties import (
     FUNCTIONAL_EQUIVALENCE,
     ROBUSTNESS,
 )
+from farm.atomic import write_bytes_atomic, write_text_atomic
 from farm.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
 from farm.circuits import Circuit
 from farm.errors import FarmError
@@ -366,20 +367,6 @@ def sidecar_path(certificate: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name.split(".", 1)[0] + SIDECAR_SUFFIX)
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def sidecar_bytes(records: Sequence[QueryRecord]) -> bytes:
     """The query records as one Parquet file, in memory: it is hashed before it is written."""
     sink = pa.BufferOutputStream()
@@ -421,8 +408,8 @@ def issue(checkpoint_dir: str | os.PathLike[str], circuits: Sequence[Circuit],
     predicate["lean"] = lean_entry(export, outcome)
     envelope = sign_statement(predicate, [weights, queries], private_key)
     try:
-        _atomic_write(sidecar, lambda f: f.write(data))
-        _atomic_write(out, lambda f: f.write((json.dumps(envelope, indent=1) + "\n").encode()))
+        write_bytes_atomic(sidecar, data)
+        write_text_atomic(out, json.dumps(envelope, indent=1) + "\n")
     except OSError as err:
         raise FarmError(f"cannot write certificate {out}: {err}") from err
     return predicate

@@ -10,13 +10,12 @@ controlled forward give it meaning.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from farm.atomic import write_text_atomic
 from farm.errors import FarmError
 
 Granularity = Literal["block", "head"]
@@ -170,16 +169,3 @@ def load_circuit(path: str | Path) -> Circuit:
 def save_circuit(circuit: Circuit, path: str | Path) -> None:
     """Write `circuit.json` atomically."""
     write_text_atomic(Path(path), json.dumps(circuit.to_json_dict(), indent=2) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary sibling and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -23,8 +23,8 @@ from typing import Any
 
 from encoders.properties import FUNCTIONAL_EQUIVALENCE, PlannedQuery, Planner
 from encoders.solvers import BACKENDS, SolverPool
+from farm.atomic import write_text_atomic
 from farm.checkpoint import load_checkpoint
-from farm.circuits import write_text_atomic
 from farm.commands.verify import parse_properties, positive_fraction
 from farm.errors import FarmError
 from farm.exact import ExactModel

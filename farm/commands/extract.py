@@ -10,8 +10,9 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from farm.acdc import THRESHOLDS, SweepRow, extract
+from farm.atomic import write_text_atomic
 from farm.checkpoint import load_checkpoint
-from farm.circuits import save_circuit, write_text_atomic
+from farm.circuits import save_circuit
 from farm.controlled import ABLATIONS
 from farm.tasks import task_names
 

@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from farm.atomic import write_text_atomic
 from farm.checkpoint import load_checkpoint
-from farm.circuits import write_text_atomic
 from farm.replay import replay
 from farm.tasks import DEFAULT_TASKS, task_names
 

@@ -31,9 +31,10 @@ from actors.reducer import Group, reducer_actor
 from actors.solver import solver_actor
 from actors.trainer import trainer_actor
 from encoders.properties import Finding, PlannedQuery, Planner
+from farm.atomic import write_text_atomic
 from farm.certificate import issue, load_verify_results
 from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from farm.circuits import Circuit, save_circuit, write_text_atomic
+from farm.circuits import Circuit, save_circuit
 from farm.commands.verify import format_details, format_table
 from farm.errors import FarmError
 from farm.exact import ExactModel

@@ -11,8 +11,8 @@ from pathlib import Path
 from encoders.cache import ResultCache
 from encoders.properties import PROPERTIES, Planner
 from encoders.solvers import MODES
+from farm.atomic import write_text_atomic
 from farm.checkpoint import load_checkpoint
-from farm.circuits import write_text_atomic
 from farm.errors import FarmError
 from farm.exact import ExactModel
 from farm.tasks import get_task, task_names
