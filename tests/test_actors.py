@@ -10,6 +10,8 @@ import ray
 from actors.reducer import reducer_actor
 from actors.solver import solver_actor
 from actors.trainer import trainer_actor
+from encoders.properties import Planner
+from farm.acdc import extract
 from farm.checkpoint import Checkpoint
 from farm.exact import ExactModel
 from farm.jobs import dispatch, shards
@@ -17,21 +19,35 @@ from farm.model import GPTConfig
 from farm.tasks import get_task
 from farm.tracing import traces_table
 from farm.train import TrainConfig
-from farm.verify import fold, judge
-from tests.conftest import solve_locally
+from farm.verify import LocalFarm, fold, judge
 
 
 @pytest.fixture(scope="module")
-def planned(quote_planner):
+def ckpt(trained) -> Checkpoint:
+    return Checkpoint.from_model(trained.model)
+
+
+@pytest.fixture(scope="module")
+def circuit(trained):
+    return extract(trained.model, "quote_close").circuit
+
+
+@pytest.fixture(scope="module")
+def planned(ckpt, circuit):
     """8 functional-equivalence and 4 content-invariance queries of quote_close."""
-    return (list(itertools.islice(quote_planner.functional_equivalence(), 8))
-            + list(itertools.islice(quote_planner.content_invariance(), 4)))
+    planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, get_task("quote_close"))
+    return (list(itertools.islice(planner.functional_equivalence(), 8))
+            + list(itertools.islice(planner.content_invariance(), 4)))
 
 
 @pytest.fixture(scope="module")
 def reference(planned):
-    """The Ray-free answers, computed before Ray starts."""
-    return solve_locally(planned)
+    """The Ray-free answers (LocalFarm), computed before Ray starts."""
+    with LocalFarm("z3", 60, jobs=1) as local:
+        records = local.solve(planned)
+    assert all(r.status != "error" for r in records.values()), [
+        r.reason for r in records.values()]
+    return records
 
 
 @pytest.fixture(scope="module")
@@ -79,18 +95,18 @@ def test_actors_agree_with_the_local_farm_and_resume_from_cache(reference, local
 
 
 def test_trainer_actor_trains_traces_and_extracts_as_the_library_does(local_ray, trained,
-                                                                       ckpt, quote_circuit):
+                                                                       ckpt, circuit):
     trainer = trainer_actor()
     try:
         config, weights, info = ray.get(trainer.train.remote(GPTConfig(), TrainConfig(seed=0)))
         assert Checkpoint(config, weights).sha256 == ckpt.sha256  # deterministic, same bytes
         assert info["accuracy"] == 1.0
         found = ray.get(trainer.extract.remote(config, weights, "quote_close"))
-        assert found.circuit == quote_circuit
+        assert found.circuit == circuit
         assert found.circuit.metadata["checkpoint_sha256"] == ckpt.sha256
         prompts = get_task("quote_close").domain()[:40]  # more than one batch
-        table = ray.get(trainer.trace.remote(config, weights, quote_circuit, prompts))
-        local = traces_table(ExactModel(config, weights).run(prompts, quote_circuit), quote_circuit)
+        table = ray.get(trainer.trace.remote(config, weights, circuit, prompts))
+        local = traces_table(ExactModel(config, weights).run(prompts, circuit), circuit)
         assert table.equals(local)
     finally:
         ray.kill(trainer)

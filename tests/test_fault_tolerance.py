@@ -16,19 +16,35 @@ from ray.cluster_utils import Cluster
 from actors.reducer import reducer_actor
 from actors.solver import solver_actor
 from encoders.cache import ResultCache
+from encoders.properties import Planner
+from farm.acdc import extract
+from farm.checkpoint import Checkpoint
+from farm.exact import ExactModel
 from farm.jobs import dispatch, shards
-from tests.conftest import solve_locally
+from farm.tasks import get_task
+from farm.verify import LocalFarm
 
 
 @pytest.fixture(scope="module")
-def planned(quote_planner):
+def ckpt(trained) -> Checkpoint:
+    return Checkpoint.from_model(trained.model)
+
+
+@pytest.fixture(scope="module")
+def planned(trained, ckpt):
     """16 functional-equivalence queries of quote_close on its ACDC circuit."""
-    return list(itertools.islice(quote_planner.functional_equivalence(), 16))
+    circuit = extract(trained.model, "quote_close").circuit
+    planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, get_task("quote_close"))
+    return list(itertools.islice(planner.functional_equivalence(), 16))
 
 
 @pytest.fixture(scope="module")
 def reference(planned):
-    return {h: r.status for h, r in solve_locally(planned).items()}
+    with LocalFarm("z3", 60, jobs=1) as local:
+        records = local.solve(planned)
+    assert all(r.status != "error" for r in records.values()), [
+        r.reason for r in records.values()]
+    return {h: r.status for h, r in records.items()}
 
 
 class Farm:

@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 from actors.reducer import Collector
-from encoders.properties import FUNCTIONAL_EQUIVALENCE, PROPERTIES
+from encoders.properties import FUNCTIONAL_EQUIVALENCE, PROPERTIES, Planner
 from encoders.solvers import SolverPool
+from farm.acdc import extract
+from farm.checkpoint import Checkpoint
 from farm.errors import FarmError
+from farm.exact import ExactModel
 from farm.jobs import (
     JobSpec,
     Shard,
@@ -22,14 +25,22 @@ from farm.jobs import (
     shards,
     solve_shard,
 )
+from farm.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def planned(quote_planner):
+def ckpt(trained) -> Checkpoint:
+    return Checkpoint.from_model(trained.model)
+
+
+@pytest.fixture(scope="module")
+def planned(trained, ckpt):
     """The first 6 functional-equivalence queries of quote_close on its ACDC circuit."""
-    return list(itertools.islice(quote_planner.functional_equivalence(), 6))
+    circuit = extract(trained.model, "quote_close").circuit
+    planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, get_task("quote_close"))
+    return list(itertools.islice(planner.functional_equivalence(), 6))
 
 
 def test_default_job_yaml_parses():
