@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
@@ -34,6 +33,7 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
+from farm.atomic import stage_bytes
 from farm.errors import FarmError
 from farm.model import ACTIVATIONS, ATTN_VARIANTS, NORM_VARIANTS, GPTConfig, VerifiableGPT
 
@@ -155,23 +155,9 @@ class Checkpoint:
 # --------------------------------------------------------------------------- files
 
 
-def _stage(path: Path, data: bytes) -> Path:
-    """Write `data` to a fsynced temp file beside `path`, ready for os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return Path(tmp)
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data` in one step: readers see the old file or the new one."""
-    tmp = _stage(path, data)
+    tmp = stage_bytes(path, data)
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -248,7 +234,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> str:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         old_weights = weights_path.read_bytes() if weights_path.is_file() else None
-        staged_config = _stage(config_path, config_text)
+        staged_config = stage_bytes(config_path, config_text)
         try:
             _atomic_write(weights_path, ckpt.weights_bytes())
             try:
