@@ -42,6 +42,7 @@ from encoders.smtlib import Affine, Formula, Query, eq
 from farm.circuits import Circuit, parse_node
 from farm.errors import FarmError
 from farm.exact import ExactAffine, ExactModel, RowResult, band_norm, exact
+from farm.tracing import Trace
 
 __all__ = ["EncodedRun", "encode_run"]
 
@@ -58,12 +59,15 @@ class EncodedRun:
 
 
 def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int, ...], *,
-               tag: str, mode: Mode = "guided", result: RowResult | None = None) -> EncodedRun:
+               tag: str, mode: Mode = "guided", result: RowResult | None = None,
+               branches: Trace | None = None) -> EncodedRun:
     """Define the circuit's run on `prompt` in `q` (names prefixed by `tag`).
 
     `result` is the exact run of this circuit on this prompt (computed if not
-    given); its constants and, in guided mode, its branches are used, and the
-    guards say where that is exact. Guards are returned, never asserted.
+    given); its constants are used, and in guided mode the branches of
+    `branches` (a trace read back from `farm.tracing`) or else its own trace.
+    The guards say where that is exact: a wrong branch record fails its guard,
+    it never makes a claim true. Guards are returned, never asserted.
     """
     if mode not in ("guided", "full"):
         raise ValueError(f"mode must be 'guided' or 'full', got {mode!r}")
@@ -71,7 +75,9 @@ def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int,
     result = result or model.run([prompt], circuit)[0]
     if result.prompt != prompt:
         raise FarmError(f"exact result is for prompt {result.prompt}, not {prompt}")
-    run = _Run(q, model, circuit, result, tag, mode)
+    if branches is not None and len(branches) != len(prompt):
+        raise FarmError(f"trace has {len(branches)} positions, prompt {prompt} has {len(prompt)}")
+    run = _Run(q, model, circuit, result, tag, mode, branches or result.trace)
     last = len(prompt) - 1
     residual = run.node_input("logits", last)
     normed = run.norm(model.norm_final, residual, "logits", last)
@@ -142,8 +148,9 @@ class _Run:
     """Encodes nodes on demand, memoised per (node, position), collecting guards."""
 
     def __init__(self, q: Query, model: ExactModel, circuit: Circuit, result: RowResult,
-                 tag: str, mode: Mode) -> None:
+                 tag: str, mode: Mode, trace: Trace) -> None:
         self.q, self.m, self.result, self.tag, self.mode = q, model, result, tag, mode
+        self.trace = trace
         self.consts = _consts(model)
         self.parents = {node: circuit.parents(node) for node in circuit.nodes}
         self.fanout = {node: sum(node in ps for ps in self.parents.values())
@@ -153,6 +160,14 @@ class _Run:
         self._normed: dict[tuple[str, int], Vec] = {}
         self._heads: dict[tuple[str, int, int], Vec] = {}
         self._mlps: dict[tuple[str, int], Vec] = {}
+
+    def branch(self, t: int, site: str) -> tuple:
+        """The recorded branch of `site` at position t (guided mode)."""
+        try:
+            return self.trace[t][site]
+        except KeyError:
+            raise FarmError(f"trace of {self.result.prompt} has no branch for {site} at "
+                            f"position {t}") from None
 
     def name(self, node: str, t: int, what: str) -> str:
         return f"{self.tag}.{t}{_site(node)}.{what}"
@@ -196,7 +211,7 @@ class _Run:
         gamma, beta = params
         cfg = self.m.cfg
         if self.mode == "guided":
-            branch = self.result.trace[t][f"{node}.norm"]
+            branch = self.branch(t, f"{node}.norm")
             out, guards = band_norm_guided(self.q, x, gamma, beta, cfg.half_low, cfg.half_high,
                                            branch, tag=self.name(node, t, "bn"))
             self.guards += guards
@@ -236,7 +251,7 @@ class _Run:
                              [Affine.dot(u, self.normed(node, j), u0) for j in range(t + 1)])
         tag = self.name(node, t, f"h{h}w")
         if self.mode == "guided":
-            support = self.result.trace[t][f"{node}.head{h}.sparsemax"]
+            support = self.branch(t, f"{node}.head{h}.sparsemax")
             weights, guards = sparsemax_guided(self.q, scores, support, tag=tag)
             self.guards += guards
         else:
@@ -274,7 +289,7 @@ class _Run:
         pre = self.vector(self.name(node, t, "u"),
                           _apply(self.consts.matrix(params["up"]), self.normed(node, t)))
         if self.mode == "guided":
-            hidden, guards = leaky_relu_guided(pre, self.result.trace[t][f"{node}.act"])
+            hidden, guards = leaky_relu_guided(pre, self.branch(t, f"{node}.act"))
             self.guards += guards
         else:
             hidden = leaky_relu_full(self.q, pre, tag=self.name(node, t, "r"))
