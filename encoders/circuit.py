@@ -23,6 +23,7 @@ property pays only for the logits it reads.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -38,7 +39,7 @@ from encoders.ops import (
     sparsemax_full,
     sparsemax_guided,
 )
-from encoders.smtlib import Affine, Formula, Query, eq
+from encoders.smtlib import Affine, Formula, Query, Section, and_, eq
 from farm.circuits import Circuit, parse_node
 from farm.errors import FarmError
 from farm.exact import ExactAffine, ExactModel, RowResult, band_norm, exact
@@ -52,10 +53,22 @@ Matrix = tuple[list[list[Fraction]], list[Fraction]]  # (rows, bias)
 
 
 @dataclass(frozen=True)
+class _Position:
+    """One encoded prefix position: its section, the run's memo entries for it, its guard."""
+
+    section: Section | None
+    memo: tuple[dict, ...]  # the entries of _Run's four memo tables at this position
+    guard: Formula | None
+
+
+POSITION_CACHE = 1024  # prefix positions kept per model; one is 10-100 KB of text
+
+
+@dataclass(frozen=True)
 class EncodedRun:
     logits: list[Affine]  # final-position logits over the whole vocabulary, as terms of the query
     final_residual: list[Affine]  # r_E(x), the input of the final norm
-    guards: list[Formula]  # guided mode: conditions under which the encoding is exact; [] if none
+    guards: list[Formula]  # guided mode: per position, the Boolean naming its guards; [] if none
 
 
 def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int, ...], *,
@@ -79,23 +92,31 @@ def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int,
         raise FarmError(f"trace has {len(branches)} positions, prompt {prompt} has {len(prompt)}")
     run = _Run(q, model, circuit, result, tag, mode, branches or result.trace)
     last = len(prompt) - 1
+    key: tuple = (tag, circuit, mode)
+    for t in range(last):
+        key = (key, prompt[t], tuple(sorted(run.trace[t].items())))
+        run.prefix_position(t, key)
+    q.section(f"{tag}.p{last}")
     residual = run.node_input("logits", last)
     normed = run.norm(model.norm_final, residual, "logits", last)
     rows, bias = _consts(model).matrix(model.lm_head)
     logits = [Affine.dot(row, normed, b) for row, b in zip(rows, bias, strict=True)]
-    return EncodedRun(logits, residual, run.guards)
+    run.name_guards(last)
+    return EncodedRun(logits, residual, run.position_guards)
 
 
 # --------------------------------------------------------------------------- exact constants
 
 
 class _Consts:
-    """A model's weights as exact Fractions, and W_o·W_v fused per head; built once per model."""
+    """A model's weights as exact Fractions, W_o·W_v fused per head, and the encoded
+    prefix positions of recent runs; built once per model."""
 
     def __init__(self, model: ExactModel) -> None:
         self.model = model
         self._matrices: dict[int, Matrix] = {}
         self._ov: dict[tuple[int, int], Matrix] = {}
+        self.positions: OrderedDict[tuple, _Position] = OrderedDict()  # LRU
 
     def matrix(self, affine: ExactAffine) -> Matrix:
         key = id(affine)
@@ -136,6 +157,18 @@ def _apply(m: Matrix, x: Sequence[Affine], rows: range | None = None) -> Vec:
 # --------------------------------------------------------------------------- the run
 
 
+def _attention_ancestors(circuit: Circuit) -> list[str]:
+    """Attention nodes on a retained path to the logits, in graph order: at the last
+    position they attend over every earlier one, so those are what a prefix must hold."""
+    ancestors, todo = set(), ["logits"]
+    while todo:
+        for parent in circuit.parents(todo.pop()):
+            if parent not in ancestors:
+                ancestors.add(parent)
+                todo.append(parent)
+    return [n for n in circuit.nodes if n in ancestors and parse_node(n).kind == "attn"]
+
+
 def _site(node: str) -> str:
     """Short variable-name stem of a node: attn_0 -> a0, attn_1_h_0 -> a1h0, mlp_0 -> m0."""
     ref = parse_node(node)
@@ -155,11 +188,54 @@ class _Run:
         self.parents = {node: circuit.parents(node) for node in circuit.nodes}
         self.fanout = {node: sum(node in ps for ps in self.parents.values())
                        for node in circuit.nodes}
-        self.guards: list[Formula] = []
+        self.guards: list[Formula] = []  # of the position being encoded
+        self.position_guards: list[Formula] = []  # one named conjunction per position
         self._inputs: dict[tuple[str, int], Vec] = {}
         self._normed: dict[tuple[str, int], Vec] = {}
         self._heads: dict[tuple[str, int, int], Vec] = {}
         self._mlps: dict[tuple[str, int], Vec] = {}
+        self.readers = _attention_ancestors(circuit)
+
+    # --- positions: sections of the query, shared by every prompt with the same prefix
+
+    def prefix_position(self, t: int, key: tuple) -> None:
+        """Encode what later positions read from position t (the normed inputs of the
+        attention nodes they attend with) as one section, or include it from the cache.
+
+        Causal attention makes position t's values a function of the prefix up to t,
+        so `key` (tag, circuit, mode, then tokens and branches up to t) fixes its text.
+        """
+        cache = self.consts.positions
+        if (hit := cache.get(key)) is not None:
+            cache.move_to_end(key)
+            if hit.section is not None:  # None: nothing later positions read
+                self.q.include(hit.section)
+            for table, entries in zip(self._memo_tables(), hit.memo, strict=True):
+                table.update(entries)
+            if hit.guard is not None:
+                self.position_guards.append(hit.guard)
+            return
+        self.q.section(f"{self.tag}.p{t}")
+        for node in self.readers:
+            self.normed(node, t)
+        guard = self.name_guards(t)
+        memo = tuple({k: v for k, v in table.items() if k[-1] == t}
+                     for table in self._memo_tables())
+        cache[key] = _Position(self.q.seal(), memo, guard)
+        if len(cache) > POSITION_CACHE:
+            cache.popitem(last=False)
+
+    def _memo_tables(self) -> tuple[dict, ...]:
+        return self._inputs, self._normed, self._heads, self._mlps
+
+    def name_guards(self, t: int) -> Formula | None:
+        """Name the guards of position t by one Boolean, so a claim's negation stays short."""
+        if not self.guards:
+            return None
+        guard = self.q.boolean(f"{self.tag}.g{t}", and_(*self.guards))
+        self.guards = []
+        self.position_guards.append(guard)
+        return guard
 
     def branch(self, t: int, site: str) -> tuple:
         """The recorded branch of `site` at position t (guided mode)."""

@@ -16,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 from numbers import Rational
 
 __all__ = [
-    "Affine", "Formula", "Query", "Term", "TRUE", "FALSE",
+    "Affine", "Formula", "Query", "SECTION_MARK", "Section", "Term", "TRUE", "FALSE",
     "lt", "le", "eq", "ge", "gt", "and_", "or_", "not_", "implies", "ite", "numeral",
 ]
 
@@ -230,33 +231,108 @@ def ite(cond: Formula, then: Affine | Rational, else_: Affine | Rational) -> Ter
     return Term(f"(ite {cond.text} {Affine.sum((then,)).smt()} {Affine.sum((else_,)).smt()})")
 
 
+@dataclass(frozen=True)
+class Section:
+    """A finished run of declarations and assertions, shareable between queries.
+
+    Queries over prompts with a common prefix share their prefix positions'
+    definitions word for word; a section lets the planner build that text once
+    and lets a solver reuse its work on it (`encoders.solvers`), while the query
+    stays one self-contained script named by its whole text.
+    """
+
+    label: str
+    decls: tuple[str, ...]
+    asserts: tuple[str, ...]
+    names: frozenset[str]
+    model_vars: tuple[str, ...]
+    text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        body = "\n".join((*self.decls, *self.asserts))
+        object.__setattr__(self, "text", f"{SECTION_MARK}{self.label}\n{body}\n")
+
+
+SECTION_MARK = "; section "  # a comment line to both solvers; `encoders.solvers` splits on it
+
+
 class Query:
     """Declarations, definitions and assertions of one QF_LRA check, rendered once.
 
-    `model_vars` are the variables a SAT model is read back for (e.g. the
-    counterexample input); the text and its hash are frozen on first render.
+    The script is a sequence of labelled sections (`section`), each declaring
+    its variables before asserting anything about them. `model_vars` are the
+    variables a SAT model is read back for (e.g. the counterexample input); the
+    text and its hash are frozen on first render.
     """
 
     _HEADER = "(set-option :produce-models true)\n(set-logic QF_LRA)\n"
     _FOOTER = "(check-sat)\n"
 
     def __init__(self) -> None:
+        self._done: list[Section] = []
+        self._label = "main"
         self._decls: list[str] = []
         self._asserts: list[str] = []
+        self._section_names: set[str] = set()
+        self._section_model_vars: list[str] = []
         self._names: set[str] = set()
         self._model_vars: list[str] = []
         self._text: str | None = None
 
+    def section(self, label: str) -> None:
+        """Start a new section named `label` (closing the current one)."""
+        self._check_open()
+        self._close()
+        self._label = label
+
+    def seal(self) -> Section | None:
+        """Close the current section and return it (None if it was empty), for `include`."""
+        self._check_open()
+        closed = self._close()
+        self._label = "main"
+        return closed
+
+    def include(self, section: Section) -> None:
+        """Append a section built by another query (its names must be new here)."""
+        self._check_open()
+        if clash := section.names & self._names:
+            raise ValueError(f"section {section.label} redeclares {sorted(clash)[:3]}")
+        self._close()
+        self._done.append(section)
+        self._names |= section.names
+        self._model_vars += section.model_vars
+
+    def _close(self) -> Section | None:
+        if not (self._decls or self._asserts):
+            return None
+        closed = Section(self._label, tuple(self._decls), tuple(self._asserts),
+                         frozenset(self._section_names), tuple(self._section_model_vars))
+        self._done.append(closed)
+        self._decls, self._asserts = [], []
+        self._section_names, self._section_model_vars = set(), []
+        return closed
+
     def real(self, name: str, *, model: bool = False) -> Affine:
         """Declare a real variable; `model=True` reads it back on SAT."""
+        self._declare(name, "Real", model)
+        return Affine({name: _ONE})
+
+    def boolean(self, name: str, value: Formula) -> Formula:
+        """Name a formula by a fresh Boolean (e.g. one position's guards)."""
+        self._declare(name, "Bool", False)
+        self._asserts.append(f"(assert (= {name} {value.text}))")
+        return Formula(name)
+
+    def _declare(self, name: str, sort: str, model: bool) -> None:
         self._check_open()
         if not _SYMBOL.match(name) or name in self._names:
             raise ValueError(f"bad or duplicate SMT symbol {name!r}")
         self._names.add(name)
-        self._decls.append(f"(declare-fun {name} () Real)")
+        self._section_names.add(name)
+        self._decls.append(f"(declare-fun {name} () {sort})")
         if model:
             self._model_vars.append(name)
-        return Affine({name: _ONE})
+            self._section_model_vars.append(name)
 
     def define(self, name: str, value: Affine | Term, *, model: bool = False) -> Affine:
         """Name `value` by a fresh variable, so later uses cost one symbol, not the whole term."""
@@ -276,13 +352,13 @@ class Query:
 
     def __len__(self) -> int:
         """Number of assertions (definitions included)."""
-        return len(self._asserts)
+        return sum(len(s.asserts) for s in self._done) + len(self._asserts)
 
     def text(self) -> str:
         """The SMT-LIB2 script; after this the query is frozen."""
         if self._text is None:
-            self._text = "".join((self._HEADER, "\n".join(self._decls), "\n",
-                                  "\n".join(self._asserts), "\n", self._FOOTER))
+            self._close()
+            self._text = "".join((self._HEADER, *(s.text for s in self._done), self._FOOTER))
         return self._text
 
     @property

@@ -14,14 +14,20 @@ never "unsat"; a sat/unsat disagreement raises `SolverDisagreement`.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
+import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from multiprocessing.connection import Connection, wait
+from types import ModuleType
 from typing import Literal
+
+from encoders.smtlib import SECTION_MARK
 
 __all__ = ["BACKENDS", "MODES", "RaceResult", "SolverDisagreement", "SolverPool", "Status",
            "Verdict"]
@@ -88,10 +94,20 @@ def _z3_backend() -> Backend:
     # before search cuts a full-circuit query from ~20 s to under 1 s; the
     # default strategy runs simplex over the whole chain of big rationals.
     strategy = z3.Then("simplify", "propagate-values", "solve-eqs", "ctx-simplify", "smt")
+    prefixes = _Z3Prefixes(z3)
 
     def solve(text: str, model_vars: Sequence[str], timeout: float) -> tuple[Status, Model, str]:
+        deadline = time.perf_counter() + timeout
         s = strategy.solver()
-        s.set("timeout", max(1, int(timeout * 1000)))
+        if (goal := prefixes.goal(text)) is not None:
+            s.set("timeout", max(1, int((deadline - time.perf_counter()) * 1000)))
+            s.add(goal)
+            r = s.check()
+            if r != z3.sat:  # a sat model is read from the whole text below
+                return ("unsat", {}, "") if r == z3.unsat else (
+                    "unknown", {}, _unknown_reason(s.reason_unknown()))
+            s = strategy.solver()
+        s.set("timeout", max(1, int((deadline - time.perf_counter()) * 1000)))
         s.from_string(text)
         r = s.check()
         if r == z3.sat:
@@ -105,6 +121,74 @@ def _z3_backend() -> Backend:
         return "unknown", {}, _unknown_reason(s.reason_unknown())
 
     return solve, z3.main_ctx().interrupt
+
+
+class _Z3Prefixes:
+    """z3's simplified form of the query prefixes it has seen, so a shared prefix is
+    parsed and evaluated once (inside one warm process).
+
+    Queries over prompts with a common prefix begin with the same sections,
+    word for word (`encoders.smtlib.Section`). A chain of sections is keyed by
+    the sha256 of its exact text and stored as the goal z3's `simplify` and
+    `propagate-values` leave of it: both rewrite a goal into an *equivalent*
+    one, so the stored goal plus the query's last section is equivalent to
+    the whole query, and its unsat is the query's unsat. Only the last section
+    is new work for each query. A sat answer is re-derived from the whole text
+    (the caller's fallback), so a model never depends on this cache.
+    """
+
+    def __init__(self, z3: ModuleType, limit: int = 256) -> None:
+        self.z3, self.limit = z3, limit
+        self.reduce = z3.Then("simplify", "propagate-values")
+        self.states: OrderedDict[bytes, tuple[list, dict]] = OrderedDict()  # LRU
+        self.symbols: dict[tuple[str, str], object] = {}  # names recur in every query
+
+    def goal(self, text: str) -> list | None:
+        """The query as stored prefix state plus its parsed last section; None when
+        there is no prefix to share (a single section)."""
+        head, *sections = text.split("\n" + SECTION_MARK)
+        if len(sections) < 2:
+            return None
+        keys, key = [], hashlib.sha256(head.encode()).digest()
+        for section in sections[:-1]:
+            key = hashlib.sha256(key + section.encode()).digest()
+            keys.append(key)
+        start, state = 0, ([], {})
+        for i in reversed(range(len(keys))):
+            if keys[i] in self.states:
+                self.states.move_to_end(keys[i])
+                start, state = i + 1, self.states[keys[i]]
+                break
+        for i in range(start, len(keys)):
+            state = self._extend(head, state, sections[i], reduce=True)
+            self.states[keys[i]] = state
+            if len(self.states) > self.limit:
+                self.states.popitem(last=False)
+        return self._extend(head, state, sections[-1], reduce=False)[0]
+
+    def _extend(self, head: str, state: tuple[list, dict], section: str, *, reduce: bool
+                ) -> tuple[list, dict]:
+        formulas, decls = state
+        body = section.split("\n", 1)[1]  # drop the label line
+        # pass only the earlier symbols the section uses: z3 converts the whole dict per call
+        used = {n: decls[n] for n in set(_SYMBOL.findall(body)) if n in decls}
+        new = list(self.z3.parse_smt2_string(head + body, decls=used))  # declares its own
+        decls = dict(decls)
+        for name, sort in _DECLARATION.findall(body):
+            if (const := self.symbols.get((name, sort))) is None:
+                const = self.symbols[name, sort] = self.z3.Const(
+                    name, self.z3.RealSort() if sort == "Real" else self.z3.BoolSort())
+            decls[name] = const
+        if not reduce:
+            return formulas + new, decls
+        goal = self.z3.Goal()
+        goal.add(*formulas, *new)
+        (reduced,) = self.reduce(goal)
+        return list(reduced), decls
+
+
+_DECLARATION = re.compile(r"\(declare-fun (\S+) \(\) (Real|Bool)\)")
+_SYMBOL = re.compile(r"[A-Za-z_][\w.]*")
 
 
 def _cvc5_backend() -> Backend:

@@ -130,4 +130,6 @@ def test_only_what_the_final_position_reads_is_encoded():
     run = encode_run(q, model, Circuit(2, 1, "block", frozenset({("emb", "logits")})),
                      PROMPT, tag="x")
     assert set(re.findall(r"\bx\.(\w+)\.", q.text())) == {"5f"}
-    assert len(run.guards) >= 16  # the final norm's signs, at least
+    assert [g.text for g in run.guards] == ["x.g5"]  # one Boolean per position with guards
+    (named,) = [line for line in q.text().splitlines() if line.startswith("(assert (= x.g5 ")]
+    assert named.count("x.5f.x") >= 16  # the final norm's signs, at least

@@ -102,3 +102,34 @@ def test_rendered_query_is_frozen_and_symbols_checked():
     q2.real("x")
     with pytest.raises(ValueError):
         q2.real("x")
+
+
+def test_sections_render_in_order_and_include_reproduces_the_text():
+    """A section sealed in one query and included in another gives the same script."""
+    def build(shared) -> Query:
+        q = Query()
+        if shared is None:
+            q.section("pre")
+            a = q.define("a", Affine(const=F(1, 3)))
+            q.boolean("g", gt(a, 0))
+        else:
+            q.include(shared)
+            a = Affine({"a": F(1)})
+        q.section("last")
+        q.add(lt(a, 0))
+        return q
+
+    first = Query()
+    first.section("pre")
+    first.define("a", Affine(const=F(1, 3)))
+    first.boolean("g", gt(Affine({"a": F(1)}), 0))
+    shared = first.seal()
+    assert shared.names == {"a", "g"} and shared.text.startswith("; section pre\n")
+    built, reused = build(None), build(shared)
+    assert built.text() == reused.text() and built.hash == reused.hash
+    assert built.text().index("; section pre") < built.text().index("; section last")
+    assert "(declare-fun g () Bool)" in built.text()
+    with pytest.raises(ValueError, match="redeclares"):
+        q = Query()
+        q.real("a")
+        q.include(shared)

@@ -7,7 +7,7 @@ from fractions import Fraction as F
 
 import pytest
 
-from encoders.smtlib import Query, eq, ge, gt, le, lt, or_
+from encoders.smtlib import Affine, Query, eq, ge, gt, le, lt, or_
 from encoders.solvers import SolverDisagreement, SolverPool
 
 
@@ -124,3 +124,36 @@ def test_errors_and_crashes_are_unknown_and_the_process_replaced():
         assert pool.solve(_unsat_query().text()).status == "unsat"
         procs = [w.proc for w in pool._workers]
     assert not any(p.is_alive() for p in procs)
+
+
+def _chained(prefix_value: F, bound: F) -> tuple[str, tuple[str, ...]]:
+    """A two-section query: a shared definition chain, then a claim about its end."""
+    q = Query()
+    q.section("prefix")
+    x = q.define("x", Affine(const=prefix_value))
+    y = q.define("y", x * 3 + 1)
+    q.section("last")
+    m = q.define("m", y - bound, model=True)
+    q.add(gt(m, 0))
+    return q.text(), q.model_vars
+
+
+def test_z3_reuses_a_shared_prefix_and_answers_as_on_the_whole_text():
+    """The prefix cache changes only speed: unsat stays unsat, sat comes with the model
+    of the whole text, and each distinct prefix is reduced once per process."""
+    import z3
+
+    from encoders.solvers import _z3_backend, _Z3Prefixes
+
+    solve, _ = _z3_backend()
+    prefixes = _Z3Prefixes(z3)
+    texts = [_chained(F(1, 3), bound) for bound in (F(1), F(5), F(3))]  # y = 2
+    for text, _ in texts:
+        assert prefixes.goal(text) is not None
+    assert len(prefixes.states) == 1  # one prefix, reduced once
+    assert [solve(t, v, 10) for t, v in texts] == [
+        ("sat", {"m": F(1)}, ""), ("unsat", {}, ""), ("unsat", {}, "")]
+    assert solve(*_chained(F(2), F(5)), 10) == ("sat", {"m": F(2)}, "")  # y = 7: new prefix
+    with SolverPool("both", timeout=10) as pool:  # cvc5 reads the same text whole
+        for text, model_vars in texts:
+            pool.solve(text, model_vars)  # a disagreement would raise
