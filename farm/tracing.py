@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from farm.atomic import write_bytes_atomic
 from farm.circuits import Circuit
 from farm.errors import FarmError
 from farm.exact import BandNormBranch, ExactModel, RowResult, SideBranch
@@ -80,16 +81,22 @@ def record_traces(model: ExactModel, prompts: Sequence[Sequence[int]], path: str
                   circuit: Circuit | None = None) -> pa.Table:
     """Trace every prompt in one exact run (shared prefixes computed once) and write Parquet."""
     table = traces_table(model.run(prompts, circuit), circuit)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, compression="zstd")
+    write_traces(table, path)
     return table
+
+
+def write_traces(table: pa.Table, path: str | Path) -> None:
+    """Write a trace table as Parquet atomically: a planner never reads half a trace."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    write_bytes_atomic(Path(path), sink.getvalue().to_pybytes())
 
 
 class TraceReader:
     """Reads a trace file back into `RowResult.trace` records, one input at a time."""
 
     def __init__(self, path: str | Path):
+        self.path = Path(path)
         try:
             table = pq.read_table(path)
         except (FileNotFoundError, pa.ArrowInvalid, OSError) as err:
@@ -106,6 +113,24 @@ class TraceReader:
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    def traces_of(self, circuit: Circuit, prompts: Sequence[tuple[int, ...]]
+                  ) -> dict[tuple[int, ...], Trace]:
+        """The records of `prompts`, refused unless this file traced `circuit` on them.
+
+        Matched by prompt, not index, so a whole-domain trace serves any subset.
+        A file with no circuit recorded is taken as is (its guards still check it).
+        """
+        if self.circuit is not None and self.circuit != circuit:
+            raise FarmError(f"trace {self.path} was recorded for another circuit: "
+                            f"{_difference(self.circuit, circuit)}")
+        index = {p: k for k, p in enumerate(self.prompts)}
+        missing = [p for p in prompts if p not in index]
+        if missing:
+            raise FarmError(f"trace {self.path} has no record of {len(missing)} of the "
+                            f"{len(prompts)} prompts planned, e.g. {list(missing[0])}: it was "
+                            "recorded for other prompts")
+        return {p: self.trace(index[p]) for p in prompts}
 
     def trace(self, index: int) -> Trace:
         """The branch records of one input: per position, site → branch (as farm.exact)."""
@@ -126,3 +151,15 @@ def _branch(rec: dict[str, Any]) -> tuple:
     if rec["kind"] == SPARSEMAX:
         return tuple(rec["attn_support"])
     return tuple(rec["act_signs"])
+
+
+def _difference(traced: Circuit, planned: Circuit) -> str:
+    """What tells two circuits apart, for the user."""
+    found = []
+    if extra := sorted(traced.edges - planned.edges):
+        found.append(f"it has edge(s) {extra} not planned")
+    if absent := sorted(planned.edges - traced.edges):
+        found.append(f"it lacks the planned edge(s) {absent}")
+    return "; ".join(found) or (
+        f"it is a {traced.granularity} circuit of {traced.n_layers} layers for task "
+        f"{traced.task}, not a {planned.granularity} one of {planned.n_layers} for {planned.task}")
