@@ -36,6 +36,7 @@ from encoders.smtlib import Affine, Formula, Query, and_, eq, ge, gt, le, lt, no
 from farm.circuits import Circuit, Edge
 from farm.exact import BandNormBranch, ExactModel, RowResult
 from farm.tasks import Task
+from farm.tracing import Trace, TraceReader
 
 FUNCTIONAL_EQUIVALENCE = "functional_equivalence"
 EDGE_NECESSITY = "edge_necessity"
@@ -153,15 +154,24 @@ class Planner:
     """Plans the queries of one (model, circuit, task); the circuit's exact runs are shared."""
 
     def __init__(self, model: ExactModel, circuit: Circuit, task: Task,
-                 mode: EncodeMode = "guided", inputs: Sequence[int] | None = None) -> None:
+                 mode: EncodeMode = "guided", inputs: Sequence[int] | None = None,
+                 traces: TraceReader | None = None) -> None:
         """`inputs` restricts the domain to those indices (benchmarks, tests): every
-        property then speaks of that subset only, as `Planner.restricted` says."""
+        property then speaks of that subset only, as `Planner.restricted` says.
+
+        `traces` (a `farm.tracing` file of this circuit, refused otherwise) gives
+        the guided branches of the circuit's own runs in place of the exact runs'
+        traces, so the recorded file is what gets proved from; a wrong record
+        fails its guard, it never proves a claim.
+        """
         self.model, self.circuit, self.task, self.mode = model, circuit, task, mode
         domain = task.domain()
         self.restricted = inputs is not None
         self.prompts = [domain[i] for i in inputs] if inputs is not None else domain
         self.results = model.run(self.prompts, circuit)
         self.c0, self.c1 = task.candidates
+        self.branches: dict[tuple[int, ...], Trace] = (  # empty: the exact runs' own traces
+            traces.traces_of(circuit, self.prompts) if traces is not None else {})
 
     def margin(self, result: RowResult) -> Fraction:
         return result.logits[self.c0] - result.logits[self.c1]
@@ -177,8 +187,9 @@ class Planner:
         guards: list[Formula] = []
         margins = []
         for k, (circuit, prompt, result) in enumerate(runs):
+            branches = self.branches.get(prompt) if circuit == self.circuit else None
             run = encode_run(q, self.model, circuit, prompt, tag=f"r{k}", mode=self.mode,
-                             result=result)
+                             result=result, branches=branches)
             guards.extend(run.guards)
             margins.append(q.define(f"m{k}", run.logits[self.c0] - run.logits[self.c1],
                                     model=True))
@@ -279,7 +290,8 @@ class Planner:
         if self.model.norm_final is None:
             normed = r
         elif encoding == "guided":
-            branch = self.results[i].trace[-1]["logits.norm"]
+            trace = self.branches.get(self.prompts[i], self.results[i].trace)
+            branch = trace[-1]["logits.norm"]
             normed, guards = band_norm_guided(q, r, *self.model.norm_final, cfg.half_low,
                                               cfg.half_high, branch, tag="fn")
         else:

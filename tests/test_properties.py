@@ -9,8 +9,10 @@ import pytest
 
 from encoders.properties import Claim, Fixed, Perturbed, Planner
 from farm.circuits import Circuit
+from farm.errors import FarmError
 from farm.exact import ExactModel
 from farm.tasks import get_task
+from farm.tracing import TraceReader, record_traces
 from tests.conftest import weights_of
 
 QUOTE_EDGES = [("emb", "attn_0"), ("emb", "attn_1"), ("attn_0", "attn_1"), ("attn_1", "logits")]
@@ -73,3 +75,47 @@ def test_robustness_fixes_signs_only_in_the_full_encoding(planner):
     assert full.replay.branch is None and guided.hash != full.hash
     assert guided.model_vars[:16] == tuple(f"eta_{k}" for k in range(16))
     assert "(<= eta_0 (/ 1 100))" in guided.text
+
+
+@pytest.fixture(scope="module")
+def trace_file(planner, tmp_path_factory):
+    """The circuit's trace over the whole domain, as `farm run` records it."""
+    path = tmp_path_factory.mktemp("trace") / "quote_close.parquet"
+    record_traces(planner.model, planner.task.domain(), path, planner.circuit)
+    return path
+
+
+def _texts(p: Planner) -> list[tuple[str, str]]:
+    queries = [*p.functional_equivalence(), *p.edge_necessity()[0], *p.content_invariance(),
+               *p.robustness(F(1, 100)), p.robustness_query(1, F(1, 100), encoding="full")]
+    return [(q.subject, q.hash) for q in queries] + [("text", q.text) for q in queries]
+
+
+def test_planning_from_a_trace_file_gives_the_same_queries(planner, trace_file):
+    traced = Planner(planner.model, planner.circuit, planner.task, inputs=[0, 1, 15],
+                     traces=TraceReader(trace_file))
+    assert traced.branches.keys() == set(planner.prompts)  # a subset of the domain's file
+    assert _texts(traced) == _texts(planner)
+    guided = traced.robustness_query(2, F(1, 100))
+    assert guided.replay == planner.robustness_query(2, F(1, 100)).replay
+
+
+def test_a_trace_of_another_circuit_or_other_prompts_is_refused(planner, trace_file, tmp_path):
+    model, task, circuit = planner.model, planner.task, planner.circuit
+    full = Circuit.full(2, 1, "block", task.name)
+    record_traces(model, task.domain()[:1], tmp_path / "full.parquet", full)
+    with pytest.raises(FarmError, match=r"full.parquet was recorded for another circuit: it "
+                                        r"has edge\(s\) \[.*'mlp_0'.*\] not planned$"):
+        Planner(model, circuit, task, inputs=[0], traces=TraceReader(tmp_path / "full.parquet"))
+    with pytest.raises(FarmError, match="another circuit: it lacks the planned edge"):
+        Planner(model, full, task, inputs=[0], traces=TraceReader(trace_file))
+    record_traces(model, task.domain()[:2], tmp_path / "few.parquet", circuit)
+    with pytest.raises(FarmError, match=r"few.parquet has no record of 1 of the 3 prompts "
+                                        r"planned, e.g. \[1, 2, 5, 10, 6, 8\]"):
+        Planner(model, circuit, task, inputs=[0, 1, 15], traces=TraceReader(
+            tmp_path / "few.parquet"))
+    record_traces(model, task.domain()[:2], tmp_path / "model.parquet")  # no circuit recorded
+    bracket = get_task("bracket_type")
+    with pytest.raises(FarmError, match="no record of 2 of the 2 prompts"):
+        Planner(model, Circuit.full(2, 1, "block", bracket.name), bracket, inputs=[0, 1],
+                traces=TraceReader(tmp_path / "model.parquet"))
