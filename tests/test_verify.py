@@ -3,6 +3,8 @@
 import json
 from fractions import Fraction as F
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from encoders.cache import ResultCache
@@ -18,6 +20,7 @@ from farm.circuits import Circuit, save_circuit
 from farm.cli import main
 from farm.exact import ExactModel, band_norm
 from farm.tasks import get_task
+from farm.tracing import TraceReader, record_traces
 from farm.verify import LocalFarm, VerifyOptions, verify_task
 from tests.conftest import weights_of
 
@@ -113,6 +116,59 @@ def test_a_timeout_is_unknown_never_verified(model):
     assert fe.status == "UNKNOWN" and fe.unknown > 0
 
 
+def _widen(rec):
+    s = rec["attn_support"]
+    rec["attn_support"] = sorted({*s, 0 if s != [0] else 1})
+
+
+def _flip_sign(rec):
+    k = next(k for k, s in enumerate(rec["signs"]) if s)
+    rec["signs"][k] = -rec["signs"][k]
+
+
+def _flip_act(rec):
+    rec["act_signs"][0] = not rec["act_signs"][0]
+
+
+TAMPERED = {  # one branch record of input 1's final position, edited
+    "sparsemax support": ("quote_close", QUOTE[0], "attn_1.head0.sparsemax", _widen),
+    "band norm sign": ("quote_close", QUOTE[0], "attn_1.norm", _flip_sign),
+    "LeakyReLU sign": ("bracket_type", BRACKET[0], "mlp_0.act", _flip_act),
+}
+
+
+def tampered_planner(model, task, edges, site, edit, path):
+    """Inputs 0 and 1 planned from a trace file whose record of `site` at input 1's final
+    position was edited and written back."""
+    circuit = Circuit(2, 1, "block", frozenset(edges), task)
+    table = record_traces(model, get_task(task).domain()[:2], path, circuit)
+    rows = table.to_pylist()
+    (rec,) = [r for r in rows if (r["input"], r["position"], r["site"]) == (1, 5, site)]
+    edit(rec)
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    p = Planner(model, circuit, get_task(task), inputs=[0, 1], traces=TraceReader(path))
+    assert p.branches[p.prompts[1]][5][site] != p.results[1].trace[5][site]
+    return p
+
+
+@pytest.mark.parametrize("what", TAMPERED)
+def test_a_tampered_trace_file_is_an_error_never_verified(model, cvc5, tmp_path, what):
+    p = tampered_planner(model, *TAMPERED[what], tmp_path / "trace.parquet")
+    (fe,) = verify_task(p, [FUNCTIONAL_EQUIVALENCE], cvc5, None, QUIET)
+    assert fe.status == "ERROR" and (fe.unsat, fe.sat, fe.errors) == (1, 1, 1)
+    (problem,) = fe.problems  # the guard failed, the solver said SAT, the replay disagrees
+    assert problem["subject"].startswith("input 1 ") and "encoder bug" in problem["reason"]
+
+
+def test_a_tampered_final_norm_only_sends_robustness_to_the_full_encoding(model, cvc5, tmp_path):
+    """The guided query's guard fails (SAT); its η does not replay on the recorded branch,
+    so the input is re-asked fully encoded, a proof that owes nothing to the trace."""
+    p = tampered_planner(model, "quote_close", QUOTE[0], "logits.norm", _flip_sign,
+                         tmp_path / "trace.parquet")
+    (rob,) = verify_task(p, [ROBUSTNESS], cvc5, None, QUIET)
+    assert rob.status == "VERIFIED" and (rob.queries, rob.sat, rob.escalated) == (3, 1, 1)
+
+
 @pytest.fixture(scope="module")
 def checkpoint_dir(tmp_path_factory, trained):
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint"
@@ -133,6 +189,25 @@ def test_cli_verifies_robustness_of_the_full_model_and_writes_json(checkpoint_di
     assert result["status"] == "VERIFIED" and result["unsat"] >= 128
 
 
+def test_cli_plans_from_a_trace_file_and_refuses_one_of_another_circuit(checkpoint_dir, model,
+                                                                      tmp_path, capsys):
+    trace = tmp_path / "trace.parquet"
+    record_traces(model, get_task("quote_close").domain(), trace,
+                  Circuit.full(2, 1, "block", "quote_close"))
+    out = tmp_path / "result.json"
+    args = ["verify", "--checkpoint", str(checkpoint_dir), "--task", "quote_close",
+            "--properties", "rob", "--solver", "cvc5", "--quiet", "--trace", str(trace)]
+    code = main([*args, "--circuit", "full", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and f"branches from {trace}" in printed, printed
+    report = json.loads(out.read_text())
+    assert report["trace"] == str(trace) and report["results"][0]["status"] == "VERIFIED"
+    save_circuit(Circuit(2, 1, "block", frozenset(QUOTE[0]), "quote_close"),
+                 tmp_path / "quote.json")
+    assert main([*args, "--circuit", str(tmp_path / "quote.json")]) == 2
+    assert "trace.parquet was recorded for another circuit" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--task", "nope", "--circuit", "full"], "unknown task"),
     (["--task", "quote_close", "--circuit", "{missing}"], "does not exist"),
@@ -140,6 +215,8 @@ def test_cli_verifies_robustness_of_the_full_model_and_writes_json(checkpoint_di
     (["--task", "quote_close", "--circuit", "{three_layers}"], "3 layers"),
     (["--task", "bracket_type", "--circuit", "{quote}"], "extracted for task quote_close"),
     (["--task", "quote_close", "--circuit", "full", "--properties", "fe,xx"], "xx"),
+    (["--task", "quote_close", "--circuit", "full", "--trace", "{missing}"],
+     "cannot read trace file"),
 ])
 def test_cli_refuses_bad_input_clearly(checkpoint_dir, tmp_path, capsys, args, message):
     (tmp_path / "broken.json").write_text("{")

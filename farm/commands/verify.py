@@ -16,6 +16,7 @@ from farm.checkpoint import load_checkpoint
 from farm.errors import FarmError
 from farm.exact import ExactModel
 from farm.tasks import get_task, task_names
+from farm.tracing import TraceReader
 from farm.verify import (
     DEFAULT_JOBS,
     LocalFarm,
@@ -60,6 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--encoding", choices=("guided", "full"), default="guided",
                    help="guided: traced branches plus guards; full: every case split "
                         "(default: %(default)s)")
+    p.add_argument("--trace", metavar="PATH",
+                   help="branch trace of this circuit on the task's domain (Parquet, as farm "
+                        "run writes to OUT/traces/TASK.parquet): guided queries take the "
+                        "circuit's branches from it instead of the planner's own exact runs. "
+                        "A trace of another circuit or of other prompts is refused; a wrong "
+                        "branch record only fails its guard (ERROR, or for the final norm in "
+                        "robustness a fully encoded re-ask), so it never proves a claim")
     p.add_argument("--cache", help="Parquet results cache directory (reruns cost nothing)")
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
@@ -135,14 +143,16 @@ def run(args: argparse.Namespace) -> int:
         raise FarmError("--jobs must be at least 1 and --timeout positive")
     ckpt = load_checkpoint(args.checkpoint)
     circuit = resolve_circuit(args.circuit, ckpt, task.name)
-    planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, task, args.encoding)
+    traces = TraceReader(args.trace) if args.trace else None
+    planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, task, args.encoding,
+                      traces=traces)
     cache = ResultCache(args.cache) if args.cache else None
     with LocalFarm(args.solver, args.timeout, args.jobs) as farm:
         results = verify_task(planner, properties, farm, cache, options)
     wall = time.perf_counter() - start
     print(f"{task.name}: circuit {args.circuit} ({len(circuit.edges)} edges), checkpoint "
           f"{ckpt.sha256[:16]}…, solver {args.solver}, {args.encoding} encoding, "
-          f"epsilon {options.epsilon}")
+          f"epsilon {options.epsilon}" + (f", branches from {args.trace}" if args.trace else ""))
     print(format_table(results))
     if details := format_details(results):
         print(details)
@@ -150,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         report = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": ckpt.sha256,
                   "circuit": circuit.to_json_dict(), "task": task.name, "solver": args.solver,
-                  "timeout": args.timeout, "encoding": args.encoding,
+                  "timeout": args.timeout, "encoding": args.encoding, "trace": args.trace,
                   "epsilon": str(options.epsilon), "wall_seconds": wall,
                   "results": [r.to_json() for r in results]}
         write_text_atomic(Path(args.out), json.dumps(report, indent=1) + "\n")
