@@ -5,8 +5,10 @@ Without RAY_ADDRESS it starts an embedded Ray instance sized to this machine
 driver plans queries (encoders.properties) and dispatches shards; solver actors
 answer them; the reducer persists, judges and folds (farm.verify). Guided
 robustness queries judged inconclusive get a second, fully encoded round, as
-in `farm verify`. Rerunning a job with the same `out` resumes: answered
-queries are read back, not solved. The result is sealed in a signed certificate
+in `farm verify`. Guided queries take their branches from the exact traces the
+trainer actor recorded (OUT/traces/TASK.parquet), as `farm verify --trace` does.
+Rerunning a job with the same `out` resumes: answered queries are read back,
+not solved. The result is sealed in a signed certificate
 (farm.certificate), Lean-checked on a node offering the `lean` resource.
 """
 
@@ -22,7 +24,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import ray
 from tqdm import tqdm
 
@@ -51,6 +52,7 @@ from farm.lean_export import lake_path
 from farm.model import GPTConfig
 from farm.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, generate_keypair
 from farm.tasks import get_task
+from farm.tracing import TraceReader, write_traces
 from farm.train import TrainConfig
 from farm.verify import PropertyResult, VerifyOptions, plan_property, resolve_circuit
 
@@ -61,7 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run the job spec end to end on Ray: train or load the checkpoint, extract "
                     "or load one circuit per task, plan every property query, solve them on "
                     "solver actors (custom resource 'solver') with bounded in-flight shards, "
-                    "persist each answer as it arrives (OUT/cache), judge and fold. Writes "
+                    "persist each answer as it arrives (OUT/cache), judge and fold. Guided "
+                    "queries take their branches from the exact trace of each task's circuit, "
+                    "recorded by the trainer actor to OUT/traces/TASK.parquet. Writes "
                     "OUT/result.json and the signed OUT/certificate.dsse.json (key: the spec's "
                     "signing_key, or OUT/keys/farm_ed25519.pem made on first use). Without "
                     "RAY_ADDRESS an embedded Ray instance is started (offering the 'lean' "
@@ -104,6 +108,11 @@ class JobResult:
                 "wall_seconds": self.seconds}
 
 
+def trace_path(out: Path, task: str) -> Path:
+    """Where a job keeps the exact branch trace of a task's circuit: planned from, auditable."""
+    return out / "traces" / f"{task}.parquet"
+
+
 def prepare(spec: JobSpec, out: Path, log: Any) -> tuple[Checkpoint, dict[str, Circuit]]:
     """Checkpoint, circuits and exact traces, made on the trainer actor."""
     trainer = trainer_actor() if spec.checkpoint == "train" or spec.circuits == "extract" \
@@ -133,9 +142,8 @@ def prepare(spec: JobSpec, out: Path, log: Any) -> tuple[Checkpoint, dict[str, C
     tracer = trainer or trainer_actor()
     tables = ray.get([tracer.trace.remote(ckpt.config, dict(ckpt.weights), circuits[t],
                                           get_task(t).domain()) for t in spec.tasks])
-    for task, table in zip(spec.tasks, tables, strict=True):  # exact branches, for audits
-        (out / "traces").mkdir(exist_ok=True)
-        pq.write_table(table, out / "traces" / f"{task}.parquet", compression="zstd")
+    for task, table in zip(spec.tasks, tables, strict=True):
+        write_traces(table, trace_path(out, task))
     ray.kill(tracer)  # frees its CPU (or GPU) for the solvers
     return ckpt, circuits
 
@@ -176,7 +184,8 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
             "solver actors; the rest wait for nodes")
     findings: dict[Group, list[Finding]] = {}
     bar = tqdm(total=0, desc=spec.name, unit="q", disable=not progress, dynamic_ncols=True)
-    planners = {t: Planner(model, circuits[t], get_task(t)) for t in spec.tasks}
+    planners = {t: Planner(model, circuits[t], get_task(t),
+                           traces=TraceReader(trace_path(out, t))) for t in spec.tasks}
     t0 = time.perf_counter()
     try:
         work = first_tier(spec, planners, findings, bar)
