@@ -141,7 +141,6 @@ class _Z3Prefixes:
         self.z3, self.limit = z3, limit
         self.reduce = z3.Then("simplify", "propagate-values")
         self.states: OrderedDict[bytes, tuple[list, dict]] = OrderedDict()  # LRU
-        self.symbols: dict[tuple[str, str], object] = {}  # names recur in every query
 
     def goal(self, text: str) -> list | None:
         """The query as stored prefix state plus its parsed last section; None when
@@ -168,26 +167,23 @@ class _Z3Prefixes:
 
     def _extend(self, head: str, state: tuple[list, dict], section: str, *, reduce: bool
                 ) -> tuple[list, dict]:
-        formulas, decls = state
+        """Parse one section after `state` (re-declaring the earlier symbols it uses:
+        z3 names a constant by name and sort, so they are the state's own) and, when
+        `reduce`, simplify the lot into the next state."""
+        formulas, declared = state
         body = section.split("\n", 1)[1]  # drop the label line
-        # pass only the earlier symbols the section uses: z3 converts the whole dict per call
-        used = {n: decls[n] for n in set(_SYMBOL.findall(body)) if n in decls}
-        new = list(self.z3.parse_smt2_string(head + body, decls=used))  # declares its own
-        decls = dict(decls)
-        for name, sort in _DECLARATION.findall(body):
-            if (const := self.symbols.get((name, sort))) is None:
-                const = self.symbols[name, sort] = self.z3.Const(
-                    name, self.z3.RealSort() if sort == "Real" else self.z3.BoolSort())
-            decls[name] = const
+        earlier = "".join(declared[n] for n in set(_SYMBOL.findall(body)) if n in declared)
+        new = self.z3.parse_smt2_string(head + earlier + body)
+        declared = declared | {m[1]: m[0] for m in _DECLARATION.finditer(body)}
         if not reduce:
-            return formulas + new, decls
+            return [*formulas, *new], declared
         goal = self.z3.Goal()
         goal.add(*formulas, *new)
         (reduced,) = self.reduce(goal)
-        return list(reduced), decls
+        return list(reduced), declared
 
 
-_DECLARATION = re.compile(r"\(declare-fun (\S+) \(\) (Real|Bool)\)")
+_DECLARATION = re.compile(r"\(declare-fun (\S+) \(\) (?:Real|Bool)\)")
 _SYMBOL = re.compile(r"[A-Za-z_][\w.]*")
 
 
