@@ -160,13 +160,8 @@ def _apply(m: Matrix, x: Sequence[Affine], rows: range | None = None) -> Vec:
 def _attention_ancestors(circuit: Circuit) -> list[str]:
     """Attention nodes on a retained path to the logits, in graph order: at the last
     position they attend over every earlier one, so those are what a prefix must hold."""
-    ancestors, todo = set(), ["logits"]
-    while todo:
-        for parent in circuit.parents(todo.pop()):
-            if parent not in ancestors:
-                ancestors.add(parent)
-                todo.append(parent)
-    return [n for n in circuit.nodes if n in ancestors and parse_node(n).kind == "attn"]
+    live = circuit.feeding_logits()
+    return [n for n in circuit.nodes if n in live and parse_node(n).kind == "attn"]
 
 
 def _site(node: str) -> str:

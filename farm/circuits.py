@@ -104,6 +104,16 @@ class Circuit:
     def parents(self, node: str) -> list[str]:
         return [s for s, t in self.ordered_edges() if t == node]
 
+    def feeding_logits(self) -> set[str]:
+        """Nodes with a retained path to the logits: no other node can change them."""
+        found, todo = set(), ["logits"]
+        while todo:
+            for parent in self.parents(todo.pop()):
+                if parent not in found:
+                    found.add(parent)
+                    todo.append(parent)
+        return found
+
     def without(self, edge: Edge) -> Circuit:
         return Circuit(self.n_layers, self.n_heads, self.granularity, self.edges - {edge},
                        self.task, self.metadata)

@@ -234,7 +234,10 @@ class ExactModel:
 
     def run(self, prompts: Iterable[Sequence[int]], circuit: Circuit | None = None,
             ) -> list[RowResult]:
-        """Exact final-position logits (and traces) for each prompt, under a circuit if given."""
+        """Exact final-position logits (and traces) for each prompt, under a circuit if given.
+
+        Only nodes with a retained path to the logits are evaluated (and traced).
+        """
         circuit = circuit or Circuit.full(self.cfg.n_layers)
         if circuit.n_layers != self.cfg.n_layers:
             raise FarmError(f"circuit has {circuit.n_layers} layers, model has "
@@ -252,6 +255,7 @@ class _CircuitRun:
     def __init__(self, model: ExactModel, circuit: Circuit):
         self.m, self.circuit = model, circuit
         self.parents = {node: circuit.parents(node) for node in circuit.nodes}
+        self.live = circuit.feeding_logits()  # the rest cannot change the logits: skipped
         self.memo: dict[tuple[int, ...], Position] = {}
 
     def row(self, prompt: tuple[int, ...]) -> RowResult:
@@ -303,7 +307,7 @@ class _CircuitRun:
         for layer, params in enumerate(self.m.layers):
             for node in self.circuit.nodes:
                 ref = parse_node(node)
-                if ref.kind != "attn" or ref.layer != layer:
+                if ref.kind != "attn" or ref.layer != layer or node not in self.live:
                     continue
                 x = pos.residuals[node] = self.node_input(node, pos)
                 n = self.m._norm(params["norm_attn"], x, f"{node}.norm", pos.branches)
@@ -323,6 +327,8 @@ class _CircuitRun:
                         result = [r + w * vi for r, vi in zip(result, v, strict=True)]
                     pos.heads[layer, h] = result
             node = f"mlp_{layer}"
+            if node not in self.live:
+                continue
             x = pos.residuals[node] = self.node_input(node, pos)
             n = self.m._norm(params["norm_mlp"], x, f"{node}.norm", pos.branches)
             hidden, signs = leaky_relu(params["up"](n))

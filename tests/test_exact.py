@@ -102,3 +102,18 @@ def test_config_is_validated():
         GPTConfig(norm_variant="rms")
     with pytest.raises(FarmError, match="n_heads"):
         GPTConfig(n_heads=3)
+
+
+def test_nodes_without_a_path_to_the_logits_are_not_evaluated():
+    """A dangling edge changes nothing and costs nothing: only what feeds the logits runs."""
+    from farm.circuits import Circuit
+
+    model = ExactModel(GPTConfig(), weights_of(random_model(0)))
+    prompts = [row.prompt for row in domain_rows()[:8]]
+    core = {("emb", "attn_1"), ("attn_1", "logits")}
+    dangling = Circuit(2, 1, "block", frozenset(core | {("emb", "mlp_0"), ("emb", "attn_0")}))
+    runs = [model.run(prompts, c) for c in (Circuit(2, 1, "block", frozenset(core)), dangling)]
+    assert [r.logits for r in runs[0]] == [r.logits for r in runs[1]]
+    for row in runs[1]:
+        assert set(row.positions[-1].residuals) == {"attn_1"}
+        assert all(not site.startswith(("attn_0", "mlp_")) for t in row.trace for site in t)
