@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -30,7 +28,7 @@ from farm.errors import FarmError
 from farm.exact import ExactModel
 from farm.model import VerifiableGPT
 from farm.tasks import Task, get_task
-from farm.train import pick_device
+from farm.train import pick_device, single_thread
 
 THRESHOLDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 METRIC = "candidate_kl"
@@ -186,22 +184,9 @@ def extract(model: VerifiableGPT, task_name: str, granularity: Granularity = "bl
     if granularity not in ("block", "head"):
         raise FarmError(f"unknown granularity {granularity!r}; expected block or head")
     scorer = CandidateScorer(model, task, ablation, device)
-    with _single_thread(scorer.tokens.device):
+    with single_thread(scorer.tokens.device):
         return _sweep(model, scorer, granularity, thresholds, progress, start_time,
                       keep_kl_edges)
-
-
-@contextmanager
-def _single_thread(device: torch.device) -> Iterator[None]:
-    """On CPU, run the tiny [128, 6, 16] forwards on one thread: thread hand-offs cost more
-    than the arithmetic (7-15x slower with 2 threads on a busy machine)."""
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _sweep(model: VerifiableGPT, scorer: CandidateScorer, granularity: Granularity,

@@ -9,7 +9,8 @@ candidate margin and stop only when the *smallest* margin clears the goal.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -50,6 +51,22 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+@contextmanager
+def single_thread(device: torch.device) -> Iterator[None]:
+    """On CPU, run torch on one thread. The model is tiny, so thread hand-offs cost more
+    than the arithmetic (ACDC's forwards were 7-15x slower on 2 threads of a busy
+    machine), and a float reduction split over threads rounds differently: training
+    on 1 and on 2 threads gave different weights, so one thread also makes a seed's
+    checkpoint the same wherever it is trained (a Ray actor gets OMP_NUM_THREADS=1)."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def domain_tensors(tasks: Sequence[str], device: torch.device
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prompts, targets and alternates of the whole domain, in canonical order."""
@@ -74,6 +91,12 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig = TrainConfig(), progress: bool
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     device = pick_device(cfg.device)
+    with single_thread(device):
+        return _train(model_cfg, cfg, device, progress)
+
+
+def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progress: bool
+           ) -> TrainResult:
     model = VerifiableGPT(model_cfg).to(device)
     prompts, targets, alternates = domain_tensors(cfg.tasks, device)
     if prompts.shape[1] > model_cfg.seq_len:
