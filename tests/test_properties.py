@@ -119,3 +119,19 @@ def test_a_trace_of_another_circuit_or_other_prompts_is_refused(planner, trace_f
     with pytest.raises(FarmError, match="no record of 2 of the 2 prompts"):
         Planner(model, Circuit.full(2, 1, "block", bracket.name), bracket, inputs=[0, 1],
                 traces=TraceReader(tmp_path / "model.parquet"))
+
+
+def test_shared_prefix_positions_do_not_change_any_query_text(trained):
+    """Prefix positions are encoded once and reused, yet every query's text (and so its
+    hash) is what a cold planner writes for that input alone, in any order; the prompts
+    sharing a prefix also share its sections word for word."""
+    weights = weights_of(trained.model)
+    circuit = Circuit(2, 1, "block", frozenset(QUOTE_EDGES), "quote_close")
+    task, inputs = get_task("quote_close"), [0, 2, 4, 6]  # one opener, x3 varies
+    warm = [q.text for q in Planner(ExactModel(trained.model.cfg, weights), circuit, task,
+                                    inputs=inputs).functional_equivalence()]
+    cold = [next(Planner(ExactModel(trained.model.cfg, weights), circuit, task,
+                         inputs=[i]).functional_equivalence()).text for i in reversed(inputs)]
+    assert warm == cold[::-1]
+    prefixes = {t[:t.index("; section r0.p5")] for t in warm}
+    assert len(prefixes) == 1 and all(f"; section r0.p{k}\n" in warm[0] for k in range(6))
