@@ -14,20 +14,16 @@ never "unsat"; a sat/unsat disagreement raises `SolverDisagreement`.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing as mp
-import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from multiprocessing.connection import Connection, wait
-from types import ModuleType
 from typing import Literal
 
-from encoders.smtlib import SECTION_MARK
+from encoders.z3_prefixes import Z3Prefixes
 
 __all__ = ["BACKENDS", "MODES", "RaceResult", "SolverDisagreement", "SolverPool", "Status",
            "Verdict"]
@@ -94,7 +90,7 @@ def _z3_backend() -> Backend:
     # before search cuts a full-circuit query from ~20 s to under 1 s; the
     # default strategy runs simplex over the whole chain of big rationals.
     strategy = z3.Then("simplify", "propagate-values", "solve-eqs", "ctx-simplify", "smt")
-    prefixes = _Z3Prefixes(z3)
+    prefixes = Z3Prefixes(z3)
 
     def solve(text: str, model_vars: Sequence[str], timeout: float) -> tuple[Status, Model, str]:
         deadline = time.perf_counter() + timeout
@@ -121,70 +117,6 @@ def _z3_backend() -> Backend:
         return "unknown", {}, _unknown_reason(s.reason_unknown())
 
     return solve, z3.main_ctx().interrupt
-
-
-class _Z3Prefixes:
-    """z3's simplified form of the query prefixes it has seen, so a shared prefix is
-    parsed and evaluated once (inside one warm process).
-
-    Queries over prompts with a common prefix begin with the same sections,
-    word for word (`encoders.smtlib.Section`). A chain of sections is keyed by
-    the sha256 of its exact text and stored as the goal z3's `simplify` and
-    `propagate-values` leave of it: both rewrite a goal into an *equivalent*
-    one, so the stored goal plus the query's last section is equivalent to
-    the whole query, and its unsat is the query's unsat. Only the last section
-    is new work for each query. A sat answer is re-derived from the whole text
-    (the caller's fallback), so a model never depends on this cache.
-    """
-
-    def __init__(self, z3: ModuleType, limit: int = 256) -> None:
-        self.z3, self.limit = z3, limit
-        self.reduce = z3.Then("simplify", "propagate-values")
-        self.states: OrderedDict[bytes, tuple[list, dict]] = OrderedDict()  # LRU
-
-    def goal(self, text: str) -> list | None:
-        """The query as stored prefix state plus its parsed last section; None when
-        there is no prefix to share (a single section)."""
-        head, *sections = text.split("\n" + SECTION_MARK)
-        if len(sections) < 2:
-            return None
-        keys, key = [], hashlib.sha256(head.encode()).digest()
-        for section in sections[:-1]:
-            key = hashlib.sha256(key + section.encode()).digest()
-            keys.append(key)
-        start, state = 0, ([], {})
-        for i in reversed(range(len(keys))):
-            if keys[i] in self.states:
-                self.states.move_to_end(keys[i])
-                start, state = i + 1, self.states[keys[i]]
-                break
-        for i in range(start, len(keys)):
-            state = self._extend(head, state, sections[i], reduce=True)
-            self.states[keys[i]] = state
-            if len(self.states) > self.limit:
-                self.states.popitem(last=False)
-        return self._extend(head, state, sections[-1], reduce=False)[0]
-
-    def _extend(self, head: str, state: tuple[list, dict], section: str, *, reduce: bool
-                ) -> tuple[list, dict]:
-        """Parse one section after `state` (re-declaring the earlier symbols it uses:
-        z3 names a constant by name and sort, so they are the state's own) and, when
-        `reduce`, simplify the lot into the next state."""
-        formulas, declared = state
-        body = section.split("\n", 1)[1]  # drop the label line
-        earlier = "".join(declared[n] for n in set(_SYMBOL.findall(body)) if n in declared)
-        new = self.z3.parse_smt2_string(head + earlier + body)
-        declared = declared | {m[1]: m[0] for m in _DECLARATION.finditer(body)}
-        if not reduce:
-            return [*formulas, *new], declared
-        goal = self.z3.Goal()
-        goal.add(*formulas, *new)
-        (reduced,) = self.reduce(goal)
-        return list(reduced), declared
-
-
-_DECLARATION = re.compile(r"\(declare-fun (\S+) \(\) (?:Real|Bool)\)")
-_SYMBOL = re.compile(r"[A-Za-z_][\w.]*")
 
 
 def _cvc5_backend() -> Backend:

@@ -143,10 +143,11 @@ def test_z3_reuses_a_shared_prefix_and_answers_as_on_the_whole_text():
     of the whole text, and each distinct prefix is reduced once per process."""
     import z3
 
-    from encoders.solvers import _z3_backend, _Z3Prefixes
+    from encoders.solvers import _z3_backend
+    from encoders.z3_prefixes import Z3Prefixes
 
     solve, _ = _z3_backend()
-    prefixes = _Z3Prefixes(z3)
+    prefixes = Z3Prefixes(z3)
     texts = [_chained(F(1, 3), bound) for bound in (F(1), F(5), F(3))]  # y = 2
     for text, _ in texts:
         assert prefixes.goal(text) is not None

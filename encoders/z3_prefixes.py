@@ -1,0 +1,118 @@
+"""Reuse of z3's work on the prefix sections that queries share, in one warm process.
+
+Queries over prompts with a common prefix begin with the same sections, word
+for word (`encoders.smtlib.Section`), because causal attention makes position
+t a function of the prompt up to t. A chain of sections is keyed by the sha256
+of its exact text and stored as the goal z3's `simplify` and `propagate-values`
+leave of it. Both tactics rewrite a goal into an *equivalent* one; on our
+queries, whose definitions start from constants, that goal is mostly `x = c`
+facts. A query's last section is then parsed alone and those facts are
+substituted into it. Substituting x := c where the prefix implies x = c keeps
+the query equivalent, and dropping the facts afterwards only weakens it, so an
+unsat answer on the result is an unsat answer on the whole text. A sat answer
+on a weakened goal proves nothing: the caller re-solves the whole text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import OrderedDict
+from types import ModuleType
+from typing import Any
+
+from encoders.smtlib import SECTION_MARK
+
+__all__ = ["Z3Prefixes"]
+
+_DECLARATION = re.compile(r"\(declare-fun (\S+) \(\) (?:Real|Bool)\)")
+_SYMBOL = re.compile(r"[A-Za-z_][\w.]*")
+
+
+class _Prefix:
+    """One reduced chain of sections: its formulas, its declarations, and (built on
+    first use) the substitution of its `x = c` facts in z3's C arrays."""
+
+    def __init__(self, formulas: list, declared: dict[str, str]) -> None:
+        self.formulas, self.declared = formulas, declared
+        self._swap: tuple[Any, ...] | None = None
+
+    def apply(self, z3: ModuleType, new: Any) -> list:
+        """`new` (the last section's formulas) with the facts substituted, plus every
+        formula of the prefix that is not such a fact."""
+        if self._swap is None:
+            self._swap = _facts(z3, self.formulas)
+        n, sources, targets, rest, _ = self._swap
+        conj = z3.And(*new) if len(new) else z3.BoolVal(True)
+        ctx = conj.ctx
+        swapped = z3.Z3_substitute(ctx.ref(), conj.as_ast(), n, sources, targets)
+        return [z3.BoolRef(swapped, ctx), *rest]
+
+
+def _facts(z3: ModuleType, formulas: list) -> tuple[Any, ...]:
+    """Split formulas into symbol := value pairs (as z3.substitute takes them, built
+    once) and the rest."""
+    pairs, rest = [], []
+    for f in formulas:
+        if z3.is_eq(f) and _symbol(z3, f.arg(0)) and z3.is_rational_value(f.arg(1)):
+            pairs.append((f.arg(0), f.arg(1)))
+        elif _symbol(z3, f):  # a named guard the prefix proved true
+            pairs.append((f, z3.BoolVal(True)))
+        elif z3.is_not(f) and _symbol(z3, f.arg(0)):
+            pairs.append((f.arg(0), z3.BoolVal(False)))
+        else:
+            rest.append(f)
+    sources, targets = (z3.Ast * len(pairs))(), (z3.Ast * len(pairs))()
+    for i, (a, b) in enumerate(pairs):
+        sources[i], targets[i] = a.as_ast(), b.as_ast()
+    return len(pairs), sources, targets, rest, pairs  # pairs keeps the ASTs alive
+
+
+def _symbol(z3: ModuleType, e: Any) -> bool:
+    return z3.is_const(e) and e.decl().kind() == z3.Z3_OP_UNINTERPRETED
+
+
+class Z3Prefixes:
+    """An LRU of reduced prefix chains; `goal(text)` is a query's goal built on them."""
+
+    def __init__(self, z3: ModuleType, limit: int = 256) -> None:
+        self.z3, self.limit = z3, limit
+        self.reduce = z3.Then("simplify", "propagate-values")
+        self.states: OrderedDict[bytes, _Prefix] = OrderedDict()
+
+    def goal(self, text: str) -> list | None:
+        """Formulas whose unsat proves `text` unsat; None when there is no prefix to
+        share (a single section)."""
+        head, *sections = text.split("\n" + SECTION_MARK)
+        if len(sections) < 2:
+            return None
+        keys, key = [], hashlib.sha256(head.encode()).digest()
+        for section in sections[:-1]:
+            key = hashlib.sha256(key + section.encode()).digest()
+            keys.append(key)
+        start, prefix = 0, _Prefix([], {})
+        for i in reversed(range(len(keys))):
+            if keys[i] in self.states:
+                self.states.move_to_end(keys[i])
+                start, prefix = i + 1, self.states[keys[i]]
+                break
+        for i in range(start, len(keys)):
+            new, declared = self._parse(head, prefix, sections[i])
+            goal = self.z3.Goal()
+            goal.add(*prefix.formulas, *new)
+            (reduced,) = self.reduce(goal)
+            prefix = self.states[keys[i]] = _Prefix(list(reduced), declared)
+            if len(self.states) > self.limit:
+                self.states.popitem(last=False)
+        new, _ = self._parse(head, prefix, sections[-1])
+        return prefix.apply(self.z3, new)
+
+    def _parse(self, head: str, prefix: _Prefix, section: str) -> tuple[Any, dict[str, str]]:
+        """One section's formulas, re-declaring the earlier symbols it uses (z3 names a
+        constant by name and sort, so they are the prefix's own), and the declarations
+        known after it."""
+        body = section.split("\n", 1)[1]  # drop the label line
+        declared = prefix.declared
+        earlier = "".join(declared[n] for n in set(_SYMBOL.findall(body)) if n in declared)
+        new = self.z3.parse_smt2_string(head + earlier + body)
+        return new, declared | {m[1]: m[0] for m in _DECLARATION.finditer(body)}
