@@ -3,14 +3,16 @@
 Queries over prompts with a common prefix begin with the same sections, word
 for word (`encoders.smtlib.Section`), because causal attention makes position
 t a function of the prompt up to t. A chain of sections is keyed by the sha256
-of its exact text and stored as the goal z3's `simplify` and `propagate-values`
-leave of it. Both tactics rewrite a goal into an *equivalent* one; on our
-queries, whose definitions start from constants, that goal is mostly `x = c`
-facts. A query's last section is then parsed alone and those facts are
-substituted into it. Substituting x := c where the prefix implies x = c keeps
-the query equivalent, and dropping the facts afterwards only weakens it, so an
-unsat answer on the result is an unsat answer on the whole text. A sat answer
-on a weakened goal proves nothing: the caller re-solves the whole text.
+of its exact text and stored as what z3's `simplify` and `propagate-values`
+leave of it, section by section: each new section gets the facts of the chain
+before it substituted and is then reduced alone. Both tactics rewrite a goal
+into an *equivalent* one; on our queries, whose definitions start from
+constants, what is left is mostly `x = c` facts. A query's last section is
+parsed alone and the chain's facts are substituted into it. Substituting
+x := c where the prefix implies x = c keeps the query equivalent, and dropping
+the facts afterwards only weakens it, so an unsat answer on the result is an
+unsat answer on the whole text. A sat answer on a weakened goal proves
+nothing: the caller re-solves the whole text.
 """
 
 from __future__ import annotations
@@ -30,42 +32,38 @@ _SYMBOL = re.compile(r"[A-Za-z_][\w.]*")
 
 
 class _Prefix:
-    """One reduced chain of sections: its formulas, its declarations, and (built on
-    first use) the substitution of its `x = c` facts in z3's C arrays."""
+    """One reduced chain of sections: its `x = c` facts (with z3's C arrays for
+    substituting them, built once), every other formula it reduced to, and the
+    declarations of its symbols."""
 
-    def __init__(self, formulas: list, declared: dict[str, str]) -> None:
-        self.formulas, self.declared = formulas, declared
-        self._swap: tuple[Any, ...] | None = None
+    def __init__(self, z3: ModuleType, facts: list[tuple[Any, Any]], rest: list,
+                 declared: dict[str, str]) -> None:
+        self.facts, self.rest, self.declared = facts, rest, declared
+        self.sources, self.targets = (z3.Ast * len(facts))(), (z3.Ast * len(facts))()
+        for i, (a, b) in enumerate(facts):
+            self.sources[i], self.targets[i] = a.as_ast(), b.as_ast()
 
-    def apply(self, z3: ModuleType, new: Any) -> list:
-        """`new` (the last section's formulas) with the facts substituted, plus every
-        formula of the prefix that is not such a fact."""
-        if self._swap is None:
-            self._swap = _facts(z3, self.formulas)
-        n, sources, targets, rest, _ = self._swap
-        conj = z3.And(*new) if len(new) else z3.BoolVal(True)
+    def substitute(self, z3: ModuleType, formulas: Any) -> Any:
+        """The conjunction of `formulas` with every fact substituted."""
+        conj = z3.And(*formulas) if len(formulas) else z3.BoolVal(True)
         ctx = conj.ctx
-        swapped = z3.Z3_substitute(ctx.ref(), conj.as_ast(), n, sources, targets)
-        return [z3.BoolRef(swapped, ctx), *rest]
+        return z3.BoolRef(z3.Z3_substitute(ctx.ref(), conj.as_ast(), len(self.facts),
+                                           self.sources, self.targets), ctx)
 
 
-def _facts(z3: ModuleType, formulas: list) -> tuple[Any, ...]:
-    """Split formulas into symbol := value pairs (as z3.substitute takes them, built
-    once) and the rest."""
-    pairs, rest = [], []
+def _split(z3: ModuleType, formulas: Any) -> tuple[list[tuple[Any, Any]], list]:
+    """Facts (symbol, value) among reduced formulas, and the rest."""
+    facts, rest = [], []
     for f in formulas:
         if z3.is_eq(f) and _symbol(z3, f.arg(0)) and z3.is_rational_value(f.arg(1)):
-            pairs.append((f.arg(0), f.arg(1)))
+            facts.append((f.arg(0), f.arg(1)))
         elif _symbol(z3, f):  # a named guard the prefix proved true
-            pairs.append((f, z3.BoolVal(True)))
+            facts.append((f, z3.BoolVal(True)))
         elif z3.is_not(f) and _symbol(z3, f.arg(0)):
-            pairs.append((f.arg(0), z3.BoolVal(False)))
+            facts.append((f.arg(0), z3.BoolVal(False)))
         else:
             rest.append(f)
-    sources, targets = (z3.Ast * len(pairs))(), (z3.Ast * len(pairs))()
-    for i, (a, b) in enumerate(pairs):
-        sources[i], targets[i] = a.as_ast(), b.as_ast()
-    return len(pairs), sources, targets, rest, pairs  # pairs keeps the ASTs alive
+    return facts, rest
 
 
 def _symbol(z3: ModuleType, e: Any) -> bool:
@@ -90,7 +88,7 @@ class Z3Prefixes:
         for section in sections[:-1]:
             key = hashlib.sha256(key + section.encode()).digest()
             keys.append(key)
-        start, prefix = 0, _Prefix([], {})
+        start, prefix = 0, _Prefix(self.z3, [], [], {})
         for i in reversed(range(len(keys))):
             if keys[i] in self.states:
                 self.states.move_to_end(keys[i])
@@ -99,13 +97,15 @@ class Z3Prefixes:
         for i in range(start, len(keys)):
             new, declared = self._parse(head, prefix, sections[i])
             goal = self.z3.Goal()
-            goal.add(*prefix.formulas, *new)
+            goal.add(prefix.substitute(self.z3, new))
             (reduced,) = self.reduce(goal)
-            prefix = self.states[keys[i]] = _Prefix(list(reduced), declared)
+            facts, rest = _split(self.z3, reduced)
+            prefix = self.states[keys[i]] = _Prefix(self.z3, prefix.facts + facts,
+                                                    prefix.rest + rest, declared)
             if len(self.states) > self.limit:
                 self.states.popitem(last=False)
         new, _ = self._parse(head, prefix, sections[-1])
-        return prefix.apply(self.z3, new)
+        return [prefix.substitute(self.z3, new), *prefix.rest]
 
     def _parse(self, head: str, prefix: _Prefix, section: str) -> tuple[Any, dict[str, str]]:
         """One section's formulas, re-declaring the earlier symbols it uses (z3 names a
