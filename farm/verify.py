@@ -54,6 +54,8 @@ OutcomeKind = Literal["proved", "counterexample", "unknown", "error", "inconclus
 SOLVERS = ("z3", "cvc5")
 DEFINITIVE = ("sat", "unsat")
 DEFAULT_JOBS = 2  # the machine has 2 cores; every pool runs one process per solver
+CHUNK = 8  # queries per hand-off to a pool: neighbours in domain order share prompt
+# prefixes, which a pool's z3 process then reduces once (encoders.z3_prefixes)
 
 
 # --------------------------------------------------------------------------- solving
@@ -80,24 +82,27 @@ class LocalFarm:
         """
         results: dict[str, Record] = {}
         fresh: list[Record] = []
-        todo: queue.Queue[PlannedQuery | None] = queue.Queue(maxsize=2 * len(self.pools))
+        todo: queue.Queue[list[PlannedQuery] | None] = queue.Queue(maxsize=2 * len(self.pools))
+        size = CHUNK if total is None else max(1, min(CHUNK, total // (2 * len(self.pools))))
         lock = threading.Lock()
         bar = tqdm(total=total, desc=progress, unit="q", disable=progress is None,
                    leave=False, dynamic_ncols=True)
 
         def work(pool: SolverPool) -> None:
-            while (q := todo.get()) is not None:
-                rec = _solve_one(pool, q)
-                with lock:
-                    results[q.hash] = rec
-                    fresh.append(rec)
-                    self.solved += 1
-                bar.update()
+            while (chunk := todo.get()) is not None:
+                for q in chunk:
+                    rec = _solve_one(pool, q)
+                    with lock:
+                        results[q.hash] = rec
+                        fresh.append(rec)
+                        self.solved += 1
+                    bar.update()
 
         threads = [threading.Thread(target=work, args=(p,), daemon=True) for p in self.pools]
         for t in threads:
             t.start()
         seen: set[str] = set()
+        chunk: list[PlannedQuery] = []
         try:
             for q in queries:
                 if q.hash in seen:
@@ -110,7 +115,12 @@ class LocalFarm:
                         results[q.hash] = hit
                     bar.update()
                 else:
-                    todo.put(q)
+                    chunk.append(q)
+                    if len(chunk) == size:
+                        todo.put(chunk)
+                        chunk = []
+            if chunk:
+                todo.put(chunk)
         finally:
             for _ in threads:
                 todo.put(None)
