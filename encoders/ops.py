@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
+from typing import NamedTuple
 
 from encoders.smtlib import (
     FALSE,
@@ -41,8 +42,9 @@ from farm.exact import BandNormBranch, SideBranch
 from farm.model import LEAKY_SLOPE
 
 __all__ = [
-    "Guarded", "band_norm_full", "band_norm_guided", "leaky_relu_full", "leaky_relu_guided",
-    "positive_part", "sparsemax_full", "sparsemax_guided", "threshold_full", "threshold_guided",
+    "Guarded", "Settled", "band_norm_full", "band_norm_guided", "leaky_relu_full",
+    "leaky_relu_guided", "positive_part", "sparsemax_full", "sparsemax_guided",
+    "threshold_full", "threshold_guided",
 ]
 
 Vec = list[Affine]
@@ -188,49 +190,93 @@ def _band_side_guided(q: Query, s: Vec, branch: SideBranch, half_low: Fraction,
     return [s_i + share if i in branch.support else s_i for i, s_i in enumerate(s)]
 
 
+class Settled(NamedTuple):
+    """What a caller proved of one BandNorm side over its whole input region:
+    True/False when the projection (or lift) always/never happens, None if either."""
+
+    projected: bool | None = None
+    lifted: bool | None = None
+
+
 def band_norm_full(q: Query, x: Sequence[Affine], gamma: Sequence[Fraction],
                    beta: Sequence[Fraction], half_low: Fraction, half_high: Fraction, *,
-                   tag: str, fixed_signs: Mapping[int, int] | None = None) -> Vec:
+                   tag: str, fixed_signs: Mapping[int, int] | None = None,
+                   settled: Mapping[str, Settled] | None = None) -> Guarded:
     """Signed L1 BandNorm for every branch, as case splits the solver explores.
 
-    `fixed_signs` (coordinate -> ±1) names centred coordinates whose sign the
-    caller has proved constant; their sign split is dropped, and a side's
-    coordinate fixed at zero drops out of that side's projection and lift.
+    A caller that bounds x (robustness: a box around a point) may settle parts
+    of the branch in advance; each settled part comes back as a guard to put
+    in the negated claim, so the solver checks the caller's bounds too.
+    `fixed_signs` (coordinate -> ±1) are centred coordinates of constant sign:
+    their split is dropped, a coordinate fixed at zero drops out of that side,
+    and one fixed positive on an unprojected side is always active in the lift.
+    `settled` ("p", "n" -> Settled) drops a side's projection or lift split.
     """
-    fixed = fixed_signs or {}
+    fixed, settled = fixed_signs or {}, settled or {}
     c = _centre(q, x, tag=tag)
+    guards = _holding(*((gt if s > 0 else lt)(c[i], 0) for i, s in fixed.items()))
     p = [c_i if fixed.get(i) == 1 else Affine() if fixed.get(i) == -1
          else positive_part(q, f"{tag}.p{i}", c_i) for i, c_i in enumerate(c)]
     n = [p_i - c_i for p_i, c_i in zip(p, c, strict=True)]  # max(−c, 0) = max(c, 0) − c
     even, odd = _fallbacks(len(c))
-    p = _band_side_full(q, p, even, half_low, half_high, tag=f"{tag}.P")
-    n = _band_side_full(q, n, odd, half_low, half_high, tag=f"{tag}.N")
-    return _band_output(q, p, n, gamma, beta, tag=tag)
+    sides = {}
+    for name, side, fallback, orient in (("p", p, even, 1), ("n", n, odd, -1)):
+        positive = frozenset(i for i, s in fixed.items() if s == orient)
+        sides[name], side_guards = _band_side_full(
+            q, side, fallback, half_low, half_high, settled.get(name, Settled()), positive,
+            tag=f"{tag}.{name.upper()}")
+        guards += side_guards
+    return _band_output(q, sides["p"], sides["n"], gamma, beta, tag=tag), guards
 
 
 def _band_side_full(q: Query, s: Vec, fallback: tuple[int, ...], half_low: Fraction,
-                    half_high: Fraction, *, tag: str) -> Vec:
-    """Project (τ = 0 when Σs ≤ half_high), then lift by deficit/k with k = |active| split 0..d.
+                    half_high: Fraction, settled: Settled, positive: frozenset[int], *,
+                    tag: str) -> Guarded:
+    """Project (τ = 0 when Σs ≤ half_high), then lift by deficit/k with k = |active|.
 
     Coordinates identically zero stay zero (τ ≥ 0) and are never active, so
-    only the live ones enter the case splits.
+    only the live ones enter the case splits; k is split only over the live
+    coordinates not known to be positive.
     """
+    guards: list[Formula] = []
     live = [i for i, s_i in enumerate(s) if not _is_zero(s_i)]
-    projected = threshold_full(q, [s[i] for i in live], half_high, tag=tag,
-                               when=gt(Affine.sum(s), half_high))
-    s = list(s)
-    for i, v in zip(live, projected, strict=True):
-        s[i] = v
-    deficit = positive_part(q, f"{tag}.def", half_low - Affine.sum(s))
-    active = {i: gt(s[i], 0) for i in live}
-    count = Affine.sum(q.define(f"{tag}.a{i}", ite(f, 1, 0)) for i, f in active.items())
+    total = Affine.sum(s)
+    if settled.projected is False:
+        guards += _holding(le(total, half_high))
+    else:
+        positive = frozenset()  # a projection may zero any coordinate
+        if settled.projected:
+            guards += _holding(gt(total, half_high))
+        projected = threshold_full(q, [s[i] for i in live], half_high, tag=tag,
+                                   when=None if settled.projected else gt(total, half_high))
+        s = list(s)
+        for i, v in zip(live, projected, strict=True):
+            s[i] = v
+        total = Affine.sum(s)
+    if settled.lifted is False or settled.projected:  # a projected side sums to half_high
+        guards += _holding(ge(total, half_low))
+        return s, guards
+    if settled.lifted:
+        guards += _holding(lt(total, half_low))
+        deficit = q.define(f"{tag}.def", half_low - total)
+    else:
+        deficit = positive_part(q, f"{tag}.def", half_low - total)
+    sure = [i for i in live if i in positive]
+    active = {i: gt(s[i], 0) for i in live if i not in positive}
+    count = Affine.sum([Affine(const=len(sure)),
+                        *(q.define(f"{tag}.a{i}", ite(f, 1, 0)) for i, f in active.items())])
     share = q.real(f"{tag}.share")
-    none_active = eq(count, 0)
-    q.add(implies(none_active, eq(share * len(fallback), deficit)),
-          *(implies(eq(count, k), eq(share * k, deficit)) for k in range(1, len(live) + 1)))
+    none_active = eq(count, 0) if not sure else FALSE
+    if none_active is not FALSE:
+        q.add(implies(none_active, eq(share * len(fallback), deficit)))
+    q.add(*(implies(eq(count, k), eq(share * k, deficit))
+            for k in range(max(1, len(sure)), len(live) + 1)))
     for i in range(len(s)):
-        lifted = or_(*([active[i]] if i in active else []),
-                     *([none_active] if i in fallback else []))
-        if lifted is not FALSE:
+        lifted = TRUE if i in positive and i in live else or_(
+            *([active[i]] if i in active else []),
+            *([none_active] if i in fallback and none_active is not FALSE else []))
+        if lifted is TRUE:
+            s[i] = s[i] + share
+        elif lifted is not FALSE:
             s[i] = s[i] + q.define(f"{tag}.l{i}", ite(lifted, share, 0))
-    return s
+    return s, guards

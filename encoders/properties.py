@@ -28,13 +28,14 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 from encoders.circuit import encode_run
-from encoders.ops import band_norm_full, band_norm_guided
+from encoders.ops import Settled, band_norm_full, band_norm_guided
 from encoders.smtlib import Affine, Formula, Query, and_, eq, ge, gt, le, lt, not_, or_
 from farm.circuits import Circuit, Edge
 from farm.exact import BandNormBranch, ExactModel, RowResult
+from farm.model import GPTConfig
 from farm.tasks import Task
 from farm.tracing import Trace, TraceReader
 
@@ -295,11 +296,9 @@ class Planner:
             normed, guards = band_norm_guided(q, r, *self.model.norm_final, cfg.half_low,
                                               cfg.half_high, branch, tag="fn")
         else:
-            mean = sum(residual) / d
-            fixed = {k: sign(c - mean) for k, c in enumerate(residual)
-                     if abs(c - mean) > 2 * epsilon}
-            normed = band_norm_full(q, r, *self.model.norm_final, cfg.half_low, cfg.half_high,
-                                    tag="fn", fixed_signs=fixed)
+            normed, guards = band_norm_full(q, r, *self.model.norm_final, cfg.half_low,
+                                            cfg.half_high, tag="fn",
+                                            **settled_in_ball(residual, epsilon, cfg))
         head = self.model.lm_head
         row = [Fraction(a - b, head.scale)
                for a, b in zip(head.weight[self.c0], head.weight[self.c1], strict=True)]
@@ -311,6 +310,32 @@ class Planner:
         return _finish(q, prop, self.task.name, f"{self._subject(i)} eps {epsilon} {encoding}",
                        claim, (self.prompts[i],),
                        Perturbed(i, tuple(residual), epsilon, tuple(q.model_vars[:d]), branch))
+
+
+def settled_in_ball(residual: Sequence[Fraction], epsilon: Fraction, cfg: GPTConfig
+                    ) -> dict[str, Any]:
+    """What of the final norm's branch cannot change for r + η, ‖η‖∞ ≤ ε.
+
+    A centred coordinate moves by η_i − mean(η), at most 2ε, so its sign is
+    fixed when |c_i| > 2ε, and a side's sum lies between the sums of
+    max(±c_i − 2ε, 0) and max(±c_i + 2ε, 0): where both bounds are on one side
+    of half_high (half_low), the projection (lift) always or never happens.
+    Exact arithmetic; `band_norm_full` turns each settled part into a guard the
+    solver checks, so a mistake here can cost a query, never a wrong verdict.
+    """
+    mean = sum(residual) / len(residual)
+    centred = [c - mean for c in residual]
+    reach = 2 * epsilon
+    settled = {}
+    for name, orient in (("p", 1), ("n", -1)):
+        low = sum(max(orient * c - reach, 0) for c in centred)
+        high = sum(max(orient * c + reach, 0) for c in centred)
+        projected = False if high <= cfg.half_high else True if low > cfg.half_high else None
+        lifted = (False if projected or low >= cfg.half_low else
+                  True if projected is False and high < cfg.half_low else None)
+        settled[name] = Settled(projected, lifted)
+    return {"fixed_signs": {k: sign(c) for k, c in enumerate(centred) if abs(c) > reach},
+            "settled": settled}
 
 
 def _finish(q: Query, prop: str, task: str, subject: str, claim: Claim,

@@ -6,6 +6,7 @@ allows nothing else) and `output = exact output` is SAT (it is not vacuous).
 Guided encodings are checked together with their guards.
 """
 
+import functools
 import random
 from collections.abc import Callable
 from fractions import Fraction as F
@@ -13,6 +14,7 @@ from fractions import Fraction as F
 import pytest
 
 from encoders.ops import (
+    Settled,
     band_norm_full,
     band_norm_guided,
     leaky_relu_full,
@@ -154,11 +156,14 @@ def test_band_norm_every_branch(both, name):
     assert branch.signs.count(0) == (16 if name == "fallback" else zeros)
     params = (gamma, beta, HALF_LOW, HALF_HIGH)
     _assert_exact(both, _guided(band_norm_guided, *params, branch), x, expected)
-    _assert_exact(both, _full(band_norm_full, gamma=gamma, beta=beta, half_low=HALF_LOW,
-                              half_high=HALF_HIGH), x, expected)
+    full = functools.partial(band_norm_full, gamma=gamma, beta=beta, half_low=HALF_LOW,
+                             half_high=HALF_HIGH, tag="op")
+    _assert_exact(both, full, x, expected)
     fixed = {i: s for i, s in enumerate(branch.signs) if s}
-    _assert_exact(both, _full(band_norm_full, gamma=gamma, beta=beta, half_low=HALF_LOW,
-                              half_high=HALF_HIGH, fixed_signs=fixed), x, expected)
+    settled = {n: Settled(side.projected, side.lifted)
+               for n, side in (("p", branch.p), ("n", branch.n))}
+    _assert_exact(both, functools.partial(full, fixed_signs=fixed, settled=settled), x,
+                  expected)
 
 
 def test_band_norm_guards_reject_a_wrong_branch(both):
@@ -174,6 +179,26 @@ def test_band_norm_guards_reject_a_wrong_branch(both):
     assert both.solve(q.text()).status == "unsat"
 
 
+def test_band_norm_full_guards_what_the_caller_settled(both):
+    """A projected side called unprojected, a lift that does not happen, a sign
+    called fixed that is not: the guard fails, so a wrong setting never makes a
+    claim true."""
+    rng = random.Random(8)
+    x = _band_input(rng, F(12))
+    gamma, beta = _norm_params(rng)
+    _, branch = band_norm(x, gamma, beta, HALF_LOW, HALF_HIGH)
+    assert branch.p.projected
+    wrong_sign = next(i for i, s in enumerate(branch.signs) if s > 0)
+    wrong = ({"settled": {"p": Settled(projected=False)}},
+             {"settled": {"p": Settled(lifted=True)}}, {"fixed_signs": {wrong_sign: -1}})
+    for settled in wrong:
+        q = Query()
+        _, guards = band_norm_full(q, _fixed_input(q, x), gamma, beta, HALF_LOW, HALF_HIGH,
+                                   tag="bn", **settled)
+        q.add(*guards)
+        assert both.solve(q.text()).status == "unsat", settled
+
+
 # --------------------------------------------------------------------------- full BandNorm on a box
 
 
@@ -182,7 +207,9 @@ def _box_query(centre: list[F], eps: F, gamma, beta, extra: Callable[[list[Affin
     q = Query()
     xs = [q.real(f"x{i}", model=True) for i in range(len(centre))]
     q.add(*(f for x, a in zip(xs, centre, strict=True) for f in (ge(x, a - eps), le(x, a + eps))))
-    out = band_norm_full(q, xs, gamma, beta, HALF_LOW, HALF_HIGH, tag="bn", fixed_signs=fixed)
+    out, guards = band_norm_full(q, xs, gamma, beta, HALF_LOW, HALF_HIGH, tag="bn",
+                                 fixed_signs=fixed)
+    q.add(*guards)  # the box keeps the fixed signs: asserting them loses no model
     for i, o in enumerate(out):
         q.define(f"out{i}", o, model=True)
     q.add(*extra(xs))
