@@ -45,11 +45,16 @@ class Trainer:
 
     def trace(self, config: GPTConfig, weights: dict[str, np.ndarray], circuit: Circuit,
               prompts: Sequence[tuple[int, ...]]) -> pa.Table:
-        """Exact branch traces of `prompts` under `circuit`, one `farm.tracing` table."""
-        model = ExactModel(config, weights)
+        """Exact branch traces of `prompts` under `circuit`, one `farm.tracing` table.
+
+        The table names the SHA-256 of the weights actually run here; the driver
+        checks it against its own checkpoint when it reads the file back.
+        """
+        ckpt = Checkpoint(config, weights)
+        model = ExactModel(ckpt.config, ckpt.weights)
         rows = [row for start in range(0, len(prompts), TRACE_BATCH)
                 for row in model.run(prompts[start:start + TRACE_BATCH], circuit)]
-        return traces_table(rows, circuit)
+        return traces_table(rows, circuit, ckpt.sha256)
 
 
 def trainer_actor() -> Any:

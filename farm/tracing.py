@@ -8,6 +8,11 @@ re-running the exact evaluator. Each kind of site fills its own columns and
 leaves the others null, which Parquet stores nearly for free; list<bool> is a
 bitmap in Arrow and bit-packed in Parquet. The reader returns exactly the records
 `RowResult.trace` holds, so encoders cannot tell which one they were given.
+
+The file's metadata names what it traced: the prompts, the circuit (none: the
+full model, as `farm.exact` runs it) and, when known, the checkpoint's SHA-256,
+so a trace of other weights or another circuit is refused before any planning
+instead of surfacing as guard failures.
 """
 
 from __future__ import annotations
@@ -53,8 +58,13 @@ def _kind(site: str) -> str:
         raise FarmError(f"trace site {site!r} names no known piecewise operator") from None
 
 
-def traces_table(rows: Sequence[RowResult], circuit: Circuit | None = None) -> pa.Table:
-    """One table row per (input, position, site) of exact-run results, in input order."""
+def traces_table(rows: Sequence[RowResult], circuit: Circuit | None = None,
+                 checkpoint_sha256: str | None = None) -> pa.Table:
+    """One table row per (input, position, site) of exact-run results, in input order.
+
+    `checkpoint_sha256` names the weights that were run, so readers can refuse
+    the file for another checkpoint.
+    """
     columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
     for index, row in enumerate(rows):
         for position, sites in enumerate(row.trace):
@@ -74,13 +84,16 @@ def traces_table(rows: Sequence[RowResult], circuit: Circuit | None = None) -> p
                     column.append(values.get(name))
     metadata = {"format": FORMAT, "prompts": json.dumps([list(r.prompt) for r in rows]),
                 "circuit": json.dumps(circuit.to_json_dict() if circuit else None)}
+    if checkpoint_sha256 is not None:
+        metadata["checkpoint_sha256"] = checkpoint_sha256
     return pa.table(columns, schema=SCHEMA.with_metadata(metadata))
 
 
 def record_traces(model: ExactModel, prompts: Sequence[Sequence[int]], path: str | Path,
-                  circuit: Circuit | None = None) -> pa.Table:
+                  circuit: Circuit | None = None, checkpoint_sha256: str | None = None
+                  ) -> pa.Table:
     """Trace every prompt in one exact run (shared prefixes computed once) and write Parquet."""
-    table = traces_table(model.run(prompts, circuit), circuit)
+    table = traces_table(model.run(prompts, circuit), circuit, checkpoint_sha256)
     write_traces(table, path)
     return table
 
@@ -93,9 +106,15 @@ def write_traces(table: pa.Table, path: str | Path) -> None:
 
 
 class TraceReader:
-    """Reads a trace file back into `RowResult.trace` records, one input at a time."""
+    """Reads a trace file back into `RowResult.trace` records, one input at a time.
 
-    def __init__(self, path: str | Path):
+    `checkpoint_sha256` is the checkpoint the file was recorded for (None when
+    the file does not say).
+    """
+
+    def __init__(self, path: str | Path, checkpoint: str | None = None):
+        """`checkpoint` (a SHA-256) is the one the caller plans on: a file recorded for
+        another is refused, its branches belong to other weights."""
         self.path = Path(path)
         try:
             table = pq.read_table(path)
@@ -107,6 +126,11 @@ class TraceReader:
         self.prompts: list[tuple[int, ...]] = [tuple(p) for p in json.loads(meta[b"prompts"])]
         circuit = json.loads(meta[b"circuit"])
         self.circuit = Circuit.from_json_dict(circuit, str(path)) if circuit else None
+        recorded = meta.get(b"checkpoint_sha256")
+        self.checkpoint_sha256 = recorded.decode() if recorded is not None else None
+        if checkpoint is not None and self.checkpoint_sha256 not in (None, checkpoint):
+            raise FarmError(f"trace {path} was recorded for checkpoint {self.checkpoint_sha256}, "
+                            f"not {checkpoint}")
         self.table = table.combine_chunks()
         inputs = self.table["input"].to_numpy()
         self._bounds = np.searchsorted(inputs, np.arange(len(self.prompts) + 1))
@@ -119,11 +143,17 @@ class TraceReader:
         """The records of `prompts`, refused unless this file traced `circuit` on them.
 
         Matched by prompt, not index, so a whole-domain trace serves any subset.
-        A file with no circuit recorded is taken as is (its guards still check it).
+        A file with no circuit recorded traced the full model (as `farm.exact` runs
+        with no circuit), so it serves only a circuit that keeps every edge.
         """
-        if self.circuit is not None and self.circuit != circuit:
-            raise FarmError(f"trace {self.path} was recorded for another circuit: "
-                            f"{_difference(self.circuit, circuit)}")
+        traced = self.circuit
+        if traced is None:  # in the planned circuit's shape: any full one equals the model
+            traced = Circuit.full(circuit.n_layers, circuit.n_heads, circuit.granularity,
+                                  circuit.task)
+        if traced != circuit:
+            what = "another circuit" if self.circuit else "the full model (no circuit recorded)"
+            raise FarmError(f"trace {self.path} was recorded for {what}: "
+                            f"{_difference(traced, circuit)}")
         index = {p: k for k, p in enumerate(self.prompts)}
         missing = [p for p in prompts if p not in index]
         if missing:

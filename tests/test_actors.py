@@ -106,7 +106,8 @@ def test_trainer_actor_trains_traces_and_extracts_as_the_library_does(local_ray,
         assert found.circuit.metadata["checkpoint_sha256"] == ckpt.sha256
         prompts = get_task("quote_close").domain()[:40]  # more than one batch
         table = ray.get(trainer.trace.remote(config, weights, circuit, prompts))
-        local = traces_table(ExactModel(config, weights).run(prompts, circuit), circuit)
-        assert table.equals(local)
+        local = traces_table(ExactModel(config, weights).run(prompts, circuit), circuit,
+                             ckpt.sha256)
+        assert table.equals(local, check_metadata=True)  # names the checkpoint it ran
     finally:
         ray.kill(trainer)

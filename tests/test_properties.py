@@ -121,6 +121,20 @@ def test_a_trace_of_another_circuit_or_other_prompts_is_refused(planner, trace_f
                 traces=TraceReader(tmp_path / "model.parquet"))
 
 
+def test_a_trace_with_no_circuit_is_of_the_full_model(planner, tmp_path):
+    """`farm.exact` runs the full model when given no circuit, so such a file serves the
+    full circuit only: the ACDC circuit's branches differ from the model's."""
+    model, task = planner.model, planner.task
+    record_traces(model, task.domain()[:2], tmp_path / "model.parquet")
+    reader = TraceReader(tmp_path / "model.parquet")
+    with pytest.raises(FarmError, match=r"model.parquet was recorded for the full model \(no "
+                                        r"circuit recorded\): it has edge\(s\) .* not planned"):
+        Planner(model, planner.circuit, task, inputs=[0, 1], traces=reader)
+    full = Planner(model, Circuit.full(2, 1, "block", task.name), task, inputs=[0, 1],
+                   traces=reader)
+    assert [full.branches[r.prompt] for r in full.results] == [r.trace for r in full.results]
+
+
 def test_shared_prefix_positions_do_not_change_any_query_text(trained):
     """Prefix positions are encoded once and reused, yet every query's text (and so its
     hash) is what a cold planner writes for that input alone, in any order; the prompts

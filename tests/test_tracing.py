@@ -3,6 +3,7 @@
 import pyarrow.parquet as pq
 import pytest
 
+from farm.checkpoint import Checkpoint
 from farm.circuits import Circuit
 from farm.errors import FarmError
 from farm.exact import ExactModel
@@ -19,6 +20,8 @@ def test_all_256_rows_round_trip(trained, tmp_path):
     reader = TraceReader(tmp_path / "trace.parquet")
     expected = model.run(PROMPTS)
     assert len(reader) == 256 and reader.prompts == PROMPTS and reader.circuit is None
+    assert reader.checkpoint_sha256 is None  # not recorded: any checkpoint may read it
+    assert TraceReader(tmp_path / "trace.parquet", "0" * 64).checkpoint_sha256 is None
     for index, row in enumerate(expected):
         assert reader.trace(index) == row.trace, index
     # one row per (input, position, site): 8 sites per position, plus the final norm
@@ -41,6 +44,20 @@ def test_head_circuit_traces_keep_their_types(tmp_path):
                 assert type(got[position][site]) is type(record)
                 if site.endswith(".norm"):
                     assert type(got[position][site].p) is type(record.p)
+
+
+def test_the_checkpoint_identity_is_recorded_and_checked(tmp_path):
+    torch_model = random_model(seed=3)
+    ckpt = Checkpoint.from_model(torch_model)
+    other = Checkpoint.from_model(random_model(seed=4)).sha256
+    path = tmp_path / "t.parquet"
+    record_traces(ExactModel(ckpt.config, ckpt.weights), PROMPTS[:2], path,
+                  checkpoint_sha256=ckpt.sha256)
+    assert TraceReader(path).checkpoint_sha256 == ckpt.sha256
+    assert TraceReader(path, ckpt.sha256).prompts == PROMPTS[:2]
+    with pytest.raises(FarmError, match=f"t.parquet was recorded for checkpoint {ckpt.sha256}, "
+                                        f"not {other}"):
+        TraceReader(path, other)
 
 
 def test_bad_trace_files_are_refused(tmp_path):

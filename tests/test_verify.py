@@ -15,14 +15,14 @@ from encoders.properties import (
     ROBUSTNESS,
     Planner,
 )
-from farm.checkpoint import Checkpoint, save_checkpoint
+from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from farm.circuits import Circuit, save_circuit
 from farm.cli import main
 from farm.exact import ExactModel, band_norm
 from farm.tasks import get_task
 from farm.tracing import TraceReader, record_traces
 from farm.verify import LocalFarm, VerifyOptions, verify_task
-from tests.conftest import weights_of
+from tests.conftest import random_model, weights_of
 
 ALL = [FUNCTIONAL_EQUIVALENCE, EDGE_NECESSITY, CONTENT_INVARIANCE, ROBUSTNESS]
 # ACDC's circuits for the `trained` model (farm extract); the subsets hold a witness per edge
@@ -193,7 +193,8 @@ def test_cli_plans_from_a_trace_file_and_refuses_one_of_another_circuit(checkpoi
                                                                       tmp_path, capsys):
     trace = tmp_path / "trace.parquet"
     record_traces(model, get_task("quote_close").domain(), trace,
-                  Circuit.full(2, 1, "block", "quote_close"))
+                  Circuit.full(2, 1, "block", "quote_close"),
+                  load_checkpoint(checkpoint_dir).sha256)
     out = tmp_path / "result.json"
     args = ["verify", "--checkpoint", str(checkpoint_dir), "--task", "quote_close",
             "--properties", "rob", "--solver", "cvc5", "--quiet", "--trace", str(trace)]
@@ -206,6 +207,21 @@ def test_cli_plans_from_a_trace_file_and_refuses_one_of_another_circuit(checkpoi
                  tmp_path / "quote.json")
     assert main([*args, "--circuit", str(tmp_path / "quote.json")]) == 2
     assert "trace.parquet was recorded for another circuit" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_trace_of_another_checkpoint(checkpoint_dir, tmp_path, capsys):
+    """Right prompts and circuit, other weights: refused before any planning."""
+    other = Checkpoint.from_model(random_model(seed=1))
+    trace = tmp_path / "other.parquet"
+    record_traces(ExactModel(other.config, other.weights), get_task("quote_close").domain(),
+                  trace, Circuit.full(2, 1, "block", "quote_close"), other.sha256)
+    code = main(["verify", "--checkpoint", str(checkpoint_dir), "--circuit", "full", "--task",
+                 "quote_close", "--properties", "rob", "--solver", "cvc5", "--quiet",
+                 "--trace", str(trace)])
+    ours = load_checkpoint(checkpoint_dir).sha256
+    assert code == 2 and other.sha256 != ours
+    assert (f"other.parquet was recorded for checkpoint {other.sha256}, not {ours}"
+            in capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("args, message", [

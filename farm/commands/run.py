@@ -185,7 +185,8 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
     findings: dict[Group, list[Finding]] = {}
     bar = tqdm(total=0, desc=spec.name, unit="q", disable=not progress, dynamic_ncols=True)
     planners = {t: Planner(model, circuits[t], get_task(t),
-                           traces=TraceReader(trace_path(out, t))) for t in spec.tasks}
+                           traces=TraceReader(trace_path(out, t), ckpt.sha256))
+                for t in spec.tasks}
     t0 = time.perf_counter()
     try:
         work = first_tier(spec, planners, findings, bar)

@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="branch trace of this circuit on the task's domain (Parquet, as farm "
                         "run writes to OUT/traces/TASK.parquet): guided queries take the "
                         "circuit's branches from it instead of the planner's own exact runs. "
-                        "A trace of another circuit or of other prompts is refused; a wrong "
+                        "A trace of another checkpoint, another circuit or other prompts is "
+                        "refused (one with no circuit recorded is of the full model); a wrong "
                         "branch record only fails its guard (ERROR, or for the final norm in "
                         "robustness a fully encoded re-ask), so it never proves a claim")
     p.add_argument("--cache", help="Parquet results cache directory (reruns cost nothing)")
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         raise FarmError("--jobs must be at least 1 and --timeout positive")
     ckpt = load_checkpoint(args.checkpoint)
     circuit = resolve_circuit(args.circuit, ckpt, task.name)
-    traces = TraceReader(args.trace) if args.trace else None
+    traces = TraceReader(args.trace, ckpt.sha256) if args.trace else None
     planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, task, args.encoding,
                       traces=traces)
     cache = ResultCache(args.cache) if args.cache else None
