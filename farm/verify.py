@@ -162,6 +162,12 @@ def _error_record(q: PlannedQuery, reason: str, times: Mapping[str, float]) -> R
 
 # --------------------------------------------------------------------------- judging
 
+# Why a SAT verdict can contradict exact evaluation: a wrong encoding, or guided
+# branches read from a trace file of other weights or another circuit, whose guards
+# fail at the true point and so leave the solver free.
+_CONTRADICTION = ("an encoder bug, or branches from a trace that does not belong to this "
+                  "model and circuit")
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -203,10 +209,10 @@ def judge(q: PlannedQuery, rec: Record, model: ExactModel) -> Outcome:
     if solver_margins != margins:
         return Outcome("error", {**detail, "solver_margins": [str(m) for m in solver_margins],
                                  "reason": "SAT model's margins differ from exact replay: "
-                                           "encoder bug"})
+                                           + _CONTRADICTION})
     if q.claim.holds(margins):
         return Outcome("error", {**detail, "reason": "SAT, but exact replay satisfies the "
-                                                     "claim: encoder bug"})
+                                                     "claim: " + _CONTRADICTION})
     return Outcome("counterexample", detail)
 
 
