@@ -308,8 +308,9 @@ class _Run:
                                            branch, tag=self.name(node, t, "bn"))
             self.guards += guards
         else:
-            out, _ = band_norm_full(self.q, x, gamma, beta, cfg.half_low, cfg.half_high,
-                                    tag=self.name(node, t, "bn"))  # nothing settled: no guards
+            out, guards = band_norm_full(self.q, x, gamma, beta, cfg.half_low, cfg.half_high,
+                                         tag=self.name(node, t, "bn"))
+            self.guards += guards  # none: nothing is settled inside a circuit run
         return self.vector(self.name(node, t, "n"), out)
 
     def normed(self, node: str, t: int) -> Vec:

@@ -61,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=0,
                    help="use only the first N inputs of each task's domain (0: all of it)")
     p.add_argument("--jobs", type=int, default=DEFAULT_JOBS)
+    p.add_argument("--solver", default="race", choices=MODES,
+                   help="solver mode of the end-to-end runs (default race; on a 2-core "
+                        "machine the race spends one core on the loser, z3 alone does not)")
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)
@@ -164,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
     # end to end, as `farm verify` runs: warm pools, then plan + render + solve + judge
     t0 = time.perf_counter()
-    with LocalFarm("race", args.timeout, args.jobs) as farm:
+    with LocalFarm(args.solver, args.timeout, args.jobs) as farm:
         for pool in farm.pools:
             pool.solve("(set-logic QF_LRA)\n(check-sat)\n")
         startup = time.perf_counter() - t0
@@ -193,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
                "circuits": {t: {"spec": specs[t], "edges": len(c.edges)}
                             for t, c in circuits.items()},
                "epsilon": str(options.epsilon), "jobs": args.jobs,
+               "end_to_end_solver": args.solver,
                "inputs_per_task": args.limit or "all",
                "per_mode": _summary(rows), "end_to_end": end_to_end}
     csv_text = io.StringIO()
