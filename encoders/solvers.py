@@ -4,9 +4,10 @@ Both solvers parse the same SMT-LIB2 text (see `encoders.smtlib`), so a backend
 is only a parse-check-read-model adapter registered in `BACKENDS`. Each runs
 in its own spawned process that imports its solver once and then serves
 queries over a pipe: a process per query would cost more than most queries.
-A race loser is stopped in place where its solver can be interrupted (z3, from
-a control thread) and killed and replaced by a warm standby where it cannot
-(cvc5 has no interrupt in its Python API) or when it ignores its time limit.
+A race loser is stopped in place: z3 through its interrupt (from a control
+thread), cvc5, which has no interrupt in its Python API, by killing the fork of
+the warm process its query runs in. A process that ignores its time limit is
+killed and replaced by a warm standby.
 
 Soundness rules, enforced here: a timeout, crash or exception is "unknown",
 never "unsat"; a sat/unsat disagreement raises `SolverDisagreement`.
@@ -15,6 +16,9 @@ never "unsat"; a sat/unsat disagreement raises `SolverDisagreement`.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import pickle
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -152,13 +156,58 @@ BACKENDS: dict[str, Callable[[], Backend]] = {"z3": _z3_backend, "cvc5": _cvc5_b
 MODES = (*BACKENDS, "race", "both")
 
 
+def _forked(solve: SolveFn) -> Backend:
+    """`solve` run in a fork of this warm process per query, so that killing the fork
+    stops a solver that has no interrupt, and the warm process lives on.
+
+    Forking a process that has already imported its solver costs milliseconds;
+    a fresh process (the alternative after a kill) costs a spawn and an import,
+    hundreds of milliseconds on a busy machine: per lost race, that was most of
+    the race's time.
+    """
+    lock, running = threading.Lock(), [0]  # the fork's pid while it runs
+
+    def run(text: str, model_vars: Sequence[str], timeout: float) -> tuple[Status, Model, str]:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the fork: answer through the pipe, then vanish without cleanup
+            os.close(read)
+            try:
+                answer = solve(text, model_vars, timeout)
+            except Exception as e:
+                answer = ("unknown", {}, f"error: {type(e).__name__}: {e}")
+            with os.fdopen(write, "wb") as out:
+                pickle.dump(answer, out)
+            os._exit(0)
+        os.close(write)
+        with lock:
+            running[0] = pid
+        with os.fdopen(read, "rb") as answer_pipe:
+            data = answer_pipe.read()
+        with lock:
+            running[0] = 0
+            os.waitpid(pid, 0)  # reaped under the lock: `stop` never signals a reused pid
+        return pickle.loads(data) if data else ("unknown", {}, "interrupted")
+
+    def stop() -> None:
+        with lock:
+            if running[0]:
+                os.kill(running[0], signal.SIGKILL)
+
+    return run, stop
+
+
 def _serve(name: str, conn: Connection, control: Connection) -> None:
     """Child main loop: import the solver, say ready, answer (text, vars, timeout) until None.
 
-    A control thread interrupts the query in progress on request (the solver
-    runs in C with the GIL released); the interrupted query answers "unknown".
+    A control thread interrupts the query in progress on request: through the
+    solver's own interrupt where it has one (it runs in C with the GIL
+    released), else by killing the fork the query runs in (`_forked`). The
+    interrupted query answers "unknown".
     """
     solve, interrupt = BACKENDS[name]()
+    if interrupt is None:
+        solve, interrupt = _forked(solve)
     solving = threading.Event()
 
     def listen() -> None:
@@ -186,15 +235,14 @@ def _serve(name: str, conn: Connection, control: Connection) -> None:
 class _Worker:
     """One warm child process serving one backend, with a warm standby behind it.
 
-    A race loser that overruns its grace period must be killed (cvc5 cannot be
-    interrupted); the standby, already past its solver import, takes its place
-    at once and a new standby starts in the background, so a kill costs the
-    next query nothing.
+    A race loser is interrupted in place (see `_serve`). A child that does not
+    answer the interrupt, or overruns its time limit, is killed; the standby,
+    already past its solver import, takes its place at once and a new standby
+    starts in the background, so a kill costs the next query nothing.
     """
 
     def __init__(self, ctx: mp.context.BaseContext, name: str) -> None:
         self.ctx, self.name = ctx, name
-        self.interruptible = name == "z3"
         self.proc, self.conn, self.control = self._spawn()
         self.ready = False
         self._spare = self._spawn()
@@ -234,14 +282,13 @@ class _Worker:
 
     def stop_query(self, patience: float = 1.0) -> None:
         """Stop the query in progress: interrupt it in place, or kill and swap in the standby."""
-        if self.interruptible:
-            try:
-                self.control.send(True)
-                if self.conn.poll(patience):
-                    self.conn.recv()  # the interrupted (or just finished) answer: discarded
-                    return
-            except (EOFError, OSError):
-                pass  # died meanwhile: replace it
+        try:
+            self.control.send(True)
+            if self.conn.poll(patience):
+                self.conn.recv()  # the interrupted (or just finished) answer: discarded
+                return
+        except (EOFError, OSError):
+            pass  # died meanwhile: replace it
         self.restart()
 
     def restart(self) -> None:
@@ -274,8 +321,9 @@ class SolverPool:
     """Warm solver processes answering SMT-LIB2 queries, one query at a time.
 
     mode: a backend name (one solver), "race" (all backends; the first sat or
-    unsat wins, a loser gets `grace` seconds to finish and is then killed and
-    replaced) or "both" (all backends run to completion and cross-check).
+    unsat wins; a loser gets a quarter of the winner's time, at most `grace`
+    seconds, to finish, so a close call is cross-checked for free, and is then
+    stopped) or "both" (all backends run to completion and cross-check).
     No global state: one pool per process or Ray actor; `close()` (or `with`)
     leaves no child behind. Its host must be allowed children: a
     `ProcessPoolExecutor` worker or Ray actor is, a daemonic
@@ -316,7 +364,8 @@ class SolverPool:
                 w = pending.pop(conn)
                 verdicts.append(self._receive(w, t0))
             if self.mode == "race" and any(v.status != "unknown" for v in verdicts):
-                deadline = min(deadline, time.perf_counter() + self.grace)
+                now = time.perf_counter()  # a loser close behind is worth a cross-check
+                deadline = min(deadline, now + min(self.grace, (now - t0) / 4))
         decided = any(v.status != "unknown" for v in verdicts)
         for w in pending.values():
             if self.mode == "race" and decided:  # lost the race: stop it, keep it warm if we can
