@@ -184,10 +184,14 @@ def _forked(solve: SolveFn) -> Backend:
             running[0] = pid
         with os.fdopen(read, "rb") as answer_pipe:
             data = answer_pipe.read()
-        with lock:
+        with lock:  # reaped under the lock, so `stop` never signals a reused pid
             running[0] = 0
-            os.waitpid(pid, 0)  # reaped under the lock: `stop` never signals a reused pid
-        return pickle.loads(data) if data else ("unknown", {}, "interrupted")
+            _, status = os.waitpid(pid, 0)
+        if data:
+            return pickle.loads(data)
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            return "unknown", {}, "interrupted"
+        return "unknown", {}, f"crashed: wait status {status}"
 
     def stop() -> None:
         with lock:

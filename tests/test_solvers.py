@@ -165,3 +165,19 @@ def test_z3_reuses_a_shared_prefix_and_answers_as_on_the_whole_text():
     with SolverPool("both", timeout=10) as pool:  # cvc5 reads the same text whole
         for text, model_vars in texts:
             pool.solve(text, model_vars)  # a disagreement would raise
+
+
+def test_a_forked_query_that_crashes_or_raises_is_unknown_and_says_why():
+    """The fork a cvc5 query runs in may die without answering: that is a crash, not an
+    interrupt, and an exception is an error; neither is ever sat or unsat."""
+    from encoders.solvers import _forked
+
+    def crash(text, model_vars, timeout):
+        os._exit(3)
+
+    def fail(text, model_vars, timeout):
+        raise ValueError("bad query")
+
+    status, model, reason = _forked(crash)[0]("", (), 1.0)
+    assert (status, model) == ("unknown", {}) and reason.startswith("crashed")
+    assert _forked(fail)[0]("", (), 1.0) == ("unknown", {}, "error: ValueError: bad query")
