@@ -132,6 +132,13 @@ class PlannedQuery:
     edge: Edge | None = None  # edge necessity: the removed edge
 
     @property
+    def kind(self) -> str:
+        """Queries of one kind behave alike for the solvers (a race learns per kind)."""
+        if isinstance(self.replay, Perturbed):
+            return f"{self.property}/{'guided' if self.replay.branch else 'full'}"
+        return self.property
+
+    @property
     def holds_exactly(self) -> bool | None:
         """The claim's exact truth, when the inputs are constant."""
         return self.claim.holds(self.replay.margins) if isinstance(self.replay, Fixed) else None

@@ -19,8 +19,10 @@ import multiprocessing as mp
 import os
 import pickle
 import signal
+import statistics
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -154,6 +156,8 @@ def _unknown_reason(raw: str) -> str:
 
 BACKENDS: dict[str, Callable[[], Backend]] = {"z3": _z3_backend, "cvc5": _cvc5_backend}
 MODES = (*BACKENDS, "race", "both")
+LEARN = 8  # races of a kind the pool remembers (and must have seen) to pick a lead
+EXPLORE = 32  # one race in EXPLORE of each kind starts every solver at once
 
 
 def _forked(solve: SolveFn) -> Backend:
@@ -328,6 +332,13 @@ class SolverPool:
     unsat wins; a loser gets a quarter of the winner's time, at most `grace`
     seconds, to finish, so a close call is cross-checked for free, and is then
     stopped) or "both" (all backends run to completion and cross-check).
+
+    A race staggers its starts per `kind` of query once the pool has seen who
+    wins it: when one solver won at least 80 % of the last `LEARN` races of a
+    kind, it starts alone and the others join only if it has not answered
+    within twice its median winning time (or answered unknown). One race in
+    `EXPLORE` of each kind starts everyone at once, to notice a change. On a
+    machine with fewer cores than solvers this is most of the race's cost.
     No global state: one pool per process or Ray actor; `close()` (or `with`)
     leaves no child behind. Its host must be allowed children: a
     `ProcessPoolExecutor` worker or Ray actor is, a daemonic
@@ -343,31 +354,65 @@ class SolverPool:
         ctx = mp.get_context(start_method)
         names = list(BACKENDS) if mode in ("race", "both") else [mode]
         self._workers = [_Worker(ctx, n) for n in names]
+        self._wins: dict[str, deque[tuple[str, float]]] = {}  # kind -> recent (winner, s)
+        self._races: dict[str, int] = {}
 
     def solve(self, text: str, model_vars: Sequence[str] = (),
-              timeout: float | None = None) -> RaceResult:
-        """Decide `text`; `model_vars` are read back exactly when sat."""
-        return self._solve_each([text] * len(self._workers), model_vars, timeout)
+              timeout: float | None = None, kind: str | None = None) -> RaceResult:
+        """Decide `text`; `model_vars` are read back exactly when sat. `kind` names a
+        class of similar queries (e.g. a property), for the race's staggered starts."""
+        return self._solve_each([text] * len(self._workers), model_vars, timeout, kind)
+
+    def _lead(self, kind: str | None, timeout: float) -> tuple[_Worker | None, float]:
+        """The worker to start alone and how long it runs alone; (None, 0) for all at once."""
+        if self.mode != "race" or kind is None:
+            return None, 0.0
+        count = self._races[kind] = self._races.get(kind, 0) + 1
+        recent = self._wins.get(kind, ())
+        if count % EXPLORE == 0 or len(recent) < LEARN:
+            return None, 0.0
+        name, wins = Counter(w for w, _ in recent).most_common(1)[0]
+        if wins < 0.8 * len(recent):
+            return None, 0.0
+        lead = next(w for w in self._workers if w.name == name)
+        return lead, min(2 * statistics.median(s for w, s in recent if w == name), timeout / 4)
 
     def _solve_each(self, texts: Sequence[str], model_vars: Sequence[str],
-                    timeout: float | None) -> RaceResult:
+                    timeout: float | None, kind: str | None = None) -> RaceResult:
         """Send `texts[i]` to worker i (the same text, except in tests of the cross-check)."""
         timeout = self.timeout if timeout is None else timeout
-        for w, text in zip(self._workers, texts, strict=True):
-            w.submit((text, tuple(model_vars), timeout), self.start_timeout)
+        jobs = [(w, (text, tuple(model_vars), timeout))
+                for w, text in zip(self._workers, texts, strict=True)]
+        lead, alone = self._lead(kind, timeout)
+        waiting = [(w, j) for w, j in jobs if lead is not None and w is not lead]
+        started = [w for w, _ in jobs if lead is None or w is lead]
+        for w, j in jobs:
+            if w in started:
+                w.submit(j, self.start_timeout)
         t0 = time.perf_counter()
         # the solvers enforce `timeout` themselves; the hard limit is for those that overrun
-        deadline = t0 + timeout + max(1.0, 0.1 * timeout)
-        pending = {w.conn: w for w in self._workers}
+        slack = max(1.0, 0.1 * timeout)
+        deadline = t0 + timeout + slack
+        pending = {w.conn: w for w in started}  # after submit: a restart replaces conn
         verdicts: list[Verdict] = []
-        while pending:
-            ready = wait(list(pending), max(0.0, deadline - time.perf_counter()))
-            if not ready:
-                break
+        while pending or waiting:
+            until = min(deadline, t0 + alone) if waiting else deadline
+            ready = wait(list(pending), max(0.0, until - time.perf_counter()))
             for conn in ready:
                 w = pending.pop(conn)
                 verdicts.append(self._receive(w, t0))
-            if self.mode == "race" and any(v.status != "unknown" for v in verdicts):
+            decided = any(v.status != "unknown" for v in verdicts)
+            if waiting and not decided and (not pending or time.perf_counter() >= t0 + alone):
+                for w, j in waiting:  # the lead is late, or unsure: race
+                    w.submit(j, self.start_timeout)
+                    pending[w.conn] = w
+                waiting = []
+                deadline = time.perf_counter() + timeout + slack  # their full time limit
+                continue
+            if not ready:
+                break
+            if self.mode == "race" and decided:
+                waiting = []  # never started: nothing to stop
                 now = time.perf_counter()  # a loser close behind is worth a cross-check
                 deadline = min(deadline, now + min(self.grace, (now - t0) / 4))
         decided = any(v.status != "unknown" for v in verdicts)
@@ -378,7 +423,11 @@ class SolverPool:
                 w.restart()
                 verdicts.append(Verdict("unknown", w.name, time.perf_counter() - t0,
                                         reason="timeout"))
-        return _decide(verdicts)
+        result = _decide(verdicts)
+        if kind is not None and result.winner is not None:
+            won = self._wins.setdefault(kind, deque(maxlen=LEARN))
+            won.append((result.winner, result.seconds(result.winner) or 0.0))
+        return result
 
     def _receive(self, w: _Worker, t0: float) -> Verdict:
         try:

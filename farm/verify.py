@@ -147,7 +147,7 @@ def _solve_one(pool: SolverPool, q: PlannedQuery) -> Record:
     """A solver answer as a record; a disagreement or a failing pool becomes an error record."""
     try:
         return Record.from_result(q.hash, q.property, q.task, q.subject,
-                                  pool.solve(q.text, q.model_vars))
+                                  pool.solve(q.text, q.model_vars, kind=q.kind))
     except SolverDisagreement as err:
         times = {v.solver: v.seconds for v in err.verdicts}
         return _error_record(q, str(err), times)

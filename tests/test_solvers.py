@@ -181,3 +181,19 @@ def test_a_forked_query_that_crashes_or_raises_is_unknown_and_says_why():
     status, model, reason = _forked(crash)[0]("", (), 1.0)
     assert (status, model) == ("unknown", {}) and reason.startswith("crashed")
     assert _forked(fail)[0]("", (), 1.0) == ("unknown", {}, "error: ValueError: bad query")
+
+
+def test_race_starts_the_usual_winner_alone_and_still_races_when_it_is_late():
+    """After LEARN races of a kind that z3 won, z3 starts alone; cvc5 joins only when z3
+    is late (here: a query z3 finds hard), and one race in LEARN starts both anyway."""
+    from encoders.solvers import LEARN
+
+    with SolverPool("race", timeout=20) as pool:
+        easy = _unsat_query().text()
+        for _ in range(LEARN):
+            pool._solve_each([easy, _pigeonhole(9)], (), 20, kind="k")  # cvc5 stuck: z3 wins
+        staggered = pool.solve(easy, kind="k")
+        assert (staggered.status, staggered.winner) == ("unsat", "z3")
+        assert [v.solver for v in staggered.verdicts] == ["z3"]  # cvc5 never started
+        late = pool._solve_each([_pigeonhole(9), easy], (), 20, kind="k")
+        assert (late.status, late.winner) == ("unsat", "cvc5")  # joined after z3's usual time
