@@ -244,3 +244,17 @@ def test_cli_refuses_bad_input_clearly(checkpoint_dir, tmp_path, capsys, args, m
     args = [a.format(**files) for a in args]
     assert main(["verify", "--checkpoint", str(checkpoint_dir), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_job_tables_show_solver_time_not_an_empty_wall_time():
+    """A job interleaves properties across actors: its table sums the solvers' time."""
+    import dataclasses
+
+    from farm.commands.verify import format_table
+    from farm.verify import fold
+
+    result = dataclasses.replace(fold("functional_equivalence", "quote_close", []),
+                                 solver_seconds={"z3": 1.25, "cvc5": 0.5}, seconds=0.0)
+    job, local = format_table([result], solver_time=True), format_table([result])
+    assert "solver s" in job and job.splitlines()[-1].endswith("1.75")
+    assert "time s" in local and local.splitlines()[-1].endswith("0.00")

@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     certificate, public_key = certify(spec, out)
     print(f"{spec.name}: checkpoint {result.checkpoint.sha256[:16]}…, solver {spec.solver}, "
           f"epsilon {spec.epsilon}, {result.seconds:.1f} s")
-    print(format_table(result.results))
+    print(format_table(result.results, solver_time=True))
     if details := format_details(result.results):
         print(details)
     print(stats_lines(result.stats))

@@ -101,15 +101,19 @@ def parse_properties(text: str) -> list[str]:
     return [PROPERTIES[n] for n in dict.fromkeys(names)]
 
 
-def format_table(results: list[PropertyResult]) -> str:
-    """One row per (task, property), for people."""
+def format_table(results: list[PropertyResult], solver_time: bool = False) -> str:
+    """One row per (task, property), for people. The last column is the property's wall
+    time, or with `solver_time` its solvers' summed time (a job interleaves properties
+    across actors, so it has no wall time per property)."""
     head = (f"{'task':<13}{'property':<24}{'status':<10}{'queries':>8}{'unsat':>7}{'sat':>5}"
-            f"{'unknown':>8}{'cached':>7}{'z3 wins':>8}{'cvc5 wins':>10}{'time s':>8}")
+            f"{'unknown':>8}{'cached':>7}{'z3 wins':>8}{'cvc5 wins':>10}"
+            f"{'solver s' if solver_time else 'time s':>9}")
     lines = [head, "-" * len(head)]
     for r in results:
+        seconds = sum(r.solver_seconds.values()) if solver_time else r.seconds
         lines.append(f"{r.task:<13}{r.property:<24}{r.status:<10}{r.queries:>8}{r.unsat:>7}"
                      f"{r.sat:>5}{r.unknown:>8}{r.cached:>7}{r.wins['z3']:>8}"
-                     f"{r.wins['cvc5']:>10}{r.seconds:>8.2f}")
+                     f"{r.wins['cvc5']:>10}{seconds:>9.2f}")
     return "\n".join(lines)
 
 
