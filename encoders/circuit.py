@@ -69,7 +69,8 @@ class _Position:
     guard: Formula | None
 
 
-POSITION_CACHE = 1024  # prefix positions kept per model; one is 10-100 KB of text
+POSITION_CACHE = 512  # prefix positions kept per model (10-100 KB of text each); a task's
+# prompts have 46 proper prefixes per run tag and circuit
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,13 @@ from functools import lru_cache
 from numbers import Rational
 
 __all__ = [
-    "Affine", "Formula", "Query", "SECTION_MARK", "Section", "Term", "TRUE", "FALSE",
+    "Affine", "Formula", "Query", "SECTION_MARK", "SYMBOL", "Section", "Term", "TRUE", "FALSE",
     "lt", "le", "eq", "ge", "gt", "and_", "or_", "not_", "implies", "ite", "numeral",
 ]
 
 _ZERO, _ONE, _MINUS_ONE = Fraction(0), Fraction(1), Fraction(-1)
-_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_.@$~^&*+=<>?!/-]*\Z")
+SYMBOL = r"[A-Za-z_][A-Za-z0-9_.@$~^&*+=<>?!/-]*"  # the names `Query` accepts
+_SYMBOL = re.compile(SYMBOL + r"\Z")
 
 
 def numeral(q: Fraction) -> str:

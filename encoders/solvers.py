@@ -101,7 +101,13 @@ def _z3_backend() -> Backend:
     def solve(text: str, model_vars: Sequence[str], timeout: float) -> tuple[Status, Model, str]:
         deadline = time.perf_counter() + timeout
         s = strategy.solver()
-        if (goal := prefixes.goal(text)) is not None:
+        try:
+            goal = prefixes.goal(text)
+        except z3.Z3Exception as e:  # the whole text below still decides the query ...
+            if "cancel" in str(e).lower():
+                raise  # ... unless it was stopped
+            goal = None
+        if goal is not None:
             s.set("timeout", max(1, int((deadline - time.perf_counter()) * 1000)))
             s.add(goal)
             r = s.check()
@@ -167,25 +173,30 @@ def _forked(solve: SolveFn) -> Backend:
     Forking a process that has already imported its solver costs milliseconds;
     a fresh process (the alternative after a kill) costs a spawn and an import,
     hundreds of milliseconds on a busy machine: per lost race, that was most of
-    the race's time.
+    the race's time. The fork shares the server's process group, so killing the
+    group (`_stop`) never leaves it running.
     """
-    lock, running = threading.Lock(), [0]  # the fork's pid while it runs
+    lock = threading.Lock()
+    running, stopped = [0], [False]  # the fork's pid while it runs; whether `stop` killed it
 
     def run(text: str, model_vars: Sequence[str], timeout: float) -> tuple[Status, Model, str]:
         read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the fork: answer through the pipe, then vanish without cleanup
-            os.close(read)
-            try:
-                answer = solve(text, model_vars, timeout)
-            except Exception as e:
-                answer = ("unknown", {}, f"error: {type(e).__name__}: {e}")
-            with os.fdopen(write, "wb") as out:
-                pickle.dump(answer, out)
-            os._exit(0)
-        os.close(write)
-        with lock:
+        with lock:  # a `stop` cannot fall between the fork and the pid being known
+            stopped[0] = False
+            pid = os.fork()
+            if pid == 0:  # the fork: answer through the pipe and vanish, whatever happens
+                try:
+                    os.close(read)
+                    try:
+                        answer = solve(text, model_vars, timeout)
+                    except Exception as e:
+                        answer = ("unknown", {}, f"error: {type(e).__name__}: {e}")
+                    with os.fdopen(write, "wb") as out:
+                        pickle.dump(answer, out)
+                finally:
+                    os._exit(0)
             running[0] = pid
+        os.close(write)
         with os.fdopen(read, "rb") as answer_pipe:
             data = answer_pipe.read()
         with lock:  # reaped under the lock, so `stop` never signals a reused pid
@@ -193,48 +204,57 @@ def _forked(solve: SolveFn) -> Backend:
             _, status = os.waitpid(pid, 0)
         if data:
             return pickle.loads(data)
-        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+        if stopped[0]:
             return "unknown", {}, "interrupted"
         return "unknown", {}, f"crashed: wait status {status}"
 
     def stop() -> None:
         with lock:
             if running[0]:
+                stopped[0] = True
                 os.kill(running[0], signal.SIGKILL)
 
     return run, stop
 
 
 def _serve(name: str, conn: Connection, control: Connection) -> None:
-    """Child main loop: import the solver, say ready, answer (text, vars, timeout) until None.
+    """Child main loop: import the solver, say ready, answer (seq, text, vars, timeout)
+    with (seq, verdict) until None.
 
-    A control thread interrupts the query in progress on request: through the
-    solver's own interrupt where it has one (it runs in C with the GIL
-    released), else by killing the fork the query runs in (`_forked`). The
-    interrupted query answers "unknown".
+    A control thread interrupts the query numbered by a control message, if it
+    is still the one in progress (a late message must not stop the next one):
+    through the solver's own interrupt where it has one (it runs in C with the
+    GIL released), else by killing the fork the query runs in (`_forked`). The
+    interrupted query answers "unknown". The process leads its own process
+    group, so that a kill of the group takes any fork with it.
     """
+    os.setpgrp()
     solve, interrupt = BACKENDS[name]()
     if interrupt is None:
         solve, interrupt = _forked(solve)
-    solving = threading.Event()
+    lock, current = threading.Lock(), [0]  # the seq of the query in progress, 0 if none
 
     def listen() -> None:
-        while control.recv() is not None:
-            if interrupt is not None and solving.is_set():
-                interrupt()
+        while (seq := control.recv()) is not None:
+            with lock:
+                if seq == current[0]:
+                    interrupt()
 
     threading.Thread(target=listen, daemon=True).start()
     conn.send("ready")
     while (job := conn.recv()) is not None:
+        seq, *query = job
         t0 = time.perf_counter()
-        solving.set()
+        with lock:
+            current[0] = seq
         try:
-            status, model, reason = solve(*job)
+            status, model, reason = solve(*query)
         except Exception as e:  # a parse or solver error is an answer too: unknown
             status, model, reason = "unknown", {}, f"error: {type(e).__name__}: {e}"
         finally:
-            solving.clear()
-        conn.send(Verdict(status, name, time.perf_counter() - t0, model, reason))
+            with lock:
+                current[0] = 0
+        conn.send((seq, Verdict(status, name, time.perf_counter() - t0, model, reason)))
 
 
 # --- parent side ---
@@ -254,6 +274,7 @@ class _Worker:
         self.proc, self.conn, self.control = self._spawn()
         self.ready = False
         self._spare = self._spawn()
+        self.seq = 0  # number of the last query sent: answers and stops carry it
 
     def _spawn(self) -> tuple[mp.process.BaseProcess, Connection, Connection]:
         conn, child = self.ctx.Pipe()
@@ -267,10 +288,11 @@ class _Worker:
 
     def submit(self, job: tuple[str, tuple[str, ...], float], start_timeout: float) -> None:
         """Send a query; a child found dead (killed while idle or starting) is replaced once."""
+        self.seq += 1
         for retry in (False, True):
             if self._ready(start_timeout):
                 try:
-                    self.conn.send(job)
+                    self.conn.send((self.seq, *job))
                     return
                 except OSError:
                     pass
@@ -288,16 +310,28 @@ class _Worker:
                 pass  # died while importing or starting
         return self.ready
 
-    def stop_query(self, patience: float = 1.0) -> None:
-        """Stop the query in progress: interrupt it in place, or kill and swap in the standby."""
+    def receive(self) -> Verdict:
+        """The answer to the query in progress (raises EOFError/OSError if the child died)."""
+        seq, verdict = self.conn.recv()
+        if seq != self.seq:  # never expected: every sent query's answer is read or killed
+            self.restart()
+            return Verdict("unknown", self.name, 0.0, reason=f"crashed: answer {seq} to "
+                           f"query {self.seq}, process replaced")
+        return verdict
+
+    def stop_query(self, patience: float = 1.0) -> Verdict | None:
+        """Stop the query in progress: interrupt it in place, or kill and swap in the standby.
+
+        Returns the answer if one came (it may have finished before the interrupt:
+        a definitive answer still counts, e.g. to reveal a disagreement)."""
         try:
-            self.control.send(True)
+            self.control.send(self.seq)
             if self.conn.poll(patience):
-                self.conn.recv()  # the interrupted (or just finished) answer: discarded
-                return
+                return self.receive()
         except (EOFError, OSError):
             pass  # died meanwhile: replace it
         self.restart()
+        return None
 
     def restart(self) -> None:
         """Kill the child (it may be deep inside a solver call); the standby takes over."""
@@ -318,8 +352,12 @@ class _Worker:
 
 
 def _stop(proc: mp.process.BaseProcess, conn: Connection, control: Connection) -> None:
+    """Kill the child and its process group (a cvc5 fork included), then reap it."""
     if proc.is_alive():
-        proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # not yet its own group leader: the child alone
+            proc.kill()
     proc.join()
     conn.close()
     control.close()
@@ -363,19 +401,23 @@ class SolverPool:
         class of similar queries (e.g. a property), for the race's staggered starts."""
         return self._solve_each([text] * len(self._workers), model_vars, timeout, kind)
 
-    def _lead(self, kind: str | None, timeout: float) -> tuple[_Worker | None, float]:
-        """The worker to start alone and how long it runs alone; (None, 0) for all at once."""
+    def _lead(self, kind: str | None, timeout: float) -> tuple[_Worker | None, float, str | None]:
+        """The worker to start alone, how long it runs alone, and (in an exploring race,
+        which starts everyone) the usual winner it checks: (None, 0, None) for a plain race."""
         if self.mode != "race" or kind is None:
-            return None, 0.0
+            return None, 0.0, None
         count = self._races[kind] = self._races.get(kind, 0) + 1
         recent = self._wins.get(kind, ())
-        if count % EXPLORE == 0 or len(recent) < LEARN:
-            return None, 0.0
+        if len(recent) < LEARN:
+            return None, 0.0, None
         name, wins = Counter(w for w, _ in recent).most_common(1)[0]
         if wins < 0.8 * len(recent):
-            return None, 0.0
+            return None, 0.0, None
+        if count % EXPLORE == 0:
+            return None, 0.0, name
         lead = next(w for w in self._workers if w.name == name)
-        return lead, min(2 * statistics.median(s for w, s in recent if w == name), timeout / 4)
+        alone = min(2 * statistics.median(s for w, s in recent if w == name), timeout / 4)
+        return lead, alone, None
 
     def _solve_each(self, texts: Sequence[str], model_vars: Sequence[str],
                     timeout: float | None, kind: str | None = None) -> RaceResult:
@@ -383,17 +425,36 @@ class SolverPool:
         timeout = self.timeout if timeout is None else timeout
         jobs = [(w, (text, tuple(model_vars), timeout))
                 for w, text in zip(self._workers, texts, strict=True)]
-        lead, alone = self._lead(kind, timeout)
+        lead, alone, usual = self._lead(kind, timeout)
         waiting = [(w, j) for w, j in jobs if lead is not None and w is not lead]
-        started = [w for w, _ in jobs if lead is None or w is lead]
-        for w, j in jobs:
-            if w in started:
-                w.submit(j, self.start_timeout)
+        pending: dict[Connection, _Worker] = {}
+        try:
+            for w, j in jobs:
+                if lead is None or w is lead:
+                    w.submit(j, self.start_timeout)
+                    pending[w.conn] = w  # after submit: a restart replaces conn
+            verdicts = self._collect(pending, waiting, timeout, alone)
+        except BaseException:
+            for w in pending.values():  # a query left in flight would answer the next one
+                w.restart()
+            raise
+        result = _decide(verdicts)
+        if kind is not None and result.winner is not None:
+            won = self._wins.setdefault(kind, deque(maxlen=LEARN))
+            if usual is not None and result.winner != usual:
+                won.clear()  # the exploring race found a new winner: learn again
+            won.append((result.winner, result.seconds(result.winner) or 0.0))
+        return result
+
+    def _collect(self, pending: dict[Connection, _Worker],
+                 waiting: list[tuple[_Worker, tuple[str, tuple[str, ...], float]]],
+                 timeout: float, alone: float) -> list[Verdict]:
+        """Wait for the started workers' verdicts, start the waiting ones if the lead is
+        late or unsure, and stop or kill whoever is left once the race is decided."""
         t0 = time.perf_counter()
         # the solvers enforce `timeout` themselves; the hard limit is for those that overrun
         slack = max(1.0, 0.1 * timeout)
         deadline = t0 + timeout + slack
-        pending = {w.conn: w for w in started}  # after submit: a restart replaces conn
         verdicts: list[Verdict] = []
         while pending or waiting:
             until = min(deadline, t0 + alone) if waiting else deadline
@@ -416,22 +477,21 @@ class SolverPool:
                 now = time.perf_counter()  # a loser close behind is worth a cross-check
                 deadline = min(deadline, now + min(self.grace, (now - t0) / 4))
         decided = any(v.status != "unknown" for v in verdicts)
-        for w in pending.values():
-            if self.mode == "race" and decided:  # lost the race: stop it, keep it warm if we can
-                w.stop_query()
+        while pending:
+            _, w = pending.popitem()
+            if self.mode == "race" and decided:  # lost the race: stop it, keep it warm
+                late = w.stop_query()
+                if late is not None and late.status != "unknown":
+                    verdicts.append(late)  # finished after all: it still cross-checks
             else:  # overran its own time limit: kill it
                 w.restart()
                 verdicts.append(Verdict("unknown", w.name, time.perf_counter() - t0,
                                         reason="timeout"))
-        result = _decide(verdicts)
-        if kind is not None and result.winner is not None:
-            won = self._wins.setdefault(kind, deque(maxlen=LEARN))
-            won.append((result.winner, result.seconds(result.winner) or 0.0))
-        return result
+        return verdicts
 
     def _receive(self, w: _Worker, t0: float) -> Verdict:
         try:
-            return w.conn.recv()
+            return w.receive()
         except (EOFError, OSError) as e:  # the child died mid-query (e.g. out of memory)
             w.proc.join(1.0)
             code = w.proc.exitcode

@@ -23,12 +23,12 @@ from collections import OrderedDict
 from types import ModuleType
 from typing import Any
 
-from encoders.smtlib import SECTION_MARK
+from encoders.smtlib import SECTION_MARK, SYMBOL
 
 __all__ = ["Z3Prefixes"]
 
 _DECLARATION = re.compile(r"\(declare-fun (\S+) \(\) (?:Real|Bool)\)")
-_SYMBOL = re.compile(r"[A-Za-z_][\w.]*")
+_SYMBOL = re.compile(SYMBOL)
 
 
 class _Prefix:

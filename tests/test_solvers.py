@@ -3,6 +3,7 @@
 import os
 import signal
 import threading
+import time
 from fractions import Fraction as F
 
 import pytest
@@ -197,3 +198,44 @@ def test_race_starts_the_usual_winner_alone_and_still_races_when_it_is_late():
         assert [v.solver for v in staggered.verdicts] == ["z3"]  # cvc5 never started
         late = pool._solve_each([_pigeonhole(9), easy], (), 20, kind="k")
         assert (late.status, late.winner) == ("unsat", "cvc5")  # joined after z3's usual time
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_killing_a_cvc5_server_kills_the_fork_its_query_runs_in():
+    """A server killed mid-query (hard time limit, close) takes its fork with it: no
+    orphaned solver keeps a core busy."""
+    with SolverPool("cvc5", timeout=30) as pool:
+        w = pool._workers[0]
+        w.submit((_pigeonhole(9), (), 30.0), 60)
+        fork = 0
+        for _ in range(200):
+            if fork := int(_children(w.proc.pid) or 0):
+                break
+            time.sleep(0.01)
+        assert fork and _alive(fork)
+        w.restart()
+        for _ in range(200):
+            if not _alive(fork):
+                break
+            time.sleep(0.01)
+        assert not _alive(fork)
+        assert pool.solve(_unsat_query().text()).status == "unsat"  # the standby serves
+
+
+def test_a_late_stop_never_interrupts_the_next_query():
+    """A stop names the query it is for: one that arrives after its query finished is
+    ignored, instead of killing whatever query runs next."""
+    with SolverPool("cvc5", timeout=30) as pool:
+        w = pool._workers[0]
+        assert pool.solve(_unsat_query().text()).status == "unsat"
+        w.control.send(w.seq)  # too late: that query has answered
+        for _ in range(5):
+            r = pool.solve(_pigeonhole(4))
+            assert r.status == "unsat", r.reason
