@@ -463,19 +463,25 @@ def robustness_outcomes(planner: Planner, epsilons: Mapping[int, Fraction], farm
 
 def certified_radii(planner: Planner, farm: LocalFarm, cache: ResultCache | None,
                     options: VerifyOptions) -> RadiusResult:
-    """Bisect each input's robustness radius on [0, upper] until hi − lo ≤ precision.
+    """Each input's largest certified ℓ∞ radius on [0, upper], to an absolute precision.
 
     `lo` is always backed by an UNSAT query (robust at lo, hence below it);
     `hi` by a replayed counterexample, or by an unknown (then the true radius
-    may be larger). The upper bound is tried first. An error stops that input.
+    may be larger). The search climbs from the property's ε, doubling while
+    the input stays robust, then bisects: the encoding of a large ball settles
+    little of the final norm's branch, and its queries cost the most (at ε = 1
+    on the paper-size model both solvers time out), so it asks one only when
+    the radius is that large. An error stops that input.
     """
     n = len(planner.prompts)
     lo = [Fraction(0)] * n
     hi: list[Fraction | None] = [None] * n
     notes = [""] * n
     active = set(range(n))
+    start = min(options.epsilon, options.radius_upper)
     while active:
-        steps = {i: options.radius_upper if hi[i] is None else (lo[i] + hi[i]) / 2
+        steps = {i: (lo[i] + hi[i]) / 2 if hi[i] is not None
+                 else min(2 * lo[i], options.radius_upper) if lo[i] else start
                  for i in sorted(active)}
         _, outcomes = robustness_outcomes(
             planner, steps, farm, cache, RADIUS,
@@ -492,7 +498,8 @@ def certified_radii(planner: Planner, farm: LocalFarm, cache: ResultCache | None
             else:
                 hi[i] = steps[i]
                 notes[i] = "bisection passed an unknown: the radius may be larger"
-            if hi[i] is None or hi[i] - lo[i] <= options.radius_precision:
+            if (lo[i] == options.radius_upper
+                    or hi[i] is not None and hi[i] - lo[i] <= options.radius_precision):
                 active.discard(i)
     per_input = [{"input": i, "prompt": list(planner.prompts[i]), "certified": str(lo[i]),
                   "certified_float": float(lo[i]),

@@ -258,3 +258,31 @@ def test_job_tables_show_solver_time_not_an_empty_wall_time():
     job, local = format_table([result], solver_time=True), format_table([result])
     assert "solver s" in job and job.splitlines()[-1].endswith("1.75")
     assert "time s" in local and local.splitlines()[-1].endswith("0.00")
+
+
+def test_certified_radius_is_proved_at_its_value_and_refuted_just_above(model, cvc5):
+    """Each input's radius is backed by an UNSAT answer at `certified` and, below the
+    upper bound, by a replayed flip at `not_certified_at`, within the precision; a
+    circuit that decides some input wrongly has radius 0 there."""
+    from farm.verify import certified_radii, robustness_outcomes
+
+    opts = VerifyOptions(progress=False, radius=True, radius_upper=F(1, 8),
+                         radius_precision=F(1, 100))
+    broken = [e for e in QUOTE[0] if e != ("attn_1", "logits")] + [("emb", "logits")]
+    for edges, inputs in ((QUOTE[0], [0, 1]), (broken, list(range(8)))):
+        p = planner(model, "quote_close", edges, inputs)
+        radii = certified_radii(p, cvc5, None, opts)
+        assert radii.minimum == min(F(r["certified"]) for r in radii.per_input)
+        for r in radii.per_input:
+            i, lo = r["input"], F(r["certified"])
+            hi = r["not_certified_at"]
+            if hi is None:
+                assert lo == opts.radius_upper
+            else:
+                assert F(hi) - lo <= opts.radius_precision and r["note"] == ""
+                _, at_hi = robustness_outcomes(p, {i: F(hi)}, cvc5, None)
+                assert at_hi[i].kind == "counterexample"
+            if lo:
+                _, at_lo = robustness_outcomes(p, {i: lo}, cvc5, None)
+                assert at_lo[i].kind == "proved"
+    assert radii.minimum == 0  # the broken circuit decides some of its inputs wrongly
