@@ -54,8 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="content invariance over every same-class pair, not one anchor per "
                         "class")
     p.add_argument("--radius", action="store_true",
-                   help="also bisect each input's largest certified robustness radius")
-    p.add_argument("--radius-max", default="1", help="bisection upper bound (default: 1)")
+                   help="also find each input's largest certified robustness radius: "
+                        "from --epsilon, double while the input is robust, then bisect "
+                        "to --radius-precision (large balls cost the most to decide)")
+    p.add_argument("--radius-max", default="1", help="search upper bound (default: 1)")
     p.add_argument("--radius-precision", default="0.001",
                    help="absolute precision of the bisection (default: %(default)s)")
     p.add_argument("--encoding", choices=("guided", "full"), default="guided",
