@@ -235,14 +235,20 @@ def _serve(name: str, conn: Connection, control: Connection) -> None:
     lock, current = threading.Lock(), [0]  # the seq of the query in progress, 0 if none
 
     def listen() -> None:
-        while (seq := control.recv()) is not None:
-            with lock:
-                if seq == current[0]:
-                    interrupt()
+        try:
+            while (seq := control.recv()) is not None:
+                with lock:
+                    if seq == current[0]:
+                        interrupt()
+        except (EOFError, OSError):
+            pass  # the parent is gone; the main loop ends too
 
     threading.Thread(target=listen, daemon=True).start()
-    conn.send("ready")
-    while (job := conn.recv()) is not None:
+    try:
+        conn.send("ready")
+    except OSError:
+        return  # closed before it was ready: nobody to serve
+    while (job := _next_job(conn)) is not None:
         seq, *query = job
         t0 = time.perf_counter()
         with lock:
@@ -254,7 +260,18 @@ def _serve(name: str, conn: Connection, control: Connection) -> None:
         finally:
             with lock:
                 current[0] = 0
-        conn.send((seq, Verdict(status, name, time.perf_counter() - t0, model, reason)))
+        try:
+            conn.send((seq, Verdict(status, name, time.perf_counter() - t0, model, reason)))
+        except OSError:
+            return  # the parent is gone
+
+
+def _next_job(conn: Connection) -> tuple | None:
+    """The next job, or None at the end: asked to stop, or the parent died (no traceback)."""
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        return None
 
 
 # --- parent side ---
