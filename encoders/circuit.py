@@ -173,12 +173,6 @@ def _attention_ancestors(circuit: Circuit) -> list[str]:
     return [n for n in circuit.nodes if n in live and parse_node(n).kind == "attn"]
 
 
-def _heads_of(node: str, n_heads: int) -> range | list[int]:
-    """The heads an attention node stands for: all of its layer's, or its own."""
-    head = parse_node(node).head
-    return range(n_heads) if head is None else [head]
-
-
 def _site(node: str) -> str:
     """Short variable-name stem of a node: attn_0 -> a0, attn_1_h_0 -> a1h0, mlp_0 -> m0."""
     ref = parse_node(node)
@@ -230,11 +224,11 @@ class _Run:
             return
         self.q.section(f"{self.tag}.p{t}")
         for node in self.readers:
-            for h in _heads_of(node, self.m.cfg.n_heads):
-                if self.named_kv:
-                    self.key_value(node, h, t)
-                else:
-                    self.normed(node, t)
+            if not self.named_kv:
+                self.normed(node, t)
+                continue
+            for h in parse_node(node).heads(self.m.cfg.n_heads):
+                self.key_value(node, h, t)
         guard = self.name_guards(t)
         memo = tuple({k: v for k, v in table.items() if k[-1] == t}
                      for table in self._memo_tables())
@@ -279,7 +273,7 @@ class _Run:
         for parent in self.parents[node]:
             ref = parse_node(parent)
             if ref.kind == "attn":
-                heads = _heads_of(parent, self.m.cfg.n_heads)
+                heads = ref.heads(self.m.cfg.n_heads)
                 heads_by_layer.setdefault(ref.layer, []).extend((parent, h) for h in heads)
             elif ref.kind == "emb":
                 terms.append(self.embedding(t))

@@ -277,7 +277,6 @@ class Query:
         self._section_names: set[str] = set()
         self._section_model_vars: list[str] = []
         self._names: set[str] = set()
-        self._model_vars: list[str] = []
         self._text: str | None = None
 
     def section(self, label: str) -> None:
@@ -301,7 +300,6 @@ class Query:
         self._close()
         self._done.append(section)
         self._names |= section.names
-        self._model_vars += section.model_vars
 
     def _close(self) -> Section | None:
         if not (self._decls or self._asserts):
@@ -332,7 +330,6 @@ class Query:
         self._section_names.add(name)
         self._decls.append(f"(declare-fun {name} () {sort})")
         if model:
-            self._model_vars.append(name)
             self._section_model_vars.append(name)
 
     def define(self, name: str, value: Affine | Term, *, model: bool = False) -> Affine:
@@ -349,7 +346,7 @@ class Query:
 
     @property
     def model_vars(self) -> tuple[str, ...]:
-        return tuple(self._model_vars)
+        return (*(v for s in self._done for v in s.model_vars), *self._section_model_vars)
 
     def __len__(self) -> int:
         """Number of assertions (definitions included)."""

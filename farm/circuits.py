@@ -32,6 +32,10 @@ class NodeRef:
     layer: int = -1
     head: int | None = None  # None on a block-level attention node: all heads
 
+    def heads(self, n_heads: int) -> range | list[int]:
+        """The heads an attention node stands for: all of its layer's, or its own."""
+        return range(n_heads) if self.head is None else [self.head]
+
 
 def parse_node(name: str) -> NodeRef:
     if name in ("emb", "logits"):

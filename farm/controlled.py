@@ -100,7 +100,7 @@ class _Router:
                 if ref.kind != "attn" or ref.layer != layer:
                     continue
                 heads = block.attn.heads(block.norm_attn(self.node_input(node, out)))
-                for h in range(self.n_heads) if ref.head is None else [ref.head]:
+                for h in ref.heads(self.n_heads):
                     out.heads[layer, h] = heads[:, :, h]
             node = f"mlp_{layer}"
             out.vectors[node] = block.mlp(block.norm_mlp(self.node_input(node, out)))
@@ -126,7 +126,7 @@ class _Router:
             slots: list[torch.Tensor] = [emb.new_zeros(emb.shape[:2] + (self.model.cfg.head_dim,))
                                          for _ in range(self.n_heads)]
             for ref, source in sources:
-                for h in range(self.n_heads) if ref.head is None else [ref.head]:
+                for h in ref.heads(self.n_heads):
                     slots[h] = source.heads[group, h].expand_as(slots[h])
             total = total + self.model.blocks[group].attn.o(torch.cat(slots, dim=-1))
         return total

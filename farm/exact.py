@@ -280,7 +280,7 @@ class _CircuitRun:
         for parent in self.parents[node]:
             ref = parse_node(parent)
             if ref.kind == "attn":
-                heads = range(self.m.cfg.n_heads) if ref.head is None else [ref.head]
+                heads = ref.heads(self.m.cfg.n_heads)
                 heads_by_layer.setdefault(ref.layer, []).extend(heads)
             else:
                 terms.append(pos.outputs[parent])
@@ -311,7 +311,7 @@ class _CircuitRun:
                     continue
                 x = pos.residuals[node] = self.node_input(node, pos)
                 n = self.m._norm(params["norm_attn"], x, f"{node}.norm", pos.branches)
-                for h in range(cfg.n_heads) if ref.head is None else [ref.head]:
+                for h in ref.heads(cfg.n_heads):
                     rows = range(h * dh, (h + 1) * dh)
                     q = params["q"](n, rows)
                     pos.keys[layer, h] = params["k"](n, rows)
