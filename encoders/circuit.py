@@ -190,8 +190,6 @@ class _Run:
         self.trace = trace
         self.consts = _consts(model)
         self.parents = {node: circuit.parents(node) for node in circuit.nodes}
-        self.fanout = {node: sum(node in ps for ps in self.parents.values())
-                       for node in circuit.nodes}
         self.guards: list[Formula] = []  # of the position being encoded
         self.position_guards: list[Formula] = []  # one named conjunction per position
         self._inputs: dict[tuple[str, int], Vec] = {}
@@ -199,6 +197,7 @@ class _Run:
         self._heads: dict[tuple[str, int, int], Vec] = {}
         self._kv: dict[tuple[str, int, int], tuple[Vec, Vec]] = {}
         self._mlps: dict[tuple[str, int], Vec] = {}
+        self._attn_outs: dict[tuple[int, tuple[tuple[str, int], ...], int], Vec] = {}
         self.readers = _attention_ancestors(circuit)
         self.named_kv = model.cfg.head_dim < model.cfg.d_model  # see the module docstring
 
@@ -237,7 +236,7 @@ class _Run:
             cache.popitem(last=False)
 
     def _memo_tables(self) -> tuple[dict, ...]:
-        return self._inputs, self._normed, self._heads, self._kv, self._mlps
+        return self._inputs, self._normed, self._heads, self._kv, self._mlps, self._attn_outs
 
     def name_guards(self, t: int) -> Formula | None:
         """Name the guards of position t by one Boolean, so a claim's negation stays short."""
@@ -280,7 +279,7 @@ class _Run:
             else:
                 terms.append(self.mlp(parent, t))
         for layer, heads in heads_by_layer.items():
-            terms.append(self.attn_out(layer, heads, t))
+            terms.append(self.attn_out(layer, tuple(heads), t))
         d = self.m.cfg.d_model
         total = [Affine.sum(term[i] for term in terms) for i in range(d)]
         x = self._inputs[node, t] = self.vector(self.name(node, t, "x"), total)
@@ -373,9 +372,12 @@ class _Run:
         return list(x) if params is None else band_norm(x, *params, cfg.half_low,
                                                         cfg.half_high)[0]
 
-    def attn_out(self, layer: int, heads: list[tuple[str, int]], t: int) -> Vec:
+    def attn_out(self, layer: int, heads: tuple[tuple[str, int], ...], t: int) -> Vec:
         """W_o concat(retained heads, zeros) + b_o: the retained heads' columns of W_o,
-        or the fused W_o·W_v on m with one head."""
+        or the fused W_o·W_v on m with one head; named, like every node output that
+        joins a residual sum (see `mlp`)."""
+        if (layer, heads, t) in self._attn_outs:
+            return self._attn_outs[layer, heads, t]
         w_o, b_o = self.consts.matrix(self.m.layers[layer]["o"])
         terms = [[Affine(const=b) for b in b_o]]
         for node, h in heads:
@@ -385,12 +387,21 @@ class _Run:
                 terms.append([Affine.dot(c, result) for c in cols])
             else:
                 terms.append(_apply(self.consts.ov(layer, h), result))
-        return [Affine.sum(col) for col in zip(*terms, strict=True)]
+        which = "".join(f"h{h}" for _, h in heads)
+        out = self.vector(f"{self.tag}.{t}a{layer}.o{which}.",
+                          [Affine.sum(col) for col in zip(*terms, strict=True)])
+        self._attn_outs[layer, heads, t] = out
+        return out
 
     # --- MLP
 
     def mlp(self, node: str, t: int) -> Vec:
-        """W_down LeakyReLU(W_up n + b_up) + b_down; named only when several nodes read it."""
+        """W_down LeakyReLU(W_up n + b_up) + b_down, named.
+
+        Naming each output keeps the residual sums it joins short: a sum of
+        named vectors has one coefficient per source, where an expanded MLP
+        would put all 64 hidden units in every coordinate, each coefficient
+        multiplied up to the sum's common denominator (`Query.define`)."""
         if (node, t) in self._mlps:
             return self._mlps[node, t]
         params = self.m.layers[parse_node(node).layer]
@@ -401,8 +412,6 @@ class _Run:
             self.guards += guards
         else:
             hidden = leaky_relu_full(self.q, pre, tag=self.name(node, t, "r"))
-        out = _apply(self.consts.matrix(params["down"]), hidden)
-        if self.fanout[node] > 1:
-            out = self.vector(self.name(node, t, "o"), out)
-        self._mlps[node, t] = out
+        out = self._mlps[node, t] = self.vector(self.name(node, t, "o"),
+                                                _apply(self.consts.matrix(params["down"]), hidden))
         return out

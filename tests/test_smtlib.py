@@ -55,8 +55,8 @@ def test_floats_are_refused():
 def test_relations_normalise_constants_to_the_right():
     q = Query()
     x, y = q.real("x"), q.real("y")
-    assert le(x * 5, F(22, 5)).text == "(<= (* 5 x) (/ 22 5))"
-    assert gt(x - y, F(-1, 3)).text == "(> (+ x (- y)) (- (/ 1 3)))"
+    assert le(x * 5, F(22, 5)).text == "(<= (* 25 x) 22)"  # multiplied through
+    assert gt(x - y, F(-1, 3)).text == "(> (+ (* 3 x) (* (- 3) y)) (- 1))"
     assert eq(x + 1, y).text == "(= (+ x (- y)) (- 1))"
     assert lt(x, x + 1) is TRUE and ge(x, x + 1) is FALSE
 
@@ -72,6 +72,25 @@ def test_connectives_and_ite():
     r = q.define("r", ite(a, x, 0))
     assert r.coeffs == {"r": 1}
     assert "(assert (= r (ite (>= x 0) x 0)))" in q.text()
+
+
+def test_definitions_name_an_integer_multiple_of_their_value():
+    """A defined variable stands for L·value with integer coefficients; the term handed
+    back divides by L, so later expressions mean the value itself."""
+    q = Query()
+    x = q.real("x")
+    h = q.define("h", x * F(1, 100) + F(22, 5))
+    assert h.coeffs == {"h": F(1, 100)} and h.const == 0
+    g = q.define("g", h * F(3, 7))  # 3/700 of the variable h
+    assert g.coeffs == {"g": F(1, 700)}
+    r = q.define("r", ite(ge(g, 0), g, g * F(1, 100)))
+    m = q.define("m", r + F(1, 3), model=True)  # read back: keeps its plain value
+    assert m.coeffs == {"m": 1}
+    text = q.text()
+    assert "(assert (= h (+ x 440)))" in text and "(assert (= g (* 3 h)))" in text
+    assert "(assert (= r (ite (>= g 0) g (* (/ 1 100) g))))" not in text
+    assert "(assert (= r (ite (>= g 0) (* 100 g) g)))" in text
+    assert "(assert (= (* 210000 m) (+ (* 3 r) 70000)))" in text
 
 
 def _query() -> Query:

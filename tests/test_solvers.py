@@ -72,6 +72,22 @@ def test_non_dyadic_constant_is_not_rounded(both):
     assert r.status == "sat" and all(F(22, 5) < v.model["x"] < F(4.4) for v in r.verdicts)
 
 
+def test_scaled_definitions_read_back_exact_values(both):
+    """Chained definitions (each naming an integer multiple of its value) leave the
+    model variable at its exact rational value in both solvers."""
+    q = Query()
+    x = q.real("x", model=True)
+    q.add(eq(x, F(1, 3)))
+    h = q.define("h", x * F(1, 100) + F(22, 5))
+    g = q.define("g", h * F(3, 7) - F(5, 11))
+    m = q.define("m", g * F(2, 9), model=True)
+    assert g.coeffs == {"g": F(1, 7700)} and m.coeffs == {"m": 1}
+    r = both.solve(q.text(), q.model_vars)
+    expected = ((F(1, 300) + F(22, 5)) * F(3, 7) - F(5, 11)) * F(2, 9)
+    assert r.status == "sat"
+    assert all(v.model["m"] == expected and v.model["x"] == F(1, 3) for v in r.verdicts)
+
+
 def test_timeout_is_unknown_never_unsat(race):
     r = race.solve(_pigeonhole(9), timeout=0.3)
     assert r.status == "unknown" and r.winner is None
