@@ -50,7 +50,7 @@ from encoders.ops import (
 from encoders.smtlib import Affine, Formula, Query, Section, and_, eq
 from farm.circuits import Circuit, parse_node
 from farm.errors import FarmError
-from farm.exact import ExactAffine, ExactModel, RowResult, band_norm, exact
+from farm.exact import ExactAffine, ExactModel, RowResult, exact
 from farm.tracing import Trace
 
 __all__ = ["EncodedRun", "encode_run"]
@@ -336,17 +336,15 @@ class _Run:
         layer, cfg = parse_node(node).layer, self.m.cfg
         params, dh = self.m.layers[layer], cfg.head_dim
         rows = range(h * dh, (h + 1) * dh)
-        q_const = params["q"](self._exact_normed(node, t), rows)
+        q_const = self.result.positions[t].queries[layer, h]
         q_var = _apply(self.consts.matrix(params["q"]), self.normed(node, t), rows)
         self.guards += [eq(v, c) for v, c in zip(q_var, q_const, strict=True)]
         if self.named_kv:
             u, u0 = [c / self.m.scale for c in q_const], Fraction(0)
             keys, values = zip(*(self.key_value(node, h, j) for j in range(t + 1)), strict=True)
         else:
-            k_rows, k_bias = self.consts.matrix(params["k"])
-            u = [sum(q * k_rows[r][c] for q, r in zip(q_const, rows, strict=True))
-                 / self.m.scale for c in range(cfg.d_model)]
-            u0 = sum(q * k_bias[r] for q, r in zip(q_const, rows, strict=True)) / self.m.scale
+            u, u0 = params["k"].covector(q_const, rows)
+            u, u0 = [c / self.m.scale for c in u], u0 / self.m.scale
             keys = values = tuple(self.normed(node, j) for j in range(t + 1))
         scores = self.vector(self.name(node, t, f"h{h}s"), [Affine.dot(u, k, u0) for k in keys])
         tag = self.name(node, t, f"h{h}w")
@@ -358,19 +356,11 @@ class _Run:
             weights = sparsemax_full(self.q, scores, tag=tag)
         w_const = self.result.positions[t].patterns[layer, h]
         self.guards += [eq(w, c) for w, c in zip(weights, w_const, strict=True)
-                        if w.coeffs or w.const != c]
+                        if w.nums or w.const != c]
         used = [(w, v) for w, v in zip(w_const, values, strict=True) if w]
         result = [Affine.combine((w, v[i]) for w, v in used) for i in range(len(values[0]))]
         out = self._heads[node, h, t] = self.vector(self.name(node, t, f"h{h}r"), result)
         return out
-
-    def _exact_normed(self, node: str, t: int) -> list[Fraction]:
-        """The exact norm output at (node, t), recomputed from the run's exact residual."""
-        layer, cfg = parse_node(node).layer, self.m.cfg
-        x = self.result.positions[t].residuals[node]
-        params = self.m.layers[layer]["norm_attn"]
-        return list(x) if params is None else band_norm(x, *params, cfg.half_low,
-                                                        cfg.half_high)[0]
 
     def attn_out(self, layer: int, heads: tuple[tuple[str, int], ...], t: int) -> Vec:
         """W_o concat(retained heads, zeros) + b_o: the retained heads' columns of W_o,

@@ -53,7 +53,7 @@ _ZERO, _ONE = Fraction(0), Fraction(1)
 
 
 def _is_zero(a: Affine) -> bool:
-    return not a.coeffs and not a.const
+    return not a.nums and not a.num0
 
 
 def _holding(*fs: Formula) -> list[Formula]:

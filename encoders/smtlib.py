@@ -47,50 +47,80 @@ def _ratio(n: int, d: int) -> str:
 
 
 class Affine:
-    """An exact affine expression `sum(c_v * v) + const` over real variables.
+    """An exact affine expression `(sum(n_v * v) + n_0) / den` over real variables.
 
+    Held over one positive integer denominator rather than a Fraction per
+    coefficient: building a query is mostly rows of weight matrices applied to
+    vectors, and this way a row costs integer products, not two gcds per term.
+    `den` need not be least; `coeffs` and `const` are the reduced values, and
+    the text is reduced (`_integral`), so equal expressions render alike.
     Immutable by convention; zero coefficients are dropped so cancellation
     leaves no `(* 0 x)` in the text. Coefficient order is insertion order,
-    which keeps rendering deterministic without sorting. Every operation is
-    one `combine`, which skips the Fraction multiplications that unit
-    coefficients make unnecessary: exact arithmetic is the cost of building.
+    which keeps rendering deterministic without sorting.
     """
 
-    __slots__ = ("coeffs", "const")
+    __slots__ = ("nums", "num0", "den")
 
     def __init__(self, coeffs: Mapping[str, Rational] | None = None,
                  const: Rational = _ZERO) -> None:
-        self.coeffs: dict[str, Fraction] = (
-            {v: _rational(c) for v, c in coeffs.items() if c} if coeffs else {})
-        self.const = _rational(const)
+        cs = {v: _rational(c) for v, c in coeffs.items() if c} if coeffs else {}
+        c0 = _rational(const)
+        self.den = math.lcm(c0.denominator, *(c.denominator for c in cs.values()))
+        self.nums = {v: c.numerator * (self.den // c.denominator) for v, c in cs.items()}
+        self.num0 = c0.numerator * (self.den // c0.denominator)
+
+    @staticmethod
+    def _of(nums: dict[str, int], num0: int, den: int) -> Affine:
+        out = Affine.__new__(Affine)
+        out.nums, out.num0, out.den = nums, num0, den
+        return out
+
+    @property
+    def coeffs(self) -> dict[str, Fraction]:
+        return {v: Fraction(n, self.den) for v, n in self.nums.items()}
+
+    @property
+    def const(self) -> Fraction:
+        return Fraction(self.num0, self.den)
 
     @staticmethod
     def combine(terms: Iterable[tuple[Rational, Affine | Rational]]) -> Affine:
-        """The linear combination `sum(k * a for k, a in terms)`, in one accumulator."""
-        acc: dict[str, Fraction] = {}
-        const = _ZERO
-        merged = False  # only merging two coefficients can produce a zero
+        """The linear combination `sum(k * a for k, a in terms)`, over the least common
+        denominator of the terms."""
+        parts: list[tuple[int, int, Affine | None]] = []
+        den = 1
         for k, a in terms:
             if type(k) is not Fraction:
                 k = _rational(k)
             if not k:
                 continue
-            if not isinstance(a, Affine):
-                const += k * _rational(a)
+            if isinstance(a, Affine):
+                n, d = k.numerator, k.denominator * a.den
+            else:
+                if not (c := k * _rational(a)):
+                    continue
+                n, d, a = c.numerator, c.denominator, None
+            parts.append((n, d, a))
+            if den % d:
+                den = den // math.gcd(den, d) * d
+        nums: dict[str, int] = {}
+        num0 = 0
+        merged = False  # only merging two coefficients can produce a zero
+        for n, d, a in parts:
+            f = n if d == den else n * (den // d)
+            if a is None:
+                num0 += f
                 continue
-            for v, c in a.coeffs.items():
-                t = c if k is _ONE else k if c is _ONE else -c if k is _MINUS_ONE else k * c
-                prev = acc.get(v)
+            for v, c in a.nums.items():
+                t = c if f == 1 else f * c
+                prev = nums.get(v)
                 if prev is None:
-                    acc[v] = t
+                    nums[v] = t
                 else:
-                    acc[v], merged = prev + t, True
-            if a.const:
-                const += k * a.const
-        out = Affine.__new__(Affine)
-        out.coeffs = {v: c for v, c in acc.items() if c} if merged else acc
-        out.const = const
-        return out
+                    nums[v], merged = prev + t, True
+            if a.num0:
+                num0 += f * a.num0
+        return Affine._of({v: c for v, c in nums.items() if c} if merged else nums, num0, den)
 
     @staticmethod
     def sum(terms: Iterable[Affine | Rational]) -> Affine:
@@ -125,7 +155,10 @@ class Affine:
 
     def smt(self) -> str:
         """The expression as an SMT-LIB2 term."""
-        return _sum_text(self.coeffs, self.const)
+        parts = [_monomial(v, Fraction(n, self.den)) for v, n in self.nums.items()]
+        if self.num0 or not parts:
+            parts.append(numeral(self.const))
+        return parts[0] if len(parts) == 1 else f"(+ {' '.join(parts)})"
 
 
 def _rational(x: Rational) -> Fraction:
@@ -137,18 +170,36 @@ def _rational(x: Rational) -> Fraction:
     raise TypeError(f"exact rational expected, got {type(x).__name__} {x!r}")
 
 
-def _monomial(v: str, c: Fraction) -> str:
-    n, d = c.numerator, c.denominator
+def _monomial(v: str, c: Fraction | int) -> str:
+    n, d = (c, 1) if type(c) is int else (c.numerator, c.denominator)
     if d == 1 and (n == 1 or n == -1):
         return v if n == 1 else f"(- {v})"
     return f"(* {_ratio(n, d)} {v})"
 
 
-def _sum_text(coeffs: Mapping[str, Fraction], const: Fraction) -> str:
-    parts = [_monomial(v, c) for v, c in coeffs.items()]
-    if const or not parts:
-        parts.append(numeral(const))
+def _sum_text(nums: Mapping[str, int], num0: int) -> str:
+    """An integer-coefficient sum as an SMT-LIB2 term."""
+    parts = [_monomial(v, n) for v, n in nums.items()]
+    if num0 or not parts:
+        parts.append(_ratio(num0, 1))
     return parts[0] if len(parts) == 1 else f"(+ {' '.join(parts)})"
+
+
+def _integral(a: Affine) -> tuple[int, dict[str, int], int]:
+    """(L, L·coefficients, L·constant) for the least positive L making them integers."""
+    g = math.gcd(a.den, a.num0, *a.nums.values())
+    if g == 1:
+        return a.den, a.nums, a.num0
+    return a.den // g, {v: n // g for v, n in a.nums.items()}, a.num0 // g
+
+
+def _times(a: Affine, scale: int) -> tuple[dict[str, int], int]:
+    """Integer coefficients and constant of scale·a, `scale` a multiple of a's least L."""
+    g = math.gcd(scale, a.den)
+    up, down = scale // g, a.den // g  # down divides every numerator
+    if down == 1:
+        return ({v: n * up for v, n in a.nums.items()} if up != 1 else a.nums), a.num0 * up
+    return {v: n * up // down for v, n in a.nums.items()}, a.num0 * up // down
 
 
 class Formula:
@@ -175,27 +226,14 @@ class Term:
 TRUE, FALSE = Formula("true"), Formula("false")
 
 
-def _denominator(a: Affine) -> int:
-    """The least positive L with L·a integral (coefficients and constant)."""
-    return math.lcm(*(c.denominator for c in a.coeffs.values()), a.const.denominator)
-
-
-def _times(a: Affine, scale: int) -> tuple[dict[str, Fraction], Fraction]:
-    """Coefficients and constant of scale·a, for a scale that makes them integers."""
-    if scale == 1:
-        return a.coeffs, a.const
-    return ({v: Fraction(c.numerator * (scale // c.denominator)) for v, c in a.coeffs.items()},
-            Fraction(a.const.numerator * (scale // a.const.denominator)))
-
-
 def _relation(op: str, a: Affine | Rational, b: Affine | Rational) -> Formula:
     """`a op b` normalised to `(op (sum of monomials) constant)`, multiplied through to
     integer coefficients."""
     d = Affine.combine(((_ONE, a), (_MINUS_ONE, b)))
-    if not d.coeffs:
-        return TRUE if _CONST_TRUTH[op](d.const) else FALSE
-    coeffs, const = _times(d, _denominator(d))
-    return Formula(f"({op} {_sum_text(coeffs, _ZERO)} {numeral(-const)})")
+    if not d.nums:
+        return TRUE if _CONST_TRUTH[op](d.num0) else FALSE
+    _, nums, num0 = _integral(d)
+    return Formula(f"({op} {_sum_text(nums, 0)} {_ratio(-num0, 1)})")
 
 
 _CONST_TRUTH = {"<": lambda c: c < 0, "<=": lambda c: c <= 0, "=": lambda c: c == 0,
@@ -332,7 +370,7 @@ class Query:
     def real(self, name: str, *, model: bool = False) -> Affine:
         """Declare a real variable; `model=True` reads it back on SAT."""
         self._declare(name, "Real", model)
-        return Affine({name: _ONE})
+        return Affine._of({name: 1}, 0, 1)
 
     def boolean(self, name: str, value: Formula) -> Formula:
         """Name a formula by a fresh Boolean (e.g. one position's guards)."""
@@ -362,13 +400,13 @@ class Query:
         """
         v = self.real(name, model=model)
         arms = (value.then, value.else_) if isinstance(value, Term) else (value,)
-        scale = math.lcm(*(_denominator(a) for a in arms))
+        scale = math.lcm(*(_integral(a)[0] for a in arms))
         rhs = [_sum_text(*_times(a, scale)) for a in arms]
         if isinstance(value, Term):
             rhs = [f"(ite {value.cond.text} {rhs[0]} {rhs[1]})"]
         lhs = name if scale == 1 or not model else f"(* {scale} {name})"
         self._asserts.append(f"(assert (= {lhs} {rhs[0]}))")
-        return v if scale == 1 or model else Affine({name: Fraction(1, scale)})
+        return v if scale == 1 or model else Affine._of({name: 1}, 0, scale)
 
     def add(self, *fs: Formula) -> None:
         """Assert each formula."""

@@ -44,10 +44,17 @@ class _Prefix:
             self.sources[i], self.targets[i] = a.as_ast(), b.as_ast()
 
     def substitute(self, z3: ModuleType, formulas: Any) -> Any:
-        """The conjunction of `formulas` with every fact substituted."""
-        conj = z3.And(*formulas) if len(formulas) else z3.BoolVal(True)
-        ctx = conj.ctx
-        return z3.BoolRef(z3.Z3_substitute(ctx.ref(), conj.as_ast(), len(self.facts),
+        """The conjunction of `formulas` (a parsed AstVector) with every fact substituted.
+
+        Built through the C API: wrapping each of a section's hundreds of formulas
+        in a Python object (as `z3.And` does) cost as much as parsing them."""
+        ctx = formulas.ctx
+        n = len(formulas)
+        conj = (z3.Ast * max(n, 1))()
+        for i in range(n):
+            conj[i] = z3.Z3_ast_vector_get(ctx.ref(), formulas.vector, i)
+        conj = z3.Z3_mk_and(ctx.ref(), n, conj) if n else z3.BoolVal(True, ctx).as_ast()
+        return z3.BoolRef(z3.Z3_substitute(ctx.ref(), conj, len(self.facts),
                                            self.sources, self.targets), ctx)
 
 

@@ -80,6 +80,17 @@ class ExactAffine:
         return [Fraction(sum(map(mul, self.weight[r], xn)) + self.bias[r] * xd, den)
                 for r in rows]
 
+    def covector(self, x: Sequence[Fraction], rows: range) -> tuple[Vector, Fraction]:
+        """x · (W n + b)[rows] as a linear form in n: its coefficients and constant
+        (a query's scores against keys computed from n)."""
+        xn, xd = _integer_form(x)
+        den = xd * self.scale
+        ws = [self.weight[r] for r in rows]
+        coeffs = [Fraction(sum(a * w[c] for a, w in zip(xn, ws, strict=True)), den)
+                  for c in range(len(self.weight[0]))]
+        return coeffs, Fraction(sum(a * self.bias[r] for a, r in zip(xn, rows, strict=True)),
+                                den)
+
     def columns(self, x: Sequence[Fraction], cols: range) -> Vector:
         """W[:, cols] x + b: the output projection fed only some heads (zeros elsewhere)."""
         xn, xd = _integer_form(x)
@@ -176,6 +187,7 @@ class Position:
 
     outputs: dict[str, Vector]  # emb and mlp nodes -> output at this position
     heads: dict[tuple[int, int], Vector] = field(default_factory=dict)  # (layer, head) result
+    queries: dict[tuple[int, int], Vector] = field(default_factory=dict)  # per head
     keys: dict[tuple[int, int], Vector] = field(default_factory=dict)  # before W_o, per head
     values: dict[tuple[int, int], Vector] = field(default_factory=dict)
     patterns: dict[tuple[int, int], Vector] = field(default_factory=dict)  # sparsemax weights
@@ -313,7 +325,7 @@ class _CircuitRun:
                 n = self.m._norm(params["norm_attn"], x, f"{node}.norm", pos.branches)
                 for h in ref.heads(cfg.n_heads):
                     rows = range(h * dh, (h + 1) * dh)
-                    q = params["q"](n, rows)
+                    q = pos.queries[layer, h] = params["q"](n, rows)
                     pos.keys[layer, h] = params["k"](n, rows)
                     pos.values[layer, h] = params["v"](n, rows)
                     history = [*earlier, pos]
