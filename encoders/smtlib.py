@@ -53,7 +53,7 @@ class Affine:
     coefficient: building a query is mostly rows of weight matrices applied to
     vectors, and this way a row costs integer products, not two gcds per term.
     `den` need not be least; `coeffs` and `const` are the reduced values, and
-    the text is reduced (`_integral`), so equal expressions render alike.
+    the text is reduced (`_scale`), so equal expressions render alike.
     Immutable by convention; zero coefficients are dropped so cancellation
     leaves no `(* 0 x)` in the text. Coefficient order is insertion order,
     which keeps rendering deterministic without sorting.
@@ -177,29 +177,34 @@ def _monomial(v: str, c: Fraction | int) -> str:
     return f"(* {_ratio(n, d)} {v})"
 
 
-def _sum_text(nums: Mapping[str, int], num0: int) -> str:
-    """An integer-coefficient sum as an SMT-LIB2 term."""
+def _sum_text(nums: Mapping[str, int], const: Fraction) -> str:
+    """Integer coefficients and an exact constant as an SMT-LIB2 sum."""
     parts = [_monomial(v, n) for v, n in nums.items()]
-    if num0 or not parts:
-        parts.append(_ratio(num0, 1))
+    if const or not parts:
+        parts.append(numeral(const))
     return parts[0] if len(parts) == 1 else f"(+ {' '.join(parts)})"
 
 
-def _integral(a: Affine) -> tuple[int, dict[str, int], int]:
-    """(L, L·coefficients, L·constant) for the least positive L making them integers."""
-    g = math.gcd(a.den, a.num0, *a.nums.values())
-    if g == 1:
-        return a.den, a.nums, a.num0
-    return a.den // g, {v: n // g for v, n in a.nums.items()}, a.num0 // g
+def _scale(a: Affine) -> int:
+    """The least positive L that makes L·a's coefficients integers, and its constant too
+    when that costs at most `_CONSTANT_FACTOR` more."""
+    scale = a.den // math.gcd(a.den, *a.nums.values()) if a.nums else 1
+    with_constant = math.lcm(scale, a.const.denominator)
+    return with_constant if with_constant <= scale * _CONSTANT_FACTOR else scale
 
 
-def _times(a: Affine, scale: int) -> tuple[dict[str, int], int]:
-    """Integer coefficients and constant of scale·a, `scale` a multiple of a's least L."""
+_CONSTANT_FACTOR = 1 << 64  # a fifth of half_low or a bias's power of two: kept integral; a
+# run's exact residual (hundreds of digits, robustness's offsets): left a rational constant
+
+
+def _times(a: Affine, scale: int) -> tuple[dict[str, int], Fraction]:
+    """Integer coefficients and exact constant of scale·a, `scale` a multiple of `_scale(a)`."""
     g = math.gcd(scale, a.den)
-    up, down = scale // g, a.den // g  # down divides every numerator
+    up, down = scale // g, a.den // g  # down divides every coefficient's numerator
     if down == 1:
-        return ({v: n * up for v, n in a.nums.items()} if up != 1 else a.nums), a.num0 * up
-    return {v: n * up // down for v, n in a.nums.items()}, a.num0 * up // down
+        return ({v: n * up for v, n in a.nums.items()} if up != 1 else a.nums), Fraction(
+            a.num0 * up)
+    return {v: n * up // down for v, n in a.nums.items()}, Fraction(a.num0 * up, down)
 
 
 class Formula:
@@ -228,12 +233,14 @@ TRUE, FALSE = Formula("true"), Formula("false")
 
 def _relation(op: str, a: Affine | Rational, b: Affine | Rational) -> Formula:
     """`a op b` normalised to `(op (sum of monomials) constant)`, multiplied through to
-    integer coefficients."""
+    integer coefficients (the constant stays exact: a relation between free variables
+    and a run's constant would otherwise carry the constant's denominator, hundreds
+    of digits, into every coefficient, which slows z3's simplex)."""
     d = Affine.combine(((_ONE, a), (_MINUS_ONE, b)))
     if not d.nums:
         return TRUE if _CONST_TRUTH[op](d.num0) else FALSE
-    _, nums, num0 = _integral(d)
-    return Formula(f"({op} {_sum_text(nums, 0)} {_ratio(-num0, 1)})")
+    nums, const = _times(d, _scale(d))
+    return Formula(f"({op} {_sum_text(nums, _ZERO)} {numeral(-const)})")
 
 
 _CONST_TRUTH = {"<": lambda c: c < 0, "<=": lambda c: c <= 0, "=": lambda c: c == 0,
@@ -393,14 +400,17 @@ class Query:
 
         The variable stands for L·value, L the least positive integer that makes
         the definition's coefficients integers, and the returned term is
-        (1/L)·variable. Exact values then stay integers through every chain of
-        definitions, which solvers add and multiply without the gcd that each
-        rational operation costs (z3: 8× less time on a paper-size query).
+        (1/L)·variable. Exact values along a chain of definitions from constant
+        inputs (a circuit run on a prompt) then stay integers, which solvers add
+        and multiply without the gcd that each rational operation costs (z3: 8×
+        less time on a paper-size query). The constant is left out of L: where a
+        free variable meets a run's constant (robustness) it would put the
+        constant's denominator into every coefficient the solver pivots on.
         Variables read back from a model (`model=True`) keep their plain value.
         """
         v = self.real(name, model=model)
         arms = (value.then, value.else_) if isinstance(value, Term) else (value,)
-        scale = math.lcm(*(_integral(a)[0] for a in arms))
+        scale = math.lcm(*(_scale(a) for a in arms))
         rhs = [_sum_text(*_times(a, scale)) for a in arms]
         if isinstance(value, Term):
             rhs = [f"(ite {value.cond.text} {rhs[0]} {rhs[1]})"]

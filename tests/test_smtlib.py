@@ -93,6 +93,17 @@ def test_definitions_name_an_integer_multiple_of_their_value():
     assert "(assert (= (* 210000 m) (+ (* 3 r) 70000)))" in text
 
 
+def test_a_constant_with_a_huge_denominator_stays_out_of_the_coefficients():
+    """An offset like a run's exact residual (hundreds of digits) would otherwise be
+    multiplied into the coefficients of free variables, which the solver pivots on."""
+    q = Query()
+    x, y = q.real("x"), q.real("y")
+    big = F(1, 3**80)
+    r = q.define("r", x + big)
+    assert r.coeffs == {"r": 1} and f"(assert (= r (+ x (/ 1 {3**80}))))" in q.text()
+    assert lt(x - y * 2, big).text == f"(< (+ x (* (- 2) y)) (/ 1 {3**80}))"
+
+
 def _query() -> Query:
     q = Query()
     x = q.real("x", model=True)
