@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -180,6 +180,7 @@ class Planner:
         self.c0, self.c1 = task.candidates
         self.branches: dict[tuple[int, ...], Trace] = (  # empty: the exact runs' own traces
             traces.traces_of(circuit, self.prompts) if traces is not None else {})
+        self._decisions: dict[tuple[int, int], PlannedQuery] = {}  # see `_decides`
 
     def margin(self, result: RowResult) -> Fraction:
         return result.logits[self.c0] - result.logits[self.c1]
@@ -213,10 +214,18 @@ class Planner:
 
     def functional_equivalence(self) -> Iterator[PlannedQuery]:
         """Per input x: d(C_E, x) = P(x)."""
-        for i, (prompt, result) in enumerate(zip(self.prompts, self.results, strict=True)):
-            yield self._decision_query(FUNCTIONAL_EQUIVALENCE, self._subject(i),
-                                       Claim("decides", self.reference_sign(prompt)),
-                                       [(self.circuit, prompt, result)])
+        for i, prompt in enumerate(self.prompts):
+            yield self._decides(i, self.reference_sign(prompt), FUNCTIONAL_EQUIVALENCE,
+                                self._subject(i))
+
+    def _decides(self, i: int, decision: int, prop: str, subject: str) -> PlannedQuery:
+        """The circuit decides `decision` on input i; planned once per (input, decision),
+        since functional equivalence and content invariance ask it word for word."""
+        if (hit := self._decisions.get((i, decision))) is None:
+            hit = self._decisions[i, decision] = self._decision_query(
+                prop, subject, Claim("decides", decision),
+                [(self.circuit, self.prompts[i], self.results[i])])
+        return replace(hit, property=prop, subject=subject)
 
     def edge_necessity(self) -> tuple[list[PlannedQuery], list[Finding]]:
         """Per retained edge e: a witness x found exactly, then proved d(C_E∖e, x) ≠ d(C_E, x).
@@ -251,14 +260,28 @@ class Planner:
         return None
 
     def content_invariance(self, pairwise: bool = False) -> Iterator[PlannedQuery]:
-        """d(x) = d(x') for R(x, x'): against one anchor per opener class (equality is
-        transitive, so that covers every pair), or every pair when `pairwise`."""
+        """d(x) = d(x') for R(x, x').
+
+        Per opener class, every member is proved to decide as the class's anchor
+        (its first member) decides exactly: equality through that one decision
+        covers every pair. Wherever the anchor decides P(x), these are functional
+        equivalence's queries word for word, so a farm answers them once. An
+        anchor that ties has no decision to share: its class is asked pair by pair
+        against it, as `pairwise` asks every pair.
+        """
         classes: dict[int, list[int]] = {}
         for i, prompt in enumerate(self.prompts):
             classes.setdefault(prompt[self.task.opener_position], []).append(i)
         for members in classes.values():
+            anchor = members[0]
+            decision = sign(self.margin(self.results[anchor]))
+            if decision and not pairwise:
+                yield from (self._decides(i, decision, CONTENT_INVARIANCE,
+                                          f"{self._subject(i)} decides as anchor {anchor}")
+                            for i in members)
+                continue
             pairs = (itertools.combinations(members, 2) if pairwise
-                     else ((members[0], j) for j in members[1:]))
+                     else ((anchor, j) for j in members[1:]))
             for a, b in pairs:
                 yield self._decision_query(
                     CONTENT_INVARIANCE, f"pair {a}~{b} {list(self.prompts[a])}"

@@ -71,14 +71,16 @@ class LocalFarm:
         self.mode, self.timeout = mode, timeout
         self.pools = [SolverPool(mode, timeout) for _ in range(jobs)]
         self.solved = 0  # queries sent to a solver over this farm's life (cache misses)
+        self.answers: dict[str, Record] = {}  # definitive answers of this farm's life, by hash
 
     def solve(self, queries: Iterable[PlannedQuery], cache: ResultCache | None = None,
               progress: str | None = None, total: int | None = None) -> dict[str, Record]:
         """Records by query hash; planning (iterating `queries`) overlaps with solving.
 
-        Each distinct text is solved once. Cached sat/unsat answers are reused;
-        a cached unknown is retried (it may have been a short timeout), and an
-        error (solver disagreement, crash) is never cached.
+        Each distinct text is solved once, over the farm's life (another property
+        may ask the same text) and the cache's. Cached sat/unsat answers are
+        reused; a cached unknown is retried (it may have been a short timeout), and
+        an error (solver disagreement, crash) is never cached.
         """
         results: dict[str, Record] = {}
         fresh: list[Record] = []
@@ -109,7 +111,8 @@ class LocalFarm:
                     bar.update()
                     continue
                 seen.add(q.hash)
-                hit = cache.get(q.hash) if cache is not None else None
+                hit = self.answers.get(q.hash) or (cache.get(q.hash) if cache is not None
+                                                   else None)
                 if hit is not None and hit.status in DEFINITIVE:
                     with lock:
                         results[q.hash] = hit
@@ -127,6 +130,7 @@ class LocalFarm:
             for t in threads:
                 t.join()
             bar.close()
+        self.answers.update((r.query_hash, r) for r in fresh if r.status in DEFINITIVE)
         if cache is not None:
             cache.put(r for r in fresh if r.status != "error")
             cache.flush()
@@ -428,7 +432,7 @@ def plan_property(planner: Planner, prop: str, options: VerifyOptions
         return planned, findings, len(planned)
     if prop == CONTENT_INVARIANCE:
         per = n // k
-        total = k * (per * (per - 1) // 2 if options.pairwise else per - 1)
+        total = k * per * (per - 1) // 2 if options.pairwise else n  # n: but for tied anchors
         return planner.content_invariance(options.pairwise), [], total
     if prop == FUNCTIONAL_EQUIVALENCE:
         return planner.functional_equivalence(), [], n

@@ -59,13 +59,20 @@ def test_planned_queries_are_named_by_their_text_and_pickle(planner):
     assert pickle.loads(pickle.dumps(fe[0])) == fe[0]
 
 
-def test_edge_necessity_finds_witnesses_and_content_invariance_uses_anchors(planner):
+def test_edge_necessity_finds_witnesses_and_content_invariance_shares_the_anchors_decision(
+        planner):
     queries, findings = planner.edge_necessity()
     assert findings == [] and [q.edge for q in queries] == QUOTE_EDGES
     assert all(q.holds_exactly for q in queries)
     ci = list(planner.content_invariance())
-    assert [q.subject.split()[1] for q in ci] == ["1~2"]  # class of input 0 has no other member
-    assert len(list(planner.content_invariance(pairwise=True))) == 1
+    fe = list(planner.functional_equivalence())
+    # every member decides as its class's anchor (inputs 1 and 2 share an opener); the
+    # anchors decide P(x), so these are functional equivalence's texts, solved once
+    assert [q.subject.split("anchor ")[1] for q in ci] == ["0", "1", "1"]
+    assert [q.hash for q in ci] == [q.hash for q in fe]
+    assert {q.property for q in ci} == {"content_invariance"}
+    (pair,) = planner.content_invariance(pairwise=True)
+    assert pair.subject.startswith("pair 1~2") and pair.claim == Claim("agree")
 
 
 def test_robustness_fixes_signs_only_in_the_full_encoding(planner):

@@ -78,6 +78,26 @@ def test_bracket_circuit_verified_except_two_unneeded_edges(model, cvc5):
         "edge emb->logits", "edge mlp_0->attn_1"]
 
 
+def test_content_invariance_holds_each_member_to_its_class_anchor(model):
+    """A broken circuit (the MLP alone: it reads only the last position, so its decisions
+    ignore the opener). Each member is proved or refuted to decide as its class's anchor
+    decides exactly; identical texts (FE's, where the anchor decides P(x), or another
+    prompt's with the same last token) are solved once."""
+    p = planner(model, "quote_close", [("emb", "mlp_0"), ("mlp_0", "logits")], [0, 1, 4, 5, 7])
+    decisions = [1 if p.margin(r) > 0 else -1 for r in p.results]
+    assert decisions == [1, 1, -1, -1, 1]  # anchors: input 0 (opener 9), input 1 (opener 10)
+    assert [p.reference_sign(x) for x in p.prompts] == [1, -1, 1, -1, -1]
+    with LocalFarm("z3", timeout=60, jobs=1) as farm:
+        fe, ci = verify_task(p, [FUNCTIONAL_EQUIVALENCE, CONTENT_INVARIANCE], farm, None, QUIET)
+        # FE: 5 texts. CI: all but input 4's +1 claim had been asked (by FE, or by input 0
+        # and 2, whose last tokens inputs 1 and 3 share)
+        assert farm.solved == 5 + 1 and ci.cached == 2
+    assert fe.status == ci.status == "FAILED" and ci.errors == 0
+    assert sorted(c["subject"] for c in ci.counterexamples) == [
+        "input 2 [1, 2, 5, 9, 5, 7] decides as anchor 0",
+        "input 3 [1, 2, 5, 10, 5, 7] decides as anchor 1"]
+
+
 def test_removing_the_output_edge_gives_replayed_counterexamples_both_solvers_agree(model):
     edges = QUOTE[0][:-1]  # attn_1 -> logits carries the opener to the output
     p = planner(model, "quote_close", edges + [("emb", "logits")], [0, 1])
