@@ -306,8 +306,8 @@ class Planner:
         The claim equals SPEC's "unchanged decision" wherever functional
         equivalence holds. Guided, the norm's branch conditions are guards in
         the negated claim (never assumed), so UNSAT also proves the branch stays.
-        Full, a centred coordinate c_i moves by η_i − mean(η), at most 2ε, so
-        its sign is fixed in advance when |c_i| > 2ε.
+        Full, a centred coordinate c_i moves by η_i − mean(η), less than 2ε, so
+        its sign is fixed in advance when far enough from 0 (`settled_in_ball`).
         """
         cfg, d = self.model.cfg, self.model.cfg.d_model
         residual = self.results[i].final_residual
@@ -346,16 +346,17 @@ def settled_in_ball(residual: Sequence[Fraction], epsilon: Fraction, cfg: GPTCon
                     ) -> dict[str, Any]:
     """What of the final norm's branch cannot change for r + η, ‖η‖∞ ≤ ε.
 
-    A centred coordinate moves by η_i − mean(η), at most 2ε, so its sign is
-    fixed when |c_i| > 2ε, and a side's sum lies between the sums of
-    max(±c_i − 2ε, 0) and max(±c_i + 2ε, 0): where both bounds are on one side
-    of half_high (half_low), the projection (lift) always or never happens.
+    A centred coordinate moves by η_i − mean(η) = (1 − 1/d)η_i − Σ_{j≠i} η_j/d,
+    at most δ = 2ε(d − 1)/d, so its sign is fixed when |c_i| > δ, and a side's
+    sum lies between the sums of max(±c_i − δ, 0) and max(±c_i + δ, 0): where
+    both bounds are on one side of half_high (half_low), the projection (lift)
+    always or never happens.
     Exact arithmetic; `band_norm_full` turns each settled part into a guard the
     solver checks, so a mistake here can cost a query, never a wrong verdict.
     """
     mean = sum(residual) / len(residual)
     centred = [c - mean for c in residual]
-    reach = 2 * epsilon
+    reach = 2 * epsilon * (len(residual) - 1) / len(residual)
     settled = {}
     for name, orient in (("p", 1), ("n", -1)):
         low = sum(max(orient * c - reach, 0) for c in centred)

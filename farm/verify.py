@@ -74,7 +74,8 @@ class LocalFarm:
         self.answers: dict[str, Record] = {}  # definitive answers of this farm's life, by hash
 
     def solve(self, queries: Iterable[PlannedQuery], cache: ResultCache | None = None,
-              progress: str | None = None, total: int | None = None) -> dict[str, Record]:
+              progress: str | None = None, total: int | None = None,
+              timeout: float | None = None) -> dict[str, Record]:
         """Records by query hash; planning (iterating `queries`) overlaps with solving.
 
         Each distinct text is solved once, over the farm's life (another property
@@ -93,7 +94,7 @@ class LocalFarm:
         def work(pool: SolverPool) -> None:
             while (chunk := todo.get()) is not None:
                 for q in chunk:
-                    rec = _solve_one(pool, q)
+                    rec = _solve_one(pool, q, timeout)
                     with lock:
                         results[q.hash] = rec
                         fresh.append(rec)
@@ -147,11 +148,11 @@ class LocalFarm:
         self.close()
 
 
-def _solve_one(pool: SolverPool, q: PlannedQuery) -> Record:
+def _solve_one(pool: SolverPool, q: PlannedQuery, timeout: float | None = None) -> Record:
     """A solver answer as a record; a disagreement or a failing pool becomes an error record."""
     try:
         return Record.from_result(q.hash, q.property, q.task, q.subject,
-                                  pool.solve(q.text, q.model_vars, kind=q.kind))
+                                  pool.solve(q.text, q.model_vars, timeout, q.kind))
     except SolverDisagreement as err:
         times = {v.solver: v.seconds for v in err.verdicts}
         return _error_record(q, str(err), times)
@@ -383,6 +384,7 @@ class VerifyOptions:
     radius: bool = False
     radius_upper: Fraction = Fraction(1)
     radius_precision: Fraction = Fraction(1, 1000)
+    radius_timeout: float | None = None  # per query of the radius search; None: the farm's
     progress: bool = True
 
 
@@ -443,7 +445,8 @@ def plan_property(planner: Planner, prop: str, options: VerifyOptions
 
 def robustness_outcomes(planner: Planner, epsilons: Mapping[int, Fraction], farm: LocalFarm,
                         cache: ResultCache | None, prop: str = ROBUSTNESS,
-                        progress: str | None = None) -> tuple[list[Judged], dict[int, Outcome]]:
+                        progress: str | None = None, timeout: float | None = None
+                        ) -> tuple[list[Judged], dict[int, Outcome]]:
     """Robustness of each input at its ε: guided first, fully encoded where that is inconclusive.
 
     Returns every judged query (both tiers) and each input's final outcome.
@@ -453,7 +456,7 @@ def robustness_outcomes(planner: Planner, epsilons: Mapping[int, Fraction], farm
     tier = {i: planner.robustness_query(i, eps, prop) for i, eps in epsilons.items()}
     for encoding in ("guided", "full"):
         records = farm.solve(tier.values(), cache, progress and f"{progress} ({encoding})",
-                             len(tier))
+                             len(tier), timeout)
         escalate = {}
         for i, q in tier.items():
             outcome = judge(q, records[q.hash], planner.model)
@@ -489,7 +492,7 @@ def certified_radii(planner: Planner, farm: LocalFarm, cache: ResultCache | None
                  for i in sorted(active)}
         _, outcomes = robustness_outcomes(
             planner, steps, farm, cache, RADIUS,
-            f"{planner.task.name} radius" if options.progress else None)
+            f"{planner.task.name} radius" if options.progress else None, options.radius_timeout)
         for i, outcome in outcomes.items():
             if outcome.kind == "proved":
                 lo[i] = steps[i]

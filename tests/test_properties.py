@@ -3,14 +3,15 @@
 import hashlib
 import itertools
 import pickle
+import random
 from fractions import Fraction as F
 
 import pytest
 
-from encoders.properties import Claim, Fixed, Perturbed, Planner
+from encoders.properties import Claim, Fixed, Perturbed, Planner, settled_in_ball
 from farm.circuits import Circuit
 from farm.errors import FarmError
-from farm.exact import ExactModel
+from farm.exact import ExactModel, band_norm
 from farm.tasks import get_task
 from farm.tracing import TraceReader, record_traces
 from tests.conftest import weights_of
@@ -156,3 +157,26 @@ def test_shared_prefix_positions_do_not_change_any_query_text(trained):
     assert warm == cold[::-1]
     prefixes = {t[:t.index("; section r0.p5")] for t in warm}
     assert len(prefixes) == 1 and all(f"; section r0.p{k}\n" in warm[0] for k in range(6))
+
+
+@pytest.mark.parametrize("epsilon", [F(1, 100), F(1, 10), F(3, 10)])
+def test_what_is_settled_in_the_ball_holds_at_its_extreme_points(planner, epsilon):
+    """Fixed signs and settled projections/lifts hold at every η that moves a centred
+    coordinate furthest (η_i = ±ε, the others ∓ε), and at random vertices of the ball."""
+    cfg = planner.model.cfg
+    rng = random.Random(0)
+    for result in planner.results:
+        r = result.final_residual
+        d = len(r)
+        settled = settled_in_ball(r, epsilon, cfg)
+        extreme = [[s * (epsilon if j == i else -epsilon) for j in range(d)]
+                   for i in range(d) for s in (1, -1)]
+        vertices = [[rng.choice((epsilon, -epsilon)) for _ in range(d)] for _ in range(64)]
+        for eta in extreme + vertices:
+            x = [a + e for a, e in zip(r, eta, strict=True)]
+            _, branch = band_norm(x, *planner.model.norm_final, cfg.half_low, cfg.half_high)
+            assert all(branch.signs[k] == s for k, s in settled["fixed_signs"].items())
+            for side, found in (("p", branch.p), ("n", branch.n)):
+                want = settled["settled"][side]
+                assert want.projected in (None, found.projected)
+                assert want.lifted in (None, found.lifted)

@@ -306,3 +306,16 @@ def test_certified_radius_is_proved_at_its_value_and_refuted_just_above(model, c
                 _, at_lo = robustness_outcomes(p, {i: lo}, cvc5, None)
                 assert at_lo[i].kind == "proved"
     assert radii.minimum == 0  # the broken circuit decides some of its inputs wrongly
+
+
+def test_a_radius_query_that_times_out_certifies_nothing_and_says_so(model, cvc5):
+    """--radius-timeout bounds each query of the search; an unknown is never a proof. The
+    one step here (ε = 1/4: seconds to decide) times out after 1 ms, which ends a search
+    to precision 1/4 at certified radius 0, noted as possibly larger."""
+    from farm.verify import certified_radii
+
+    p = planner(model, "quote_close", QUOTE[0], [0])
+    opts = VerifyOptions(epsilon=F(1, 4), progress=False, radius=True, radius_upper=F(1, 2),
+                         radius_precision=F(1, 4), radius_timeout=0.001)
+    (r,) = certified_radii(p, cvc5, None, opts).per_input
+    assert r["certified"] == "0" and "may be larger" in r["note"]

@@ -51,8 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="robustness radius in the ∞-norm on the final residual, read as an "
                         "exact decimal (default: %(default)s)")
     p.add_argument("--pairwise", action="store_true",
-                   help="content invariance over every same-class pair, not one anchor per "
-                        "class")
+                   help="content invariance over every same-class pair, instead of every "
+                        "member against the decision of its class's anchor (the same queries "
+                        "as functional equivalence wherever the anchor decides correctly)")
     p.add_argument("--radius", action="store_true",
                    help="also find each input's largest certified robustness radius: "
                         "from --epsilon, double while the input is robust, then bisect "
@@ -60,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--radius-max", default="1", help="search upper bound (default: 1)")
     p.add_argument("--radius-precision", default="0.001",
                    help="absolute precision of the bisection (default: %(default)s)")
+    p.add_argument("--radius-timeout", type=float, default=10.0,
+                   help="seconds per query per solver in the radius search (default: "
+                        "%(default)s). Near its radius an input's queries are the hardest to "
+                        "decide (both solvers time out at 60 s on the paper-size model); an "
+                        "unknown ends the search above, and the input's note says the "
+                        "radius may be larger")
     p.add_argument("--encoding", choices=("guided", "full"), default="guided",
                    help="guided: traced branches plus guards; full: every case split "
                         "(default: %(default)s)")
@@ -145,9 +152,9 @@ def run(args: argparse.Namespace) -> int:
         epsilon=positive_fraction(args.epsilon, "--epsilon"), pairwise=args.pairwise,
         radius=args.radius, radius_upper=positive_fraction(args.radius_max, "--radius-max"),
         radius_precision=positive_fraction(args.radius_precision, "--radius-precision"),
-        progress=not args.quiet)
-    if args.jobs < 1 or args.timeout <= 0:
-        raise FarmError("--jobs must be at least 1 and --timeout positive")
+        radius_timeout=args.radius_timeout, progress=not args.quiet)
+    if args.jobs < 1 or args.timeout <= 0 or args.radius_timeout <= 0:
+        raise FarmError("--jobs must be at least 1, --timeout and --radius-timeout positive")
     ckpt = load_checkpoint(args.checkpoint)
     circuit = resolve_circuit(args.circuit, ckpt, task.name)
     traces = TraceReader(args.trace, ckpt.sha256) if args.trace else None
