@@ -162,7 +162,7 @@ def _unknown_reason(raw: str) -> str:
 
 BACKENDS: dict[str, Callable[[], Backend]] = {"z3": _z3_backend, "cvc5": _cvc5_backend}
 MODES = (*BACKENDS, "race", "both")
-LEARN = 8  # races of a kind the pool remembers (and must have seen) to pick a lead
+LEARN = 4  # races of a kind the pool remembers (and must have seen) to pick a lead
 EXPLORE = 32  # one race in EXPLORE of each kind starts every solver at once
 
 
@@ -391,7 +391,7 @@ class SolverPool:
     A race staggers its starts per `kind` of query once the pool has seen who
     wins it: when one solver won at least 80 % of the last `LEARN` races of a
     kind, it starts alone and the others join only if it has not answered
-    within twice its median winning time (or answered unknown). One race in
+    within four times its median winning time (or answered unknown). One race in
     `EXPLORE` of each kind starts everyone at once, to notice a change. On a
     machine with fewer cores than solvers this is most of the race's cost.
     No global state: one pool per process or Ray actor; `close()` (or `with`)
@@ -433,7 +433,7 @@ class SolverPool:
         if count % EXPLORE == 0:
             return None, 0.0, name
         lead = next(w for w in self._workers if w.name == name)
-        alone = min(2 * statistics.median(s for w, s in recent if w == name), timeout / 4)
+        alone = min(4 * statistics.median(s for w, s in recent if w == name), timeout / 4)
         return lead, alone, None
 
     def _solve_each(self, texts: Sequence[str], model_vars: Sequence[str],

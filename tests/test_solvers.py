@@ -202,7 +202,7 @@ def test_a_forked_query_that_crashes_or_raises_is_unknown_and_says_why():
 
 def test_race_starts_the_usual_winner_alone_and_still_races_when_it_is_late():
     """After LEARN races of a kind that z3 won, z3 starts alone; cvc5 joins only when z3
-    is late (here: a query z3 finds hard), and one race in LEARN starts both anyway."""
+    is late (here: a query z3 finds hard)."""
     from encoders.solvers import LEARN
 
     with SolverPool("race", timeout=20) as pool:
