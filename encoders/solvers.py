@@ -161,6 +161,7 @@ def _unknown_reason(raw: str) -> str:
 
 
 BACKENDS: dict[str, Callable[[], Backend]] = {"z3": _z3_backend, "cvc5": _cvc5_backend}
+UNINTERRUPTIBLE = frozenset({"cvc5"})  # backends whose interrupt is None: `_forked`
 MODES = (*BACKENDS, "race", "both")
 LEARN = 4  # races of a kind the pool remembers (and must have seen) to pick a lead
 EXPLORE = 32  # one race in EXPLORE of each kind starts every solver at once
@@ -218,18 +219,21 @@ def _forked(solve: SolveFn) -> Backend:
 
 
 def _serve(name: str, conn: Connection, control: Connection) -> None:
-    """Child main loop: import the solver, say ready, answer (seq, text, vars, timeout)
-    with (seq, verdict) until None.
+    """Child main loop: import the solver, say ready, answer (seq, stoppable, text, vars,
+    timeout) with (seq, verdict) until None.
 
     A control thread interrupts the query numbered by a control message, if it
     is still the one in progress (a late message must not stop the next one):
     through the solver's own interrupt where it has one (it runs in C with the
     GIL released), else by killing the fork the query runs in (`_forked`). The
-    interrupted query answers "unknown". The process leads its own process
-    group, so that a kill of the group takes any fork with it.
+    interrupted query answers "unknown". A query the parent will not stop in
+    place (`stoppable` false: a solver running alone) skips the fork. The
+    process leads its own process group, so that a kill of the group takes any
+    fork with it.
     """
     os.setpgrp()
     solve, interrupt = BACKENDS[name]()
+    in_place = solve
     if interrupt is None:
         solve, interrupt = _forked(solve)
     lock, current = threading.Lock(), [0]  # the seq of the query in progress, 0 if none
@@ -249,12 +253,12 @@ def _serve(name: str, conn: Connection, control: Connection) -> None:
     except OSError:
         return  # closed before it was ready: nobody to serve
     while (job := _next_job(conn)) is not None:
-        seq, *query = job
+        seq, stoppable, *query = job
         t0 = time.perf_counter()
         with lock:
             current[0] = seq
         try:
-            status, model, reason = solve(*query)
+            status, model, reason = (solve if stoppable else in_place)(*query)
         except Exception as e:  # a parse or solver error is an answer too: unknown
             status, model, reason = "unknown", {}, f"error: {type(e).__name__}: {e}"
         finally:
@@ -292,6 +296,7 @@ class _Worker:
         self.ready = False
         self._spare = self._spawn()
         self.seq = 0  # number of the last query sent: answers and stops carry it
+        self.stoppable = True  # whether that query can be stopped in place (see `submit`)
 
     def _spawn(self) -> tuple[mp.process.BaseProcess, Connection, Connection]:
         conn, child = self.ctx.Pipe()
@@ -303,13 +308,19 @@ class _Worker:
         child_control.close()
         return proc, conn, control
 
-    def submit(self, job: tuple[str, tuple[str, ...], float], start_timeout: float) -> None:
-        """Send a query; a child found dead (killed while idle or starting) is replaced once."""
+    def submit(self, job: tuple[str, tuple[str, ...], float], start_timeout: float,
+               stoppable: bool = True) -> None:
+        """Send a query; a child found dead (killed while idle or starting) is replaced once.
+
+        `stoppable=False` says the query will rarely be stopped (its solver runs
+        alone): a solver without an interrupt then answers in its warm process,
+        not a fork of it (milliseconds per query), and is killed if it must stop."""
         self.seq += 1
+        self.stoppable = stoppable
         for retry in (False, True):
             if self._ready(start_timeout):
                 try:
-                    self.conn.send((self.seq, *job))
+                    self.conn.send((self.seq, stoppable, *job))
                     return
                 except OSError:
                     pass
@@ -341,6 +352,9 @@ class _Worker:
 
         Returns the answer if one came (it may have finished before the interrupt:
         a definitive answer still counts, e.g. to reveal a disagreement)."""
+        if not self.stoppable and self.name in UNINTERRUPTIBLE:
+            self.restart()
+            return None
         try:
             self.control.send(self.seq)
             if self.conn.poll(patience):
@@ -445,10 +459,11 @@ class SolverPool:
         lead, alone, usual = self._lead(kind, timeout)
         waiting = [(w, j) for w, j in jobs if lead is not None and w is not lead]
         pending: dict[Connection, _Worker] = {}
+        stoppable = self.mode == "race" and lead is None  # else it runs alone or to the end
         try:
             for w, j in jobs:
                 if lead is None or w is lead:
-                    w.submit(j, self.start_timeout)
+                    w.submit(j, self.start_timeout, stoppable)
                     pending[w.conn] = w  # after submit: a restart replaces conn
             verdicts = self._collect(pending, waiting, timeout, alone)
         except BaseException:

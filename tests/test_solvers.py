@@ -216,6 +216,28 @@ def test_race_starts_the_usual_winner_alone_and_still_races_when_it_is_late():
         assert (late.status, late.winner) == ("unsat", "cvc5")  # joined after z3's usual time
 
 
+def test_a_lead_without_an_interrupt_runs_unforked_and_is_replaced_when_it_loses():
+    """cvc5, the usual winner here, starts alone in its warm process (no fork per query);
+    when it is late and z3 joins and wins, its process is killed and the standby serves
+    the next query."""
+    from encoders.solvers import LEARN
+
+    with SolverPool("race", timeout=20) as pool:
+        easy = _unsat_query().text()
+        for _ in range(LEARN):
+            pool._solve_each([_pigeonhole(9), easy], (), 20, kind="k")  # z3 stuck: cvc5 wins
+        cvc5 = next(w for w in pool._workers if w.name == "cvc5")
+        alone = pool.solve(easy, kind="k")
+        assert alone.winner == "cvc5" and [v.solver for v in alone.verdicts] == ["cvc5"]
+        assert not cvc5.stoppable
+        pid = cvc5.proc.pid
+        late = pool._solve_each([easy, _pigeonhole(9)], (), 20, kind="k")
+        assert (late.status, late.winner) == ("unsat", "z3")
+        assert cvc5.proc.pid != pid and not _alive(pid)  # killed, the standby took over
+        again = pool.solve(_unsat_query().text(), kind="k")
+        assert again.status == "unsat"
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
