@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Literal
@@ -163,7 +163,8 @@ class Planner:
 
     def __init__(self, model: ExactModel, circuit: Circuit, task: Task,
                  mode: EncodeMode = "guided", inputs: Sequence[int] | None = None,
-                 traces: TraceReader | None = None) -> None:
+                 traces: TraceReader | None = None,
+                 likely_flips: Callable[[Circuit], Sequence[int]] | None = None) -> None:
         """`inputs` restricts the domain to those indices (benchmarks, tests): every
         property then speaks of that subset only, as `Planner.restricted` says.
 
@@ -171,6 +172,10 @@ class Planner:
         the guided branches of the circuit's own runs in place of the exact runs'
         traces, so the recorded file is what gets proved from; a wrong record
         fails its guard, it never proves a claim.
+
+        `likely_flips(ablated)` (e.g. `farm.controlled.FlipScreen`) names the
+        inputs to try first when searching an edge's witness; the search stays
+        exact and exhaustive, so a wrong guess costs time, never a verdict.
         """
         self.model, self.circuit, self.task, self.mode = model, circuit, task, mode
         domain = task.domain()
@@ -181,6 +186,7 @@ class Planner:
         self.branches: dict[tuple[int, ...], Trace] = (  # empty: the exact runs' own traces
             traces.traces_of(circuit, self.prompts) if traces is not None else {})
         self._decisions: dict[tuple[int, int], PlannedQuery] = {}  # see `_decides`
+        self.likely_flips = likely_flips
 
     def margin(self, result: RowResult) -> Fraction:
         return result.logits[self.c0] - result.logits[self.c1]
@@ -251,10 +257,17 @@ class Planner:
         return queries, findings
 
     def _witness(self, ablated: Circuit) -> tuple[int, RowResult] | None:
-        """The first input whose decision changes without the edge, in exact arithmetic."""
-        for start in range(0, len(self.prompts), WITNESS_CHUNK):
-            chunk = self.prompts[start:start + WITNESS_CHUNK]
-            for i, res in enumerate(self.model.run(chunk, ablated), start=start):
+        """An input whose decision changes without the edge, in exact arithmetic: the
+        likely flips first, one by one (a good guess costs one run), then the rest of
+        the domain in order, in chunks that share prompt prefixes."""
+        likely = list(dict.fromkeys(self.likely_flips(ablated)))[:WITNESS_CHUNK] if (
+            self.likely_flips) else []
+        rest = [i for i in range(len(self.prompts)) if i not in set(likely)]
+        chunks = [[i] for i in likely] + [rest[s:s + WITNESS_CHUNK]
+                                          for s in range(0, len(rest), WITNESS_CHUNK)]
+        for chunk in chunks:
+            runs = self.model.run([self.prompts[i] for i in chunk], ablated)
+            for i, res in zip(chunk, runs, strict=True):
                 if sign(self.margin(res)) != sign(self.margin(self.results[i])):
                     return i, res
         return None

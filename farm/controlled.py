@@ -12,6 +12,8 @@ the source node's mean output over the domain, per position (mean ablation).
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Literal
@@ -69,6 +71,35 @@ def controlled_forward(model: VerifiableGPT, circuit: Circuit, tokens: torch.Ten
         raise FarmError(f"tokens must be [batch, ≤{model.cfg.seq_len}], got "
                         f"{tuple(tokens.shape)}")
     return _Router(model, circuit, means).run(tokens)
+
+
+class FlipScreen:
+    """Where removing edges from a circuit likely changes its decision, judged in float64.
+
+    Edge necessity needs one input whose exact decision changes; evaluating
+    ablated circuits exactly, input after input, is its planning's main cost.
+    One batched float pass per ablated circuit puts the inputs it flips first
+    (clearest flip first); the exact evaluator still decides every candidate,
+    so the screen only orders the search.
+    """
+
+    def __init__(self, model: VerifiableGPT, circuit: Circuit,
+                 prompts: Sequence[Sequence[int]], candidates: tuple[int, int]) -> None:
+        self.model = copy.deepcopy(model).to(torch.float64)
+        self.tokens = torch.tensor([list(p) for p in prompts])
+        self.candidates = candidates
+        self.decisions = torch.sign(self._margins(circuit))
+
+    def _margins(self, circuit: Circuit) -> torch.Tensor:
+        with torch.no_grad():
+            logits = controlled_forward(self.model, circuit, self.tokens).logits[:, -1]
+        return logits[:, self.candidates[0]] - logits[:, self.candidates[1]]
+
+    def __call__(self, ablated: Circuit) -> list[int]:
+        """Indices of the prompts whose float decision `ablated` changes, clearest first."""
+        margins = self._margins(ablated)
+        flipped = torch.nonzero(torch.sign(margins) != self.decisions).flatten()
+        return sorted(flipped.tolist(), key=lambda i: -abs(float(margins[i])))
 
 
 def domain_means(model: VerifiableGPT, tokens: torch.Tensor) -> NodeOutputs:

@@ -45,6 +45,7 @@ from encoders.properties import (
 from encoders.solvers import SolverDisagreement, SolverPool
 from farm.checkpoint import Checkpoint
 from farm.circuits import Circuit, load_circuit
+from farm.controlled import FlipScreen
 from farm.errors import FarmError
 from farm.exact import ExactModel, band_norm
 from farm.tasks import get_task
@@ -423,6 +424,15 @@ def _collect(source: Iterable[PlannedQuery], into: list[PlannedQuery]
     for q in source:
         into.append(q)
         yield q
+
+
+def flip_screen(ckpt: Checkpoint, circuit: Circuit, task: str) -> FlipScreen | None:
+    """The float screen ordering edge necessity's witness search over the task's domain
+    (`Planner(likely_flips=...)`), or None for a checkpoint torch cannot run."""
+    if ckpt.extras.get("program_heads"):
+        return None
+    t = get_task(task)
+    return FlipScreen(ckpt.to_model(), circuit, t.domain(), t.candidates)
 
 
 def plan_property(planner: Planner, prop: str, options: VerifyOptions

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from farm.circuits import Circuit
-from farm.controlled import controlled_forward, domain_means
+from farm.controlled import FlipScreen, controlled_forward, domain_means
 from farm.errors import FarmError
 from farm.exact import ExactModel
+from farm.tasks import get_task
 from farm.train import domain_tensors
 from tests.conftest import random_model, weights_of
 
@@ -98,3 +99,23 @@ def test_mismatched_circuit_is_refused():
         controlled_forward(model, Circuit.full(3), TOKENS)
     with pytest.raises(FarmError, match="4 heads per layer, model has 2"):
         controlled_forward(model, Circuit.full(2, 4, "head"), TOKENS)
+
+
+def test_flip_screen_names_the_rows_whose_exact_decision_changes(trained):
+    """On the trained model the float64 screen and exact arithmetic agree on which
+    inputs an ablation flips; the flips come clearest first."""
+    task = get_task("bracket_type")
+    full = Circuit.full(2)
+    exact = ExactModel(trained.model.cfg, weights_of(trained.model))
+    c0, c1 = task.candidates
+    decisions = [r.logits[c0] > r.logits[c1] for r in exact.run(task.domain(), full)]
+    screen = FlipScreen(trained.model, full, task.domain(), task.candidates)
+    assert next(trained.model.parameters()).dtype == torch.float32  # the model is not touched
+    for edge in (("emb", "attn_0"), ("emb", "mlp_0")):  # flip 64 and 2 of its 128 rows
+        ablated = full.without(edge)
+        rows = exact.run(task.domain(), ablated)
+        flipped = {i for i, r in enumerate(rows) if (r.logits[c0] > r.logits[c1]) != decisions[i]}
+        likely = screen(ablated)
+        assert flipped and set(likely) == flipped
+        margins = [abs(rows[i].logits[c0] - rows[i].logits[c1]) for i in likely]
+        assert margins[0] == max(margins)

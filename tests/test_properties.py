@@ -180,3 +180,13 @@ def test_what_is_settled_in_the_ball_holds_at_its_extreme_points(planner, epsilo
                 want = settled["settled"][side]
                 assert want.projected in (None, found.projected)
                 assert want.lifted in (None, found.lifted)
+
+
+def test_a_wrong_flip_screen_costs_time_never_a_witness(planner):
+    """Edge necessity's witness search stays exact and exhaustive: a screen that names
+    inputs which do not flip (or nonsense) still ends at a real flip."""
+    screened = Planner(planner.model, planner.circuit, planner.task, inputs=[0, 1, 15],
+                       likely_flips=lambda ablated: [2, 2, 0])
+    queries, findings = screened.edge_necessity()
+    assert findings == [] and [q.edge for q in queries] == QUOTE_EDGES
+    assert all(q.holds_exactly for q in queries)

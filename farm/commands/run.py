@@ -54,7 +54,13 @@ from farm.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, generate_keypair
 from farm.tasks import get_task
 from farm.tracing import TraceReader, write_traces
 from farm.train import TrainConfig
-from farm.verify import PropertyResult, VerifyOptions, plan_property, resolve_circuit
+from farm.verify import (
+    PropertyResult,
+    VerifyOptions,
+    flip_screen,
+    plan_property,
+    resolve_circuit,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -185,7 +191,8 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
     findings: dict[Group, list[Finding]] = {}
     bar = tqdm(total=0, desc=spec.name, unit="q", disable=not progress, dynamic_ncols=True)
     planners = {t: Planner(model, circuits[t], get_task(t),
-                           traces=TraceReader(trace_path(out, t), ckpt.sha256))
+                           traces=TraceReader(trace_path(out, t), ckpt.sha256),
+                           likely_flips=flip_screen(ckpt, circuits[t], t))
                 for t in spec.tasks}
     t0 = time.perf_counter()
     try:

@@ -22,6 +22,7 @@ from farm.verify import (
     LocalFarm,
     PropertyResult,
     VerifyOptions,
+    flip_screen,
     resolve_circuit,
     verify_task,
 )
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     circuit = resolve_circuit(args.circuit, ckpt, task.name)
     traces = TraceReader(args.trace, ckpt.sha256) if args.trace else None
     planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, task, args.encoding,
-                      traces=traces)
+                      traces=traces, likely_flips=flip_screen(ckpt, circuit, task.name))
     cache = ResultCache(args.cache) if args.cache else None
     with LocalFarm(args.solver, args.timeout, args.jobs) as farm:
         results = verify_task(planner, properties, farm, cache, options)
