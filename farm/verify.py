@@ -55,6 +55,7 @@ OutcomeKind = Literal["proved", "counterexample", "unknown", "error", "inconclus
 SOLVERS = ("z3", "cvc5")
 DEFINITIVE = ("sat", "unsat")
 DEFAULT_JOBS = 2  # the machine has 2 cores; every pool runs one process per solver
+UNDECIDED_PRECISION = Fraction(1, 8)  # relative: a radius search ending at an unknown
 CHUNK = 8  # queries per hand-off to a pool: neighbours in domain order share prompt
 # prefixes, which a pool's z3 process then reduces once (encoders.z3_prefixes)
 
@@ -488,11 +489,15 @@ def certified_radii(planner: Planner, farm: LocalFarm, cache: ResultCache | None
     the input stays robust, then bisects: the encoding of a large ball settles
     little of the final norm's branch, and its queries cost the most (at ε = 1
     on the paper-size model both solvers time out), so it asks one only when
-    the radius is that large. An error stops that input.
+    the radius is that large. An error stops that input. Where `hi` is an
+    unknown, the search stops at `UNDECIDED_PRECISION` of `lo` (or the asked
+    precision, if coarser): each further step near an undecidable radius costs
+    a timeout, and the true radius may lie above `hi` anyway.
     """
     n = len(planner.prompts)
     lo = [Fraction(0)] * n
     hi: list[Fraction | None] = [None] * n
+    undecided = [False] * n  # whether hi is an unknown (not a counterexample)
     notes = [""] * n
     active = set(range(n))
     start = min(options.epsilon, options.radius_upper)
@@ -507,16 +512,17 @@ def certified_radii(planner: Planner, farm: LocalFarm, cache: ResultCache | None
             if outcome.kind == "proved":
                 lo[i] = steps[i]
             elif outcome.kind == "counterexample":
-                hi[i] = steps[i]
+                hi[i], undecided[i] = steps[i], False
             elif outcome.kind == "error":
                 notes[i] = f"error at eps {steps[i]}: {outcome.detail.get('reason')}"
                 active.discard(i)
                 continue
             else:
-                hi[i] = steps[i]
+                hi[i], undecided[i] = steps[i], True
                 notes[i] = "bisection passed an unknown: the radius may be larger"
-            if (lo[i] == options.radius_upper
-                    or hi[i] is not None and hi[i] - lo[i] <= options.radius_precision):
+            precision = max(options.radius_precision,
+                            lo[i] * UNDECIDED_PRECISION if undecided[i] else 0)
+            if lo[i] == options.radius_upper or hi[i] is not None and hi[i] - lo[i] <= precision:
                 active.discard(i)
     per_input = [{"input": i, "prompt": list(planner.prompts[i]), "certified": str(lo[i]),
                   "certified_float": float(lo[i]),

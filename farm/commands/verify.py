@@ -58,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--radius", action="store_true",
                    help="also find each input's largest certified robustness radius: "
                         "from --epsilon, double while the input is robust, then bisect "
-                        "to --radius-precision (large balls cost the most to decide)")
+                        "to --radius-precision (large balls cost the most to decide; "
+                        "where the solvers cannot decide, to 1/8 of the radius found)")
     p.add_argument("--radius-max", default="1", help="search upper bound (default: 1)")
     p.add_argument("--radius-precision", default="0.001",
                    help="absolute precision of the bisection (default: %(default)s)")
