@@ -50,11 +50,12 @@ class _Prefix:
         in a Python object (as `z3.And` does) cost as much as parsing them."""
         ctx = formulas.ctx
         n = len(formulas)
-        conj = (z3.Ast * max(n, 1))()
+        parts = (z3.Ast * max(n, 1))()  # the vector keeps each part alive
         for i in range(n):
-            conj[i] = z3.Z3_ast_vector_get(ctx.ref(), formulas.vector, i)
-        conj = z3.Z3_mk_and(ctx.ref(), n, conj) if n else z3.BoolVal(True, ctx).as_ast()
-        return z3.BoolRef(z3.Z3_substitute(ctx.ref(), conj, len(self.facts),
+            parts[i] = z3.Z3_ast_vector_get(ctx.ref(), formulas.vector, i)
+        # held by a Python reference (inc_ref) before the next API call can drop it
+        conj = z3.BoolRef(z3.Z3_mk_and(ctx.ref(), n, parts), ctx) if n else z3.BoolVal(True, ctx)
+        return z3.BoolRef(z3.Z3_substitute(ctx.ref(), conj.as_ast(), len(self.facts),
                                            self.sources, self.targets), ctx)
 
 

@@ -111,8 +111,9 @@ def assert_exact_once(planned, reference, results, records, cached=0):
     assert result.queries == len(planned) and result.cached == cached
     assert result.unsat + result.sat + result.unknown + result.errors == len(planned)
     assert len({r.query_hash for r in records}) == len(records)  # one answer per hash
-    statuses = {r.query_hash: r.status for r in records}
-    assert all(reference[h] == s for h, s in statuses.items())
+    differ = {r.query_hash[:12]: (r.status, r.reason) for r in records
+              if r.status != reference[r.query_hash]}
+    assert not differ, differ  # (status, reason) of every answer the reference contradicts
     assert result.status == ("VERIFIED" if set(reference.values()) == {"unsat"} else
                              result.status)
 
