@@ -15,13 +15,14 @@ instead reroutes the shard to a live actor at once (shards are idempotent).
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import ray
 from ray.util import metrics
 
-from encoders.solvers import SolverPool
+from encoders.solvers import SolverPool, SolverUnavailable
 from farm.jobs import Shard, ShardReport, ShardResult, solve_shard
 
 RESTART_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
@@ -32,6 +33,7 @@ class SolverActor:
 
     def __init__(self, mode: str, timeout: float) -> None:
         self.pool = SolverPool(mode, timeout)
+        self.served = False  # whether this actor's pool has answered a shard
         self.name = f"{ray.get_runtime_context().get_actor_id()[:8]}@" \
                     f"{ray.get_runtime_context().get_node_id()[:8]}"
         tags = ("solver",)
@@ -46,7 +48,16 @@ class SolverActor:
 
     def solve(self, shard: Shard) -> ShardResult:
         t0 = time.perf_counter()
-        records = solve_shard(self.pool, shard)
+        try:
+            records = solve_shard(self.pool, shard)
+        except SolverUnavailable:
+            if not self.served:
+                raise  # never worked here: the environment, which the job error names
+            # Worked before, so something killed its solver processes (Ray killing this
+            # actor's process tree, say): exit, so that Ray restarts the actor and the
+            # dispatcher gives the shard to another, instead of an error record answering.
+            os._exit(1)
+        self.served = True
         for r in records:
             self.done.inc()
             if r.winner:

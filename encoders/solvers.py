@@ -31,7 +31,8 @@ from typing import Literal
 
 from encoders.z3_prefixes import Z3Prefixes
 
-__all__ = ["BACKENDS", "MODES", "RaceResult", "SolverDisagreement", "SolverPool", "Status",
+__all__ = ["BACKENDS", "MODES", "RaceResult", "SolverDisagreement", "SolverPool",
+           "SolverUnavailable", "Status",
            "Verdict"]
 
 Status = Literal["sat", "unsat", "unknown"]
@@ -74,6 +75,14 @@ class RaceResult:
     def seconds(self, solver: str) -> float | None:
         """Wall time `solver` took, or None if it did not answer."""
         return next((v.seconds for v in self.verdicts if v.solver == solver), None)
+
+
+class SolverUnavailable(RuntimeError):
+    """A solver process could not be started: the pool is broken, the query unanswered.
+
+    Not an answer of any kind: the pool's host decides what to do (a local farm
+    records an error; a Ray solver actor exits, so that Ray restarts it and its
+    shard goes to another actor)."""
 
 
 class SolverDisagreement(RuntimeError):
@@ -326,7 +335,7 @@ class _Worker:
                     pass
             if not retry:
                 self.restart()
-        raise RuntimeError(f"{self.name} solver process did not start (see its stderr)")
+        raise SolverUnavailable(f"{self.name} solver process did not start (see its stderr)")
 
     def _ready(self, timeout: float) -> bool:
         if not self.proc.is_alive():

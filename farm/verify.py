@@ -42,7 +42,7 @@ from encoders.properties import (
     PlannedQuery,
     Planner,
 )
-from encoders.solvers import SolverDisagreement, SolverPool
+from encoders.solvers import SolverDisagreement, SolverPool, SolverUnavailable
 from farm.checkpoint import Checkpoint
 from farm.circuits import Circuit, load_circuit
 from farm.controlled import FlipScreen
@@ -96,7 +96,10 @@ class LocalFarm:
         def work(pool: SolverPool) -> None:
             while (chunk := todo.get()) is not None:
                 for q in chunk:
-                    rec = _solve_one(pool, q, timeout)
+                    try:
+                        rec = _solve_one(pool, q, timeout)
+                    except SolverUnavailable as err:  # no host to restart: an error
+                        rec = _error_record(q, f"{type(err).__name__}: {err}", {})
                     with lock:
                         results[q.hash] = rec
                         fresh.append(rec)
@@ -158,6 +161,8 @@ def _solve_one(pool: SolverPool, q: PlannedQuery, timeout: float | None = None) 
     except SolverDisagreement as err:
         times = {v.solver: v.seconds for v in err.verdicts}
         return _error_record(q, str(err), times)
+    except SolverUnavailable:
+        raise  # the pool, not the query: its host decides (see SolverUnavailable)
     except Exception as err:  # noqa: BLE001 - a broken pool must not pass for an answer
         return _error_record(q, f"{type(err).__name__}: {err}", {})
 

@@ -129,6 +129,24 @@ def test_large_epsilon_gives_an_eta_that_flips_the_decision_exactly(model, cvc5)
         assert logits[target] <= logits[alternate]  # the decision really flips
 
 
+def test_a_pool_whose_solver_cannot_start_answers_nothing(model):
+    """A solver process that never says it is ready is no answer: the local farm records
+    an error (a Ray solver actor that had worked exits instead, to be restarted)."""
+    from encoders.solvers import SolverPool, SolverUnavailable
+    from farm.verify import _solve_one
+
+    q = next(planner(model, "quote_close", QUOTE[0], [0]).functional_equivalence())
+    with LocalFarm("z3", timeout=10, jobs=1) as farm:
+        farm.pools[0].close()
+        farm.pools[0] = SolverPool("z3", 10, start_timeout=1e-4)  # never ready in time
+        with pytest.raises(SolverUnavailable, match="did not start"):
+            _solve_one(farm.pools[0], q)
+        farm.pools[0].close()
+        farm.pools[0] = SolverPool("z3", 10, start_timeout=1e-4)
+        rec = farm.solve([q])[q.hash]
+    assert rec.status == "error" and "did not start" in rec.reason
+
+
 def test_a_timeout_is_unknown_never_verified(model):
     p = planner(model, "quote_close", *QUOTE)
     with LocalFarm("z3", timeout=0.001, jobs=1) as farm:
