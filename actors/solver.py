@@ -33,7 +33,6 @@ class SolverActor:
 
     def __init__(self, mode: str, timeout: float) -> None:
         self.pool = SolverPool(mode, timeout)
-        self.served = False  # whether this actor's pool has answered a shard
         self.name = f"{ray.get_runtime_context().get_actor_id()[:8]}@" \
                     f"{ray.get_runtime_context().get_node_id()[:8]}"
         tags = ("solver",)
@@ -51,13 +50,12 @@ class SolverActor:
         try:
             records = solve_shard(self.pool, shard)
         except SolverUnavailable:
-            if not self.served:
+            if not self.pool.started:
                 raise  # never worked here: the environment, which the job error names
-            # Worked before, so something killed its solver processes (Ray killing this
+            # Its solver processes ran, then something killed them (Ray killing this
             # actor's process tree, say): exit, so that Ray restarts the actor and the
             # dispatcher gives the shard to another, instead of an error record answering.
             os._exit(1)
-        self.served = True
         for r in records:
             self.done.inc()
             if r.winner:

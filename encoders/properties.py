@@ -186,6 +186,9 @@ class Planner:
         self.branches: dict[tuple[int, ...], Trace] = (  # empty: the exact runs' own traces
             traces.traces_of(circuit, self.prompts) if traces is not None else {})
         self._decisions: dict[tuple[int, int], PlannedQuery] = {}  # see `_decides`
+        if likely_flips is not None and inputs is not None:
+            raise ValueError("likely_flips names inputs of the whole domain; a planner "
+                             "restricted to some inputs cannot take it")
         self.likely_flips = likely_flips
 
     def margin(self, result: RowResult) -> Fraction:
@@ -286,6 +289,8 @@ class Planner:
         for i, prompt in enumerate(self.prompts):
             classes.setdefault(prompt[self.task.opener_position], []).append(i)
         for members in classes.values():
+            if len(members) == 1:
+                continue  # a class of one has no pair to check
             anchor = members[0]
             decision = sign(self.margin(self.results[anchor]))
             if decision and not pairwise:

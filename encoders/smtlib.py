@@ -403,9 +403,10 @@ class Query:
         (1/L)·variable. Exact values along a chain of definitions from constant
         inputs (a circuit run on a prompt) then stay integers, which solvers add
         and multiply without the gcd that each rational operation costs (z3: 8×
-        less time on a paper-size query). The constant is left out of L: where a
-        free variable meets a run's constant (robustness) it would put the
-        constant's denominator into every coefficient the solver pivots on.
+        less time on a paper-size query). A constant that would grow L by more
+        than 2^64 is left out of it: where a free variable meets a run's constant
+        (robustness) it would put the constant's denominator, hundreds of digits,
+        into every coefficient the solver pivots on.
         Variables read back from a model (`model=True`) keep their plain value.
         """
         v = self.real(name, model=model)

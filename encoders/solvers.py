@@ -306,6 +306,7 @@ class _Worker:
         self._spare = self._spawn()
         self.seq = 0  # number of the last query sent: answers and stops carry it
         self.stoppable = True  # whether that query can be stopped in place (see `submit`)
+        self.started = False  # whether any of its processes ever said it was ready
 
     def _spawn(self) -> tuple[mp.process.BaseProcess, Connection, Connection]:
         conn, child = self.ctx.Pipe()
@@ -319,21 +320,23 @@ class _Worker:
 
     def submit(self, job: tuple[str, tuple[str, ...], float], start_timeout: float,
                stoppable: bool = True) -> None:
-        """Send a query; a child found dead (killed while idle or starting) is replaced once.
+        """Send a query; a child found dead (killed while idle or starting) is replaced by
+        its standby, and that one, if dead too (a kill of the whole process tree), by a
+        fresh process.
 
         `stoppable=False` says the query will rarely be stopped (its solver runs
         alone): a solver without an interrupt then answers in its warm process,
         not a fork of it (milliseconds per query), and is killed if it must stop."""
         self.seq += 1
         self.stoppable = stoppable
-        for retry in (False, True):
+        for attempt in range(3):  # the process, its standby, a fresh one
             if self._ready(start_timeout):
                 try:
                     self.conn.send((self.seq, stoppable, *job))
                     return
                 except OSError:
                     pass
-            if not retry:
+            if attempt < 2:
                 self.restart()
         raise SolverUnavailable(f"{self.name} solver process did not start (see its stderr)")
 
@@ -345,6 +348,7 @@ class _Worker:
                 self.ready = self.conn.poll(timeout) and self.conn.recv() == "ready"
             except (EOFError, OSError):
                 pass  # died while importing or starting
+            self.started |= self.ready
         return self.ready
 
     def receive(self) -> Verdict:
@@ -362,8 +366,9 @@ class _Worker:
         Returns the answer if one came (it may have finished before the interrupt:
         a definitive answer still counts, e.g. to reveal a disagreement)."""
         if not self.stoppable and self.name in UNINTERRUPTIBLE:
+            late = self.receive() if self.conn.poll(0) else None  # answered meanwhile
             self.restart()
-            return None
+            return late
         try:
             self.control.send(self.seq)
             if self.conn.poll(patience):
@@ -434,6 +439,12 @@ class SolverPool:
         self._workers = [_Worker(ctx, n) for n in names]
         self._wins: dict[str, deque[tuple[str, float]]] = {}  # kind -> recent (winner, s)
         self._races: dict[str, int] = {}
+
+    @property
+    def started(self) -> bool:
+        """Whether its solver processes ever started: if they die later, something killed
+        them; if never, the environment cannot run them."""
+        return any(w.started for w in self._workers)
 
     def solve(self, text: str, model_vars: Sequence[str] = (),
               timeout: float | None = None, kind: str | None = None) -> RaceResult:

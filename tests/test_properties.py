@@ -67,10 +67,10 @@ def test_edge_necessity_finds_witnesses_and_content_invariance_shares_the_anchor
     assert all(q.holds_exactly for q in queries)
     ci = list(planner.content_invariance())
     fe = list(planner.functional_equivalence())
-    # every member decides as its class's anchor (inputs 1 and 2 share an opener); the
-    # anchors decide P(x), so these are functional equivalence's texts, solved once
-    assert [q.subject.split("anchor ")[1] for q in ci] == ["0", "1", "1"]
-    assert [q.hash for q in ci] == [q.hash for q in fe]
+    # inputs 1 and 2 share an opener (input 0's class has no pair): each decides as the
+    # anchor; it decides P(x), so these are functional equivalence's texts, solved once
+    assert [q.subject.split("anchor ")[1] for q in ci] == ["1", "1"]
+    assert [q.hash for q in ci] == [q.hash for q in fe[1:]]
     assert {q.property for q in ci} == {"content_invariance"}
     (pair,) = planner.content_invariance(pairwise=True)
     assert pair.subject.startswith("pair 1~2") and pair.claim == Claim("agree")
@@ -185,8 +185,11 @@ def test_what_is_settled_in_the_ball_holds_at_its_extreme_points(planner, epsilo
 def test_a_wrong_flip_screen_costs_time_never_a_witness(planner):
     """Edge necessity's witness search stays exact and exhaustive: a screen that names
     inputs which do not flip (or nonsense) still ends at a real flip."""
-    screened = Planner(planner.model, planner.circuit, planner.task, inputs=[0, 1, 15],
-                       likely_flips=lambda ablated: [2, 2, 0])
+    screened = Planner(planner.model, planner.circuit, planner.task,
+                       likely_flips=lambda ablated: [127, 127, 2])
     queries, findings = screened.edge_necessity()
     assert findings == [] and [q.edge for q in queries] == QUOTE_EDGES
     assert all(q.holds_exactly for q in queries)
+    with pytest.raises(ValueError, match="whole domain"):  # its indices would be wrong
+        Planner(planner.model, planner.circuit, planner.task, inputs=[0, 1],
+                likely_flips=lambda ablated: [1])

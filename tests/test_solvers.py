@@ -238,6 +238,18 @@ def test_a_lead_without_an_interrupt_runs_unforked_and_is_replaced_when_it_loses
         assert again.status == "unsat"
 
 
+def test_a_worker_whose_process_and_standby_were_killed_starts_a_fresh_one():
+    """A kill of the whole process tree takes the standby too: the next query gets a
+    freshly spawned process, not an error."""
+    with SolverPool("z3", timeout=10) as pool:
+        assert pool.solve(_unsat_query().text()).status == "unsat" and pool.started
+        w = pool._workers[0]
+        for proc in (w.proc, w._spare[0]):
+            proc.kill()
+            proc.join()
+        assert pool.solve(_unsat_query().text()).status == "unsat"
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
