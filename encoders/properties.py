@@ -265,7 +265,8 @@ class Planner:
         the domain in order, in chunks that share prompt prefixes."""
         likely = list(dict.fromkeys(self.likely_flips(ablated)))[:WITNESS_CHUNK] if (
             self.likely_flips) else []
-        rest = [i for i in range(len(self.prompts)) if i not in set(likely)]
+        tried = set(likely)
+        rest = [i for i in range(len(self.prompts)) if i not in tried]
         chunks = [[i] for i in likely] + [rest[s:s + WITNESS_CHUNK]
                                           for s in range(0, len(rest), WITNESS_CHUNK)]
         for chunk in chunks:

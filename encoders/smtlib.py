@@ -155,10 +155,7 @@ class Affine:
 
     def smt(self) -> str:
         """The expression as an SMT-LIB2 term."""
-        parts = [_monomial(v, Fraction(n, self.den)) for v, n in self.nums.items()]
-        if self.num0 or not parts:
-            parts.append(numeral(self.const))
-        return parts[0] if len(parts) == 1 else f"(+ {' '.join(parts)})"
+        return _sum_text(self.coeffs, self.const)
 
 
 def _rational(x: Rational) -> Fraction:
@@ -177,9 +174,10 @@ def _monomial(v: str, c: Fraction | int) -> str:
     return f"(* {_ratio(n, d)} {v})"
 
 
-def _sum_text(nums: Mapping[str, int], const: Fraction) -> str:
-    """Integer coefficients and an exact constant as an SMT-LIB2 sum."""
-    parts = [_monomial(v, n) for v, n in nums.items()]
+def _sum_text(coeffs: Mapping[str, int | Fraction], const: Fraction) -> str:
+    """Coefficients (integers, as relations and definitions render them) and an exact
+    constant as an SMT-LIB2 sum."""
+    parts = [_monomial(v, c) for v, c in coeffs.items()]
     if const or not parts:
         parts.append(numeral(const))
     return parts[0] if len(parts) == 1 else f"(+ {' '.join(parts)})"

@@ -13,6 +13,7 @@ the source node's mean output over the domain, per position (mean ablation).
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -86,9 +87,15 @@ class FlipScreen:
     def __init__(self, model: VerifiableGPT, circuit: Circuit,
                  prompts: Sequence[Sequence[int]], candidates: tuple[int, int]) -> None:
         self.model = copy.deepcopy(model).to(torch.float64)
+        self.circuit = circuit
         self.tokens = torch.tensor([list(p) for p in prompts])
         self.candidates = candidates
-        self.decisions = torch.sign(self._margins(circuit))
+
+    @functools.cached_property
+    def decisions(self) -> torch.Tensor:
+        """The unablated circuit's float decisions, on first use (a run that plans no
+        edge necessity never asks)."""
+        return torch.sign(self._margins(self.circuit))
 
     def _margins(self, circuit: Circuit) -> torch.Tensor:
         with torch.no_grad():
