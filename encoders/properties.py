@@ -365,27 +365,30 @@ def settled_in_ball(residual: Sequence[Fraction], epsilon: Fraction, cfg: GPTCon
                     ) -> dict[str, Any]:
     """What of the final norm's branch cannot change for r + η, ‖η‖∞ ≤ ε.
 
-    A centred coordinate moves by η_i − mean(η) = (1 − 1/d)η_i − Σ_{j≠i} η_j/d,
-    at most δ = 2ε(d − 1)/d, so its sign is fixed when |c_i| > δ, and a side's
-    sum lies between the sums of max(±c_i − δ, 0) and max(±c_i + δ, 0): where
-    both bounds are on one side of half_high (half_low), the projection (lift)
-    always or never happens.
+    A centred coordinate moves by δ_i = η_i − mean(η) = (1 − 1/d)η_i − Σ_{j≠i} η_j/d,
+    at most 2ε(d − 1)/d, so its sign is fixed when |c_i| is larger. The centred
+    vector sums to zero, so both sides sum to half its ℓ1 norm, which moves by
+    at most ‖δ‖₁ ≤ dε (Σ|η_i − mean(η)| is convex, largest at a vertex of the
+    ball, where it is dε − ε(2k − d)²/d with k coordinates at +ε): where the
+    whole range is on one side of half_high (half_low), the projection (lift)
+    always or never happens. Bounding each coordinate alone instead, as this
+    did before, left the projection open on most inputs at ε = 0.2.
     Exact arithmetic; `band_norm_full` turns each settled part into a guard the
     solver checks, so a mistake here can cost a query, never a wrong verdict.
     """
-    mean = sum(residual) / len(residual)
+    d = len(residual)
+    mean = sum(residual) / d
     centred = [c - mean for c in residual]
-    reach = 2 * epsilon * (len(residual) - 1) / len(residual)
-    settled = {}
-    for name, orient in (("p", 1), ("n", -1)):
-        low = sum(max(orient * c - reach, 0) for c in centred)
-        high = sum(max(orient * c + reach, 0) for c in centred)
-        projected = False if high <= cfg.half_high else True if low > cfg.half_high else None
-        lifted = (False if projected or low >= cfg.half_low else
-                  True if projected is False and high < cfg.half_low else None)
-        settled[name] = Settled(projected, lifted)
+    reach = 2 * epsilon * (d - 1) / d
+    l1 = sum(abs(c) for c in centred)
+    low = max(l1 - d * epsilon, sum(max(abs(c) - reach, 0) for c in centred)) / 2
+    high = (l1 + d * epsilon) / 2
+    projected = False if high <= cfg.half_high else True if low > cfg.half_high else None
+    lifted = (False if projected or low >= cfg.half_low else
+              True if projected is False and high < cfg.half_low else None)
+    side = Settled(projected, lifted)
     return {"fixed_signs": {k: sign(c) for k, c in enumerate(centred) if abs(c) > reach},
-            "settled": settled}
+            "settled": {"p": side, "n": side}}
 
 
 def _finish(q: Query, prop: str, task: str, subject: str, claim: Claim,

@@ -162,7 +162,8 @@ def test_shared_prefix_positions_do_not_change_any_query_text(trained):
 @pytest.mark.parametrize("epsilon", [F(1, 100), F(1, 10), F(3, 10)])
 def test_what_is_settled_in_the_ball_holds_at_its_extreme_points(planner, epsilon):
     """Fixed signs and settled projections/lifts hold at every η that moves a centred
-    coordinate furthest (η_i = ±ε, the others ∓ε), and at random vertices of the ball."""
+    coordinate furthest (η_i = ±ε, the others ∓ε), at the η that most grow and shrink
+    the sides' sums (η_i = ±ε sign(c_i)), and at random vertices of the ball."""
     cfg = planner.model.cfg
     rng = random.Random(0)
     for result in planner.results:
@@ -171,8 +172,10 @@ def test_what_is_settled_in_the_ball_holds_at_its_extreme_points(planner, epsilo
         settled = settled_in_ball(r, epsilon, cfg)
         extreme = [[s * (epsilon if j == i else -epsilon) for j in range(d)]
                    for i in range(d) for s in (1, -1)]
+        mean = sum(r) / d
+        sums = [[s * epsilon * (1 if a >= mean else -1) for a in r] for s in (1, -1)]
         vertices = [[rng.choice((epsilon, -epsilon)) for _ in range(d)] for _ in range(64)]
-        for eta in extreme + vertices:
+        for eta in extreme + sums + vertices:
             x = [a + e for a, e in zip(r, eta, strict=True)]
             _, branch = band_norm(x, *planner.model.norm_final, cfg.half_low, cfg.half_high)
             assert all(branch.signs[k] == s for k, s in settled["fixed_signs"].items())
