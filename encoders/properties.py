@@ -311,15 +311,16 @@ class Planner:
     def robustness(self, epsilon: Fraction) -> Iterator[PlannedQuery]:
         """Per input: no η with ‖η‖∞ ≤ ε moves the decision of r_E(x) + η off P(x).
 
-        First tier, guided: the final norm on its branch at η = 0, so an input
-        whose branch cannot change inside the ball costs one small LP; inputs it
-        leaves open are re-asked with `robustness_query(..., encoding="full")`.
+        First tier, as `robustness_query` chooses: guided (the final norm on its
+        branch at η = 0, one small LP) where no centred sign can change inside
+        the ball, else full. Inputs a guided query leaves open (a projection or
+        lift that changes) are re-asked with `encoding="full"`.
         """
         for i in range(len(self.prompts)):
             yield self.robustness_query(i, epsilon)
 
     def robustness_query(self, i: int, epsilon: Fraction, prop: str = ROBUSTNESS,
-                         encoding: EncodeMode = "guided") -> PlannedQuery:
+                         encoding: EncodeMode | None = None) -> PlannedQuery:
         """Final norm and lm_head on r_E(x) + η, claim: the decision is P(x).
 
         The claim equals SPEC's "unchanged decision" wherever functional
@@ -327,9 +328,15 @@ class Planner:
         the negated claim (never assumed), so UNSAT also proves the branch stays.
         Full, a centred coordinate c_i moves by η_i − mean(η), less than 2ε, so
         its sign is fixed in advance when far enough from 0 (`settled_in_ball`).
+        `encoding` None: guided only if every sign is fixed so. Where one is not,
+        some η in the ball flips it (the bound is reached), a guided query is
+        answered sat by that η and asked again fully, so it is skipped.
         """
         cfg, d = self.model.cfg, self.model.cfg.d_model
         residual = self.results[i].final_residual
+        settled = settled_in_ball(residual, epsilon, cfg)
+        if encoding is None:
+            encoding = "guided" if len(settled["fixed_signs"]) == d else "full"
         q = Query()
         eta = [q.real(f"eta_{k}", model=True) for k in range(d)]
         for e in eta:
@@ -346,8 +353,7 @@ class Planner:
                                               cfg.half_high, branch, tag="fn")
         else:
             normed, guards = band_norm_full(q, r, *self.model.norm_final, cfg.half_low,
-                                            cfg.half_high, tag="fn",
-                                            **settled_in_ball(residual, epsilon, cfg))
+                                            cfg.half_high, tag="fn", **settled)
         head = self.model.lm_head
         row = [Fraction(a - b, head.scale)
                for a, b in zip(head.weight[self.c0], head.weight[self.c1], strict=True)]

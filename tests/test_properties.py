@@ -85,6 +85,22 @@ def test_robustness_fixes_signs_only_in_the_full_encoding(planner):
     assert "(<= (* 100 eta_0) 1)" in guided.text
 
 
+def test_robustness_asks_guided_only_where_no_sign_can_change(planner):
+    """A centred coordinate within 2ε(d−1)/d of zero changes sign at a vertex of the
+    ball, where a guided query's guard fails: such inputs go straight to full."""
+    d = planner.model.cfg.d_model
+    for epsilon in (F(1, 100), F(1, 20)):
+        reach = 2 * epsilon * (d - 1) / d
+        kinds = []
+        for i, result in enumerate(planner.results):
+            r = result.final_residual
+            near_zero = any(abs(c - sum(r) / d) <= reach for c in r)
+            q = planner.robustness_query(i, epsilon)
+            assert (q.replay.branch is None) == near_zero, (epsilon, i)
+            kinds.append(q.kind)
+    assert set(kinds) == {"robustness/guided", "robustness/full"}  # at 1/20, both occur
+
+
 @pytest.fixture(scope="module")
 def trace_file(planner, tmp_path_factory):
     """The circuit's trace over the whole domain, as `farm run` records it."""
