@@ -1,7 +1,7 @@
 """Benchmark: the certified-radius search (`farm verify --radius`) on a few inputs.
 
     .venv/bin/python scripts/bench_radius.py CHECKPOINT CIRCUIT TASK [--inputs 0-3,40-43]
-        [--timeout 10] [--jobs 2]
+        [--timeout 10] [--jobs 2] [--solver race]
 
 Runs `farm.verify.certified_radii` in process, as `--radius` does, on the
 chosen inputs of TASK's domain, and prints the wall time, the number of
@@ -15,6 +15,7 @@ import time
 from fractions import Fraction
 
 from encoders.properties import Planner
+from encoders.solvers import MODES
 from farm.checkpoint import load_checkpoint
 from farm.exact import ExactModel
 from farm.tasks import get_task
@@ -37,6 +38,7 @@ def main() -> None:
     p.add_argument("--inputs", default="0-3,40-43", help="domain indices, e.g. 0-3,40-43")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per query per solver")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--solver", default="race", choices=MODES)
     args = p.parse_args()
 
     ckpt = load_checkpoint(args.checkpoint)
@@ -44,7 +46,7 @@ def main() -> None:
     planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, get_task(args.task),
                       inputs=_indices(args.inputs))
     options = VerifyOptions(radius=True, radius_timeout=args.timeout, progress=False)
-    with LocalFarm("race", args.timeout, args.jobs) as farm:
+    with LocalFarm(args.solver, args.timeout, args.jobs) as farm:
         start = time.perf_counter()
         result = certified_radii(planner, farm, None, options)
         seconds = time.perf_counter() - start

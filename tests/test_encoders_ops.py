@@ -166,6 +166,27 @@ def test_band_norm_every_branch(both, name):
                   expected)
 
 
+@pytest.mark.parametrize("k", [1, 2])
+def test_band_norm_full_lift_onto_few_coordinates(both, k):
+    """A side lifted onto k = 1 or 2 active coordinates (the other side onto 16 − k):
+    the full encoding, with or without the signs and the lift settled in advance,
+    admits the exact output and nothing else, so its stated bounds on the share
+    (deficit/k_max ≤ share ≤ deficit/k_min) and the lifts' sum are implied, not
+    assumed."""
+    x = [F(3, 2 * k)] * k + [F(-3, 2 * (16 - k))] * (16 - k)  # Σp = Σn = 3/2 < half_low
+    gamma, beta = _norm_params(random.Random(k))
+    expected, branch = band_norm(x, gamma, beta, HALF_LOW, HALF_HIGH)
+    assert branch.p.lifted and branch.p.support == tuple(range(k))
+    full = functools.partial(band_norm_full, gamma=gamma, beta=beta, half_low=HALF_LOW,
+                             half_high=HALF_HIGH, tag="op")
+    _assert_exact(both, full, x, expected)
+    fixed = dict(enumerate(branch.signs))
+    for lifted in (None, True):
+        settled = {"p": Settled(False, lifted), "n": Settled(False, lifted)}
+        _assert_exact(both, functools.partial(full, fixed_signs=fixed, settled=settled), x,
+                      expected)
+
+
 def test_band_norm_guards_reject_a_wrong_branch(both):
     rng = random.Random(7)
     x = _band_input(rng, F(12))
