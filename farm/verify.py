@@ -463,15 +463,17 @@ def robustness_outcomes(planner: Planner, epsilons: Mapping[int, Fraction], farm
                         cache: ResultCache | None, prop: str = ROBUSTNESS,
                         progress: str | None = None, timeout: float | None = None
                         ) -> tuple[list[Judged], dict[int, Outcome]]:
-    """Robustness of each input at its ε: guided first, fully encoded where that is inconclusive.
+    """Robustness of each input at its ε: as `Planner.robustness_query` chooses (guided
+    where no sign can change in the ball, else full), then fully encoded where a
+    guided query is inconclusive.
 
     Returns every judged query (both tiers) and each input's final outcome.
     """
     judged: list[Judged] = []
     final: dict[int, Outcome] = {}
     tier = {i: planner.robustness_query(i, eps, prop) for i, eps in epsilons.items()}
-    for encoding in ("guided", "full"):
-        records = farm.solve(tier.values(), cache, progress and f"{progress} ({encoding})",
+    for label in ("", " (re-asked fully)"):
+        records = farm.solve(tier.values(), cache, progress and f"{progress}{label}",
                              len(tier), timeout)
         escalate = {}
         for i, q in tier.items():

@@ -203,21 +203,29 @@ def test_band_norm_guards_reject_a_wrong_branch(both):
 def test_band_norm_full_guards_what_the_caller_settled(both):
     """A projected side called unprojected, a lift that does not happen, a sign
     called fixed that is not: the guard fails, so a wrong setting never makes a
-    claim true."""
+    claim true. And the encoding still admits that input with its guard failing
+    (the facts it states as hard constraints hold on every branch), so a query
+    whose negated claim includes the guards finds it."""
     rng = random.Random(8)
-    x = _band_input(rng, F(12))
+    x, middle = _band_input(rng, F(12)), _band_input(rng, F(6))
     gamma, beta = _norm_params(rng)
     _, branch = band_norm(x, gamma, beta, HALF_LOW, HALF_HIGH)
-    assert branch.p.projected
+    _, unlifted = band_norm(middle, gamma, beta, HALF_LOW, HALF_HIGH)
+    assert branch.p.projected and not unlifted.p.lifted
     wrong_sign = next(i for i, s in enumerate(branch.signs) if s > 0)
-    wrong = ({"settled": {"p": Settled(projected=False)}},
-             {"settled": {"p": Settled(lifted=True)}}, {"fixed_signs": {wrong_sign: -1}})
-    for settled in wrong:
-        q = Query()
-        _, guards = band_norm_full(q, _fixed_input(q, x), gamma, beta, HALF_LOW, HALF_HIGH,
-                                   tag="bn", **settled)
-        q.add(*guards)
-        assert both.solve(q.text()).status == "unsat", settled
+    negative = next(i for i, s in enumerate(unlifted.signs) if s < 0)
+    wrong = ((x, {"settled": {"p": Settled(projected=False)}}),
+             (x, {"settled": {"p": Settled(lifted=True)}}),
+             (x, {"fixed_signs": {wrong_sign: -1}}),
+             (middle, {"settled": {"p": Settled(False, True), "n": Settled(False, None)}}),
+             (middle, {"fixed_signs": {negative: 1}}))
+    for values, settled in wrong:
+        for guards_fail in (False, True):
+            q = Query()
+            _, guards = band_norm_full(q, _fixed_input(q, values), gamma, beta, HALF_LOW,
+                                       HALF_HIGH, tag="bn", **settled)
+            q.add(not_(and_(*guards)) if guards_fail else and_(*guards))
+            assert both.solve(q.text()).status == ("sat" if guards_fail else "unsat"), settled
 
 
 # --------------------------------------------------------------------------- full BandNorm on a box
