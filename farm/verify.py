@@ -392,6 +392,7 @@ class VerifyOptions:
     radius_upper: Fraction = Fraction(1)
     radius_precision: Fraction = Fraction(1, 1000)
     radius_timeout: float | None = None  # per query of the radius search; None: the farm's
+    radius_solver: str | None = None  # solver mode of the radius search; None: the farm's
     progress: bool = True
 
 
@@ -418,10 +419,22 @@ def verify_task(planner: Planner, properties: Sequence[str], farm: LocalFarm,
         result = fold(prop, planner.task.name, judged, findings,
                       cached=distinct - (farm.solved - before))
         if prop == ROBUSTNESS and options.radius:
-            result.radius = certified_radii(planner, farm, cache, options)
+            result.radius = _radii(planner, farm, cache, options)
         result.seconds = time.perf_counter() - start
         results.append(result)
     return results
+
+
+def _radii(planner: Planner, farm: LocalFarm, cache: ResultCache | None,
+           options: VerifyOptions) -> RadiusResult:
+    """The radius search, on pools of its own when `options.radius_solver` is not the
+    farm's mode (the two share their definitive answers)."""
+    solver = options.radius_solver or farm.mode
+    if solver == farm.mode:
+        return certified_radii(planner, farm, cache, options)
+    with LocalFarm(solver, farm.timeout, len(farm.pools)) as own:
+        own.answers = farm.answers
+        return certified_radii(planner, own, cache, options)
 
 
 def _collect(source: Iterable[PlannedQuery], into: list[PlannedQuery]

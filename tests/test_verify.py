@@ -326,6 +326,19 @@ def test_certified_radius_is_proved_at_its_value_and_refuted_just_above(model, c
     assert radii.minimum == 0  # the broken circuit decides some of its inputs wrongly
 
 
+def test_the_radius_search_runs_on_its_own_solver(model):
+    """A z3 farm asked for radii by cvc5 solves only the property's own queries; the
+    radius search's go to cvc5 pools (sharing answers), and its radii are proved."""
+    p = planner(model, "quote_close", QUOTE[0], [0, 1])
+    opts = VerifyOptions(progress=False, radius=True, radius_upper=F(1, 8),
+                         radius_precision=F(1, 16), radius_solver="cvc5")
+    with LocalFarm("z3", timeout=60, jobs=1) as z3_farm:
+        (result,) = verify_task(p, [ROBUSTNESS], z3_farm, None, opts)
+        assert z3_farm.solved == result.queries == 2
+    assert result.status == "VERIFIED"
+    assert all(F(r["certified"]) >= opts.epsilon for r in result.radius.per_input)
+
+
 def test_a_radius_query_that_times_out_certifies_nothing_and_says_so(model, cvc5):
     """--radius-timeout bounds each query of the search; an unknown is never a proof. The
     one step here (ε = 1/4: seconds to decide) times out after 1 ms, which ends a search
