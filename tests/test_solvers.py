@@ -216,6 +216,22 @@ def test_race_starts_the_usual_winner_alone_and_still_races_when_it_is_late():
         assert (late.status, late.winner) == ("unsat", "cvc5")  # joined after z3's usual time
 
 
+def test_a_close_contest_still_gets_a_lead_that_runs_alone_for_a_while():
+    """On scarce cores racing both costs most: a solver that won 3 of the last 4 races
+    leads, and runs alone for at least MIN_ALONE however fast it usually is."""
+    from collections import deque
+
+    from encoders.solvers import LEARN, MIN_ALONE
+
+    with SolverPool("race", timeout=20) as pool:
+        wins = [("z3", 0.001)] + [("cvc5", 0.002)] * (LEARN - 1)
+        pool._wins["k"] = deque(wins, maxlen=LEARN)
+        lead, alone, usual = pool._lead("k", 20)
+        assert lead is not None and lead.name == "cvc5" and usual is None
+        assert alone == MIN_ALONE
+        assert pool._lead("k", 0.4)[1] == 0.1  # never more than a quarter of the time limit
+
+
 def test_a_lead_without_an_interrupt_runs_unforked_and_is_replaced_when_it_loses():
     """cvc5, the usual winner here, starts alone in its warm process (no fork per query);
     when it is late and z3 joins and wins, its process is killed and the standby serves
