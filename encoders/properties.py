@@ -377,8 +377,8 @@ def settled_in_ball(residual: Sequence[Fraction], epsilon: Fraction, cfg: GPTCon
     at most ‖δ‖₁ ≤ dε (Σ|η_i − mean(η)| is convex, largest at a vertex of the
     ball, where it is dε − ε(2k − d)²/d with k coordinates at +ε): where the
     whole range is on one side of half_high (half_low), the projection (lift)
-    always or never happens. Bounding each coordinate alone instead, as this
-    did before, left the projection open on most inputs at ε = 0.2.
+    always or never happens (bounding each coordinate alone leaves the
+    projection open on most inputs at ε = 0.2).
     Exact arithmetic; `band_norm_full` turns each settled part into a guard the
     solver checks, so a mistake here can cost a query, never a wrong verdict.
     """
