@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
 from weakref import WeakKeyDictionary
@@ -78,11 +78,12 @@ class EncodedRun:
     logits: list[Affine]  # final-position logits over the whole vocabulary, as terms of the query
     final_residual: list[Affine]  # r_E(x), the input of the final norm
     guards: list[Formula]  # guided mode: per position, the Boolean naming its guards; [] if none
+    run: _Run = field(repr=False, compare=False)  # what a later run of this prompt may share
 
 
 def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int, ...], *,
                tag: str, mode: Mode = "guided", result: RowResult | None = None,
-               branches: Trace | None = None) -> EncodedRun:
+               branches: Trace | None = None, base: EncodedRun | None = None) -> EncodedRun:
     """Define the circuit's run on `prompt` in `q` (names prefixed by `tag`).
 
     `result` is the exact run of this circuit on this prompt (computed if not
@@ -90,6 +91,11 @@ def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int,
     `branches` (a trace read back from `farm.tracing`) or else its own trace.
     The guards say where that is exact: a wrong branch record fails its guard,
     it never makes a claim true. Guards are returned, never asserted.
+
+    `base`, an earlier run of the same prompt in `q` (edge necessity: the
+    circuit, then the circuit minus an edge), lends this run its variables for
+    every node whose inputs are the same in both circuits, so only what the
+    difference reaches is encoded again; their guards are the base's.
     """
     if mode not in ("guided", "full"):
         raise ValueError(f"mode must be 'guided' or 'full', got {mode!r}")
@@ -102,6 +108,11 @@ def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int,
     run = _Run(q, model, circuit, result, tag, mode, branches or result.trace)
     last = len(prompt) - 1
     key: tuple = (tag, circuit, mode)
+    if base is not None:
+        if base.run.result.prompt != prompt or base.run.mode != mode:
+            raise ValueError("a base run must be of the same prompt and mode")
+        run.borrow(base.run)
+        key += (base.run.tag, base.run.circuit)  # this run's text names the base's variables
     for t in range(last):
         key = (key, prompt[t], tuple(sorted(run.trace[t].items())))
         run.prefix_position(t, key)
@@ -111,7 +122,7 @@ def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int,
     rows, bias = _consts(model).matrix(model.lm_head)
     logits = [Affine.dot(row, normed, b) for row, b in zip(rows, bias, strict=True)]
     run.name_guards(last)
-    return EncodedRun(logits, residual, run.position_guards)
+    return EncodedRun(logits, residual, run.position_guards, run)
 
 
 # --------------------------------------------------------------------------- exact constants
@@ -187,7 +198,7 @@ class _Run:
     def __init__(self, q: Query, model: ExactModel, circuit: Circuit, result: RowResult,
                  tag: str, mode: Mode, trace: Trace) -> None:
         self.q, self.m, self.result, self.tag, self.mode = q, model, result, tag, mode
-        self.trace = trace
+        self.circuit, self.trace = circuit, trace
         self.consts = _consts(model)
         self.parents = {node: circuit.parents(node) for node in circuit.nodes}
         self.guards: list[Formula] = []  # of the position being encoded
@@ -237,6 +248,19 @@ class _Run:
 
     def _memo_tables(self) -> tuple[dict, ...]:
         return self._inputs, self._normed, self._heads, self._kv, self._mlps, self._attn_outs
+
+    def borrow(self, base: _Run) -> None:
+        """Take `base`'s encoded values of the nodes computed alike in both circuits:
+        those whose parents, and their parents' parents, are the same in both."""
+        same: set[str] = set()
+        for node in self.circuit.nodes:  # in graph order: parents first
+            parents = set(self.parents[node])
+            if parents == set(base.parents[node]) and parents <= same:
+                same.add(node)
+        for mine, theirs in zip(self._memo_tables(), base._memo_tables(), strict=True):
+            mine.update((k, v) for k, v in theirs.items()
+                        if (k[0] in same if isinstance(k[0], str)
+                            else all(n in same for n, _ in k[1])))  # _attn_outs: by heads
 
     def name_guards(self, t: int) -> Formula | None:
         """Name the guards of position t by one Boolean, so a claim's negation stays short."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Literal
 
-from encoders.circuit import encode_run
+from encoders.circuit import EncodedRun, encode_run
 from encoders.ops import Settled, band_norm_full, band_norm_guided
 from encoders.smtlib import Affine, Formula, Query, and_, eq, ge, gt, le, lt, not_, or_
 from farm.circuits import Circuit, Edge
@@ -204,10 +204,13 @@ class Planner:
         q = Query()
         guards: list[Formula] = []
         margins = []
+        encoded: list[EncodedRun] = []
         for k, (circuit, prompt, result) in enumerate(runs):
             branches = self.branches.get(prompt) if circuit == self.circuit else None
+            base = next((e for e in encoded if e.run.result.prompt == prompt), None)
             run = encode_run(q, self.model, circuit, prompt, tag=f"r{k}", mode=self.mode,
-                             result=result, branches=branches)
+                             result=result, branches=branches, base=base)
+            encoded.append(run)
             guards.extend(run.guards)
             margins.append(q.define(f"m{k}", run.logits[self.c0] - run.logits[self.c1],
                                     model=True))

@@ -95,6 +95,35 @@ def test_two_runs_share_one_query(both):
         assert both.solve(q.text()).status == ("unsat" if differ else "sat")
 
 
+@pytest.mark.parametrize("edge", [("attn_1", "logits"), ("emb", "attn_1"), ("emb", "attn_0")])
+def test_a_run_on_a_base_reencodes_only_what_the_removed_edge_reaches(both, edge):
+    """The circuit minus an edge, encoded on the circuit's run of the same prompt: the
+    same exact logits as alone, and no variable of its own for nodes the edge does not
+    reach (an edge into the logits leaves every earlier position to the base)."""
+    model = _exact(0)
+    circuit = Circuit.full(2)
+    smaller = circuit.without(edge)
+    a, b = (model.run([PROMPT], c)[0] for c in (circuit, smaller))
+    for differ in (True, False):
+        q = Query()
+        ra = encode_run(q, model, circuit, PROMPT, tag="a", result=a)
+        rb = encode_run(q, model, smaller, PROMPT, tag="b", result=b, base=ra)
+        gap = eq(ra.logits[9] - rb.logits[9], a.logits[9] - b.logits[9])
+        q.add(*ra.guards, *rb.guards, not_(gap) if differ else gap)
+        assert both.solve(q.text()).status == ("unsat" if differ else "sat")
+    own = {v.split(".")[1] for v in re.findall(r"\(declare-fun (b\.\S+) ", q.text())
+           if not v.startswith("b.g")}  # its variables' position and site, not its guards
+    last = len(PROMPT) - 1
+    if edge[1] == "logits":
+        assert own == {f"{last}f"}  # the final residual and norm only
+    elif edge[1] == "attn_1":
+        assert not any(site.endswith("a0") for site in own)  # layer 0 is the base's
+    else:
+        assert any(site == "0a0" for site in own)  # everything downstream is new
+    with pytest.raises(ValueError, match="same prompt"):
+        encode_run(Query(), model, smaller, PROMPT[:-1], tag="c", base=ra)
+
+
 def test_a_wrong_trace_fails_its_guards_and_never_makes_defs_vacuous(both):
     model = _exact(0)
     circuit = Circuit.full(2)
