@@ -204,13 +204,12 @@ class Planner:
         q = Query()
         guards: list[Formula] = []
         margins = []
-        encoded: list[EncodedRun] = []
+        first_run: dict[tuple[int, ...], EncodedRun] = {}  # by prompt: a later run's base
         for k, (circuit, prompt, result) in enumerate(runs):
             branches = self.branches.get(prompt) if circuit == self.circuit else None
-            base = next((e for e in encoded if e.run.result.prompt == prompt), None)
             run = encode_run(q, self.model, circuit, prompt, tag=f"r{k}", mode=self.mode,
-                             result=result, branches=branches, base=base)
-            encoded.append(run)
+                             result=result, branches=branches, base=first_run.get(prompt))
+            first_run.setdefault(prompt, run)
             guards.extend(run.guards)
             margins.append(q.define(f"m{k}", run.logits[self.c0] - run.logits[self.c1],
                                     model=True))

@@ -486,6 +486,8 @@ def robustness_outcomes(planner: Planner, epsilons: Mapping[int, Fraction], farm
     final: dict[int, Outcome] = {}
     tier = {i: planner.robustness_query(i, eps, prop) for i, eps in epsilons.items()}
     for label in ("", " (re-asked fully)"):
+        if not tier:
+            break
         records = farm.solve(tier.values(), cache, progress and f"{progress}{label}",
                              len(tier), timeout)
         escalate = {}
