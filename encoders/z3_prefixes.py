@@ -13,6 +13,12 @@ x := c where the prefix implies x = c keeps the query equivalent, and dropping
 the facts afterwards only weakens it, so an unsat answer on the result is an
 unsat answer on the whole text. A sat answer on a weakened goal proves
 nothing: the caller re-solves the whole text.
+
+Last sections differ between queries, but many of their assertions do not (a
+norm on the same constant input, a weight matrix applied to the same named
+vector), so each assertion line is parsed once and its term reused while every
+symbol keeps the sort it was parsed with. Parsing is a function of the text and
+the symbols' sorts, so this too changes only speed.
 """
 
 from __future__ import annotations
@@ -32,59 +38,131 @@ _SYMBOL = re.compile(SYMBOL)
 
 
 class _Prefix:
-    """One reduced chain of sections: its `x = c` facts (with z3's C arrays for
-    substituting them, built once), every other formula it reduced to, and the
-    declarations of its symbols."""
+    """One reduced chain of sections: its `x = c` facts as C pointers (with z3's C
+    arrays for substituting them, built once), the reduced goals that keep those
+    pointers alive, every other formula it reduced to, and the declarations of its
+    symbols."""
 
-    def __init__(self, z3: ModuleType, facts: list[tuple[Any, Any]], rest: list,
+    def __init__(self, z3: ModuleType, sources: list, targets: list, keep: tuple, rest: list,
                  declared: dict[str, str]) -> None:
-        self.facts, self.rest, self.declared = facts, rest, declared
-        self.sources, self.targets = (z3.Ast * len(facts))(), (z3.Ast * len(facts))()
-        for i, (a, b) in enumerate(facts):
-            self.sources[i], self.targets[i] = a.as_ast(), b.as_ast()
+        self.sources, self.targets, self.keep = sources, targets, keep
+        self.rest, self.declared = rest, declared
+        self._sources, self._targets = (z3.Ast * len(sources))(*sources), (
+            z3.Ast * len(targets))(*targets)
+
+    def extend(self, z3: ModuleType, reduced: Any, true: Any, false: Any,
+               declared: dict[str, str]) -> _Prefix:
+        """This chain followed by one more section, `reduced` being its reduced goal."""
+        sources, targets, rest = _split(z3, reduced, true, false)
+        return _Prefix(z3, self.sources + sources, self.targets + targets,
+                       (*self.keep, reduced), self.rest + rest, declared)
 
     def substitute(self, z3: ModuleType, formulas: Any) -> Any:
-        """The conjunction of `formulas` (a parsed AstVector) with every fact substituted.
+        """The conjunction of `formulas` (a parsed AstVector) with every fact substituted."""
+        ctx = formulas.ctx
+        return self.substitute_raw(z3, ctx, [z3.Z3_ast_vector_get(ctx.ref(), formulas.vector, i)
+                                             for i in range(len(formulas))])
+
+    def substitute_raw(self, z3: ModuleType, ctx: Any, asts: list) -> Any:
+        """The same for C pointers to formulas kept alive elsewhere.
 
         Built through the C API: wrapping each of a section's hundreds of formulas
         in a Python object (as `z3.And` does) cost as much as parsing them."""
-        ctx = formulas.ctx
-        n = len(formulas)
-        parts = (z3.Ast * max(n, 1))()  # the vector keeps each part alive
-        for i in range(n):
-            parts[i] = z3.Z3_ast_vector_get(ctx.ref(), formulas.vector, i)
+        n = len(asts)
+        parts = (z3.Ast * max(n, 1))(*asts)
         # held by a Python reference (inc_ref) before the next API call can drop it
         conj = z3.BoolRef(z3.Z3_mk_and(ctx.ref(), n, parts), ctx) if n else z3.BoolVal(True, ctx)
-        return z3.BoolRef(z3.Z3_substitute(ctx.ref(), conj.as_ast(), len(self.facts),
-                                           self.sources, self.targets), ctx)
+        return z3.BoolRef(z3.Z3_substitute(ctx.ref(), conj.as_ast(), len(self.sources),
+                                           self._sources, self._targets), ctx)
 
 
-def _split(z3: ModuleType, formulas: Any) -> tuple[list[tuple[Any, Any]], list]:
-    """Facts (symbol, value) among reduced formulas, and the rest."""
-    facts, rest = [], []
-    for f in formulas:
-        if z3.is_eq(f) and _symbol(z3, f.arg(0)) and z3.is_rational_value(f.arg(1)):
-            facts.append((f.arg(0), f.arg(1)))
-        elif _symbol(z3, f):  # a named guard the prefix proved true
-            facts.append((f, z3.BoolVal(True)))
-        elif z3.is_not(f) and _symbol(z3, f.arg(0)):
-            facts.append((f.arg(0), z3.BoolVal(False)))
+def _split(z3: ModuleType, goal: Any, true: Any, false: Any) -> tuple[list, list, list]:
+    """Facts (symbol, value) among a reduced goal's formulas, as C pointers, and the rest.
+
+    Read through the C API: wrapping every formula and argument in a Python object
+    cost as much as reducing the section."""
+    ref = goal.ctx.ref()
+    sources, targets, rest = [], [], []
+    for i in range(z3.Z3_goal_size(ref, goal.goal)):
+        f = z3.Z3_goal_formula(ref, goal.goal, i)
+        kind, args = _app(z3, ref, f)
+        if kind == z3.Z3_OP_UNINTERPRETED and not args:  # a named guard the prefix proved
+            sources.append(f)
+            targets.append(true)
+        elif kind == z3.Z3_OP_NOT and _symbol(z3, ref, args[0]):
+            sources.append(args[0])
+            targets.append(false)
+        elif (kind == z3.Z3_OP_EQ and _symbol(z3, ref, args[0])
+              and z3.Z3_is_numeral_ast(ref, args[1])):
+            sources.append(args[0])
+            targets.append(args[1])
         else:
-            rest.append(f)
-    return facts, rest
+            rest.append(z3.BoolRef(f, goal.ctx))
+    return sources, targets, rest
 
 
-def _symbol(z3: ModuleType, e: Any) -> bool:
-    return z3.is_const(e) and e.decl().kind() == z3.Z3_OP_UNINTERPRETED
+def _app(z3: ModuleType, ref: Any, e: Any) -> tuple[int | None, list]:
+    """The declaration kind and arguments of an application (None for anything else)."""
+    if z3.Z3_get_ast_kind(ref, e) != z3.Z3_APP_AST:
+        return None, []
+    app = z3.Z3_to_app(ref, e)
+    kind = z3.Z3_get_decl_kind(ref, z3.Z3_get_app_decl(ref, app))
+    return kind, [z3.Z3_get_app_arg(ref, app, k) for k in range(z3.Z3_get_app_num_args(ref, app))]
+
+
+def _symbol(z3: ModuleType, ref: Any, e: Any) -> bool:
+    kind, args = _app(z3, ref, e)
+    return kind == z3.Z3_OP_UNINTERPRETED and not args
+
+
+class _Lines:
+    """Parsed assertion lines by their text, valid while every symbol keeps its sort.
+
+    Each parse's AstVector holds its formulas alive, so the table keeps the
+    vectors and maps lines to C pointers. It is emptied when full, and when a
+    query declares a symbol with another sort than the lines were parsed with.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.clear()
+
+    def clear(self) -> None:
+        self.asts: dict[str, Any] = {}
+        self.sorts: dict[str, str] = {}  # symbol -> its declaration line
+        self._vectors: list = []
+
+    def check_sorts(self, *tables: dict[str, str]) -> None:
+        """Take a query's declarations (symbol -> declaration line)."""
+        known = self.sorts.items()
+        if all(t.items() <= known for t in tables):
+            return
+        if any(self.sorts.get(n, d) != d for t in tables for n, d in t.items()):
+            self.clear()
+        for t in tables:
+            self.sorts.update(t)
+
+    def make_room(self, n: int) -> None:
+        if len(self.asts) + n > self.limit:
+            self.asts, self._vectors = {}, []  # the sorts stay true of every later line
+
+    def add(self, z3: ModuleType, lines: list[str], parsed: Any) -> None:
+        ref = parsed.ctx.ref()
+        self._vectors.append(parsed)
+        for i, line in enumerate(lines):
+            self.asts[line] = z3.Z3_ast_vector_get(ref, parsed.vector, i)
 
 
 class Z3Prefixes:
     """An LRU of reduced prefix chains; `goal(text)` is a query's goal built on them."""
 
-    def __init__(self, z3: ModuleType, limit: int = 256) -> None:
+    def __init__(self, z3: ModuleType, limit: int = 256, line_limit: int = 200_000) -> None:
         self.z3, self.limit = z3, limit
         self.reduce = z3.Then("simplify", "propagate-values")
         self.states: OrderedDict[bytes, _Prefix] = OrderedDict()
+        self.lines = _Lines(line_limit)
+        self._constants = z3.BoolVal(True), z3.BoolVal(False)  # alive while their pointers are
+        self._true, self._false = (c.as_ast() for c in self._constants)
 
     def goal(self, text: str) -> list | None:
         """Formulas whose unsat proves `text` unsat; None when there is no prefix to
@@ -96,7 +174,7 @@ class Z3Prefixes:
         for section in sections[:-1]:
             key = hashlib.sha256(key + section.encode()).digest()
             keys.append(key)
-        start, prefix = 0, _Prefix(self.z3, [], [], {})
+        start, prefix = 0, _Prefix(self.z3, [], [], (), [], {})
         for i in reversed(range(len(keys))):
             if keys[i] in self.states:
                 self.states.move_to_end(keys[i])
@@ -107,13 +185,37 @@ class Z3Prefixes:
             goal = self.z3.Goal()
             goal.add(prefix.substitute(self.z3, new))
             (reduced,) = self.reduce(goal)
-            facts, rest = _split(self.z3, reduced)
-            prefix = self.states[keys[i]] = _Prefix(self.z3, prefix.facts + facts,
-                                                    prefix.rest + rest, declared)
+            prefix = self.states[keys[i]] = prefix.extend(self.z3, reduced, self._true,
+                                                          self._false, declared)
             if len(self.states) > self.limit:
                 self.states.popitem(last=False)
-        new, _ = self._parse(head, prefix, sections[-1])
-        return [prefix.substitute(self.z3, new), *prefix.rest]
+        ctx = self.z3.main_ctx()
+        return [prefix.substitute_raw(self.z3, ctx, self._parse_last(head, prefix, sections[-1])),
+                *prefix.rest]
+
+    def _parse_last(self, head: str, prefix: _Prefix, section: str) -> list:
+        """The last section's assertions as C pointers, parsing only lines not seen before."""
+        decls: dict[str, str] = {}
+        asserts = []
+        for line in section.split("\n")[1:]:  # [0] is the label
+            if line.startswith("(assert"):
+                asserts.append(line)
+            elif m := _DECLARATION.match(line):
+                decls[m[1]] = line
+            elif line and line != "(check-sat)":  # anything else: the whole text decides
+                raise self.z3.Z3Exception(f"unexpected line in a last section: {line[:40]}")
+        self.lines.check_sorts(prefix.declared, decls)
+        self.lines.make_room(len(asserts))
+        missing = list(dict.fromkeys(a for a in asserts if a not in self.lines.asts))
+        if missing:
+            text = "\n".join(missing)
+            known = prefix.declared | decls
+            used = "".join(known[n] for n in set(_SYMBOL.findall(text)) if n in known)
+            parsed = self.z3.parse_smt2_string(head + used + text)
+            if len(parsed) != len(missing):  # one formula per assertion line, or no reuse
+                raise self.z3.Z3Exception("an assertion line did not parse to one formula")
+            self.lines.add(self.z3, missing, parsed)
+        return [self.lines.asts[a] for a in asserts]
 
     def _parse(self, head: str, prefix: _Prefix, section: str) -> tuple[Any, dict[str, str]]:
         """One section's formulas, re-declaring the earlier symbols it uses (z3 names a

@@ -184,6 +184,35 @@ def test_z3_reuses_a_shared_prefix_and_answers_as_on_the_whole_text():
             pool.solve(text, model_vars)  # a disagreement would raise
 
 
+def test_z3_parses_a_repeated_assertion_once_while_its_symbols_keep_their_sorts():
+    """A last section's assertion seen before is not parsed again, unless a symbol it
+    names is now declared with another sort: then its term is the new one."""
+    import z3
+
+    from encoders.z3_prefixes import Z3Prefixes
+
+    def text(sort: str, *asserts: str) -> str:
+        return ("(set-logic QF_LRA)\n; section p0\n(declare-fun c () Real)\n(assert (= c 1))\n"
+                f"; section last\n(declare-fun a () {sort})\n(declare-fun b () {sort})\n"
+                + "".join(f"(assert {a})\n" for a in asserts) + "(check-sat)\n")
+
+    def answer(goal: list) -> z3.CheckSatResult:
+        s = z3.Solver()
+        s.add(goal)
+        return s.check()
+
+    prefixes = Z3Prefixes(z3)
+    assert answer(prefixes.goal(text("Real", "(= a b)", "(< a c)"))) == z3.sat
+    shared = prefixes.lines.asts["(assert (= a b))"]
+    assert answer(prefixes.goal(text("Real", "(= a b)", "(< a c)", "(> b c)"))) == z3.unsat
+    assert prefixes.lines.asts["(assert (= a b))"] == shared  # parsed once
+    assert len(prefixes.lines.asts) == 3
+    assert answer(prefixes.goal(text("Bool", "(= a b)", "a", "(not b)"))) == z3.unsat
+    term = z3.BoolRef(prefixes.lines.asts["(assert (= a b))"], z3.main_ctx())
+    assert term.arg(0).sort() == z3.BoolSort()  # parsed again, with the Bool a and b
+    assert len(prefixes.lines.asts) == 3  # the Real lines were dropped
+
+
 def test_a_forked_query_that_crashes_or_raises_is_unknown_and_says_why():
     """The fork a cvc5 query runs in may die without answering: that is a crash, not an
     interrupt, and an exception is an error; neither is ever sat or unsat."""
