@@ -57,7 +57,7 @@ __all__ = ["EncodedRun", "encode_run"]
 
 Mode = Literal["guided", "full"]
 Vec = list[Affine]
-Matrix = tuple[list[list[Fraction]], list[Fraction]]  # (rows, bias)
+Matrix = tuple[list[list[int]], list[int], int]  # (rows, bias, their common denominator)
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,7 @@ def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int,
     q.section(f"{tag}.p{last}")
     residual = run.node_input("logits", last)
     normed = run.norm(model.norm_final, residual, "logits", last)
-    rows, bias = _consts(model).matrix(model.lm_head)
-    logits = [Affine.dot(row, normed, b) for row, b in zip(rows, bias, strict=True)]
+    logits = _apply(_consts(model).matrix(model.lm_head), normed)
     run.name_guards(last)
     return EncodedRun(logits, residual, run.position_guards, run)
 
@@ -129,22 +128,17 @@ def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int,
 
 
 class _Consts:
-    """A model's weights as exact Fractions, W_o·W_v fused per head (one-head models),
-    and the encoded prefix positions of recent runs; built once per model."""
+    """A model's W_o·W_v fused per head (one-head models) and the encoded prefix
+    positions of recent runs; built once per model."""
 
     def __init__(self, model: ExactModel) -> None:
         self.model = model
-        self._matrices: dict[int, Matrix] = {}
         self._ov: dict[tuple[int, int], Matrix] = {}
         self.positions: OrderedDict[tuple, _Position] = OrderedDict()  # LRU
 
-    def matrix(self, affine: ExactAffine) -> Matrix:
-        key = id(affine)
-        if key not in self._matrices:
-            s = affine.scale
-            self._matrices[key] = ([[Fraction(w, s) for w in row] for row in affine.weight],
-                                   [Fraction(b, s) for b in affine.bias])
-        return self._matrices[key]
+    @staticmethod
+    def matrix(affine: ExactAffine) -> Matrix:
+        return affine.weight, affine.bias, affine.scale
 
     def ov(self, layer: int, head: int) -> Matrix:
         """W_o[:, head] · (W_v[head] m + b_v[head]) as one matrix over m, b_o left out."""
@@ -152,11 +146,10 @@ class _Consts:
             params, dh = self.model.layers[layer], self.model.cfg.head_dim
             o, v = params["o"], params["v"]
             cols = range(head * dh, (head + 1) * dh)
-            den = o.scale * v.scale
-            rows = [[Fraction(sum(o_row[c] * v.weight[c][k] for c in cols), den)
+            rows = [[sum(o_row[c] * v.weight[c][k] for c in cols)
                      for k in range(len(v.weight[0]))] for o_row in o.weight]
-            bias = [Fraction(sum(o_row[c] * v.bias[c] for c in cols), den) for o_row in o.weight]
-            self._ov[layer, head] = (rows, bias)
+            bias = [sum(o_row[c] * v.bias[c] for c in cols) for o_row in o.weight]
+            self._ov[layer, head] = (rows, bias, o.scale * v.scale)
         return self._ov[layer, head]
 
 
@@ -170,8 +163,8 @@ def _consts(model: ExactModel) -> _Consts:
 
 
 def _apply(m: Matrix, x: Sequence[Affine], rows: range | None = None) -> Vec:
-    weights, bias = m
-    return [Affine.dot(weights[r], x, bias[r]) for r in rows or range(len(weights))]
+    weights, bias, den = m
+    return [Affine.row(weights[r], den, x, bias[r]) for r in rows or range(len(weights))]
 
 
 # --------------------------------------------------------------------------- the run
@@ -392,13 +385,13 @@ class _Run:
         joins a residual sum (see `mlp`)."""
         if (layer, heads, t) in self._attn_outs:
             return self._attn_outs[layer, heads, t]
-        w_o, b_o = self.consts.matrix(self.m.layers[layer]["o"])
-        terms = [[Affine(const=b) for b in b_o]]
+        w_o, b_o, den = self.consts.matrix(self.m.layers[layer]["o"])
+        terms = [[Affine(const=Fraction(b, den)) for b in b_o]]
         for node, h in heads:
             result = self.head(node, h, t)
             if self.named_kv:
                 cols = [row[h * len(result):(h + 1) * len(result)] for row in w_o]
-                terms.append([Affine.dot(c, result) for c in cols])
+                terms.append([Affine.row(c, den, result) for c in cols])
             else:
                 terms.append(_apply(self.consts.ov(layer, h), result))
         which = "".join(f"h{h}" for _, h in heads)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
@@ -131,6 +131,36 @@ class Affine:
         """`sum(k_i * x_i) + const`: one row of a weight matrix applied to a vector."""
         return Affine.combine([*zip(ks, xs, strict=True), (_ONE, const)])
 
+    @staticmethod
+    def row(weights: Sequence[int], den: int, xs: Sequence[Affine], const: int = 0) -> Affine:
+        """`(sum(w_i * x_i) + const) / den`: a row of an integer weight matrix over its
+        common denominator applied to a vector. The planner's hottest loop: it costs
+        integer products only, where `dot` pays for a Fraction per weight."""
+        if len(weights) != len(xs):
+            raise ValueError(f"row of {len(weights)} weights applied to {len(xs)} terms")
+        lcm = 1
+        for w, x in zip(weights, xs, strict=True):
+            if w and lcm % x.den:
+                lcm = lcm // math.gcd(lcm, x.den) * x.den
+        nums: dict[str, int] = {}
+        num0 = const * lcm
+        merged = False  # only merging two coefficients can produce a zero
+        for w, x in zip(weights, xs, strict=True):
+            if not w:
+                continue
+            f = w if x.den == lcm else w * (lcm // x.den)
+            for v, c in x.nums.items():
+                t = f * c
+                prev = nums.get(v)
+                if prev is None:
+                    nums[v] = t
+                else:
+                    nums[v], merged = prev + t, True
+            if x.num0:
+                num0 += f * x.num0
+        return Affine._of({v: c for v, c in nums.items() if c} if merged else nums, num0,
+                          lcm * den)
+
     def __add__(self, other: Affine | Rational) -> Affine:
         return Affine.combine(((_ONE, self), (_ONE, other)))
 
@@ -168,7 +198,11 @@ def _rational(x: Rational) -> Fraction:
 
 
 def _monomial(v: str, c: Fraction | int) -> str:
-    n, d = (c, 1) if type(c) is int else (c.numerator, c.denominator)
+    if type(c) is int:  # as relations and definitions render them: no cache lookup
+        if c > 0:
+            return v if c == 1 else f"(* {c} {v})"
+        return f"(- {v})" if c == -1 else f"(* (- {-c}) {v})"
+    n, d = c.numerator, c.denominator
     if d == 1 and (n == 1 or n == -1):
         return v if n == 1 else f"(- {v})"
     return f"(* {_ratio(n, d)} {v})"
@@ -187,7 +221,7 @@ def _scale(a: Affine) -> int:
     """The least positive L that makes L·a's coefficients integers, and its constant too
     when that costs at most `_CONSTANT_FACTOR` more."""
     scale = a.den // math.gcd(a.den, *a.nums.values()) if a.nums else 1
-    with_constant = math.lcm(scale, a.const.denominator)
+    with_constant = math.lcm(scale, a.den // math.gcd(a.den, a.num0))  # the constant's den
     return with_constant if with_constant <= scale * _CONSTANT_FACTOR else scale
 
 

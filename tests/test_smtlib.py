@@ -44,6 +44,19 @@ def test_affine_algebra_is_exact_and_drops_cancelled_terms():
     assert Affine.sum([x, y, -x, 4]).smt() == "(+ y 4)"
 
 
+def test_an_integer_row_over_its_denominator_is_the_same_term_as_its_fractions():
+    q = Query()
+    x, y = q.define("x", Affine({}, F(7, 3)) + q.real("a")), q.real("y")
+    terms = [x * F(1, 6), y, x + y * F(2, 5) + F(1, 7), -x * F(1, 6)]
+    weights, den, const = [3, 1, -4, -21], 8, 5
+    row = Affine.row(weights, den, terms, const)
+    dot = Affine.dot([F(w, den) for w in weights], terms, F(const, den))
+    assert (row.coeffs, row.const) == (dot.coeffs, dot.const)
+    assert row.smt() == dot.smt() and "x" not in row.coeffs  # cancelled, no (* 0 x)
+    with pytest.raises(ValueError, match="3 weights applied to 4"):
+        Affine.row(weights[:3], den, terms)
+
+
 def test_floats_are_refused():
     x = Query().real("x")
     with pytest.raises(TypeError):
