@@ -250,6 +250,11 @@ class ExactModel:
 
         Only nodes with a retained path to the logits are evaluated (and traced).
         """
+        runs = self.runs(circuit)
+        return [runs.row(p) for p in prompts]
+
+    def runs(self, circuit: Circuit | None = None) -> CircuitRun:
+        """The circuit's exact run of any prompt, on demand (`CircuitRun.row`)."""
         circuit = circuit or Circuit.full(self.cfg.n_layers)
         if circuit.n_layers != self.cfg.n_layers:
             raise FarmError(f"circuit has {circuit.n_layers} layers, model has "
@@ -257,11 +262,10 @@ class ExactModel:
         if circuit.granularity == "head" and circuit.n_heads != self.cfg.n_heads:
             raise FarmError(f"circuit has {circuit.n_heads} heads per layer, model has "
                             f"{self.cfg.n_heads}")
-        run = _CircuitRun(self, circuit)
-        return [run.row(tuple(int(t) for t in p)) for p in prompts]
+        return CircuitRun(self, circuit)
 
 
-class _CircuitRun:
+class CircuitRun:
     """One circuit's evaluation, memoised by causal prefix across prompts."""
 
     def __init__(self, model: ExactModel, circuit: Circuit):
@@ -270,7 +274,8 @@ class _CircuitRun:
         self.live = circuit.feeding_logits()  # the rest cannot change the logits: skipped
         self.memo: dict[tuple[int, ...], Position] = {}
 
-    def row(self, prompt: tuple[int, ...]) -> RowResult:
+    def row(self, prompt: Sequence[int]) -> RowResult:
+        prompt = tuple(int(t) for t in prompt)
         if not 1 <= len(prompt) <= self.m.cfg.seq_len:
             raise FarmError(f"prompt {prompt} must have 1..{self.m.cfg.seq_len} tokens")
         if not all(0 <= t < self.m.cfg.vocab_size for t in prompt):

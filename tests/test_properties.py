@@ -76,6 +76,21 @@ def test_edge_necessity_finds_witnesses_and_content_invariance_shares_the_anchor
     assert pair.subject.startswith("pair 1~2") and pair.claim == Claim("agree")
 
 
+def test_exact_runs_are_computed_when_first_asked_for_and_equal_a_whole_run(planner):
+    """Solving the first queries overlaps evaluating the later prompts: a new planner
+    has run nothing, and what it runs is the exact model's run."""
+    model, circuit = planner.model, planner.circuit
+    planner = Planner(model, circuit, planner.task)
+    assert len(planner.results._runs.memo) == 0
+    first = next(planner.functional_equivalence())
+    assert {len(p) for p in planner.results._runs.memo} == set(range(1, 7))  # prompt 0 only
+    assert first.replay.margins == (planner.margin(model.run([planner.prompts[0]], circuit)[0]),)
+    assert planner.results[-1] == model.run([planner.prompts[-1]], circuit)[0]
+    assert planner.results[1:3] == model.run(planner.prompts[1:3], circuit)
+    with pytest.raises(IndexError):
+        planner.results[len(planner.prompts)]
+
+
 def test_robustness_fixes_signs_only_in_the_full_encoding(planner):
     guided = planner.robustness_query(0, F(1, 100))
     full = planner.robustness_query(0, F(1, 100), encoding="full")
