@@ -31,7 +31,7 @@ from typing import Literal
 
 from encoders.z3_prefixes import Z3Prefixes
 
-__all__ = ["BACKENDS", "MODES", "RaceResult", "SolverDisagreement", "SolverPool",
+__all__ = ["BACKENDS", "MODES", "RaceHistory", "RaceResult", "SolverDisagreement", "SolverPool",
            "SolverUnavailable", "Status",
            "Verdict"]
 
@@ -410,6 +410,31 @@ def _stop(proc: mp.process.BaseProcess, conn: Connection, control: Connection) -
     control.close()
 
 
+class RaceHistory:
+    """The recent races of each kind of query: their winners and winning times, and how
+    many were run. Pools that share one (a local farm's) learn a kind's usual winner
+    once, not once each: every race run to learn it starts both solvers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # pools of one farm race in threads of their own
+        self._wins: dict[str, deque[tuple[str, float]]] = {}
+        self._races: dict[str, int] = {}
+
+    def start(self, kind: str) -> tuple[int, list[tuple[str, float]]]:
+        """Count a race of `kind`; its number and the recent (winner, seconds)."""
+        with self._lock:
+            count = self._races[kind] = self._races.get(kind, 0) + 1
+            return count, list(self._wins.get(kind, ()))
+
+    def record(self, kind: str, winner: str, seconds: float, usual: str | None) -> None:
+        """A race's winner; one that beat `usual` (in an exploring race) restarts learning."""
+        with self._lock:
+            won = self._wins.setdefault(kind, deque(maxlen=LEARN))
+            if usual is not None and winner != usual:
+                won.clear()
+            won.append((winner, seconds))
+
+
 class SolverPool:
     """Warm solver processes answering SMT-LIB2 queries, one query at a time.
 
@@ -435,7 +460,8 @@ class SolverPool:
     """
 
     def __init__(self, mode: str = "race", timeout: float = 60.0, grace: float = 0.05,
-                 start_method: str = "spawn", start_timeout: float = 60.0) -> None:
+                 start_method: str = "spawn", start_timeout: float = 60.0,
+                 history: RaceHistory | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"solver mode {mode!r} not in {MODES}")
         self.mode, self.timeout, self.grace = mode, timeout, grace
@@ -443,8 +469,7 @@ class SolverPool:
         ctx = mp.get_context(start_method)
         names = list(BACKENDS) if mode in ("race", "both") else [mode]
         self._workers = [_Worker(ctx, n) for n in names]
-        self._wins: dict[str, deque[tuple[str, float]]] = {}  # kind -> recent (winner, s)
-        self._races: dict[str, int] = {}
+        self.history = history or RaceHistory()
 
     @property
     def started(self) -> bool:
@@ -463,19 +488,18 @@ class SolverPool:
         which starts everyone) the usual winner it checks: (None, 0, None) for a plain race."""
         if self.mode != "race" or kind is None:
             return None, 0.0, None
-        count = self._races[kind] = self._races.get(kind, 0) + 1
-        recent = self._wins.get(kind, ())
+        count, recent = self.history.start(kind)
         if len(recent) < LEARN:
             return None, 0.0, None
-        name, wins = Counter(w for w, _ in recent).most_common(1)[0]
-        if wins < LEAD_SHARE * len(recent):
+        wins = Counter(w for w, _ in recent)
+        median = {n: statistics.median(s for w, s in recent if w == n) for n in wins}
+        name = min(wins, key=lambda n: (-wins[n], median[n]))  # a tie goes to the faster
+        if wins[name] < LEAD_SHARE * len(recent):
             return None, 0.0, None
         if count % EXPLORE == 0:
             return None, 0.0, name
         lead = next(w for w in self._workers if w.name == name)
-        alone = min(max(4 * statistics.median(s for w, s in recent if w == name), MIN_ALONE),
-                    timeout / 4)
-        return lead, alone, None
+        return lead, min(max(4 * median[name], MIN_ALONE), timeout / 4), None
 
     def _solve_each(self, texts: Sequence[str], model_vars: Sequence[str],
                     timeout: float | None, kind: str | None = None) -> RaceResult:
@@ -499,10 +523,7 @@ class SolverPool:
             raise
         result = _decide(verdicts)
         if kind is not None and result.winner is not None:
-            won = self._wins.setdefault(kind, deque(maxlen=LEARN))
-            if usual is not None and result.winner != usual:
-                won.clear()  # the exploring race found a new winner: learn again
-            won.append((result.winner, result.seconds(result.winner) or 0.0))
+            self.history.record(kind, result.winner, result.seconds(result.winner) or 0.0, usual)
         return result
 
     def _collect(self, pending: dict[Connection, _Worker],

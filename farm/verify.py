@@ -42,7 +42,7 @@ from encoders.properties import (
     PlannedQuery,
     Planner,
 )
-from encoders.solvers import SolverDisagreement, SolverPool, SolverUnavailable
+from encoders.solvers import RaceHistory, SolverDisagreement, SolverPool, SolverUnavailable
 from farm.checkpoint import Checkpoint
 from farm.circuits import Circuit, load_circuit
 from farm.controlled import FlipScreen
@@ -71,7 +71,8 @@ class LocalFarm:
         if jobs < 1:
             raise ValueError("jobs must be at least 1")
         self.mode, self.timeout = mode, timeout
-        self.pools = [SolverPool(mode, timeout) for _ in range(jobs)]
+        history = RaceHistory()  # the pools learn each kind's usual winner together
+        self.pools = [SolverPool(mode, timeout, history=history) for _ in range(jobs)]
         self.solved = 0  # queries sent to a solver over this farm's life (cache misses)
         self.answers: dict[str, Record] = {}  # definitive answers of this farm's life, by hash
 

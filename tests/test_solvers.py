@@ -248,17 +248,29 @@ def test_race_starts_the_usual_winner_alone_and_still_races_when_it_is_late():
 def test_a_close_contest_still_gets_a_lead_that_runs_alone_for_a_while():
     """On scarce cores racing both costs most: a solver that won 3 of the last 4 races
     leads, and runs alone for at least MIN_ALONE however fast it usually is."""
-    from collections import deque
-
     from encoders.solvers import LEARN, MIN_ALONE
 
     with SolverPool("race", timeout=20) as pool:
         wins = [("z3", 0.001)] + [("cvc5", 0.002)] * (LEARN - 1)
-        pool._wins["k"] = deque(wins, maxlen=LEARN)
+        for winner, seconds in wins:
+            pool.history.record("k", winner, seconds, None)
         lead, alone, usual = pool._lead("k", 20)
         assert lead is not None and lead.name == "cvc5" and usual is None
         assert alone == MIN_ALONE
         assert pool._lead("k", 0.4)[1] == 0.1  # never more than a quarter of the time limit
+
+
+def test_pools_that_share_a_race_history_learn_once_and_a_tie_goes_to_the_faster():
+    from encoders.solvers import LEARN, RaceHistory
+
+    history = RaceHistory()
+    with SolverPool("race", timeout=20, history=history) as a, \
+            SolverPool("race", timeout=20, history=history) as b:
+        for k in range(LEARN):
+            assert a._lead("k", 20) == (None, 0.0, None)  # learning: everyone starts
+            history.record("k", ("z3", "cvc5")[k % 2], (0.04, 0.02)[k % 2], None)
+        lead, _, _ = b._lead("k", 20)  # b learned from a's races
+        assert lead is not None and lead.name == "cvc5"  # 2 wins each: cvc5's are faster
 
 
 def test_a_lead_without_an_interrupt_runs_unforked_and_is_replaced_when_it_loses():
