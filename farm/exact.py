@@ -118,43 +118,59 @@ class BandNormBranch(NamedTuple):
     n: SideBranch
 
 
-def _band_side(s: Vector, fallback: tuple[int, ...], half_low: Fraction,
-               half_high: Fraction) -> tuple[Vector, SideBranch]:
+def _band_side(s: list[int], den: int, fallback: tuple[int, ...], half_low: Fraction,
+               half_high: Fraction) -> tuple[list[int], int, SideBranch]:
+    """One side of BandNorm (SPEC §2 step 3) on s/den, in integers over a common
+    denominator: each step that divides (by the projection's k, by half_high's and
+    half_low's denominators, by the lift's support) multiplies the denominator up
+    instead, so a side costs integer products, not a gcd per operation."""
     d = len(s)
-    projected = sum(s) > half_high
+    hn, hd = half_high.numerator, half_high.denominator
+    projected = sum(s) * hd > hn * den
     rho = -1
-    if projected:
+    if projected:  # cand_k = (cumsum_k / den - half_high) / k, compared multiplied through
         ordered = sorted(s, reverse=True)
-        cand, total = [], ZERO
+        above, total, cumsums = 0, 0, []
         for k, v in enumerate(ordered, start=1):
             total += v
-            cand.append((total - half_high) / k)
-        rho = min(max(sum(v > c for v, c in zip(ordered, cand, strict=True)) - 1, 0), d - 1)
-        tau = cand[rho]
-        s = [v - tau if v > tau else ZERO for v in s]
-    deficit = half_low - sum(s)
+            cumsums.append(total)
+            above += v * k * hd > total * hd - hn * den
+        rho = min(max(above - 1, 0), d - 1)
+        k = rho + 1
+        tau = cumsums[rho] * hd - hn * den  # tau / (k · hd · den) is SPEC's threshold
+        s = [v * k * hd - tau if v * k * hd > tau else 0 for v in s]
+        den *= k * hd
+    ln, ld = half_low.numerator, half_low.denominator
+    deficit = ln * den - sum(s) * ld  # over ld · den
     active = tuple(i for i, v in enumerate(s) if v > 0)
     support = active or fallback
     if deficit > 0:
-        share = deficit / len(support)
-        s = list(s)
+        m = len(support)
+        s = [v * ld * m for v in s]
         for i in support:
-            s[i] += share
-    return s, SideBranch(projected, rho, deficit > 0, not active, support)
+            s[i] += deficit
+        den *= ld * m
+    return s, den, SideBranch(projected, rho, deficit > 0, not active, support)
 
 
 def band_norm(x: Sequence[Fraction], gamma: Vector, beta: Vector, half_low: Fraction,
               half_high: Fraction) -> tuple[Vector, BandNormBranch]:
     """Signed L1 BandNorm (SPEC §2), with the branch it took."""
     d = len(x)
-    mean = sum(x) / d
-    c = [v - mean for v in x]
+    xn, xd = _integer_form(x)
+    total = sum(xn)
+    c = [d * v - total for v in xn]  # centred, over d · xd
     even, odd = tuple(range(0, d, 2)), tuple(range(1, d, 2))
-    p, pb = _band_side([v if v > 0 else ZERO for v in c], even, half_low, half_high)
-    n, nb = _band_side([-v if v < 0 else ZERO for v in c], odd, half_low, half_high)
-    z = [a - b for a, b in zip(p, n, strict=True)]
-    zmean = sum(z) / d
-    out = [g * (v - zmean) + b for g, v, b in zip(gamma, z, beta, strict=True)]
+    p, pd, pb = _band_side([v if v > 0 else 0 for v in c], d * xd, even, half_low, half_high)
+    n, nd, nb = _band_side([-v if v < 0 else 0 for v in c], d * xd, odd, half_low, half_high)
+    zd = math.lcm(pd, nd)
+    z = [a * (zd // pd) - b * (zd // nd) for a, b in zip(p, n, strict=True)]
+    zt = sum(z)
+    gn, gd = _integer_form(gamma)
+    bn, bd = _integer_form(beta)
+    den = gd * bd * d * zd  # out_i = g_i (d z_i - Σz) / (d zd) + b_i
+    out = [Fraction(g * (d * v - zt) * bd + b * gd * d * zd, den)
+           for g, v, b in zip(gn, z, bn, strict=True)]
     signs = tuple((v > 0) - (v < 0) for v in c)
     return out, BandNormBranch(signs, pb, nb)
 

@@ -77,6 +77,53 @@ def test_band_norm_random_points_match_torch():
             _check_band_norm([Fraction(float(v)) for v in rng.normal(0, scale, 16)])
 
 
+def _spec_band_norm(x, gamma, beta, half_low, half_high):
+    """SPEC §2's BandNorm step by step in Fractions: the oracle for the integer version."""
+    d, zero = len(x), Fraction(0)
+    c = [v - sum(x) / d for v in x]
+
+    def side(s, fallback):
+        projected, rho = sum(s) > half_high, -1
+        if projected:
+            ordered = sorted(s, reverse=True)
+            cand = [(sum(ordered[:k]) - half_high) / k for k in range(1, d + 1)]
+            rho = min(max(sum(v > t for v, t in zip(ordered, cand, strict=True)) - 1, 0), d - 1)
+            s = [max(v - cand[rho], zero) for v in s]
+        deficit = max(half_low - sum(s), zero)
+        active = tuple(i for i, v in enumerate(s) if v > 0)
+        support = active or fallback
+        s = [v + (deficit / len(support) if i in support else zero) for i, v in enumerate(s)]
+        return s, (projected, rho, deficit > 0, not active, support)
+
+    p, pb = side([max(v, zero) for v in c], tuple(range(0, d, 2)))
+    n, nb = side([max(-v, zero) for v in c], tuple(range(1, d, 2)))
+    z = [a - b for a, b in zip(p, n, strict=True)]
+    out = [g * (v - sum(z) / d) + b for g, v, b in zip(gamma, z, beta, strict=True)]
+    return out, (tuple((v > 0) - (v < 0) for v in c), pb, nb)
+
+
+def test_band_norm_is_spec_exactly_on_every_branch_and_tie():
+    """Small integers over small denominators: equal coordinates, sums at exactly
+    half_low or half_high, zero vectors; every branch, compared as exact values."""
+    rng = np.random.default_rng(1)
+    seen = set()
+    for k in range(600):
+        den = int(rng.choice([1, 2, 5, 7, 10]))
+        spread = int(rng.choice([0, 1, 3, 10, 40]))
+        x = [Fraction(int(v), den) for v in rng.integers(-spread, spread + 1, 16)]
+        gamma = [Fraction(int(v), 4) for v in rng.integers(-8, 9, 16)]
+        beta = [Fraction(int(v), 8) for v in rng.integers(-8, 9, 16)]
+        half_low, half_high = (Fraction(22, 5), Fraction(42, 5)) if k % 2 else (
+            Fraction(int(rng.integers(1, 5))), Fraction(int(rng.integers(5, 9))))
+        out, branch = band_norm(x, gamma, beta, half_low, half_high)
+        want, (signs, pb, nb) = _spec_band_norm(x, gamma, beta, half_low, half_high)
+        assert out == want and branch.signs == signs
+        assert tuple(branch.p) == pb and tuple(branch.n) == nb
+        seen |= {(side.projected, side.lifted, side.fallback) for side in (branch.p, branch.n)}
+    assert seen >= {(True, False, False), (False, True, False), (False, False, False),
+                    (False, True, True)}
+
+
 @pytest.mark.parametrize("size", range(1, 7))
 def test_sparsemax_supports_of_every_size(size):
     rng = np.random.default_rng(size)
