@@ -116,21 +116,21 @@ def _symbol(z3: ModuleType, ref: Any, e: Any) -> bool:
 
 
 class _Lines:
-    """Parsed assertion lines by their text, valid while every symbol keeps its sort.
+    """Parsed assertion lines by their text (least recently used dropped first), valid
+    while every symbol keeps its sort: emptied when a query declares a symbol with
+    another sort than the lines were parsed with. Each kept term holds a reference
+    of its own (about 4.5 KB of z3 memory per line on our queries)."""
 
-    Each parse's AstVector holds its formulas alive, so the table keeps the
-    vectors and maps lines to C pointers. It is emptied when full, and when a
-    query declares a symbol with another sort than the lines were parsed with.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.clear()
+    def __init__(self, z3: ModuleType, limit: int) -> None:
+        self.z3, self.limit = z3, limit
+        self.ref = z3.main_ctx().ref()
+        self.asts: OrderedDict[str, Any] = OrderedDict()
+        self.sorts: dict[str, str] = {}  # symbol -> its declaration line
 
     def clear(self) -> None:
-        self.asts: dict[str, Any] = {}
-        self.sorts: dict[str, str] = {}  # symbol -> its declaration line
-        self._vectors: list = []
+        while self.asts:
+            self.z3.Z3_dec_ref(self.ref, self.asts.popitem()[1])
+        self.sorts = {}
 
     def check_sorts(self, *tables: dict[str, str]) -> None:
         """Take a query's declarations (symbol -> declaration line)."""
@@ -142,25 +142,35 @@ class _Lines:
         for t in tables:
             self.sorts.update(t)
 
-    def make_room(self, n: int) -> None:
-        if len(self.asts) + n > self.limit:
-            self.asts, self._vectors = {}, []  # the sorts stay true of every later line
+    def get(self, lines: list[str]) -> list:
+        """The kept terms of `lines` (each must be kept), marked as just used."""
+        for line in lines:
+            self.asts.move_to_end(line)
+        return [self.asts[line] for line in lines]
 
-    def add(self, z3: ModuleType, lines: list[str], parsed: Any) -> None:
-        ref = parsed.ctx.ref()
-        self._vectors.append(parsed)
+    def add(self, lines: list[str], parsed: Any) -> None:
         for i, line in enumerate(lines):
-            self.asts[line] = z3.Z3_ast_vector_get(ref, parsed.vector, i)
+            ast = self.z3.Z3_ast_vector_get(self.ref, parsed.vector, i)
+            self.z3.Z3_inc_ref(self.ref, ast)
+            self.asts[line] = ast
+
+    def trim(self) -> None:
+        """Drop the least recently used beyond the limit (once the terms just handed out
+        are referenced elsewhere: a query may have more lines than the limit)."""
+        while len(self.asts) > self.limit:
+            self.z3.Z3_dec_ref(self.ref, self.asts.popitem(last=False)[1])
 
 
 class Z3Prefixes:
     """An LRU of reduced prefix chains; `goal(text)` is a query's goal built on them."""
 
-    def __init__(self, z3: ModuleType, limit: int = 256, line_limit: int = 200_000) -> None:
+    def __init__(self, z3: ModuleType, limit: int = 256, line_limit: int = 20_000) -> None:
+        """Keeps `limit` prefix chains and `line_limit` parsed lines (a 1-head FE query
+        has about 300; 20,000 lines hold about 90 MB of terms)."""
         self.z3, self.limit = z3, limit
         self.reduce = z3.Then("simplify", "propagate-values")
         self.states: OrderedDict[bytes, _Prefix] = OrderedDict()
-        self.lines = _Lines(line_limit)
+        self.lines = _Lines(z3, line_limit)
         self._constants = z3.BoolVal(True), z3.BoolVal(False)  # alive while their pointers are
         self._true, self._false = (c.as_ast() for c in self._constants)
 
@@ -190,8 +200,9 @@ class Z3Prefixes:
             if len(self.states) > self.limit:
                 self.states.popitem(last=False)
         ctx = self.z3.main_ctx()
-        return [prefix.substitute_raw(self.z3, ctx, self._parse_last(head, prefix, sections[-1])),
-                *prefix.rest]
+        last = prefix.substitute_raw(self.z3, ctx, self._parse_last(head, prefix, sections[-1]))
+        self.lines.trim()
+        return [last, *prefix.rest]
 
     def _parse_last(self, head: str, prefix: _Prefix, section: str) -> list:
         """The last section's assertions as C pointers, parsing only lines not seen before."""
@@ -205,7 +216,6 @@ class Z3Prefixes:
             elif line and line != "(check-sat)":  # anything else: the whole text decides
                 raise self.z3.Z3Exception(f"unexpected line in a last section: {line[:40]}")
         self.lines.check_sorts(prefix.declared, decls)
-        self.lines.make_room(len(asserts))
         missing = list(dict.fromkeys(a for a in asserts if a not in self.lines.asts))
         if missing:
             text = "\n".join(missing)
@@ -214,8 +224,8 @@ class Z3Prefixes:
             parsed = self.z3.parse_smt2_string(head + used + text)
             if len(parsed) != len(missing):  # one formula per assertion line, or no reuse
                 raise self.z3.Z3Exception("an assertion line did not parse to one formula")
-            self.lines.add(self.z3, missing, parsed)
-        return [self.lines.asts[a] for a in asserts]
+            self.lines.add(missing, parsed)
+        return self.lines.get(asserts)
 
     def _parse(self, head: str, prefix: _Prefix, section: str) -> tuple[Any, dict[str, str]]:
         """One section's formulas, re-declaring the earlier symbols it uses (z3 names a

@@ -212,6 +212,10 @@ def test_z3_parses_a_repeated_assertion_once_while_its_symbols_keep_their_sorts(
     assert term.arg(0).sort() == z3.BoolSort()  # parsed again, with the Bool a and b
     assert len(prefixes.lines.asts) == 3  # the Real lines were dropped
 
+    small = Z3Prefixes(z3, line_limit=2)  # a query with more lines than the table keeps
+    assert answer(small.goal(text("Real", "(= a b)", "(< a c)", "(> b c)"))) == z3.unsat
+    assert list(small.lines.asts) == ["(assert (< a c))", "(assert (> b c))"]
+
 
 def test_a_forked_query_that_crashes_or_raises_is_unknown_and_says_why():
     """The fork a cvc5 query runs in may die without answering: that is a crash, not an
