@@ -6,7 +6,7 @@ cache lives on the disk the job is resubmitted from. Every `accept` writes one
 part file before it returns, and the dispatcher counts a shard done only then,
 so "shard done" means "on disk". Each answer is judged as it arrives
 (`farm.verify.judge`, which replays every SAT model exactly) and the job's
-results are `farm.verify.fold`; nothing here decides a verdict. Guided
+results are `farm.verify.fold`; nothing here decides a verdict. First
 robustness queries judged inconclusive are reported by `escalations` so the
 driver can plan their fully encoded second tier, as `farm verify` does.
 """
@@ -110,7 +110,8 @@ class Collector:
             self.outcomes[key(q)] = judge(q, r, self.model)
 
     def escalations(self) -> list[tuple[str, str, int, Fraction]]:
-        """(property, task, input, ε) of guided queries judged inconclusive, each once."""
+        """(property, task, input, ε) of first robustness queries judged inconclusive, each
+        once."""
         out = []
         for k, o in self.outcomes.items():
             if o.kind == "inconclusive" and k not in self.escalated:

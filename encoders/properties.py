@@ -103,16 +103,22 @@ class Fixed:
 class Perturbed:
     """The final residual plus a free η with ‖η‖∞ ≤ epsilon: a SAT η is replayed exactly.
 
-    `branch` is set when the final norm was encoded on its branch at η = 0
-    (guided): a SAT η that leaves that branch without changing the decision
-    proves nothing either way, and the input is asked again fully encoded.
+    The query's η ranges over the ball of radius `ball` around `centre`, which
+    holds the ε-ball around `residual` (`short_centre`): a SAT point outside the
+    ε-ball proves nothing either way, and the input is asked again around the
+    residual itself. `branch` is set when the final norm was encoded on its
+    branch at the centre (guided): a SAT η that leaves that branch without
+    changing the decision proves nothing either, and the input is asked again
+    fully encoded.
     """
 
     index: int  # the input, in the task's domain order
-    residual: tuple[Fraction, ...]
+    residual: tuple[Fraction, ...]  # r_E(x)
     epsilon: Fraction
-    eta_vars: tuple[str, ...]
+    eta_vars: tuple[str, ...]  # offsets from `centre`
     branch: BandNormBranch | None
+    centre: tuple[Fraction, ...]
+    ball: Fraction
 
 
 class _Results(Sequence[RowResult]):
@@ -350,20 +356,25 @@ class Planner:
         the negated claim (never assumed), so UNSAT also proves the branch stays.
         Full, a centred coordinate c_i moves by η_i − mean(η), less than 2ε, so
         its sign is fixed in advance when far enough from 0 (`settled_in_ball`).
-        `encoding` None: guided only if every sign is fixed so. Where one is not,
-        some η in the ball flips it (the bound is reached), a guided query is
-        answered sat by that η and asked again fully, so it is skipped.
+        `encoding` None (a first query): guided only if every sign is fixed so.
+        Where one is not, some η in the ball flips it (the bound is reached), a
+        guided query is answered sat by that η and asked again fully, so it is
+        skipped. A first query is centred on `short_centre(r_E(x))`; a query asked
+        again (`encoding` given) on r_E(x) itself, so it settles either way a
+        first one can be inconclusive.
         """
         cfg, d = self.model.cfg, self.model.cfg.d_model
-        residual = self.results[i].final_residual
-        settled = settled_in_ball(residual, epsilon, cfg)
+        residual = tuple(self.results[i].final_residual)
+        centre, ball = short_centre(residual, epsilon) if encoding is None else (
+            residual, epsilon)
+        settled = settled_in_ball(centre, ball, cfg)
         if encoding is None:
             encoding = "guided" if len(settled["fixed_signs"]) == d else "full"
         q = Query()
         eta = [q.real(f"eta_{k}", model=True) for k in range(d)]
         for e in eta:
-            q.add(le(e, epsilon), ge(e, -epsilon))
-        r = [e + c for e, c in zip(eta, residual, strict=True)]
+            q.add(le(e, ball), ge(e, -ball))
+        r = [e + c for e, c in zip(eta, centre, strict=True)]
         guards: list[Formula] = []
         branch = None
         if self.model.norm_final is None:
@@ -386,7 +397,27 @@ class Planner:
         q.add(or_(*_negated_guards(guards), claim.violated([m])))
         return _finish(q, prop, self.task.name, f"{self._subject(i)} eps {epsilon} {encoding}",
                        claim, (self.prompts[i],),
-                       Perturbed(i, tuple(residual), epsilon, tuple(q.model_vars[:d]), branch))
+                       Perturbed(i, residual, epsilon, tuple(q.model_vars[:d]), branch, centre,
+                                 ball))
+
+
+CENTRE_BITS = 40  # a first robustness query is centred on r_E(x) rounded to 2^-40
+
+
+def short_centre(residual: Sequence[Fraction], epsilon: Fraction
+                 ) -> tuple[tuple[Fraction, ...], Fraction]:
+    """A centre of few digits and a radius whose ball holds the ε-ball around `residual`.
+
+    r_E(x) has hundreds of digits per coordinate, and a query repeats them in
+    every bound and guard of the final norm (quote, 2 heads: 28 K digits of a
+    33 K-character text). Rounded to a multiple of 2^-40 it moves by at most
+    2^-41 per coordinate, so the ball of radius ε + 2^-41 around it holds the
+    ε-ball around r_E(x): an UNSAT answer proves the claim, a stronger one."""
+    unit = 1 << CENTRE_BITS
+    centre = tuple(Fraction(round(r * unit), unit) for r in residual)
+    if centre == tuple(residual):
+        return centre, epsilon
+    return centre, epsilon + Fraction(1, 2 * unit)
 
 
 def settled_in_ball(residual: Sequence[Fraction], epsilon: Fraction, cfg: GPTConfig

@@ -193,9 +193,11 @@ class Outcome:
 def judge(q: PlannedQuery, rec: Record, model: ExactModel) -> Outcome:
     """Turn one solver record into a proof, a replayed counterexample, unknown, or error.
 
-    "inconclusive" only comes from a guided robustness query whose η left the
-    final norm's branch without changing the decision: the caller must re-ask
-    that input fully encoded (`fold` counts an unanswered one as unknown).
+    "inconclusive" only comes from a first robustness query whose η left the
+    final norm's branch without changing the decision, or left the ε-ball for
+    the larger ball around the query's short centre: the caller must ask that
+    input again (fully encoded, around r_E(x); `fold` counts an unanswered one
+    as unknown).
     """
     if rec.status in ("error", "unknown"):
         return Outcome(rec.status, {"subject": q.subject, "reason": rec.reason})
@@ -214,6 +216,9 @@ def judge(q: PlannedQuery, rec: Record, model: ExactModel) -> Outcome:
             detail["edge"] = list(q.edge)
     else:
         margins, branch, detail = _replay_eta(q, q.replay, rec.model, model)
+        if detail.get("beyond_epsilon"):
+            return Outcome("inconclusive", {**detail, "reason": "η lies in the query's ball "
+                                            "but outside the ε-ball around r_E(x)"})
         if margins and q.replay.branch is not None and branch != q.replay.branch:
             if not q.claim.holds(margins):
                 return Outcome("counterexample", detail)
@@ -233,15 +238,21 @@ def _replay_eta(q: PlannedQuery, p: Perturbed, solver_model: Mapping[str, Fracti
                 model: ExactModel) -> tuple[tuple[Fraction, ...], tuple | None, dict[str, Any]]:
     """The exact margin at r_E(x) + η (final norm, lm_head in Fractions) and the norm's branch.
 
-    An η outside the ball replays to no margins, which no solver margin matches.
+    η is the solver's point less r_E(x) (the solver's offsets are from the query's
+    centre). A point outside the query's ball replays to no margins, which no solver
+    margin matches; one inside it but outside the ε-ball replays to none either, and
+    says so (`beyond_epsilon`).
     """
-    eta = [solver_model[v] for v in p.eta_vars]
+    offsets = [solver_model[v] for v in p.eta_vars]
+    r = [c + e for c, e in zip(p.centre, offsets, strict=True)]
+    eta = [a - b for a, b in zip(r, p.residual, strict=True)]
     detail: dict[str, Any] = {"subject": q.subject, "prompts": [list(x) for x in q.prompts],
                               "epsilon": str(p.epsilon), "eta": [str(e) for e in eta],
                               "eta_float": [float(e) for e in eta]}
+    if max(abs(e) for e in offsets) > p.ball:
+        return (), None, {**detail, "reason": "η outside the query's ball"}
     if max(abs(e) for e in eta) > p.epsilon:
-        return (), None, {**detail, "reason": "η outside the ε-ball"}
-    r = [a + b for a, b in zip(p.residual, eta, strict=True)]
+        return (), None, {**detail, "beyond_epsilon": True}
     branch = None
     if model.norm_final is not None:
         r, branch = band_norm(r, *model.norm_final, model.cfg.half_low, model.cfg.half_high)
@@ -309,7 +320,7 @@ class PropertyResult:
     sat: int
     unknown: int
     errors: int
-    escalated: int  # guided robustness queries re-asked fully encoded
+    escalated: int  # first robustness queries judged inconclusive, asked again
     cached: int
     counterexamples: list[dict[str, Any]]
     problems: list[dict[str, Any]]  # unknown and error details
@@ -334,7 +345,7 @@ def fold(prop: str, task: str, judged: Sequence[Judged], findings: Sequence[Find
          cached: int = 0) -> PropertyResult:
     """One property's verdict: ERROR > FAILED > UNKNOWN > VERIFIED, by the worst query.
 
-    An inconclusive guided robustness query counts only if no later query
+    An inconclusive first robustness query counts only if no later query
     settled its (input, ε); otherwise it is unknown. `seconds` is left 0 for
     the driver, which alone knows the wall time.
     """
@@ -478,8 +489,8 @@ def robustness_outcomes(planner: Planner, epsilons: Mapping[int, Fraction], farm
                         progress: str | None = None, timeout: float | None = None
                         ) -> tuple[list[Judged], dict[int, Outcome]]:
     """Robustness of each input at its ε: as `Planner.robustness_query` chooses (guided
-    where no sign can change in the ball, else full), then fully encoded where a
-    guided query is inconclusive.
+    where no sign can change in the ball, else full, around a short centre), then
+    fully encoded around r_E(x) where that first query is inconclusive.
 
     Returns every judged query (both tiers) and each input's final outcome.
     """

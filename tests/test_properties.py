@@ -4,6 +4,7 @@ import hashlib
 import itertools
 import pickle
 import random
+import re
 from fractions import Fraction as F
 
 import pytest
@@ -97,7 +98,24 @@ def test_robustness_fixes_signs_only_in_the_full_encoding(planner):
     assert isinstance(guided.replay, Perturbed) and guided.replay.branch is not None
     assert full.replay.branch is None and guided.hash != full.hash
     assert guided.model_vars[:16] == tuple(f"eta_{k}" for k in range(16))
-    assert "(<= (* 100 eta_0) 1)" in guided.text
+    assert "(<= (* 100 eta_0) 1)" in full.text and full.replay.centre == full.replay.residual
+
+
+def test_a_first_robustness_query_is_centred_short_and_its_ball_holds_the_epsilon_ball(
+        planner):
+    """r_E(x)'s hundreds of digits are left out of a first query: its centre is a
+    multiple of 2^-40 and its ball reaches every point of the ε-ball around r_E(x)."""
+    from encoders.properties import CENTRE_BITS
+
+    for i in range(len(planner.prompts)):
+        first = planner.robustness_query(i, F(1, 100))
+        again = planner.robustness_query(i, F(1, 100), encoding="full")
+        p = first.replay
+        assert all((c * 2 ** CENTRE_BITS).denominator == 1 for c in p.centre)
+        assert max(abs(c - r) for c, r in zip(p.centre, p.residual, strict=True)) + p.epsilon \
+            <= p.ball <= p.epsilon + F(1, 2 ** (CENTRE_BITS + 1))
+        longest = [max(map(len, re.findall(r"\d+", q.text))) for q in (first, again)]
+        assert longest[0] <= 40 < 100 < longest[1]  # digits of the longest numeral
 
 
 def test_robustness_asks_guided_only_where_no_sign_can_change(planner):
@@ -105,12 +123,11 @@ def test_robustness_asks_guided_only_where_no_sign_can_change(planner):
     ball, where a guided query's guard fails: such inputs go straight to full."""
     d = planner.model.cfg.d_model
     for epsilon in (F(1, 100), F(1, 20)):
-        reach = 2 * epsilon * (d - 1) / d
         kinds = []
-        for i, result in enumerate(planner.results):
-            r = result.final_residual
-            near_zero = any(abs(c - sum(r) / d) <= reach for c in r)
+        for i in range(len(planner.prompts)):
             q = planner.robustness_query(i, epsilon)
+            r, reach = q.replay.centre, 2 * q.replay.ball * (d - 1) / d
+            near_zero = any(abs(c - sum(r) / d) <= reach for c in r)
             assert (q.replay.branch is None) == near_zero, (epsilon, i)
             kinds.append(q.kind)
     assert set(kinds) == {"robustness/guided", "robustness/full"}  # at 1/20, both occur

@@ -129,6 +129,31 @@ def test_large_epsilon_gives_an_eta_that_flips_the_decision_exactly(model, cvc5)
         assert logits[target] <= logits[alternate]  # the decision really flips
 
 
+def test_a_point_of_the_larger_ball_outside_the_epsilon_ball_is_asked_again_around_r(
+        model, cvc5):
+    """A first query's ball (around a short centre) holds more than the ε-ball: a SAT
+    point there but outside the ε-ball is inconclusive, never a counterexample, and
+    the input asked again around r_E(x) itself is decided."""
+    from datetime import UTC, datetime
+
+    from encoders.cache import Record
+    from farm.verify import judge, robustness_outcomes
+
+    p = planner(model, "quote_close", QUOTE[0], [0])
+    first = p.robustness_query(0, F(1, 100))
+    r = first.replay
+    assert r.centre != r.residual and r.ball > r.epsilon
+    push = [r.ball if c >= x else -r.ball for c, x in zip(r.centre, r.residual, strict=True)]
+    sat = Record(first.hash, ROBUSTNESS, "quote_close", first.subject, "sat", "cvc5", None, 0.0,
+                 {**dict(zip(r.eta_vars, push, strict=True)), "m0": F(-1)}, "", datetime.now(UTC))
+    outcome = judge(first, sat, model)
+    assert outcome.kind == "inconclusive" and "outside the ε-ball" in outcome.detail["reason"]
+    assert max(abs(F(e)) for e in outcome.detail["eta"]) > r.epsilon  # η from r_E(x)
+    again = p.robustness_query(0, F(1, 100), encoding="full")
+    assert again.replay.centre == again.replay.residual and again.replay.ball == F(1, 100)
+    assert robustness_outcomes(p, {0: F(1, 100)}, cvc5, None)[1][0].kind == "proved"
+
+
 def test_a_pool_whose_solver_cannot_start_answers_nothing(model):
     """A solver process that never says it is ready is no answer: the local farm records
     an error (a Ray solver actor that had worked exits instead, to be restarted)."""

@@ -3,7 +3,7 @@
 Without RAY_ADDRESS it starts an embedded Ray instance sized to this machine
 (every core a `solver` slot); under `ray job submit` it joins that cluster. The
 driver plans queries (encoders.properties) and dispatches shards; solver actors
-answer them; the reducer persists, judges and folds (farm.verify). Guided
+answer them; the reducer persists, judges and folds (farm.verify). First
 robustness queries judged inconclusive get a second, fully encoded round, as
 in `farm verify`. Guided queries take their branches from the exact traces the
 trainer actor recorded (OUT/traces/TASK.parquet), as `farm verify --trace` does.
@@ -168,7 +168,8 @@ def first_tier(spec: JobSpec, planners: dict[str, Planner],
 
 def escalated(planners: dict[str, Planner], items: list[tuple[str, str, int, Fraction]]
               ) -> Iterator[PlannedQuery]:
-    """Guided robustness queries judged inconclusive, asked again fully encoded."""
+    """First robustness queries judged inconclusive, asked again fully encoded around
+    r_E(x) itself."""
     for prop, task, index, epsilon in items:
         yield planners[task].robustness_query(index, epsilon, prop, "full")
 
@@ -197,7 +198,7 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
     t0 = time.perf_counter()
     try:
         work = first_tier(spec, planners, findings, bar)
-        while True:  # a second round only for inconclusive guided robustness queries
+        while True:  # a second round only for inconclusive first robustness queries
             dispatch(shards(work, spec.shard_size,
                             lambda batch: ray.get(reducer.expect.remote(batch)), bar.update),
                      solvers, reducer, spec.in_flight,
