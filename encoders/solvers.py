@@ -22,8 +22,8 @@ import signal
 import statistics
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from multiprocessing.connection import Connection, wait
@@ -173,7 +173,6 @@ BACKENDS: dict[str, Callable[[], Backend]] = {"z3": _z3_backend, "cvc5": _cvc5_b
 UNINTERRUPTIBLE = frozenset({"cvc5"})  # backends whose interrupt is None: `_forked`
 MODES = (*BACKENDS, "race", "both")
 LEARN = 4  # races of a kind the pool remembers (and must have seen) to pick a lead
-LEAD_SHARE = 0.5  # of those races a solver must have won to lead (see `SolverPool`)
 MIN_ALONE = 0.25  # seconds a lead runs alone at least, however fast it usually is
 EXPLORE = 32  # one race in EXPLORE of each kind starts every solver at once
 
@@ -191,7 +190,7 @@ def _forked(solve: SolveFn) -> Backend:
     lock = threading.Lock()
     running, stopped = [0], [False]  # the fork's pid while it runs; whether `stop` killed it
 
-    def run(text: str, model_vars: Sequence[str], timeout: float) -> tuple[Status, Model, str]:
+    def run(text: str, model_vars: Sequence[str], timeout: float) -> tuple:
         read, write = os.pipe()
         with lock:  # a `stop` cannot fall between the fork and the pid being known
             stopped[0] = False
@@ -199,12 +198,13 @@ def _forked(solve: SolveFn) -> Backend:
             if pid == 0:  # the fork: answer through the pipe and vanish, whatever happens
                 try:
                     os.close(read)
+                    t0 = time.perf_counter()
                     try:
                         answer = solve(text, model_vars, timeout)
                     except Exception as e:
                         answer = ("unknown", {}, f"error: {type(e).__name__}: {e}")
-                    with os.fdopen(write, "wb") as out:
-                        pickle.dump(answer, out)
+                    with os.fdopen(write, "wb") as out:  # with the solver's own time
+                        pickle.dump((*answer, time.perf_counter() - t0), out)
                 finally:
                     os._exit(0)
             running[0] = pid
@@ -268,15 +268,17 @@ def _serve(name: str, conn: Connection, control: Connection) -> None:
         t0 = time.perf_counter()
         with lock:
             current[0] = seq
+        own: list[float] = []  # a fork's own time: the race compares solvers by it
         try:
-            status, model, reason = (solve if stoppable else in_place)(*query)
+            status, model, reason, *own = (solve if stoppable else in_place)(*query)
         except Exception as e:  # a parse or solver error is an answer too: unknown
             status, model, reason = "unknown", {}, f"error: {type(e).__name__}: {e}"
         finally:
             with lock:
                 current[0] = 0
+        seconds = own[0] if own else time.perf_counter() - t0
         try:
-            conn.send((seq, Verdict(status, name, time.perf_counter() - t0, model, reason)))
+            conn.send((seq, Verdict(status, name, seconds, model, reason)))
         except OSError:
             return  # the parent is gone
 
@@ -411,28 +413,28 @@ def _stop(proc: mp.process.BaseProcess, conn: Connection, control: Connection) -
 
 
 class RaceHistory:
-    """The recent races of each kind of query: their winners and winning times, and how
-    many were run. Pools that share one (a local farm's) learn a kind's usual winner
-    once, not once each: every race run to learn it starts both solvers."""
+    """Each solver's recent times on each kind of query, and how many races of the kind
+    were run. Pools that share one (a local farm's) learn a kind once, not once each:
+    every race run to learn it starts every solver."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # pools of one farm race in threads of their own
-        self._wins: dict[str, deque[tuple[str, float]]] = {}
+        self._times: dict[str, dict[str, deque[float]]] = {}
         self._races: dict[str, int] = {}
 
-    def start(self, kind: str) -> tuple[int, list[tuple[str, float]]]:
-        """Count a race of `kind`; its number and the recent (winner, seconds)."""
+    def start(self, kind: str) -> tuple[int, dict[str, list[float]]]:
+        """Count a race of `kind`; its number and each solver's recent times."""
         with self._lock:
             count = self._races[kind] = self._races.get(kind, 0) + 1
-            return count, list(self._wins.get(kind, ()))
+            return count, {n: list(t) for n, t in self._times.get(kind, {}).items()}
 
-    def record(self, kind: str, winner: str, seconds: float, usual: str | None) -> None:
-        """A race's winner; one that beat `usual` (in an exploring race) restarts learning."""
+    def record(self, kind: str, seconds: Mapping[str, float]) -> None:
+        """The time of each solver that ran: its own if it answered, else how long it
+        ran before it was stopped (a lower bound)."""
         with self._lock:
-            won = self._wins.setdefault(kind, deque(maxlen=LEARN))
-            if usual is not None and winner != usual:
-                won.clear()
-            won.append((winner, seconds))
+            times = self._times.setdefault(kind, {})
+            for name, t in seconds.items():
+                times.setdefault(name, deque(maxlen=LEARN)).append(t)
 
 
 class SolverPool:
@@ -443,16 +445,18 @@ class SolverPool:
     seconds, to finish, so a close call is cross-checked for free, and is then
     stopped) or "both" (all backends run to completion and cross-check).
 
-    A race staggers its starts per `kind` of query once the pool has seen who
-    wins it: when one solver won at least half of the last `LEARN` races of a
-    kind, it starts alone and the others join only if it has not answered
-    within four times its median winning time, and at least `MIN_ALONE` (or
-    answered unknown). One race in `EXPLORE` of each kind starts everyone at
-    once, to notice a change. On a machine with fewer cores than solvers
-    running both is most of the race's cost, so a close contest (robustness at
-    ε = 0.01, cvc5 13 ms and z3 18 ms a query) gets a lead too, and a lead a
-    few milliseconds late is not joined at once (quote robustness, 2 pools:
-    2.15 -> 1.68 s; it had asked 80 % of the wins and no floor).
+    A race staggers its starts per `kind` of query once the pool knows each
+    solver's time on it (`RaceHistory`): the solver with the lowest median of
+    its last `LEARN` times starts alone, and the others join only if it has not
+    answered within four times that median, and at least `MIN_ALONE` (or
+    answered unknown). Races that start everyone (the first `LEARN` of a kind,
+    then one in `EXPLORE`, to notice a change) let a loser run as long again
+    as the winner took, so a close second's time is measured and a far one's
+    bounded. A solver's time is its own: a forked cvc5's excludes the fork,
+    which a lead does not pay. Choosing by wins instead handed close contests
+    to whoever won the first races, on 2 cores often the slower solver
+    (robustness, 2 heads, quote: the race took 3.1 s where cvc5 alone took
+    1.5 s).
     No global state: one pool per process or Ray actor; `close()` (or `with`)
     leaves no child behind. Its host must be allowed children: a
     `ProcessPoolExecutor` worker or Ray actor is, a daemonic
@@ -483,23 +487,19 @@ class SolverPool:
         class of similar queries (e.g. a property), for the race's staggered starts."""
         return self._solve_each([text] * len(self._workers), model_vars, timeout, kind)
 
-    def _lead(self, kind: str | None, timeout: float) -> tuple[_Worker | None, float, str | None]:
-        """The worker to start alone, how long it runs alone, and (in an exploring race,
-        which starts everyone) the usual winner it checks: (None, 0, None) for a plain race."""
+    def _lead(self, kind: str | None, timeout: float) -> tuple[_Worker | None, float, bool]:
+        """The worker to start alone and how long it runs alone, or (None, 0, timed) for a
+        race that starts everyone; `timed`: a race run to learn the solvers' times, in
+        which a loser may finish (see `_collect`)."""
         if self.mode != "race" or kind is None:
-            return None, 0.0, None
-        count, recent = self.history.start(kind)
-        if len(recent) < LEARN:
-            return None, 0.0, None
-        wins = Counter(w for w, _ in recent)
-        median = {n: statistics.median(s for w, s in recent if w == n) for n in wins}
-        name = min(wins, key=lambda n: (-wins[n], median[n]))  # a tie goes to the faster
-        if wins[name] < LEAD_SHARE * len(recent):
-            return None, 0.0, None
-        if count % EXPLORE == 0:
-            return None, 0.0, name
-        lead = next(w for w in self._workers if w.name == name)
-        return lead, min(max(4 * median[name], MIN_ALONE), timeout / 4), None
+            return None, 0.0, False
+        count, times = self.history.start(kind)
+        names = [w.name for w in self._workers]
+        if any(len(times.get(n, ())) < LEARN for n in names) or count % EXPLORE == 0:
+            return None, 0.0, True
+        median = {n: statistics.median(times[n]) for n in names}
+        lead = min(self._workers, key=lambda w: median[w.name])
+        return lead, min(max(4 * median[lead.name], MIN_ALONE), timeout / 4), False
 
     def _solve_each(self, texts: Sequence[str], model_vars: Sequence[str],
                     timeout: float | None, kind: str | None = None) -> RaceResult:
@@ -507,30 +507,38 @@ class SolverPool:
         timeout = self.timeout if timeout is None else timeout
         jobs = [(w, (text, tuple(model_vars), timeout))
                 for w, text in zip(self._workers, texts, strict=True)]
-        lead, alone, usual = self._lead(kind, timeout)
+        lead, alone, timed = self._lead(kind, timeout)
         waiting = [(w, j) for w, j in jobs if lead is not None and w is not lead]
         pending: dict[Connection, _Worker] = {}
         stoppable = self.mode == "race" and lead is None  # else it runs alone or to the end
+        started = [w.name for w, _ in jobs if lead is None or w is lead]
+        t0 = time.perf_counter()
         try:
             for w, j in jobs:
                 if lead is None or w is lead:
                     w.submit(j, self.start_timeout, stoppable)
                     pending[w.conn] = w  # after submit: a restart replaces conn
-            verdicts = self._collect(pending, waiting, timeout, alone)
+            verdicts = self._collect(pending, waiting, timeout, alone, timed, started)
         except BaseException:
             for w in pending.values():  # a query left in flight would answer the next one
                 w.restart()
             raise
         result = _decide(verdicts)
-        if kind is not None and result.winner is not None:
-            self.history.record(kind, result.winner, result.seconds(result.winner) or 0.0, usual)
+        if kind is not None and self.mode == "race" and result.winner is not None:
+            ran = time.perf_counter() - t0  # a bound for those stopped or unsure
+            self.history.record(kind, {n: next((v.seconds for v in verdicts if v.solver == n
+                                                and v.status != "unknown"), ran)
+                                       for n in started})
         return result
 
     def _collect(self, pending: dict[Connection, _Worker],
                  waiting: list[tuple[_Worker, tuple[str, tuple[str, ...], float]]],
-                 timeout: float, alone: float) -> list[Verdict]:
+                 timeout: float, alone: float, timed: bool = False,
+                 started: list[str] | None = None) -> list[Verdict]:
         """Wait for the started workers' verdicts, start the waiting ones if the lead is
-        late or unsure, and stop or kill whoever is left once the race is decided."""
+        late or unsure (adding them to `started`), and stop or kill whoever is left once
+        the race is decided. In a `timed` race a loser may run as long again as the
+        winner took: a close second's time is learned, a far one's bounded."""
         t0 = time.perf_counter()
         # the solvers enforce `timeout` themselves; the hard limit is for those that overrun
         slack = max(1.0, 0.1 * timeout)
@@ -547,6 +555,8 @@ class SolverPool:
                 for w, j in waiting:  # the lead is late, or unsure: race
                     w.submit(j, self.start_timeout)
                     pending[w.conn] = w
+                    if started is not None:
+                        started.append(w.name)
                 waiting = []
                 deadline = time.perf_counter() + timeout + slack  # their full time limit
                 continue
@@ -555,7 +565,8 @@ class SolverPool:
             if self.mode == "race" and decided:
                 waiting = []  # never started: nothing to stop
                 now = time.perf_counter()  # a loser close behind is worth a cross-check
-                deadline = min(deadline, now + min(self.grace, (now - t0) / 4))
+                deadline = min(deadline, now + ((now - t0) if timed
+                                                else min(self.grace, (now - t0) / 4)))
         decided = any(v.status != "unknown" for v in verdicts)
         while pending:
             _, w = pending.popitem()
