@@ -175,6 +175,7 @@ MODES = (*BACKENDS, "race", "both")
 LEARN = 4  # races of a kind the pool remembers (and must have seen) to pick a lead
 MIN_ALONE = 0.25  # seconds a lead runs alone at least, however fast it usually is
 EXPLORE = 32  # one race in EXPLORE of each kind starts every solver at once
+LOSER_EXTRA = 1.0  # in such a race a loser may run this many times the winner's time more
 
 
 def _forked(solve: SolveFn) -> Backend:
@@ -565,7 +566,7 @@ class SolverPool:
             if self.mode == "race" and decided:
                 waiting = []  # never started: nothing to stop
                 now = time.perf_counter()  # a loser close behind is worth a cross-check
-                deadline = min(deadline, now + ((now - t0) if timed
+                deadline = min(deadline, now + (LOSER_EXTRA * (now - t0) if timed
                                                 else min(self.grace, (now - t0) / 4)))
         decided = any(v.status != "unknown" for v in verdicts)
         while pending:
