@@ -15,6 +15,7 @@ never "unsat"; a sat/unsat disagreement raises `SolverDisagreement`.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import pickle
@@ -430,8 +431,9 @@ class RaceHistory:
             return count, {n: list(t) for n, t in self._times.get(kind, {}).items()}
 
     def record(self, kind: str, seconds: Mapping[str, float]) -> None:
-        """The time of each solver that ran: its own if it answered, else how long it
-        ran before it was stopped (a lower bound)."""
+        """The time of each solver that ran: its own if it answered, else infinite (a
+        solver stopped by a faster one's answer: how long it ran says little of how
+        long it needs, and the bound must never make it the lead)."""
         with self._lock:
             times = self._times.setdefault(kind, {})
             for name, t in seconds.items():
@@ -452,8 +454,10 @@ class SolverPool:
     answered within four times that median, and at least `MIN_ALONE` (or
     answered unknown). Races that start everyone (the first `LEARN` of a kind,
     then one in `EXPLORE`, to notice a change) let a loser run as long again
-    as the winner took, so a close second's time is measured and a far one's
-    bounded. A solver's time is its own: a forked cvc5's excludes the fork,
+    as the winner took, so a close second's time is measured; a far one's
+    counts as infinite (its time when stopped, a mere bound, once made cvc5
+    lead z3's functional equivalence and be killed for it). A solver's time
+    is its own: a forked cvc5's excludes the fork,
     which a lead does not pay. Choosing by wins instead handed close contests
     to whoever won the first races, on 2 cores often the slower solver
     (robustness, 2 heads, quote: the race took 3.1 s where cvc5 alone took
@@ -500,6 +504,8 @@ class SolverPool:
             return None, 0.0, True
         median = {n: statistics.median(times[n]) for n in names}
         lead = min(self._workers, key=lambda w: median[w.name])
+        if median[lead.name] == math.inf:  # no one answers this kind alone: race
+            return None, 0.0, True
         return lead, min(max(4 * median[lead.name], MIN_ALONE), timeout / 4), False
 
     def _solve_each(self, texts: Sequence[str], model_vars: Sequence[str],
@@ -513,7 +519,6 @@ class SolverPool:
         pending: dict[Connection, _Worker] = {}
         stoppable = self.mode == "race" and lead is None  # else it runs alone or to the end
         started = [w.name for w, _ in jobs if lead is None or w is lead]
-        t0 = time.perf_counter()
         try:
             for w, j in jobs:
                 if lead is None or w is lead:
@@ -526,9 +531,8 @@ class SolverPool:
             raise
         result = _decide(verdicts)
         if kind is not None and self.mode == "race" and result.winner is not None:
-            ran = time.perf_counter() - t0  # a bound for those stopped or unsure
             self.history.record(kind, {n: next((v.seconds for v in verdicts if v.solver == n
-                                                and v.status != "unknown"), ran)
+                                                and v.status != "unknown"), math.inf)
                                        for n in started})
         return result
 
@@ -539,7 +543,7 @@ class SolverPool:
         """Wait for the started workers' verdicts, start the waiting ones if the lead is
         late or unsure (adding them to `started`), and stop or kill whoever is left once
         the race is decided. In a `timed` race a loser may run as long again as the
-        winner took: a close second's time is learned, a far one's bounded."""
+        winner took, so that a close second's time is learned."""
         t0 = time.perf_counter()
         # the solvers enforce `timeout` themselves; the hard limit is for those that overrun
         slack = max(1.0, 0.1 * timeout)

@@ -264,6 +264,26 @@ def test_the_faster_solver_leads_and_runs_alone_for_a_while():
         assert pool._lead("k", 0.4)[1] == 0.1
 
 
+def test_a_solver_stopped_before_it_answers_never_leads_that_kind():
+    """A loser stopped before answering has no time, only a bound: it counts as
+    infinite, so the winner leads however its own times grow; where no one has
+    answered alone, everyone races."""
+    import math
+
+    from encoders.solvers import LEARN
+
+    with SolverPool("race", timeout=20) as pool:
+        for _ in range(LEARN):
+            pool.history.record("k", {"z3": 0.01, "cvc5": math.inf})
+        for _ in range(LEARN):  # z3 alone, slower now than cvc5 was when stopped
+            pool.history.record("k", {"z3": 0.5})
+        lead, _, _ = pool._lead("k", 20)
+        assert lead is not None and lead.name == "z3"
+        for _ in range(LEARN):
+            pool.history.record("k", {"z3": math.inf})
+        assert pool._lead("k", 20) == (None, 0.0, True)
+
+
 def test_pools_that_share_a_race_history_learn_once():
     from encoders.solvers import LEARN, RaceHistory
 
