@@ -106,8 +106,8 @@ class Perturbed:
     The query's η ranges over the ball of radius `ball` around `centre`, which
     holds the ε-ball around `residual` (`short_centre`): a SAT point outside the
     ε-ball proves nothing either way, and the input is asked again around the
-    residual itself. `branch` is set when the final norm was encoded on its
-    branch at the centre (guided): a SAT η that leaves that branch without
+    residual itself. `branch` is set when the final norm was encoded on the
+    branch it takes at r_E(x) (guided): a SAT η that leaves that branch without
     changing the decision proves nothing either, and the input is asked again
     fully encoded.
     """

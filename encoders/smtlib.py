@@ -103,24 +103,9 @@ class Affine:
             parts.append((n, d, a))
             if den % d:
                 den = den // math.gcd(den, d) * d
-        nums: dict[str, int] = {}
-        num0 = 0
-        merged = False  # only merging two coefficients can produce a zero
-        for n, d, a in parts:
-            f = n if d == den else n * (den // d)
-            if a is None:
-                num0 += f
-                continue
-            for v, c in a.nums.items():
-                t = c if f == 1 else f * c
-                prev = nums.get(v)
-                if prev is None:
-                    nums[v] = t
-                else:
-                    nums[v], merged = prev + t, True
-            if a.num0:
-                num0 += f * a.num0
-        return Affine._of({v: c for v, c in nums.items() if c} if merged else nums, num0, den)
+        num0 = sum(n if d == den else n * (den // d) for n, d, a in parts if a is None)
+        return _merged(((n if d == den else n * (den // d), a) for n, d, a in parts
+                        if a is not None), num0, den)
 
     @staticmethod
     def sum(terms: Iterable[Affine | Rational]) -> Affine:
@@ -142,24 +127,8 @@ class Affine:
         for w, x in zip(weights, xs, strict=True):
             if w and lcm % x.den:
                 lcm = lcm // math.gcd(lcm, x.den) * x.den
-        nums: dict[str, int] = {}
-        num0 = const * lcm
-        merged = False  # only merging two coefficients can produce a zero
-        for w, x in zip(weights, xs, strict=True):
-            if not w:
-                continue
-            f = w if x.den == lcm else w * (lcm // x.den)
-            for v, c in x.nums.items():
-                t = f * c
-                prev = nums.get(v)
-                if prev is None:
-                    nums[v] = t
-                else:
-                    nums[v], merged = prev + t, True
-            if x.num0:
-                num0 += f * x.num0
-        return Affine._of({v: c for v, c in nums.items() if c} if merged else nums, num0,
-                          lcm * den)
+        return _merged(((w if x.den == lcm else w * (lcm // x.den), x)
+                        for w, x in zip(weights, xs, strict=True) if w), const * lcm, lcm * den)
 
     def __add__(self, other: Affine | Rational) -> Affine:
         return Affine.combine(((_ONE, self), (_ONE, other)))
@@ -186,6 +155,24 @@ class Affine:
     def smt(self) -> str:
         """The expression as an SMT-LIB2 term."""
         return _sum_text(self.coeffs, self.const)
+
+
+def _merged(terms: Iterable[tuple[int, Affine]], num0: int, den: int) -> Affine:
+    """`(sum(f * a.numerators) + num0) / den` for integer factors f that put each a over
+    `den`: the one loop `combine` and `row` share."""
+    nums: dict[str, int] = {}
+    merged = False  # only merging two coefficients can produce a zero
+    for f, a in terms:
+        for v, c in a.nums.items():
+            t = c if f == 1 else f * c
+            prev = nums.get(v)
+            if prev is None:
+                nums[v] = t
+            else:
+                nums[v], merged = prev + t, True
+        if a.num0:
+            num0 += f * a.num0
+    return Affine._of({v: c for v, c in nums.items() if c} if merged else nums, num0, den)
 
 
 def _rational(x: Rational) -> Fraction:
