@@ -70,3 +70,19 @@ def test_help_explains_itself(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "Verification farm" in capsys.readouterr().out
+
+
+def test_bench_solvers_writes_its_tables_and_times_all_properties_from_scratch(
+        checkpoint_dir, tmp_path):
+    """The all-properties wall solves every text again: FE's own pass must not answer
+    them from the farm's memory."""
+    out = tmp_path / "bench"
+    assert main(["bench", "solvers", "--checkpoint", str(checkpoint_dir), "--tasks",
+                 "quote_close", "--properties", "fe", "--limit", "2", "--solver", "z3",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    e2e = summary["end_to_end"]
+    assert e2e["quote_close functional_equivalence"]["status"] == "VERIFIED"
+    assert e2e["all properties, all tasks"]["solved"] == 2
+    assert {r["mode"] for r in summary["per_mode"]} == {"z3", "cvc5", "race"}
+    assert (out / "solvers.png").stat().st_size > 0 and (out / "solver_times.csv").exists()
