@@ -119,7 +119,7 @@ def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int,
     q.section(f"{tag}.p{last}")
     residual = run.node_input("logits", last)
     normed = run.norm(model.norm_final, residual, "logits", last)
-    logits = _apply(_consts(model).matrix(model.lm_head), normed)
+    logits = _apply(_matrix(model.lm_head), normed)
     run.name_guards(last)
     return EncodedRun(logits, residual, run.position_guards, run)
 
@@ -135,10 +135,6 @@ class _Consts:
         self.model = model
         self._ov: dict[tuple[int, int], Matrix] = {}
         self.positions: OrderedDict[tuple, _Position] = OrderedDict()  # LRU
-
-    @staticmethod
-    def matrix(affine: ExactAffine) -> Matrix:
-        return affine.weight, affine.bias, affine.scale
 
     def ov(self, layer: int, head: int) -> Matrix:
         """W_o[:, head] · (W_v[head] m + b_v[head]) as one matrix over m, b_o left out."""
@@ -160,6 +156,11 @@ def _consts(model: ExactModel) -> _Consts:
     if (c := _CONSTS.get(model)) is None:
         c = _CONSTS[model] = _Consts(model)
     return c
+
+
+def _matrix(affine: ExactAffine) -> Matrix:
+    """A weight matrix as the exact evaluator holds it: integers over one denominator."""
+    return affine.weight, affine.bias, affine.scale
 
 
 def _apply(m: Matrix, x: Sequence[Affine], rows: range | None = None) -> Vec:
@@ -341,7 +342,7 @@ class _Run:
             rows, n_t = range(h * dh, (h + 1) * dh), self.normed(node, t)
             self._kv[node, h, t] = tuple(
                 self.vector(self.name(node, t, f"h{h}{what}"),
-                            _apply(self.consts.matrix(params[what]), n_t, rows))
+                            _apply(_matrix(params[what]), n_t, rows))
                 for what in ("k", "v"))
         return self._kv[node, h, t]
 
@@ -354,7 +355,7 @@ class _Run:
         params, dh = self.m.layers[layer], cfg.head_dim
         rows = range(h * dh, (h + 1) * dh)
         q_const = self.result.positions[t].queries[layer, h]
-        q_var = _apply(self.consts.matrix(params["q"]), self.normed(node, t), rows)
+        q_var = _apply(_matrix(params["q"]), self.normed(node, t), rows)
         self.guards += [eq(v, c) for v, c in zip(q_var, q_const, strict=True)]
         if self.named_kv:
             u, u0 = [c / self.m.scale for c in q_const], Fraction(0)
@@ -385,7 +386,7 @@ class _Run:
         joins a residual sum (see `mlp`)."""
         if (layer, heads, t) in self._attn_outs:
             return self._attn_outs[layer, heads, t]
-        w_o, b_o, den = self.consts.matrix(self.m.layers[layer]["o"])
+        w_o, b_o, den = _matrix(self.m.layers[layer]["o"])
         terms = [[Affine(const=Fraction(b, den)) for b in b_o]]
         for node, h in heads:
             result = self.head(node, h, t)
@@ -413,12 +414,12 @@ class _Run:
             return self._mlps[node, t]
         params = self.m.layers[parse_node(node).layer]
         pre = self.vector(self.name(node, t, "u"),
-                          _apply(self.consts.matrix(params["up"]), self.normed(node, t)))
+                          _apply(_matrix(params["up"]), self.normed(node, t)))
         if self.mode == "guided":
             hidden, guards = leaky_relu_guided(pre, self.branch(t, f"{node}.act"))
             self.guards += guards
         else:
             hidden = leaky_relu_full(self.q, pre, tag=self.name(node, t, "r"))
         out = self._mlps[node, t] = self.vector(self.name(node, t, "o"),
-                                                _apply(self.consts.matrix(params["down"]), hidden))
+                                                _apply(_matrix(params["down"]), hidden))
         return out

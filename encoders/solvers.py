@@ -456,8 +456,8 @@ class SolverPool:
     then one in `EXPLORE`, to notice a change) let a loser run as long again
     as the winner took, so a close second's time is measured; a far one's
     counts as infinite (its time when stopped, a mere bound, once made cvc5
-    lead z3's functional equivalence and be killed for it). A solver's time
-    is its own: a forked cvc5's excludes the fork,
+    lead functional equivalence, where z3 is ten times faster, and be killed
+    for it). A solver's time is its own: a forked cvc5's excludes the fork,
     which a lead does not pay. Choosing by wins instead handed close contests
     to whoever won the first races, on 2 cores often the slower solver
     (robustness, 2 heads, quote: the race took 3.1 s where cvc5 alone took
