@@ -256,8 +256,17 @@ class _Run:
                         if (k[0] in same if isinstance(k[0], str)
                             else all(n in same for n, _ in k[1])))  # _attn_outs: by heads
 
+    def guard(self, name: str, formulas: Sequence[Formula]) -> None:
+        """Name one site's guards (a norm, a head's query, its support) by a Boolean.
+
+        A site's guards often repeat word for word between queries where the
+        position's whole conjunction does not (layer 0 at the final position
+        reads its token only), and the z3 child parses a repeated line once."""
+        if formulas:
+            self.guards.append(self.q.boolean(f"{name}.g", and_(*formulas)))
+
     def name_guards(self, t: int) -> Formula | None:
-        """Name the guards of position t by one Boolean, so a claim's negation stays short."""
+        """Name position t's site Booleans by one, so a claim's negation stays short."""
         if not self.guards:
             return None
         guard = self.q.boolean(f"{self.tag}.g{t}", and_(*self.guards))
@@ -318,7 +327,7 @@ class _Run:
             branch = self.branch(t, f"{node}.norm")
             out, guards = band_norm_guided(self.q, x, gamma, beta, cfg.half_low, cfg.half_high,
                                            branch, tag=self.name(node, t, "bn"))
-            self.guards += guards
+            self.guard(self.name(node, t, "bn"), guards)
         else:
             out, guards = band_norm_full(self.q, x, gamma, beta, cfg.half_low, cfg.half_high,
                                          tag=self.name(node, t, "bn"))
@@ -356,7 +365,8 @@ class _Run:
         rows = range(h * dh, (h + 1) * dh)
         q_const = self.result.positions[t].queries[layer, h]
         q_var = _apply(_matrix(params["q"]), self.normed(node, t), rows)
-        self.guards += [eq(v, c) for v, c in zip(q_var, q_const, strict=True)]
+        self.guard(self.name(node, t, f"h{h}q"),
+                   [eq(v, c) for v, c in zip(q_var, q_const, strict=True)])
         if self.named_kv:
             u, u0 = [c / self.m.scale for c in q_const], Fraction(0)
             keys, values = zip(*(self.key_value(node, h, j) for j in range(t + 1)), strict=True)
@@ -369,12 +379,12 @@ class _Run:
         if self.mode == "guided":
             support = self.branch(t, f"{node}.head{h}.sparsemax")
             weights, guards = sparsemax_guided(self.q, scores, support, tag=tag)
-            self.guards += guards
+            self.guard(tag, guards)
         else:
             weights = sparsemax_full(self.q, scores, tag=tag)
         w_const = self.result.positions[t].patterns[layer, h]
-        self.guards += [eq(w, c) for w, c in zip(weights, w_const, strict=True)
-                        if w.nums or w.const != c]
+        self.guard(tag + "c", [eq(w, c) for w, c in zip(weights, w_const, strict=True)
+                               if w.nums or w.const != c])
         used = [(w, v) for w, v in zip(w_const, values, strict=True) if w]
         result = [Affine.combine((w, v[i]) for w, v in used) for i in range(len(values[0]))]
         out = self._heads[node, h, t] = self.vector(self.name(node, t, f"h{h}r"), result)
@@ -417,7 +427,7 @@ class _Run:
                           _apply(_matrix(params["up"]), self.normed(node, t)))
         if self.mode == "guided":
             hidden, guards = leaky_relu_guided(pre, self.branch(t, f"{node}.act"))
-            self.guards += guards
+            self.guard(self.name(node, t, "act"), guards)
         else:
             hidden = leaky_relu_full(self.q, pre, tag=self.name(node, t, "r"))
         out = self._mlps[node, t] = self.vector(self.name(node, t, "o"),

@@ -160,5 +160,7 @@ def test_only_what_the_final_position_reads_is_encoded():
                      PROMPT, tag="x")
     assert set(re.findall(r"\bx\.(\w+)\.", q.text())) == {"5f"}
     assert [g.text for g in run.guards] == ["x.g5"]  # one Boolean per position with guards
-    (named,) = [line for line in q.text().splitlines() if line.startswith("(assert (= x.g5 ")]
+    lines = q.text().splitlines()
+    assert "(assert (= x.g5 x.5f.bn.g))" in lines  # ... naming one Boolean per site
+    (named,) = [line for line in lines if line.startswith("(assert (= x.5f.bn.g ")]
     assert named.count("x.5f.x") >= 16  # the final norm's signs, at least
