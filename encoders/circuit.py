@@ -47,7 +47,7 @@ from encoders.ops import (
     sparsemax_full,
     sparsemax_guided,
 )
-from encoders.smtlib import Affine, Formula, Query, Section, and_, eq
+from encoders.smtlib import Affine, Formula, Query, Section, and_, common_scale, eq
 from farm.circuits import Circuit, parse_node
 from farm.errors import FarmError
 from farm.exact import ExactAffine, ExactModel, RowResult, exact
@@ -163,9 +163,16 @@ def _matrix(affine: ExactAffine) -> Matrix:
     return affine.weight, affine.bias, affine.scale
 
 
-def _apply(m: Matrix, x: Sequence[Affine], rows: range | None = None) -> Vec:
-    weights, bias, den = m
-    return [Affine.row(weights[r], den, x, bias[r]) for r in rows or range(len(weights))]
+def _apply(m: Matrix, x: Sequence[Affine], rows: range | None = None, bias: bool = True
+           ) -> Vec:
+    weights, b, den = m
+    return [Affine.row(weights[r], den, x, b[r] if bias else 0)
+            for r in rows or range(len(weights))]
+
+
+def _bias(m: Matrix) -> list[Fraction]:
+    _, b, den = m
+    return [Fraction(v, den) for v in b]
 
 
 # --------------------------------------------------------------------------- the run
@@ -285,8 +292,8 @@ class _Run:
     def name(self, node: str, t: int, what: str) -> str:
         return f"{self.tag}.{t}{_site(node)}.{what}"
 
-    def vector(self, name: str, values: Sequence[Affine]) -> Vec:
-        return [self.q.define(f"{name}{i}", v) for i, v in enumerate(values)]
+    def vector(self, name: str, values: Sequence[Affine], scale: int = 1) -> Vec:
+        return [self.q.define(f"{name}{i}", v, scale=scale) for i, v in enumerate(values)]
 
     # --- the residual graph
 
@@ -357,9 +364,7 @@ class _Run:
 
     def head(self, node: str, h: int, t: int) -> Vec:
         """Σ_j w_j v_j for one head at position t (or m = Σ_j w_j n_j, see the module
-        docstring), the weights w_j exact and guarded."""
-        if (node, h, t) in self._heads:
-            return self._heads[node, h, t]
+        docstring), the weights w_j exact and guarded; terms, named by `attn_out`."""
         layer, cfg = parse_node(node).layer, self.m.cfg
         params, dh = self.m.layers[layer], cfg.head_dim
         rows = range(h * dh, (h + 1) * dh)
@@ -386,29 +391,43 @@ class _Run:
         self.guard(tag + "c", [eq(w, c) for w, c in zip(weights, w_const, strict=True)
                                if w.nums or w.const != c])
         used = [(w, v) for w, v in zip(w_const, values, strict=True) if w]
-        result = [Affine.combine((w, v[i]) for w, v in used) for i in range(len(values[0]))]
-        out = self._heads[node, h, t] = self.vector(self.name(node, t, f"h{h}r"), result)
-        return out
+        return [Affine.combine((w, v[i]) for w, v in used) for i in range(len(values[0]))]
 
     def attn_out(self, layer: int, heads: tuple[tuple[str, int], ...], t: int) -> Vec:
         """W_o concat(retained heads, zeros) + b_o: the retained heads' columns of W_o,
         or the fused W_o·W_v on m with one head; named, like every node output that
-        joins a residual sum (see `mlp`)."""
+        joins a residual sum (see `mlp`).
+
+        The heads' results are named over one common scale and the projection
+        without its bias, which joins as a constant: the projection's text is
+        then the same in every query, where a run's denominators would have put
+        different coefficients and a bias of a hundred digits in each row (z3
+        parses a repeated line once)."""
         if (layer, heads, t) in self._attn_outs:
             return self._attn_outs[layer, heads, t]
-        w_o, b_o, den = _matrix(self.m.layers[layer]["o"])
-        terms = [[Affine(const=Fraction(b, den)) for b in b_o]]
+        new = {(node, h): self.head(node, h, t) for node, h in heads
+               if (node, h, t) not in self._heads}
+        scale = common_scale(a for result in new.values() for a in result)
+        for (node, h), result in new.items():
+            self._heads[node, h, t] = self.vector(self.name(node, t, f"h{h}r"), result, scale)
+        w_o = _matrix(self.m.layers[layer]["o"])
+        weights, _, den = w_o
+        bias = _bias(w_o)
+        terms = []
         for node, h in heads:
-            result = self.head(node, h, t)
+            result = self._heads[node, h, t]
             if self.named_kv:
-                cols = [row[h * len(result):(h + 1) * len(result)] for row in w_o]
+                cols = [row[h * len(result):(h + 1) * len(result)] for row in weights]
                 terms.append([Affine.row(c, den, result) for c in cols])
             else:
-                terms.append(_apply(self.consts.ov(layer, h), result))
+                ov = self.consts.ov(layer, h)
+                terms.append(_apply(ov, result, bias=False))
+                bias = [b + c for b, c in zip(bias, _bias(ov), strict=True)]
         which = "".join(f"h{h}" for _, h in heads)
-        out = self.vector(f"{self.tag}.{t}a{layer}.o{which}.",
-                          [Affine.sum(col) for col in zip(*terms, strict=True)])
-        self._attn_outs[layer, heads, t] = out
+        named = self.vector(f"{self.tag}.{t}a{layer}.o{which}.",
+                            [Affine.sum(col) for col in zip(*terms, strict=True)])
+        out = self._attn_outs[layer, heads, t] = [o + b for o, b in zip(named, bias,
+                                                                         strict=True)]
         return out
 
     # --- MLP

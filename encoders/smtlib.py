@@ -204,6 +204,13 @@ def _sum_text(coeffs: Mapping[str, int | Fraction], const: Fraction) -> str:
     return parts[0] if len(parts) == 1 else f"(+ {' '.join(parts)})"
 
 
+def common_scale(values: Iterable[Affine]) -> int:
+    """One L for every term of a vector (`Query.define`): the rows of a weight matrix
+    applied to it then have the same coefficients whatever L is, so their text
+    repeats between queries where L (a run's denominators) does not."""
+    return math.lcm(*(_scale(a) for a in values))
+
+
 def _scale(a: Affine) -> int:
     """The least positive L that makes L·a's coefficients integers, and its constant too
     when that costs at most `_CONSTANT_FACTOR` more."""
@@ -414,7 +421,8 @@ class Query:
         if model:
             self._section_model_vars.append(name)
 
-    def define(self, name: str, value: Affine | Term, *, model: bool = False) -> Affine:
+    def define(self, name: str, value: Affine | Term, *, model: bool = False,
+               scale: int = 1) -> Affine:
         """Name `value` by a fresh variable, so later uses cost one symbol, not the whole term.
 
         The variable stands for L·value, L the least positive integer that makes
@@ -426,11 +434,13 @@ class Query:
         than 2^64 is left out of it: where a free variable meets a run's constant
         (robustness) it would put the constant's denominator, hundreds of digits,
         into every coefficient the solver pivots on.
-        Variables read back from a model (`model=True`) keep their plain value.
+        `scale` asks for an L that is also its multiple (`common_scale`: one L for
+        a whole vector). Variables read back from a model (`model=True`) keep
+        their plain value.
         """
         v = self.real(name, model=model)
         arms = (value.then, value.else_) if isinstance(value, Term) else (value,)
-        scale = math.lcm(*(_scale(a) for a in arms))
+        scale = math.lcm(scale, *(_scale(a) for a in arms))
         rhs = [_sum_text(*_times(a, scale)) for a in arms]
         if isinstance(value, Term):
             rhs = [f"(ite {value.cond.text} {rhs[0]} {rhs[1]})"]

@@ -164,3 +164,20 @@ def test_only_what_the_final_position_reads_is_encoded():
     assert "(assert (= x.g5 x.5f.bn.g))" in lines  # ... naming one Boolean per site
     (named,) = [line for line in lines if line.startswith("(assert (= x.5f.bn.g ")]
     assert named.count("x.5f.x") >= 16  # the final norm's signs, at least
+
+
+@pytest.mark.parametrize("n_heads", [1, 2])
+def test_output_projection_text_repeats_between_prompts(n_heads):
+    """A layer's output projection at the final position reads the same in every query:
+    its heads' results share one scale and the bias joins as a constant, so z3 parses
+    the rows once (a run's own denominators would make every row new)."""
+    model = _exact(2, n_heads=n_heads)
+    circuit = Circuit.full(2, n_heads, "block").without(("emb", "logits"))
+
+    def projection(prompt):
+        q = Query()
+        encode_run(q, model, circuit, prompt, tag="x")
+        return [line for line in q.text().splitlines() if line.startswith("(assert (= x.5a1.o")]
+
+    first, second = projection(PROMPT), projection((1, 3, 6, 10, 5, 8))
+    assert len(first) == 16 and first == second
