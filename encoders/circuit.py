@@ -32,6 +32,8 @@ property pays only for the logits it reads.
 
 from __future__ import annotations
 
+import math
+import operator
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -295,6 +297,23 @@ class _Run:
     def vector(self, name: str, values: Sequence[Affine], scale: int = 1) -> Vec:
         return [self.q.define(f"{name}{i}", v, scale=scale) for i, v in enumerate(values)]
 
+    def rows(self, name: str, m: Matrix, x: Vec, rows: range) -> Vec:
+        """Rows of `m` applied to `x`, named without the constants, which join after:
+        the bias and what x's constants contribute. With x's variables over one
+        scale (`common_scale`, as norms and these rows name their outputs) the rows
+        then read the same in every query, and z3 parses a repeated line once."""
+        weights, bias, den = m
+        if any(a.num0 for a in x):
+            x, consts = [a.linear_part() for a in x], [a.const for a in x]
+            cd = math.lcm(*(c.denominator for c in consts))
+            cn = [c.numerator * (cd // c.denominator) for c in consts]
+        else:
+            cd, cn = 1, [0] * len(x)
+        terms = _apply(m, x, rows, bias=False)
+        named = self.vector(name, terms, common_scale(terms))
+        return [a + Fraction(sum(map(operator.mul, weights[r], cn)) + bias[r] * cd, den * cd)
+                for a, r in zip(named, rows, strict=True)]
+
     # --- the residual graph
 
     def node_input(self, node: str, t: int) -> Vec:
@@ -339,7 +358,7 @@ class _Run:
             out, guards = band_norm_full(self.q, x, gamma, beta, cfg.half_low, cfg.half_high,
                                          tag=self.name(node, t, "bn"))
             self.guards += guards  # none: nothing is settled inside a circuit run
-        return self.vector(self.name(node, t, "n"), out)
+        return self.vector(self.name(node, t, "n"), out, common_scale(out))
 
     def normed(self, node: str, t: int) -> Vec:
         if (node, t) not in self._normed:
@@ -357,8 +376,7 @@ class _Run:
             params, dh = self.m.layers[parse_node(node).layer], self.m.cfg.head_dim
             rows, n_t = range(h * dh, (h + 1) * dh), self.normed(node, t)
             self._kv[node, h, t] = tuple(
-                self.vector(self.name(node, t, f"h{h}{what}"),
-                            _apply(_matrix(params[what]), n_t, rows))
+                self.rows(self.name(node, t, f"h{h}{what}"), _matrix(params[what]), n_t, rows)
                 for what in ("k", "v"))
         return self._kv[node, h, t]
 
@@ -442,13 +460,13 @@ class _Run:
         if (node, t) in self._mlps:
             return self._mlps[node, t]
         params = self.m.layers[parse_node(node).layer]
-        pre = self.vector(self.name(node, t, "u"),
-                          _apply(_matrix(params["up"]), self.normed(node, t)))
+        up, down = _matrix(params["up"]), _matrix(params["down"])
+        pre = self.rows(self.name(node, t, "u"), up, self.normed(node, t), range(len(up[0])))
         if self.mode == "guided":
             hidden, guards = leaky_relu_guided(pre, self.branch(t, f"{node}.act"))
             self.guard(self.name(node, t, "act"), guards)
         else:
             hidden = leaky_relu_full(self.q, pre, tag=self.name(node, t, "r"))
-        out = self._mlps[node, t] = self.vector(self.name(node, t, "o"),
-                                                _apply(_matrix(params["down"]), hidden))
+        out = self._mlps[node, t] = self.rows(self.name(node, t, "o"), down, hidden,
+                                              range(len(down[0])))
         return out

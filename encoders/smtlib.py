@@ -75,6 +75,10 @@ class Affine:
         out.nums, out.num0, out.den = nums, num0, den
         return out
 
+    def linear_part(self) -> Affine:
+        """The expression without its constant."""
+        return Affine._of(self.nums, 0, self.den)
+
     @property
     def coeffs(self) -> dict[str, Fraction]:
         return {v: Fraction(n, self.den) for v, n in self.nums.items()}

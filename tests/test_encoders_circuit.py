@@ -166,18 +166,22 @@ def test_only_what_the_final_position_reads_is_encoded():
     assert named.count("x.5f.x") >= 16  # the final norm's signs, at least
 
 
-@pytest.mark.parametrize("n_heads", [1, 2])
-def test_output_projection_text_repeats_between_prompts(n_heads):
-    """A layer's output projection at the final position reads the same in every query:
-    its heads' results share one scale and the bias joins as a constant, so z3 parses
-    the rows once (a run's own denominators would make every row new)."""
+@pytest.mark.parametrize(("n_heads", "stems"),
+                         [(1, ["a1.o", "m1.u"]), (2, ["a1.o", "a1.h0k", "a1.h1v"])])
+def test_weight_rows_read_the_same_in_every_query(n_heads, stems):
+    """Weight rows at the final position (the output projection, the MLP's first
+    layer, each head's key and value) read the same in every query: the vector a
+    matrix is applied to is named over one scale and constants join after, so z3
+    parses those rows once (a run's own denominators would make every row new)."""
     model = _exact(2, n_heads=n_heads)
     circuit = Circuit.full(2, n_heads, "block").without(("emb", "logits"))
 
-    def projection(prompt):
+    def rows(prompt, stem):
         q = Query()
         encode_run(q, model, circuit, prompt, tag="x")
-        return [line for line in q.text().splitlines() if line.startswith("(assert (= x.5a1.o")]
+        return [line for line in q.text().splitlines()
+                if line.startswith(f"(assert (= x.5{stem}")]
 
-    first, second = projection(PROMPT), projection((1, 3, 6, 10, 5, 8))
-    assert len(first) == 16 and first == second
+    for stem in stems:
+        first, second = rows(PROMPT, stem), rows((1, 3, 6, 10, 5, 8), stem)
+        assert first and first == second, stem
