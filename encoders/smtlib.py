@@ -135,21 +135,26 @@ class Affine:
                         for w, x in zip(weights, xs, strict=True) if w), const * lcm, lcm * den)
 
     def __add__(self, other: Affine | Rational) -> Affine:
-        return Affine.combine(((_ONE, self), (_ONE, other)))
+        return _plus(self, 1, other)
 
     __radd__ = __add__
 
     def __sub__(self, other: Affine | Rational) -> Affine:
-        return Affine.combine(((_ONE, self), (_MINUS_ONE, other)))
+        return _plus(self, -1, other)
 
     def __rsub__(self, other: Rational) -> Affine:
-        return Affine.combine(((_ONE, other), (_MINUS_ONE, self)))
+        return _plus(-self, 1, other)
 
     def __neg__(self) -> Affine:
-        return Affine.combine(((_MINUS_ONE, self),))
+        return self * _MINUS_ONE
 
     def __mul__(self, k: Rational) -> Affine:
-        return Affine.combine(((k, self),))
+        k = _rational(k)
+        if not k:
+            return Affine._of({}, 0, 1)
+        n = k.numerator
+        nums = self.nums if n == 1 else {v: c * n for v, c in self.nums.items()}
+        return Affine._of(nums, self.num0 * n, self.den * k.denominator)
 
     __rmul__ = __mul__
 
@@ -159,6 +164,28 @@ class Affine:
     def smt(self) -> str:
         """The expression as an SMT-LIB2 term."""
         return _sum_text(self.coeffs, self.const)
+
+
+def _plus(a: Affine, k: int, b: Affine | Rational) -> Affine:
+    """a + k·b for k = ±1, as `combine` would build it (the same text), without its
+    generality: most of the planner's arithmetic is this one case."""
+    if not isinstance(b, Affine):
+        b = _rational(b)
+        if not b:
+            return a
+        b = Affine._of({}, b.numerator, b.denominator)
+    den = a.den if a.den == b.den else math.lcm(a.den, b.den)
+    fa, fb = den // a.den, k * (den // b.den)
+    nums = dict(a.nums) if fa == 1 else {v: c * fa for v, c in a.nums.items()}
+    merged = False  # only merging two coefficients can produce a zero
+    for v, c in b.nums.items():
+        t = c * fb
+        if (prev := nums.get(v)) is None:
+            nums[v] = t
+        else:
+            nums[v], merged = prev + t, True
+    return Affine._of({v: c for v, c in nums.items() if c} if merged else nums,
+                      a.num0 * fa + b.num0 * fb, den)
 
 
 def _merged(terms: Iterable[tuple[int, Affine]], num0: int, den: int) -> Affine:
@@ -177,6 +204,13 @@ def _merged(terms: Iterable[tuple[int, Affine]], num0: int, den: int) -> Affine:
         if a.num0:
             num0 += f * a.num0
     return Affine._of({v: c for v, c in nums.items() if c} if merged else nums, num0, den)
+
+
+def _affine(x: Affine | Rational) -> Affine:
+    if isinstance(x, Affine):
+        return x
+    x = _rational(x)
+    return Affine._of({}, x.numerator, x.denominator)
 
 
 def _rational(x: Rational) -> Fraction:
@@ -266,7 +300,7 @@ def _relation(op: str, a: Affine | Rational, b: Affine | Rational) -> Formula:
     integer coefficients (the constant stays exact: a relation between free variables
     and a run's constant would otherwise carry the constant's denominator, hundreds
     of digits, into every coefficient, which slows z3's simplex)."""
-    d = Affine.combine(((_ONE, a), (_MINUS_ONE, b)))
+    d = _plus(a, -1, b) if isinstance(a, Affine) else _plus(-_affine(b), 1, a)
     if not d.nums:
         return TRUE if _CONST_TRUTH[op](d.num0) else FALSE
     nums, const = _times(d, _scale(d))
