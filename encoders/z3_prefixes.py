@@ -14,11 +14,11 @@ the facts afterwards only weakens it, so an unsat answer on the result is an
 unsat answer on the whole text. A sat answer on a weakened goal proves
 nothing: the caller re-solves the whole text.
 
-Last sections differ between queries, but many of their assertions do not (a
-norm on the same constant input, a weight matrix applied to the same named
-vector), so each assertion line is parsed once and its term reused while every
-symbol keeps the sort it was parsed with. Parsing is a function of the text and
-the symbols' sorts, so this too changes only speed.
+Sections differ between queries, but many of their assertions do not (a norm
+on the same constant input, a weight matrix applied to the same named vector),
+so each assertion line is parsed once and its term reused while every symbol
+keeps the sort it was parsed with. Parsing is a function of the text and the
+symbols' sorts, so this too changes only speed.
 """
 
 from __future__ import annotations
@@ -57,14 +57,9 @@ class _Prefix:
         return _Prefix(z3, self.sources + sources, self.targets + targets,
                        (*self.keep, reduced), self.rest + rest, declared)
 
-    def substitute(self, z3: ModuleType, formulas: Any) -> Any:
-        """The conjunction of `formulas` (a parsed AstVector) with every fact substituted."""
-        ctx = formulas.ctx
-        return self.substitute_raw(z3, ctx, [z3.Z3_ast_vector_get(ctx.ref(), formulas.vector, i)
-                                             for i in range(len(formulas))])
-
-    def substitute_raw(self, z3: ModuleType, ctx: Any, asts: list) -> Any:
-        """The same for C pointers to formulas kept alive elsewhere.
+    def substitute(self, z3: ModuleType, ctx: Any, asts: list) -> Any:
+        """The conjunction of `asts` (C pointers to formulas kept alive elsewhere) with
+        every fact substituted.
 
         Built through the C API: wrapping each of a section's hundreds of formulas
         in a Python object (as `z3.And` does) cost as much as parsing them."""
@@ -190,22 +185,25 @@ class Z3Prefixes:
                 self.states.move_to_end(keys[i])
                 start, prefix = i + 1, self.states[keys[i]]
                 break
+        ctx = self.z3.main_ctx()
         for i in range(start, len(keys)):
             new, declared = self._parse(head, prefix, sections[i])
             goal = self.z3.Goal()
-            goal.add(prefix.substitute(self.z3, new))
+            goal.add(prefix.substitute(self.z3, ctx, new))
             (reduced,) = self.reduce(goal)
             prefix = self.states[keys[i]] = prefix.extend(self.z3, reduced, self._true,
                                                           self._false, declared)
             if len(self.states) > self.limit:
                 self.states.popitem(last=False)
-        ctx = self.z3.main_ctx()
-        last = prefix.substitute_raw(self.z3, ctx, self._parse_last(head, prefix, sections[-1]))
+        last = prefix.substitute(self.z3, ctx, self._parse(head, prefix, sections[-1])[0])
         self.lines.trim()
         return [last, *prefix.rest]
 
-    def _parse_last(self, head: str, prefix: _Prefix, section: str) -> list:
-        """The last section's assertions as C pointers, parsing only lines not seen before."""
+    def _parse(self, head: str, prefix: _Prefix, section: str) -> tuple[list, dict[str, str]]:
+        """One section's assertions as C pointers, parsing only lines not seen before, and
+        the declarations known after it. The lines are parsed with the earlier symbols
+        they use re-declared (z3 names a constant by name and sort, so they are the
+        prefix's own)."""
         decls: dict[str, str] = {}
         asserts = []
         for line in section.split("\n")[1:]:  # [0] is the label
@@ -214,25 +212,15 @@ class Z3Prefixes:
             elif m := _DECLARATION.match(line):
                 decls[m[1]] = line
             elif line and line != "(check-sat)":  # anything else: the whole text decides
-                raise self.z3.Z3Exception(f"unexpected line in a last section: {line[:40]}")
+                raise self.z3.Z3Exception(f"unexpected line in a section: {line[:40]}")
         self.lines.check_sorts(prefix.declared, decls)
+        known = prefix.declared | decls
         missing = list(dict.fromkeys(a for a in asserts if a not in self.lines.asts))
         if missing:
             text = "\n".join(missing)
-            known = prefix.declared | decls
             used = "".join(known[n] for n in set(_SYMBOL.findall(text)) if n in known)
             parsed = self.z3.parse_smt2_string(head + used + text)
             if len(parsed) != len(missing):  # one formula per assertion line, or no reuse
                 raise self.z3.Z3Exception("an assertion line did not parse to one formula")
             self.lines.add(missing, parsed)
-        return self.lines.get(asserts)
-
-    def _parse(self, head: str, prefix: _Prefix, section: str) -> tuple[Any, dict[str, str]]:
-        """One section's formulas, re-declaring the earlier symbols it uses (z3 names a
-        constant by name and sort, so they are the prefix's own), and the declarations
-        known after it."""
-        body = section.split("\n", 1)[1]  # drop the label line
-        declared = prefix.declared
-        earlier = "".join(declared[n] for n in set(_SYMBOL.findall(body)) if n in declared)
-        new = self.z3.parse_smt2_string(head + earlier + body)
-        return new, declared | {m[1]: m[0] for m in _DECLARATION.finditer(body)}
+        return self.lines.get(asserts), known
