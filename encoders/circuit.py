@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
@@ -49,7 +49,7 @@ from encoders.ops import (
     sparsemax_full,
     sparsemax_guided,
 )
-from encoders.smtlib import Affine, Formula, Query, Section, and_, common_scale, eq
+from encoders.smtlib import Affine, Formula, Fragment, Query, Section, and_, common_scale, eq
 from farm.circuits import Circuit, parse_node
 from farm.errors import FarmError
 from farm.exact import ExactAffine, ExactModel, RowResult, exact
@@ -73,6 +73,7 @@ class _Position:
 
 POSITION_CACHE = 512  # prefix positions kept per model (10-100 KB of text each); a task's
 # prompts have 46 proper prefixes per run tag and circuit
+FRAGMENT_CACHE = 4096  # encoded sites kept per model (`_Run.replayed`), 1-10 KB of text each
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,8 @@ class _Consts:
         self.model = model
         self._ov: dict[tuple[int, int], Matrix] = {}
         self.positions: OrderedDict[tuple, _Position] = OrderedDict()  # LRU
+        self.fragments: OrderedDict[tuple, tuple[Fragment, Vec, tuple[Formula, ...]]] = (
+            OrderedDict())  # LRU
 
     def ov(self, layer: int, head: int) -> Matrix:
         """W_o[:, head] · (W_v[head] m + b_v[head]) as one matrix over m, b_o left out."""
@@ -158,6 +161,11 @@ def _consts(model: ExactModel) -> _Consts:
     if (c := _CONSTS.get(model)) is None:
         c = _CONSTS[model] = _Consts(model)
     return c
+
+
+def _signature(x: Sequence[Affine]) -> tuple:
+    """Everything of a vector of terms that an encoding built on it can depend on."""
+    return tuple((tuple(a.nums.items()), a.num0, a.den) for a in x)
 
 
 def _matrix(affine: ExactAffine) -> Matrix:
@@ -283,6 +291,29 @@ class _Run:
         self.position_guards.append(guard)
         return guard
 
+    def replayed(self, key: tuple, build: Callable[[], Vec]) -> Vec:
+        """`build()`, whose text and guards are a function of `key`, encoded once per
+        model: where the same inputs come again (a norm of the final token's embedding,
+        or of a sum whose terms share their scales) its lines are added again.
+
+        The key must hold everything the text depends on (the run's tag, the site,
+        the branch, the inputs' `_signature`): what is replayed is the text
+        `build()` would write, so a key that missed something could make a query
+        speak of other inputs."""
+        memo = self.consts.fragments
+        if (hit := memo.get(key)) is not None:
+            memo.move_to_end(key)
+            fragment, out, guards = hit
+            self.q.replay(fragment)
+            self.guards += guards
+            return out
+        mark, before = self.q.mark(), len(self.guards)
+        out = build()
+        memo[key] = (self.q.since(mark), out, tuple(self.guards[before:]))
+        if len(memo) > FRAGMENT_CACHE:
+            memo.popitem(last=False)
+        return out
+
     def branch(self, t: int, site: str) -> tuple:
         """The recorded branch of `site` at position t (guided mode)."""
         try:
@@ -344,19 +375,24 @@ class _Run:
                                                    strict=True)]
 
     def norm(self, params, x: Vec, node: str, t: int) -> Vec:
-        """The node's norm (identity for norm_variant none), its output named."""
+        """The node's norm (identity for norm_variant none), its output named over one
+        scale (see `rows`)."""
         if params is None:
             return x
+        branch = self.branch(t, f"{node}.norm") if self.mode == "guided" else None
+        return self.replayed(("norm", self.tag, self.mode, node, t, branch, _signature(x)),
+                             lambda: self._norm(params, x, node, t, branch))
+
+    def _norm(self, params, x: Vec, node: str, t: int, branch) -> Vec:
         gamma, beta = params
-        cfg = self.m.cfg
-        if self.mode == "guided":
-            branch = self.branch(t, f"{node}.norm")
+        cfg, tag = self.m.cfg, self.name(node, t, "bn")
+        if branch is not None:
             out, guards = band_norm_guided(self.q, x, gamma, beta, cfg.half_low, cfg.half_high,
-                                           branch, tag=self.name(node, t, "bn"))
-            self.guard(self.name(node, t, "bn"), guards)
+                                           branch, tag=tag)
+            self.guard(tag, guards)
         else:
             out, guards = band_norm_full(self.q, x, gamma, beta, cfg.half_low, cfg.half_high,
-                                         tag=self.name(node, t, "bn"))
+                                         tag=tag)
             self.guards += guards  # none: nothing is settled inside a circuit run
         return self.vector(self.name(node, t, "n"), out, common_scale(out))
 

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 from numbers import Rational
+from typing import NamedTuple
 
 __all__ = [
-    "Affine", "Formula", "Query", "SECTION_MARK", "SYMBOL", "Section", "Term", "TRUE", "FALSE",
+    "Affine", "Formula", "Fragment", "Mark", "Query", "SECTION_MARK", "SYMBOL", "Section", "Term",
+    "TRUE", "FALSE", "common_scale",
     "lt", "le", "eq", "ge", "gt", "and_", "or_", "not_", "implies", "ite", "numeral",
 ]
 
@@ -381,6 +383,23 @@ class Section:
         object.__setattr__(self, "text", f"{SECTION_MARK}{self.label}\n{body}\n")
 
 
+class Mark(NamedTuple):
+    decls: int
+    asserts: int
+    names: int
+    model_vars: int
+
+
+class Fragment(NamedTuple):
+    """Lines added to a section between two points (`Query.since`), to add again
+    (`Query.replay`) where the same inputs would build the same text."""
+
+    decls: tuple[str, ...]
+    asserts: tuple[str, ...]
+    names: tuple[str, ...]
+    model_vars: tuple[str, ...]
+
+
 SECTION_MARK = "; section "  # a comment line to both solvers; `encoders.solvers` splits on it
 
 
@@ -401,7 +420,7 @@ class Query:
         self._label = "main"
         self._decls: list[str] = []
         self._asserts: list[str] = []
-        self._section_names: set[str] = set()
+        self._section_names: list[str] = []
         self._section_model_vars: list[str] = []
         self._names: set[str] = set()
         self._text: str | None = None
@@ -435,8 +454,31 @@ class Query:
                          frozenset(self._section_names), tuple(self._section_model_vars))
         self._done.append(closed)
         self._decls, self._asserts = [], []
-        self._section_names, self._section_model_vars = set(), []
+        self._section_names, self._section_model_vars = [], []
         return closed
+
+    def mark(self) -> Mark:
+        """Where the current section stands: `since(mark)` is what was added after it."""
+        return Mark(len(self._decls), len(self._asserts), len(self._section_names),
+                    len(self._section_model_vars))
+
+    def since(self, mark: Mark) -> Fragment:
+        """The declarations and assertions added to the current section since `mark`."""
+        return Fragment(tuple(self._decls[mark.decls:]), tuple(self._asserts[mark.asserts:]),
+                        tuple(self._section_names[mark.names:]),
+                        tuple(self._section_model_vars[mark.model_vars:]))
+
+    def replay(self, fragment: Fragment) -> None:
+        """Add a fragment recorded by `since` (in this query or another): its names must be
+        new here."""
+        self._check_open()
+        if clash := self._names.intersection(fragment.names):
+            raise ValueError(f"fragment redeclares {sorted(clash)[:3]}")
+        self._names.update(fragment.names)
+        self._section_names += fragment.names
+        self._section_model_vars += fragment.model_vars
+        self._decls += fragment.decls
+        self._asserts += fragment.asserts
 
     def real(self, name: str, *, model: bool = False) -> Affine:
         """Declare a real variable; `model=True` reads it back on SAT."""
@@ -454,7 +496,7 @@ class Query:
         if not _SYMBOL.match(name) or name in self._names:
             raise ValueError(f"bad or duplicate SMT symbol {name!r}")
         self._names.add(name)
-        self._section_names.add(name)
+        self._section_names.append(name)
         self._decls.append(f"(declare-fun {name} () {sort})")
         if model:
             self._section_model_vars.append(name)

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from encoders.circuit import EncodedRun, encode_run
+from encoders.circuit import EncodedRun, _consts, encode_run
 from encoders.smtlib import Affine, Query, and_, eq, not_
 from encoders.solvers import SolverPool
 from farm.circuits import Circuit
@@ -185,3 +185,22 @@ def test_weight_rows_read_the_same_in_every_query(n_heads, stems):
     for stem in stems:
         first, second = rows(PROMPT, stem), rows((1, 3, 6, 10, 5, 8), stem)
         assert first and first == second, stem
+
+
+def test_a_prompt_encodes_alike_on_a_fresh_model_and_after_others():
+    """Sites encoded for earlier prompts (a norm of the same token's embedding, prefix
+    positions) are replayed from the model's caches: the text is the one a fresh
+    encoding writes, byte for byte, in both modes."""
+    weights = random_model(3)
+    circuit = Circuit.full(2).without(("emb", "logits"))
+    for mode in ("guided", "full"):
+        fresh = ExactModel(weights.cfg, weights_of(weights))
+        alone = Query()
+        encode_run(alone, fresh, circuit, PROMPT, tag="x", mode=mode)
+        warm = ExactModel(weights.cfg, weights_of(weights))
+        for prompt in ((1, 2, 5, 10, 6, 7), (1, 3, 5, 9, 6, 7), PROMPT[:5]):
+            encode_run(Query(), warm, circuit, prompt, tag="x", mode=mode)
+        again = Query()
+        encode_run(again, warm, circuit, PROMPT, tag="x", mode=mode)
+        assert again.text() == alone.text(), mode
+        assert _consts(warm).fragments, "nothing was kept to replay"

@@ -176,3 +176,27 @@ def test_sections_render_in_order_and_include_reproduces_the_text():
         q = Query()
         q.real("a")
         q.include(shared)
+
+
+def test_a_fragment_replayed_in_another_query_reproduces_its_lines():
+    """What a query gained between a mark and `since` is added to another query as is,
+    model variables included; a name the other query already has is refused."""
+    def build(q: Query) -> None:
+        x = q.real("x", model=True)
+        y = q.define("y", x * F(1, 3) + 2)
+        q.boolean("g", gt(y, 0))
+
+    whole = Query()
+    whole.real("before")
+    mark = whole.mark()
+    build(whole)
+    fragment = whole.since(mark)
+    assert fragment.names == ("x", "y", "g") and fragment.model_vars == ("x",)
+    other = Query()
+    other.real("before")
+    other.replay(fragment)
+    assert other.text() == whole.text() and other.model_vars == ("x",)
+    clash = Query()
+    clash.real("y")
+    with pytest.raises(ValueError, match="redeclares"):
+        clash.replay(fragment)
