@@ -487,7 +487,8 @@ class _Run:
     # --- MLP
 
     def mlp(self, node: str, t: int) -> Vec:
-        """W_down LeakyReLU(W_up n + b_up) + b_down, named.
+        """W_down LeakyReLU(W_up n + b_up) + b_down, named (encoded once per model for
+        each input and activation pattern, as norms are).
 
         Naming each output keeps the residual sums it joins short: a sum of
         named vectors has one coefficient per source, where an expanded MLP
@@ -495,14 +496,20 @@ class _Run:
         multiplied up to the sum's common denominator (`Query.define`)."""
         if (node, t) in self._mlps:
             return self._mlps[node, t]
+        normed = self.normed(node, t)
+        signs = self.branch(t, f"{node}.act") if self.mode == "guided" else None
+        out = self._mlps[node, t] = self.replayed(
+            ("mlp", self.tag, self.mode, node, t, signs, _signature(normed)),
+            lambda: self._mlp(node, t, normed, signs))
+        return out
+
+    def _mlp(self, node: str, t: int, normed: Vec, signs: tuple[bool, ...] | None) -> Vec:
         params = self.m.layers[parse_node(node).layer]
         up, down = _matrix(params["up"]), _matrix(params["down"])
-        pre = self.rows(self.name(node, t, "u"), up, self.normed(node, t), range(len(up[0])))
-        if self.mode == "guided":
-            hidden, guards = leaky_relu_guided(pre, self.branch(t, f"{node}.act"))
+        pre = self.rows(self.name(node, t, "u"), up, normed, range(len(up[0])))
+        if signs is not None:
+            hidden, guards = leaky_relu_guided(pre, signs)
             self.guard(self.name(node, t, "act"), guards)
         else:
             hidden = leaky_relu_full(self.q, pre, tag=self.name(node, t, "r"))
-        out = self._mlps[node, t] = self.rows(self.name(node, t, "o"), down, hidden,
-                                              range(len(down[0])))
-        return out
+        return self.rows(self.name(node, t, "o"), down, hidden, range(len(down[0])))
