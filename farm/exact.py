@@ -54,10 +54,16 @@ def vector_sum(vectors: Sequence[Sequence[Fraction]], d: int) -> Vector:
             for column in zip(*vectors, strict=True)]
 
 
-def dot(a: Sequence[Fraction], b: Sequence[Fraction]) -> Fraction:
-    an, ad = _integer_form(a)
-    bn, bd = _integer_form(b)
-    return Fraction(sum(map(mul, an, bn)), ad * bd)
+def _weighted_sum(weights: Sequence[Fraction], vectors: Sequence[tuple[list[int], int]],
+                  d: int) -> Vector:
+    """Σ_j w_j v_j over one common denominator (each v_j in `_integer_form`): one gcd
+    per coordinate, not two per term."""
+    if not weights:
+        return [ZERO] * d
+    wn, wd = _integer_form(weights)
+    den = math.lcm(*(vd for _, vd in vectors))
+    scaled = [(w * (den // vd), vn) for w, (vn, vd) in zip(wn, vectors, strict=True)]
+    return [Fraction(sum(f * vn[i] for f, vn in scaled), wd * den) for i in range(d)]
 
 
 class ExactAffine:
@@ -209,6 +215,16 @@ class Position:
     patterns: dict[tuple[int, int], Vector] = field(default_factory=dict)  # sparsemax weights
     branches: dict[str, tuple] = field(default_factory=dict)  # site -> branch record
     residuals: dict[str, Vector] = field(default_factory=dict)  # node -> its input
+    forms: dict[tuple, tuple[list[int], int]] = field(default_factory=dict, repr=False,
+                                                      compare=False)  # see `form`
+
+    def form(self, what: str, layer: int, head: int) -> tuple[list[int], int]:
+        """A head's key or value in `_integer_form`, computed once: every later position
+        of the prompt reads it."""
+        key = (what, layer, head)
+        if (hit := self.forms.get(key)) is None:
+            hit = self.forms[key] = _integer_form(getattr(self, what)[layer, head])
+        return hit
 
 
 @dataclass(frozen=True)
@@ -328,6 +344,13 @@ class CircuitRun:
             concat[h * dh:(h + 1) * dh] = pos.heads[layer, h]
         return self.m.layers[layer]["o"](concat)
 
+    def scores(self, q: Vector, history: list[Position], layer: int, h: int) -> Vector:
+        """q·k_j / s against each position's key, one gcd per score."""
+        qn, qd = _integer_form(q)
+        sn, sd = self.m.scale.numerator, self.m.scale.denominator
+        return [Fraction(sum(map(mul, qn, kn)) * sd, qd * kd * sn)
+                for kn, kd in (p.form("keys", layer, h) for p in history)]
+
     def position(self, prefix: tuple[int, ...]) -> Position:
         if (hit := self.memo.get(prefix)) is not None:
             return hit
@@ -350,15 +373,12 @@ class CircuitRun:
                     pos.keys[layer, h] = params["k"](n, rows)
                     pos.values[layer, h] = params["v"](n, rows)
                     history = [*earlier, pos]
-                    scores = [dot(q, p.keys[layer, h]) / self.m.scale for p in history]
-                    weights, support = sparsemax(scores)
+                    weights, support = sparsemax(self.scores(q, history, layer, h))
                     pos.branches[f"{node}.head{h}.sparsemax"] = support
                     pos.patterns[layer, h] = weights
-                    result = [ZERO] * dh
-                    for j in support:
-                        w, v = weights[j], history[j].values[layer, h]
-                        result = [r + w * vi for r, vi in zip(result, v, strict=True)]
-                    pos.heads[layer, h] = result
+                    pos.heads[layer, h] = _weighted_sum(
+                        [weights[j] for j in support],
+                        [history[j].form("values", layer, h) for j in support], dh)
             node = f"mlp_{layer}"
             if node not in self.live:
                 continue
