@@ -41,6 +41,7 @@ from fractions import Fraction
 from typing import Literal
 from weakref import WeakKeyDictionary
 
+from encoders.lazy import Lazy
 from encoders.ops import (
     band_norm_full,
     band_norm_guided,
@@ -78,7 +79,8 @@ FRAGMENT_CACHE = 4096  # encoded sites kept per model (`_Run.replayed`), 1-10 KB
 
 @dataclass(frozen=True)
 class EncodedRun:
-    logits: list[Affine]  # final-position logits over the whole vocabulary, as terms of the query
+    logits: Sequence[Affine]  # final-position logits over the vocabulary, as terms of the
+    # query, each computed when first read
     final_residual: list[Affine]  # r_E(x), the input of the final norm
     guards: list[Formula]  # guided mode: per position, the Boolean naming its guards; [] if none
     run: _Run = field(repr=False, compare=False)  # what a later run of this prompt may share
@@ -122,7 +124,8 @@ def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int,
     q.section(f"{tag}.p{last}")
     residual = run.node_input("logits", last)
     normed = run.norm(model.norm_final, residual, "logits", last)
-    logits = _apply(_matrix(model.lm_head), normed)
+    weights, bias, den = _matrix(model.lm_head)
+    logits = Lazy(len(weights), lambda r: Affine.row(weights[r], den, normed, bias[r]))
     run.name_guards(last)
     return EncodedRun(logits, residual, run.position_guards, run)
 
@@ -423,7 +426,9 @@ class _Run:
         params, dh = self.m.layers[layer], cfg.head_dim
         rows = range(h * dh, (h + 1) * dh)
         q_const = self.result.positions[t].queries[layer, h]
-        q_var = _apply(_matrix(params["q"]), self.normed(node, t), rows)
+        normed = self.normed(node, t)
+        q_var = self.replayed(("q", layer, h, _signature(normed)),  # no text: kept only
+                              lambda: _apply(_matrix(params["q"]), normed, rows))
         self.guard(self.name(node, t, f"h{h}q"),
                    [eq(v, c) for v, c in zip(q_var, q_const, strict=True)])
         if self.named_kv:

@@ -31,10 +31,11 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from encoders.circuit import EncodedRun, encode_run
+from encoders.lazy import Lazy
 from encoders.ops import Settled, band_norm_full, band_norm_guided
 from encoders.smtlib import Affine, Formula, Query, and_, eq, ge, gt, le, lt, not_, or_
 from farm.circuits import Circuit, Edge
-from farm.exact import BandNormBranch, CircuitRun, ExactModel, RowResult
+from farm.exact import BandNormBranch, ExactModel, RowResult
 from farm.model import GPTConfig
 from farm.tasks import Task
 from farm.tracing import Trace, TraceReader
@@ -121,26 +122,6 @@ class Perturbed:
     ball: Fraction
 
 
-class _Results(Sequence[RowResult]):
-    """The circuit's exact run of each prompt, computed when first asked for, so that
-    solving the first queries overlaps evaluating the later prompts."""
-
-    def __init__(self, runs: CircuitRun, prompts: Sequence[tuple[int, ...]]) -> None:
-        self._runs, self._prompts = runs, prompts
-        self._rows: dict[int, RowResult] = {}
-
-    def __len__(self) -> int:
-        return len(self._prompts)
-
-    def __getitem__(self, i):  # type: ignore[override]  # Sequence's int and slice forms
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        i = range(len(self))[i]  # negative indices; IndexError past the end
-        if (row := self._rows.get(i)) is None:
-            row = self._rows[i] = self._runs.row(self._prompts[i])
-        return row
-
-
 @dataclass(frozen=True)
 class PlannedQuery:
     """One SMT query and everything needed to judge its verdict, with no live objects."""
@@ -207,7 +188,11 @@ class Planner:
         domain = task.domain()
         self.restricted = inputs is not None
         self.prompts = [domain[i] for i in inputs] if inputs is not None else domain
-        self.results = _Results(model.runs(circuit), self.prompts)
+        self.runs = model.runs(circuit)
+        # each prompt's exact run, when first asked for: solving the first queries
+        # overlaps evaluating the later prompts
+        self.results: Sequence[RowResult] = Lazy(len(self.prompts),
+                                                 lambda i: self.runs.row(self.prompts[i]))
         self.c0, self.c1 = task.candidates
         self.branches: dict[tuple[int, ...], Trace] = (  # empty: the exact runs' own traces
             traces.traces_of(circuit, self.prompts) if traces is not None else {})

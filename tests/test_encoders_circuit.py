@@ -148,7 +148,7 @@ def test_text_is_deterministic_and_outputs_are_terms():
     assert len(hashes) == 1
     run: EncodedRun = runs[0]
     assert len(run.logits) == 32 and len(run.final_residual) == 16 and run.guards
-    assert all(isinstance(t, Affine) for t in run.logits + run.final_residual)
+    assert all(isinstance(t, Affine) for t in [*run.logits, *run.final_residual])
     assert all(v.startswith("x.") for t in run.logits for v in t.coeffs)
 
 

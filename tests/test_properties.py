@@ -82,9 +82,9 @@ def test_exact_runs_are_computed_when_first_asked_for_and_equal_a_whole_run(plan
     has run nothing, and what it runs is the exact model's run."""
     model, circuit = planner.model, planner.circuit
     planner = Planner(model, circuit, planner.task)
-    assert len(planner.results._runs.memo) == 0
+    assert len(planner.runs.memo) == 0
     first = next(planner.functional_equivalence())
-    assert {len(p) for p in planner.results._runs.memo} == set(range(1, 7))  # prompt 0 only
+    assert {len(p) for p in planner.runs.memo} == set(range(1, 7))  # prompt 0 only
     assert first.replay.margins == (planner.margin(model.run([planner.prompts[0]], circuit)[0]),)
     assert planner.results[-1] == model.run([planner.prompts[-1]], circuit)[0]
     assert planner.results[1:3] == model.run(planner.prompts[1:3], circuit)
