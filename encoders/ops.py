@@ -86,20 +86,28 @@ def threshold_guided(q: Query, s: Sequence[Affine], support: Sequence[int], tota
 
 
 def threshold_full(q: Query, s: Sequence[Affine], total: Fraction, *, tag: str,
-                   when: Formula | None = None) -> Vec:
+                   when: Formula | None = None, inside: frozenset[int] = frozenset(),
+                   outside: frozenset[int] = frozenset()) -> Guarded:
     """max(s − τ, 0) with τ a variable fixed by Σ = total (only `when` it holds; else τ = 0).
 
     With τ = 0 and s ≥ 0 (BandNorm's sides) the output is s itself, so the
-    projection needs no second case split on whether it applies.
+    projection needs no second case split on whether it applies. Indices a
+    caller knows to be `inside` the support (s_i > τ) or `outside` it (s_i ≤ τ)
+    over its whole input region (only where the threshold always applies) need
+    no split either; each comes back as a guard for the negated claim.
     """
+    if when is not None and (inside or outside):
+        raise ValueError("a support is settled only where the threshold always applies")
     tau = q.real(f"{tag}.tau")
-    out = [positive_part(q, f"{tag}.w{i}", s_i - tau) for i, s_i in enumerate(s)]
+    out = [s_i - tau if i in inside else Affine() if i in outside
+           else positive_part(q, f"{tag}.w{i}", s_i - tau) for i, s_i in enumerate(s)]
     balanced = eq(Affine.sum(out), total)
     if when is None:
         q.add(balanced)
     else:
         q.add(implies(when, balanced), implies(not_(when), eq(tau, 0)))
-    return out
+    return out, _holding(*(gt(s[i], tau) for i in sorted(inside)),
+                         *(le(s[i], tau) for i in sorted(outside)))
 
 
 # --------------------------------------------------------------------------- sparsemax
@@ -113,7 +121,7 @@ def sparsemax_guided(q: Query, z: Sequence[Affine], support: Sequence[int], *,
 
 def sparsemax_full(q: Query, z: Sequence[Affine], *, tag: str) -> Vec:
     """Sparsemax for every support, τ found by the solver."""
-    return threshold_full(q, z, _ONE, tag=tag)
+    return threshold_full(q, z, _ONE, tag=tag)[0]
 
 
 # --------------------------------------------------------------------------- LeakyReLU
@@ -192,10 +200,14 @@ def _band_side_guided(q: Query, s: Vec, branch: SideBranch, half_low: Fraction,
 
 class Settled(NamedTuple):
     """What a caller proved of one BandNorm side over its whole input region:
-    True/False when the projection (or lift) always/never happens, None if either."""
+    True/False when the projection (or lift) always/never happens, None if either;
+    where it always happens, the coordinates it always keeps (`inside` its support)
+    and always zeroes (`outside`)."""
 
     projected: bool | None = None
     lifted: bool | None = None
+    inside: frozenset[int] = frozenset()
+    outside: frozenset[int] = frozenset()
 
 
 def band_norm_full(q: Query, x: Sequence[Affine], gamma: Sequence[Fraction],
@@ -247,8 +259,12 @@ def _band_side_full(q: Query, s: Vec, fallback: tuple[int, ...], half_low: Fract
         positive = frozenset()  # a projection may zero any coordinate
         if settled.projected:
             guards += _holding(gt(total, half_high))
-        projected = threshold_full(q, [s[i] for i in live], half_high, tag=tag,
-                                   when=None if settled.projected else gt(total, half_high))
+        projected, support_guards = threshold_full(
+            q, [s[i] for i in live], half_high, tag=tag,
+            when=None if settled.projected else gt(total, half_high),
+            inside=frozenset(k for k, i in enumerate(live) if i in settled.inside),
+            outside=frozenset(k for k, i in enumerate(live) if i in settled.outside))
+        guards += support_guards
         s = list(s)
         for i, v in zip(live, projected, strict=True):
             s[i] = v

@@ -489,7 +489,7 @@ def robustness_outcomes(planner: Planner, epsilons: Mapping[int, Fraction], farm
                         progress: str | None = None, timeout: float | None = None
                         ) -> tuple[list[Judged], dict[int, Outcome]]:
     """Robustness of each input at its ε: as `Planner.robustness_query` chooses (guided
-    where no sign can change in the ball, else full, around a short centre), then
+    where the branch cannot change in the ball, else full, around a short centre), then
     fully encoded around r_E(x) where that first query is inconclusive.
 
     Returns every judged query (both tiers) and each input's final outcome.

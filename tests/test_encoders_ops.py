@@ -164,6 +164,12 @@ def test_band_norm_every_branch(both, name):
                for n, side in (("p", branch.p), ("n", branch.n))}
     _assert_exact(both, functools.partial(full, fixed_signs=fixed, settled=settled), x,
                   expected)
+    if branch.p.projected:  # and the support settled too: no split is left
+        settled = {n: Settled(True, False, frozenset(side.support),
+                              frozenset(range(16)) - frozenset(side.support))
+                   for n, side in (("p", branch.p), ("n", branch.n))}
+        _assert_exact(both, functools.partial(full, fixed_signs=fixed, settled=settled), x,
+                      expected)
 
 
 @pytest.mark.parametrize("k", [1, 2])
@@ -201,8 +207,9 @@ def test_band_norm_guards_reject_a_wrong_branch(both):
 
 
 def test_band_norm_full_guards_what_the_caller_settled(both):
-    """A projected side called unprojected, a lift that does not happen, a sign
-    called fixed that is not: the guard fails, so a wrong setting never makes a
+    """A projected side called unprojected, a lift that does not happen, a coordinate
+    called inside (outside) the projection's support that is not, a sign called
+    fixed that is not: the guard fails, so a wrong setting never makes a
     claim true. And the encoding still admits that input with its guard failing
     (the facts it states as hard constraints hold on every branch), so a query
     whose negated claim includes the guards finds it."""
@@ -214,8 +221,12 @@ def test_band_norm_full_guards_what_the_caller_settled(both):
     assert branch.p.projected and not unlifted.p.lifted
     wrong_sign = next(i for i, s in enumerate(branch.signs) if s > 0)
     negative = next(i for i, s in enumerate(unlifted.signs) if s < 0)
+    kept, dropped = branch.p.support[0], next(i for i, s in enumerate(branch.signs)
+                                              if s > 0 and i not in branch.p.support)
     wrong = ((x, {"settled": {"p": Settled(projected=False)}}),
              (x, {"settled": {"p": Settled(lifted=True)}}),
+             (x, {"settled": {"p": Settled(True, False, inside=frozenset({dropped}))}}),
+             (x, {"settled": {"p": Settled(True, False, outside=frozenset({kept}))}}),
              (x, {"fixed_signs": {wrong_sign: -1}}),
              (middle, {"settled": {"p": Settled(False, True), "n": Settled(False, None)}}),
              (middle, {"fixed_signs": {negative: 1}}))

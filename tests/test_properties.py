@@ -209,15 +209,20 @@ def test_shared_prefix_positions_do_not_change_any_query_text(trained):
 
 @pytest.mark.parametrize("epsilon", [F(1, 100), F(1, 10), F(3, 10)])
 def test_what_is_settled_in_the_ball_holds_at_its_extreme_points(planner, epsilon):
-    """Fixed signs and settled projections/lifts hold at every η that moves a centred
-    coordinate furthest (η_i = ±ε, the others ∓ε), at the η that most grow and shrink
-    the sides' sums (η_i = ±ε sign(c_i)), and at random vertices of the ball."""
+    """Fixed signs, settled projections and lifts, and the projection's settled support
+    hold at every η that moves a centred coordinate furthest (η_i = ±ε, the others
+    ∓ε), at the η that most grow and shrink the sides' sums (η_i = ±ε sign(c_i)),
+    and at random vertices of the ball: for the planner's residuals, and for spread
+    ones whose sides are always projected."""
     cfg = planner.model.cfg
     rng = random.Random(0)
-    for result in planner.results:
-        r = result.final_residual
+    spread = [[F(rng.randint(-900, 900), 97) for _ in range(16)] for _ in range(8)]
+    residuals = [result.final_residual for result in planner.results] + spread
+    projected = 0
+    for r in residuals:
         d = len(r)
         settled = settled_in_ball(r, epsilon, cfg)
+        projected += settled["settled"]["p"].projected is True
         extreme = [[s * (epsilon if j == i else -epsilon) for j in range(d)]
                    for i in range(d) for s in (1, -1)]
         mean = sum(r) / d
@@ -231,6 +236,9 @@ def test_what_is_settled_in_the_ball_holds_at_its_extreme_points(planner, epsilo
                 want = settled["settled"][side]
                 assert want.projected in (None, found.projected)
                 assert want.lifted in (None, found.lifted)
+                assert want.inside <= set(found.support)
+                assert not want.outside & set(found.support)
+    assert projected >= 8  # the spread residuals' supports were put to the test
 
 
 def test_a_wrong_flip_screen_costs_time_never_a_witness(planner):
