@@ -17,6 +17,7 @@ Three steps, each usable on its own so a Ray actor and reducer can call them:
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -496,20 +497,22 @@ def robustness_outcomes(planner: Planner, epsilons: Mapping[int, Fraction], farm
     """
     judged: list[Judged] = []
     final: dict[int, Outcome] = {}
-    tier = {i: planner.robustness_query(i, eps, prop) for i, eps in epsilons.items()}
+    plans = {i: functools.partial(planner.robustness_query, i, eps, prop)
+             for i, eps in epsilons.items()}
     for label in ("", " (re-asked fully)"):
-        if not tier:
+        if not plans:
             break
-        records = farm.solve(tier.values(), cache, progress and f"{progress}{label}",
-                             len(tier), timeout)
-        escalate = {}
+        tier: dict[int, PlannedQuery] = {}  # planned as the solvers ask for them
+        records = farm.solve((tier.setdefault(i, plan()) for i, plan in plans.items()),
+                             cache, progress and f"{progress}{label}", len(plans), timeout)
+        plans = {}
         for i, q in tier.items():
             outcome = judge(q, records[q.hash], planner.model)
             judged.append((q, records[q.hash], outcome))
             final[i] = outcome
             if outcome.kind == "inconclusive":
-                escalate[i] = planner.robustness_query(i, epsilons[i], prop, "full")
-        tier = escalate
+                plans[i] = functools.partial(planner.robustness_query, i, epsilons[i], prop,
+                                             "full")
     return judged, final
 
 
