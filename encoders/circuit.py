@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, TypeVar
 from weakref import WeakKeyDictionary
 
 from encoders.lazy import Lazy
@@ -60,6 +60,7 @@ __all__ = ["EncodedRun", "encode_run"]
 
 Mode = Literal["guided", "full"]
 Vec = list[Affine]
+T = TypeVar("T")
 Matrix = tuple[list[list[int]], list[int], int]  # (rows, bias, their common denominator)
 
 
@@ -141,7 +142,7 @@ class _Consts:
         self.model = model
         self._ov: dict[tuple[int, int], Matrix] = {}
         self.positions: OrderedDict[tuple, _Position] = OrderedDict()  # LRU
-        self.fragments: OrderedDict[tuple, tuple[Fragment, Vec, tuple[Formula, ...]]] = (
+        self.fragments: OrderedDict[tuple, tuple[Fragment, object, tuple[Formula, ...]]] = (
             OrderedDict())  # LRU
 
     def ov(self, layer: int, head: int) -> Matrix:
@@ -294,7 +295,7 @@ class _Run:
         self.position_guards.append(guard)
         return guard
 
-    def replayed(self, key: tuple, build: Callable[[], Vec]) -> Vec:
+    def replayed(self, key: tuple, build: Callable[[], T]) -> T:
         """`build()`, whose text and guards are a function of `key`, encoded once per
         model: where the same inputs come again (a norm of the final token's embedding,
         or of a sum whose terms share their scales) its lines are added again.
@@ -410,13 +411,16 @@ class _Run:
     # --- attention
 
     def key_value(self, node: str, h: int, t: int) -> tuple[Vec, Vec]:
-        """k and v of one head at position t, named: every later position reads them."""
+        """k and v of one head at position t, named: every later position reads them
+        (encoded once per model for each normed input, as norms are)."""
         if (node, h, t) not in self._kv:
             params, dh = self.m.layers[parse_node(node).layer], self.m.cfg.head_dim
             rows, n_t = range(h * dh, (h + 1) * dh), self.normed(node, t)
-            self._kv[node, h, t] = tuple(
-                self.rows(self.name(node, t, f"h{h}{what}"), _matrix(params[what]), n_t, rows)
-                for what in ("k", "v"))
+            self._kv[node, h, t] = self.replayed(
+                ("kv", self.tag, node, h, t, _signature(n_t)),
+                lambda: tuple(self.rows(self.name(node, t, f"h{h}{what}"),
+                                        _matrix(params[what]), n_t, rows)
+                              for what in ("k", "v")))
         return self._kv[node, h, t]
 
     def head(self, node: str, h: int, t: int) -> Vec:
