@@ -384,6 +384,8 @@ class Section:
 
 
 class Mark(NamedTuple):
+    """How many lines and names the current section had (`Query.mark`)."""
+
     decls: int
     asserts: int
     names: int
