@@ -135,15 +135,23 @@ def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int,
 
 
 class _Consts:
-    """A model's W_o·W_v fused per head (one-head models) and the encoded prefix
-    positions of recent runs; built once per model."""
+    """A model's exact embeddings, W_o·W_v fused per head (one-head models), and the
+    encoded prefix positions and sites of recent runs; built once per model."""
 
     def __init__(self, model: ExactModel) -> None:
         self.model = model
         self._ov: dict[tuple[int, int], Matrix] = {}
+        self._embeddings: dict[tuple[int, int], list[Fraction]] = {}
         self.positions: OrderedDict[tuple, _Position] = OrderedDict()  # LRU
         self.fragments: OrderedDict[tuple, tuple[Fragment, object, tuple[Formula, ...]]] = (
             OrderedDict())  # LRU
+
+    def embedding(self, token: int, t: int) -> list[Fraction]:
+        """wte[token] + wpe[t], exactly, computed once per model."""
+        if (token, t) not in self._embeddings:
+            self._embeddings[token, t] = [exact(a) + exact(b) for a, b in zip(
+                self.model.wte[token], self.model.wpe[t], strict=True)]
+        return self._embeddings[token, t]
 
     def ov(self, layer: int, head: int) -> Matrix:
         """W_o[:, head] · (W_v[head] m + b_v[head]) as one matrix over m, b_o left out."""
@@ -374,9 +382,7 @@ class _Run:
         return x
 
     def embedding(self, t: int) -> list[Fraction]:
-        token = self.result.prompt[t]
-        return [exact(a) + exact(b) for a, b in zip(self.m.wte[token], self.m.wpe[t],
-                                                   strict=True)]
+        return self.consts.embedding(self.result.prompt[t], t)
 
     def norm(self, params, x: Vec, node: str, t: int) -> Vec:
         """The node's norm (identity for norm_variant none), its output named over one
