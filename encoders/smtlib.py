@@ -172,22 +172,11 @@ def _plus(a: Affine, k: int, b: Affine | Rational) -> Affine:
     """a + k·b for k = ±1, as `combine` would build it (the same text), without its
     generality: most of the planner's arithmetic is this one case."""
     if not isinstance(b, Affine):
-        b = _rational(b)
-        if not b:
+        b = _affine(b)
+        if not b.num0:
             return a
-        b = Affine._of({}, b.numerator, b.denominator)
     den = a.den if a.den == b.den else math.lcm(a.den, b.den)
-    fa, fb = den // a.den, k * (den // b.den)
-    nums = dict(a.nums) if fa == 1 else {v: c * fa for v, c in a.nums.items()}
-    merged = False  # only merging two coefficients can produce a zero
-    for v, c in b.nums.items():
-        t = c * fb
-        if (prev := nums.get(v)) is None:
-            nums[v] = t
-        else:
-            nums[v], merged = prev + t, True
-    return Affine._of({v: c for v, c in nums.items() if c} if merged else nums,
-                      a.num0 * fa + b.num0 * fb, den)
+    return _merged(((den // a.den, a), (k * (den // b.den), b)), 0, den)
 
 
 def _merged(terms: Iterable[tuple[int, Affine]], num0: int, den: int) -> Affine:
