@@ -457,11 +457,14 @@ class SolverPool:
     as the winner took, so a close second's time is measured; a far one's
     counts as infinite (its time when stopped, a mere bound, once made cvc5
     lead functional equivalence, where z3 is ten times faster, and be killed
-    for it). A solver's time is its own: a forked cvc5's excludes the fork,
-    which a lead does not pay. Choosing by wins instead handed close contests
-    to whoever won the first races, on 2 cores often the slower solver
-    (robustness, 2 heads, quote: the race took 3.1 s where cvc5 alone took
-    1.5 s).
+    for it). A solver already stopped unanswered in one of the kind's recent
+    races is far behind, not close: it gets no such extra time, which on 2
+    cores only slowed the winner (the first races of a kind are its coldest
+    queries, run by both pools at once). A solver's time is its own: a forked
+    cvc5's excludes the fork, which a lead does not pay. Choosing by wins
+    instead handed close contests to whoever won the first races, on 2 cores
+    often the slower solver (robustness, 2 heads, quote: the race took 3.1 s
+    where cvc5 alone took 1.5 s).
     No global state: one pool per process or Ray actor; `close()` (or `with`)
     leaves no child behind. Its host must be allowed children: a
     `ProcessPoolExecutor` worker or Ray actor is, a daemonic
@@ -492,21 +495,24 @@ class SolverPool:
         class of similar queries (e.g. a property), for the race's staggered starts."""
         return self._solve_each([text] * len(self._workers), model_vars, timeout, kind)
 
-    def _lead(self, kind: str | None, timeout: float) -> tuple[_Worker | None, float, bool]:
-        """The worker to start alone and how long it runs alone, or (None, 0, timed) for a
-        race that starts everyone; `timed`: a race run to learn the solvers' times, in
-        which a loser may finish (see `_collect`)."""
+    def _lead(self, kind: str | None,
+              timeout: float) -> tuple[_Worker | None, float, frozenset[str]]:
+        """The worker to start alone and how long it runs alone, or (None, 0, measured)
+        for a race that starts everyone; `measured`: in a race run to learn the solvers'
+        times, those that may finish as losers (see `_collect`): every solver not
+        stopped unanswered in the kind's recent races."""
         if self.mode != "race" or kind is None:
-            return None, 0.0, False
+            return None, 0.0, frozenset()
         count, times = self.history.start(kind)
         names = [w.name for w in self._workers]
+        measured = frozenset(n for n in names if math.inf not in times.get(n, ()))
         if any(len(times.get(n, ())) < LEARN for n in names) or count % EXPLORE == 0:
-            return None, 0.0, True
+            return None, 0.0, measured
         median = {n: statistics.median(times[n]) for n in names}
         lead = min(self._workers, key=lambda w: median[w.name])
         if median[lead.name] == math.inf:  # no one answers this kind alone: race
-            return None, 0.0, True
-        return lead, min(max(4 * median[lead.name], MIN_ALONE), timeout / 4), False
+            return None, 0.0, measured
+        return lead, min(max(4 * median[lead.name], MIN_ALONE), timeout / 4), frozenset()
 
     def _solve_each(self, texts: Sequence[str], model_vars: Sequence[str],
                     timeout: float | None, kind: str | None = None) -> RaceResult:
@@ -514,7 +520,7 @@ class SolverPool:
         timeout = self.timeout if timeout is None else timeout
         jobs = [(w, (text, tuple(model_vars), timeout))
                 for w, text in zip(self._workers, texts, strict=True)]
-        lead, alone, timed = self._lead(kind, timeout)
+        lead, alone, measured = self._lead(kind, timeout)
         waiting = [(w, j) for w, j in jobs if lead is not None and w is not lead]
         pending: dict[Connection, _Worker] = {}
         stoppable = self.mode == "race" and lead is None  # else it runs alone or to the end
@@ -524,7 +530,7 @@ class SolverPool:
                 if lead is None or w is lead:
                     w.submit(j, self.start_timeout, stoppable)
                     pending[w.conn] = w  # after submit: a restart replaces conn
-            verdicts = self._collect(pending, waiting, timeout, alone, timed, started)
+            verdicts = self._collect(pending, waiting, timeout, alone, measured, started)
         except BaseException:
             for w in pending.values():  # a query left in flight would answer the next one
                 w.restart()
@@ -538,11 +544,11 @@ class SolverPool:
 
     def _collect(self, pending: dict[Connection, _Worker],
                  waiting: list[tuple[_Worker, tuple[str, tuple[str, ...], float]]],
-                 timeout: float, alone: float, timed: bool = False,
+                 timeout: float, alone: float, measured: frozenset[str] = frozenset(),
                  started: list[str] | None = None) -> list[Verdict]:
         """Wait for the started workers' verdicts, start the waiting ones if the lead is
         late or unsure (adding them to `started`), and stop or kill whoever is left once
-        the race is decided. In a `timed` race a loser may run as long again as the
+        the race is decided. A loser among `measured` may run as long again as the
         winner took, so that a close second's time is learned."""
         t0 = time.perf_counter()
         # the solvers enforce `timeout` themselves; the hard limit is for those that overrun
@@ -570,6 +576,7 @@ class SolverPool:
             if self.mode == "race" and decided:
                 waiting = []  # never started: nothing to stop
                 now = time.perf_counter()  # a loser close behind is worth a cross-check
+                timed = any(w.name in measured for w in pending.values())
                 deadline = min(deadline, now + (LOSER_EXTRA * (now - t0) if timed
                                                 else min(self.grace, (now - t0) / 4)))
         decided = any(v.status != "unknown" for v in verdicts)

@@ -281,7 +281,20 @@ def test_a_solver_stopped_before_it_answers_never_leads_that_kind():
         assert lead is not None and lead.name == "z3"
         for _ in range(LEARN):
             pool.history.record("k", {"z3": math.inf})
-        assert pool._lead("k", 20) == (None, 0.0, True)
+        assert pool._lead("k", 20) == (None, 0.0, frozenset())
+
+
+def test_a_loser_runs_on_to_be_timed_only_while_it_may_be_close():
+    """In the races that learn a kind, a loser may run as long again as the winner took,
+    unless it was already stopped unanswered in one of the kind's recent races: then
+    it is far behind, and running it on would only slow the winner."""
+    import math
+
+    with SolverPool("race", timeout=20) as pool:
+        assert pool._lead("k", 20)[2] == frozenset({"z3", "cvc5"})
+        pool.history.record("k", {"z3": 0.01, "cvc5": math.inf})
+        assert pool._lead("k", 20) == (None, 0.0, frozenset({"z3"}))
+        assert pool._lead("other", 20)[2] == frozenset({"z3", "cvc5"})  # per kind
 
 
 def test_pools_that_share_a_race_history_learn_once():
@@ -291,7 +304,7 @@ def test_pools_that_share_a_race_history_learn_once():
     with SolverPool("race", timeout=20, history=history) as a, \
             SolverPool("race", timeout=20, history=history) as b:
         for _ in range(LEARN):
-            assert a._lead("k", 20) == (None, 0.0, True)  # learning: everyone starts, timed
+            assert a._lead("k", 20) == (None, 0.0, frozenset({"z3", "cvc5"}))  # learning
             history.record("k", {"z3": 0.04, "cvc5": 0.02})
         lead, _, _ = b._lead("k", 20)  # b learned from a's races
         assert lead is not None and lead.name == "cvc5"
