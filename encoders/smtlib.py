@@ -165,7 +165,8 @@ class Affine:
 
     def smt(self) -> str:
         """The expression as an SMT-LIB2 term."""
-        return _sum_text(self.coeffs, self.const)
+        const = self.const
+        return _sum_text(self.coeffs, const.numerator, const.denominator)
 
 
 def _plus(a: Affine, k: int, b: Affine | Rational) -> Affine:
@@ -224,12 +225,12 @@ def _monomial(v: str, c: Fraction | int) -> str:
     return f"(* {_ratio(n, d)} {v})"
 
 
-def _sum_text(coeffs: Mapping[str, int | Fraction], const: Fraction) -> str:
+def _sum_text(coeffs: Mapping[str, int | Fraction], n0: int, d0: int = 1) -> str:
     """Coefficients (integers, as relations and definitions render them) and an exact
-    constant as an SMT-LIB2 sum."""
+    constant n0/d0 in lowest terms as an SMT-LIB2 sum."""
     parts = [_monomial(v, c) for v, c in coeffs.items()]
-    if const or not parts:
-        parts.append(numeral(const))
+    if n0 or not parts:
+        parts.append(_ratio(n0, d0))
     return parts[0] if len(parts) == 1 else f"(+ {' '.join(parts)})"
 
 
@@ -252,14 +253,17 @@ _CONSTANT_FACTOR = 1 << 64  # a fifth of half_low or a bias's power of two: kept
 # run's exact residual (hundreds of digits, robustness's offsets): left a rational constant
 
 
-def _times(a: Affine, scale: int) -> tuple[dict[str, int], Fraction]:
-    """Integer coefficients and exact constant of scale·a, `scale` a multiple of `_scale(a)`."""
+def _times(a: Affine, scale: int) -> tuple[dict[str, int], int, int]:
+    """Integer coefficients of scale·a, `scale` a multiple of `_scale(a)`, and its exact
+    constant as numerator and denominator in lowest terms (a Fraction would cost its
+    own gcd and checks: this is every definition's and relation's constant)."""
     g = math.gcd(scale, a.den)
     up, down = scale // g, a.den // g  # down divides every coefficient's numerator
     if down == 1:
-        return ({v: n * up for v, n in a.nums.items()} if up != 1 else a.nums), Fraction(
-            a.num0 * up)
-    return {v: n * up // down for v, n in a.nums.items()}, Fraction(a.num0 * up, down)
+        return ({v: n * up for v, n in a.nums.items()} if up != 1 else a.nums), a.num0 * up, 1
+    n0 = a.num0 * up
+    g0 = math.gcd(n0, down)
+    return {v: n * up // down for v, n in a.nums.items()}, n0 // g0, down // g0
 
 
 class Formula:
@@ -294,8 +298,8 @@ def _relation(op: str, a: Affine | Rational, b: Affine | Rational) -> Formula:
     d = _plus(a, -1, b) if isinstance(a, Affine) else _plus(-_affine(b), 1, a)
     if not d.nums:
         return TRUE if _CONST_TRUTH[op](d.num0) else FALSE
-    nums, const = _times(d, _scale(d))
-    return Formula(f"({op} {_sum_text(nums, _ZERO)} {numeral(-const)})")
+    nums, n0, d0 = _times(d, _scale(d))
+    return Formula(f"({op} {_sum_text(nums, 0)} {_ratio(-n0, d0)})")
 
 
 _CONST_TRUTH = {"<": lambda c: c < 0, "<=": lambda c: c <= 0, "=": lambda c: c == 0,
