@@ -8,7 +8,8 @@ correctly there too, because a certificate will speak of the exact function.
 
 ACDC keeps an edge whose removal costs KL even when no row's decision depends on it,
 which the verifier's edge-necessity property then refutes; so by default the winner is
-thinned further by `necessity_pass` until every edge is decision-necessary.
+thinned further by `necessity_pass` until every edge is decision-necessary, judged as
+that property judges it (SPEC §4: the circuit less that one edge).
 """
 
 from __future__ import annotations
@@ -134,17 +135,21 @@ def necessity_pass(scorer: CandidateScorer, start: Circuit
                    ) -> tuple[Circuit, list[EdgeStep]]:
     """Remove edges no decision needs, until each remaining edge is individually necessary.
 
-    Each round tries every retained edge in reverse topological order (removal followed by
-    `prune`, one forward each) and removes the one whose removal keeps agreement 1.0 at the
-    smallest KL increase, so the circuit stays as faithful as it can; it stops when every
-    removal drops agreement below 1.0. Dangling edges `prune` drops go unlogged.
+    Each round tries every retained edge in reverse topological order (one forward each)
+    and removes the one whose removal keeps agreement 1.0 at the smallest KL increase, so
+    the circuit stays as faithful as it can; it stops when every removal drops agreement
+    below 1.0. A removal is not followed by `prune`: edge necessity (SPEC §4) removes
+    the one edge, so a node left without inputs still adds its output on a zero input
+    (a constant) to its children, and an edge that only pruning makes necessary is not
+    (1-head model, seed 4, quote_close: emb -> mlp_0, kept that way, failed the
+    verifier's edge necessity). An edge left dangling is removed in a later round.
     """
     current, kl_current = start, scorer.score(start)[0]
     log: list[EdgeStep] = []
     while True:
         removable: list[tuple[float, Edge, Circuit]] = []
         for edge in reversed(current.ordered_edges()):
-            candidate = prune(current.without(edge))
+            candidate = current.without(edge)
             kl, agreement, _ = scorer.score(candidate)
             if agreement == 1.0:
                 removable.append((kl, edge, candidate))
