@@ -1,5 +1,6 @@
 """The CLI as users drive it: real files, real exit codes."""
 
+import csv
 import hashlib
 import json
 
@@ -86,3 +87,23 @@ def test_bench_solvers_writes_its_tables_and_times_all_properties_from_scratch(
     assert e2e["all properties, all tasks"]["solved"] == 2
     assert {r["mode"] for r in summary["per_mode"]} == {"z3", "cvc5", "race"}
     assert (out / "solvers.png").stat().st_size > 0 and (out / "solver_times.csv").exists()
+
+
+def test_bench_solvers_sample_times_a_few_queries_but_measures_end_to_end_on_all(
+        checkpoint_dir, tmp_path):
+    """--sample keeps the per-mode timing short (cvc5 alone is slow on functional
+    equivalence); the end-to-end figures still count every query."""
+    out = tmp_path / "bench"
+    assert main(["bench", "solvers", "--checkpoint", str(checkpoint_dir), "--tasks",
+                 "quote_close", "--properties", "fe", "--limit", "6", "--sample", "2",
+                 "--solver", "z3", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["timed_per_task_and_property"] == 2
+    assert all(r["n"] == 2 for r in summary["per_mode"])
+    timed = [r for r in csv.DictReader((out / "solver_times.csv").open()) if r["mode"] == "z3"]
+    assert [r["subject"].split()[1] for r in timed] == ["0", "3"]  # evenly spaced of 6
+    assert summary["end_to_end"]["quote_close functional_equivalence"]["queries"] == 6
+    assert main(["bench", "solvers", "--checkpoint", str(checkpoint_dir), "--tasks",
+                 "quote_close", "--properties", "fe", "--limit", "2", "--sample", "-1",
+                 "--out", str(tmp_path / "bad")]) != 0
+    assert not (tmp_path / "bad").exists()
