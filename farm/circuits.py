@@ -118,6 +118,12 @@ class Circuit:
                     todo.append(parent)
         return found
 
+    def constant_sources(self) -> list[str]:
+        """Nodes other than emb that feed a retained edge but have no retained input: under
+        zero ablation each adds its output on a zero input, a constant, to its children."""
+        sources = {s for s, _ in self.edges}
+        return [n for n in self.nodes if n in sources and n != "emb" and not self.parents(n)]
+
     def without(self, edge: Edge) -> Circuit:
         return Circuit(self.n_layers, self.n_heads, self.granularity, self.edges - {edge},
                        self.task, self.metadata)

@@ -20,7 +20,7 @@ from farm.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from farm.circuits import Circuit, load_circuit
+from farm.circuits import Circuit, load_circuit, save_circuit
 from farm.cli import main
 from farm.errors import FarmError
 from farm.exact import ExactModel
@@ -106,8 +106,8 @@ def test_an_edge_only_pruning_makes_necessary_is_not_kept():
     model = train(GPTConfig(), TrainConfig(seed=4), progress=False).model
     circuit = extract(model, "quote_close", device="cpu").circuit
     _assert_every_edge_necessary(model, circuit)
-    constants = {s for s, _ in circuit.edges if s != "emb" and not circuit.parents(s)}
-    assert constants == {"mlp_0"}  # what this seed's weights give (3 edges, as the paper's)
+    assert circuit.constant_sources() == ["mlp_0"]  # this seed's weights: 3 edges, as the
+    # paper's quote circuit
 
 
 def test_keep_kl_edges_skips_the_necessity_pass(extracted, tmp_path):
@@ -170,6 +170,18 @@ def test_show_prints_and_renders_with_edge_labels(extracted, tmp_path, capsys):
     for source, target in load_circuit(out / "circuit.json").ordered_edges():
         assert f"{source} -> {target}  (ΔKL " in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_show_names_a_node_without_inputs_as_a_constant_source(tmp_path, capsys):
+    """Zero ablation gives such a node a zero input: what it adds is a constant."""
+    circuit = Circuit(2, 1, "block", frozenset({("emb", "attn_0"), ("attn_0", "logits"),
+                                                 ("mlp_0", "logits")}), "quote_close")
+    assert circuit.constant_sources() == ["mlp_0"]
+    assert prune(circuit).constant_sources() == []
+    save_circuit(circuit, tmp_path / "circuit.json")
+    assert main(["circuit", "show", str(tmp_path / "circuit.json")]) == 0
+    assert "constant sources (no retained input: each adds its output on a zero input): " \
+           "mlp_0" in capsys.readouterr().out
 
 
 def _refused(argv, capsys) -> str:

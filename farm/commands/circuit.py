@@ -92,9 +92,12 @@ def render(circuit: Circuit, path: str, deltas: dict[Edge, float]) -> None:
             mx, my = (x0 + x1) / 2 + rad / 2 * (y1 - y0), (y0 + y1) / 2 - rad / 2 * (x1 - x0)
             ax.annotate(f"ΔKL {deltas[source, target]:.2g}", (mx, my), fontsize=7,
                         ha="center", va="center", backgroundcolor="white", zorder=5)
+    constants = set(circuit.constant_sources())
     for node, (x, y) in pos.items():
-        ax.annotate(node, (x, y), ha="center", va="center", fontsize=9,
-                    bbox={"boxstyle": "round", "fc": "lightyellow", "ec": "gray"})
+        ax.annotate(node + (" (constant)" if node in constants else ""), (x, y), ha="center",
+                    va="center", fontsize=9,
+                    bbox={"boxstyle": "round", "ec": "gray",
+                          "fc": "lightgray" if node in constants else "lightyellow"})
     xs = [x for x, _ in pos.values()]
     ax.set_xlim(min(xs) - 1.5, max(xs) + 1.5)
     ax.set_ylim(-0.6, 2 * circuit.n_layers + 1.6)
@@ -117,6 +120,9 @@ def run_show(args: argparse.Namespace) -> int:
     for edge in circuit.ordered_edges():
         label = f"  (ΔKL {deltas[edge]:.4g})" if edge in deltas else ""
         print(f"  {edge[0]} -> {edge[1]}{label}")
+    if constants := circuit.constant_sources():
+        print(f"  constant sources (no retained input: each adds its output on a zero input): "
+              f"{', '.join(constants)}")
     if args.png:
         render(circuit, args.png, deltas)
         print(f"wrote {args.png}")
