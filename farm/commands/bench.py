@@ -171,6 +171,8 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sample < 0:
+        raise FarmError(f"--sample {args.sample}: expected 0 (every query) or a positive count")
     out = Path(args.out)
     properties = parse_properties(args.properties)
     options = VerifyOptions(epsilon=positive_fraction(args.epsilon, "--epsilon"),
@@ -182,8 +184,6 @@ def run(args: argparse.Namespace) -> int:
 
     inputs = range(args.limit) if args.limit else None
     planners = {t: Planner(model, c, get_task(t), inputs=inputs) for t, c in circuits.items()}
-    if args.sample < 0:
-        raise FarmError(f"--sample {args.sample}: expected 0 (every query) or a positive count")
     planned = [q for t in args.tasks for q in _plan_all(planners[t], properties, options)]
     queries = _sample(planned, args.sample)
     rows = [r for mode in MODES for r in _time_mode(mode, queries, args.timeout)]
