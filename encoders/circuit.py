@@ -346,15 +346,15 @@ class _Run:
         scale (`common_scale`, as norms and these rows name their outputs) the rows
         then read the same in every query, and z3 parses a repeated line once."""
         weights, bias, den = m
+        cd, cn = 1, None  # x's constants over one denominator, None if it has none
         if any(a.num0 for a in x):
             x, consts = [a.linear_part() for a in x], [a.const for a in x]
             cd = math.lcm(*(c.denominator for c in consts))
             cn = [c.numerator * (cd // c.denominator) for c in consts]
-        else:
-            cd, cn = 1, [0] * len(x)
         terms = _apply(m, x, rows, bias=False)
         named = self.vector(name, terms, common_scale(terms))
-        return [a + Fraction(sum(map(operator.mul, weights[r], cn)) + bias[r] * cd, den * cd)
+        return [a + Fraction((sum(map(operator.mul, weights[r], cn)) if cn else 0)
+                             + bias[r] * cd, den * cd)
                 for a, r in zip(named, rows, strict=True)]
 
     # --- the residual graph
