@@ -26,7 +26,8 @@ from numbers import Rational
 from typing import NamedTuple
 
 __all__ = [
-    "Affine", "Formula", "Fragment", "Mark", "Query", "SECTION_MARK", "SYMBOL", "Section", "Term",
+    "Affine", "Formula", "Fragment", "HEADER", "Mark", "Query", "SECTION_MARK", "SYMBOL", "Section",
+    "Term",
     "TRUE", "FALSE", "common_scale",
     "lt", "le", "eq", "ge", "gt", "and_", "or_", "not_", "implies", "ite", "numeral",
 ]
@@ -396,6 +397,7 @@ class Fragment(NamedTuple):
 
 
 SECTION_MARK = "; section "  # a comment line to both solvers; `encoders.solvers` splits on it
+HEADER = "(set-option :produce-models true)\n(set-logic QF_LRA)\n"  # every query's first lines
 
 
 class Query:
@@ -407,7 +409,6 @@ class Query:
     text and its hash are frozen on first render.
     """
 
-    _HEADER = "(set-option :produce-models true)\n(set-logic QF_LRA)\n"
     _FOOTER = "(check-sat)\n"
 
     def __init__(self) -> None:
@@ -540,7 +541,7 @@ class Query:
         """The SMT-LIB2 script; after this the query is frozen."""
         if self._text is None:
             self._close()
-            self._text = "".join((self._HEADER, *(s.text for s in self._done), self._FOOTER))
+            self._text = "".join((HEADER, *(s.text for s in self._done), self._FOOTER))
         return self._text
 
     @property

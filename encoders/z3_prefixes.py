@@ -17,8 +17,10 @@ nothing: the caller re-solves the whole text.
 Sections differ between queries, but many of their assertions do not (a norm
 on the same constant input, a weight matrix applied to the same named vector),
 so each assertion line is parsed once and its term reused while every symbol
-keeps the sort it was parsed with. Parsing is a function of the text and the
-symbols' sorts, so this too changes only speed.
+it names is declared, with the sort it was parsed with. Parsing is a function
+of the text and the symbols' sorts, so this too changes only speed. That
+premise holds for the texts `encoders.smtlib.Query` writes (its fixed header,
+plain symbols declared before use); any other text is solved whole.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ from collections import OrderedDict
 from types import ModuleType
 from typing import Any
 
-from encoders.smtlib import SECTION_MARK, SYMBOL
+from encoders.smtlib import HEADER, SECTION_MARK, SYMBOL
 
 __all__ = ["Z3Prefixes"]
 
-_DECLARATION = re.compile(r"\(declare-fun (\S+) \(\) (?:Real|Bool)\)")
+_DECLARATION = re.compile(rf"\(declare-fun ({SYMBOL}) \(\) (?:Real|Bool)\)")
 _SYMBOL = re.compile(SYMBOL)
 
 
@@ -111,21 +113,28 @@ def _symbol(z3: ModuleType, ref: Any, e: Any) -> bool:
 
 
 class _Lines:
-    """Parsed assertion lines by their text (least recently used dropped first), valid
-    while every symbol keeps its sort: emptied when a query declares a symbol with
-    another sort than the lines were parsed with. Each kept term holds a reference
-    of its own (about 4.5 KB of z3 memory per line on our queries)."""
+    """Parsed assertion lines by their text (least recently used dropped first), with
+    the declared symbols each names, valid while every symbol keeps its sort: emptied
+    when a query declares a symbol with another sort than the lines were parsed
+    with. Each kept term holds a reference of its own (about 4.5 KB of z3 memory per
+    line on our queries)."""
 
     def __init__(self, z3: ModuleType, limit: int) -> None:
         self.z3, self.limit = z3, limit
         self.ref = z3.main_ctx().ref()
-        self.asts: OrderedDict[str, Any] = OrderedDict()
+        self.asts: OrderedDict[str, tuple[Any, frozenset[str]]] = OrderedDict()
         self.sorts: dict[str, str] = {}  # symbol -> its declaration line
 
     def clear(self) -> None:
         while self.asts:
-            self.z3.Z3_dec_ref(self.ref, self.asts.popitem()[1])
+            self.z3.Z3_dec_ref(self.ref, self.asts.popitem()[1][0])
         self.sorts = {}
+
+    def usable(self, line: str, declared: dict[str, str]) -> bool:
+        """Whether `line` is kept and every symbol it was parsed with is declared now
+        (a text that names a symbol it never declares is not valid: solved whole)."""
+        hit = self.asts.get(line)
+        return hit is not None and hit[1] <= declared.keys()
 
     def check_sorts(self, *tables: dict[str, str]) -> None:
         """Take a query's declarations (symbol -> declaration line)."""
@@ -141,19 +150,21 @@ class _Lines:
         """The kept terms of `lines` (each must be kept), marked as just used."""
         for line in lines:
             self.asts.move_to_end(line)
-        return [self.asts[line] for line in lines]
+        return [self.asts[line][0] for line in lines]
 
-    def add(self, lines: list[str], parsed: Any) -> None:
-        for i, line in enumerate(lines):
+    def add(self, lines: list[str], parsed: Any, symbols: list[frozenset[str]]) -> None:
+        for i, (line, names) in enumerate(zip(lines, symbols, strict=True)):
             ast = self.z3.Z3_ast_vector_get(self.ref, parsed.vector, i)
             self.z3.Z3_inc_ref(self.ref, ast)
-            self.asts[line] = ast
+            if (old := self.asts.get(line)) is not None:
+                self.z3.Z3_dec_ref(self.ref, old[0])
+            self.asts[line] = ast, names
 
     def trim(self) -> None:
         """Drop the least recently used beyond the limit (once the terms just handed out
         are referenced elsewhere: a query may have more lines than the limit)."""
         while len(self.asts) > self.limit:
-            self.z3.Z3_dec_ref(self.ref, self.asts.popitem(last=False)[1])
+            self.z3.Z3_dec_ref(self.ref, self.asts.popitem(last=False)[1][0])
 
 
 class Z3Prefixes:
@@ -173,7 +184,7 @@ class Z3Prefixes:
         """Formulas whose unsat proves `text` unsat; None when there is no prefix to
         share (a single section)."""
         head, *sections = text.split("\n" + SECTION_MARK)
-        if len(sections) < 2:
+        if len(sections) < 2 or head + "\n" != HEADER:  # not a `Query`'s text: solved whole
             return None
         keys, key = [], hashlib.sha256(head.encode()).digest()
         for section in sections[:-1]:
@@ -209,18 +220,18 @@ class Z3Prefixes:
         for line in section.split("\n")[1:]:  # [0] is the label
             if line.startswith("(assert"):
                 asserts.append(line)
-            elif m := _DECLARATION.match(line):
+            elif m := _DECLARATION.fullmatch(line):
                 decls[m[1]] = line
             elif line and line != "(check-sat)":  # anything else: the whole text decides
                 raise self.z3.Z3Exception(f"unexpected line in a section: {line[:40]}")
         self.lines.check_sorts(prefix.declared, decls)
         known = prefix.declared | decls
-        missing = list(dict.fromkeys(a for a in asserts if a not in self.lines.asts))
+        missing = list(dict.fromkeys(a for a in asserts if not self.lines.usable(a, known)))
         if missing:
-            text = "\n".join(missing)
-            used = "".join(known[n] for n in set(_SYMBOL.findall(text)) if n in known)
-            parsed = self.z3.parse_smt2_string(head + used + text)
+            symbols = [frozenset(n for n in _SYMBOL.findall(a) if n in known) for a in missing]
+            used = "".join(known[n] for n in frozenset().union(*symbols))
+            parsed = self.z3.parse_smt2_string(head + used + "\n".join(missing))
             if len(parsed) != len(missing):  # one formula per assertion line, or no reuse
                 raise self.z3.Z3Exception("an assertion line did not parse to one formula")
-            self.lines.add(missing, parsed)
+            self.lines.add(missing, parsed, symbols)
         return self.lines.get(asserts), known

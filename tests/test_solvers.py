@@ -8,7 +8,7 @@ from fractions import Fraction as F
 
 import pytest
 
-from encoders.smtlib import Affine, Query, eq, ge, gt, le, lt, or_
+from encoders.smtlib import HEADER, Affine, Query, eq, ge, gt, le, lt, or_
 from encoders.solvers import SolverDisagreement, SolverPool
 
 
@@ -192,7 +192,7 @@ def test_z3_parses_a_repeated_assertion_once_while_its_symbols_keep_their_sorts(
     from encoders.z3_prefixes import Z3Prefixes
 
     def text(sort: str, *asserts: str) -> str:
-        return ("(set-logic QF_LRA)\n; section p0\n(declare-fun c () Real)\n(assert (= c 1))\n"
+        return (f"{HEADER}; section p0\n(declare-fun c () Real)\n(assert (= c 1))\n"
                 f"; section last\n(declare-fun a () {sort})\n(declare-fun b () {sort})\n"
                 + "".join(f"(assert {a})\n" for a in asserts) + "(check-sat)\n")
 
@@ -203,18 +203,60 @@ def test_z3_parses_a_repeated_assertion_once_while_its_symbols_keep_their_sorts(
 
     prefixes = Z3Prefixes(z3)
     assert answer(prefixes.goal(text("Real", "(= a b)", "(< a c)"))) == z3.sat
-    shared = prefixes.lines.asts["(assert (= a b))"]
+    shared = prefixes.lines.asts["(assert (= a b))"][0]
     assert answer(prefixes.goal(text("Real", "(= a b)", "(< a c)", "(> b c)"))) == z3.unsat
-    assert prefixes.lines.asts["(assert (= a b))"] == shared  # parsed once
+    assert prefixes.lines.asts["(assert (= a b))"][0] == shared  # parsed once
     assert len(prefixes.lines.asts) == 4  # the prefix section's line and the last's three
     assert answer(prefixes.goal(text("Bool", "(= a b)", "a", "(not b)"))) == z3.unsat
-    term = z3.BoolRef(prefixes.lines.asts["(assert (= a b))"], z3.main_ctx())
+    term = z3.BoolRef(prefixes.lines.asts["(assert (= a b))"][0], z3.main_ctx())
     assert term.arg(0).sort() == z3.BoolSort()  # parsed again, with the Bool a and b
     assert len(prefixes.lines.asts) == 3  # the Real lines were dropped
 
     small = Z3Prefixes(z3, line_limit=2)  # a query with more lines than the table keeps
     assert answer(small.goal(text("Real", "(= a b)", "(< a c)", "(> b c)"))) == z3.unsat
     assert list(small.lines.asts) == ["(assert (< a c))", "(assert (> b c))"]
+
+
+def _sectioned(head: str, prefix: str, last: str) -> str:
+    return f"{head}; section p0\n{prefix}; section last\n{last}(check-sat)\n"
+
+
+_BOOLS = "".join(f"(declare-fun {v} () Bool)\n" for v in "abc")
+_QUOTED_REALS = "".join(f"(declare-fun |{v}| () Real)\n" for v in "abc")
+_X = "(declare-fun x () Real)\n"
+
+
+@pytest.mark.parametrize(("first", "second", "expected"), [
+    # a definition in the header changes what a repeated line means
+    (_sectioned(f"{HEADER}(define-fun c () Real 1.0)\n", f"{_X}(assert (= x c))\n",
+                "(assert (> x 0))\n"),
+     _sectioned(f"{HEADER}(define-fun c () Real (- 1.0))\n", f"{_X}(assert (= x c))\n",
+                "(assert (< x 0))\n"), "sat"),
+    # a quoted symbol is the plain one: Bool before, Real now
+    (_sectioned(HEADER, f"{_X}(assert (= x 1))\n", f"{_BOOLS}(assert (distinct a b c))\n"),
+     _sectioned(HEADER, f"{_X}(assert (= x 1))\n",
+                f"{_QUOTED_REALS}(assert (distinct a b c))\n"), "sat"),
+    # a line naming a symbol this text never declares: not a valid text
+    (_sectioned(HEADER, f"{_X}(assert (= x 3))\n",
+                "(declare-fun b () Bool)\n(assert (= b (> x 2)))\n(assert (not b))\n"),
+     _sectioned(HEADER, f"{_X}(assert (= x 3))\n", "(assert (= b (> x 2)))\n(assert (not b))\n"),
+     "error"),
+])
+def test_texts_not_written_by_query_are_solved_whole(first, second, expected):
+    """z3's process reuses parsed lines only on `Query`'s texts (its header, plain symbols
+    declared before use): another text after the first is answered as it reads whole,
+    never unsat from a line parsed for the first."""
+    import z3
+
+    from encoders.solvers import _z3_backend
+
+    solve, _ = _z3_backend()
+    solve(first, (), 10)
+    if expected == "error":
+        with pytest.raises(z3.Z3Exception):  # a solver pool records this as unknown
+            solve(second, (), 10)
+    else:
+        assert solve(second, (), 10)[0] == expected
 
 
 def test_a_forked_query_that_crashes_or_raises_is_unknown_and_says_why():
