@@ -207,6 +207,16 @@ def _attention_ancestors(circuit: Circuit) -> list[str]:
     return [n for n in circuit.nodes if n in live and parse_node(n).kind == "attn"]
 
 
+def _constant_nodes(parents: dict[str, list[str]]) -> frozenset[str]:
+    """Nodes whose values are the same in every prompt: under zero ablation a node with
+    no retained input (a constant source) and any node fed only by such nodes."""
+    constant: set[str] = set()
+    for node, inputs in parents.items():  # in graph order: parents first
+        if node not in ("emb", "logits") and all(p in constant for p in inputs):
+            constant.add(node)
+    return frozenset(constant)
+
+
 def _site(node: str) -> str:
     """Short variable-name stem of a node: attn_0 -> a0, attn_1_h_0 -> a1h0, mlp_0 -> m0."""
     ref = parse_node(node)
@@ -233,6 +243,7 @@ class _Run:
         self._mlps: dict[tuple[str, int], Vec] = {}
         self._attn_outs: dict[tuple[int, tuple[tuple[str, int], ...], int], Vec] = {}
         self.readers = _attention_ancestors(circuit)
+        self.constant = _constant_nodes(self.parents)
         self.named_kv = model.cfg.head_dim < model.cfg.d_model  # see the module docstring
 
     # --- positions: sections of the query, shared by every prompt with the same prefix
@@ -431,23 +442,46 @@ class _Run:
 
     def head(self, node: str, h: int, t: int) -> Vec:
         """Σ_j w_j v_j for one head at position t (or m = Σ_j w_j n_j, see the module
-        docstring), the weights w_j exact and guarded; terms, named by `attn_out`."""
-        layer, cfg = parse_node(node).layer, self.m.cfg
-        params, dh = self.m.layers[layer], cfg.head_dim
-        rows = range(h * dh, (h + 1) * dh)
+        docstring), the weights w_j exact and guarded; terms, named by `attn_out`.
+
+        A head of a constant node reads the same values in every prompt, so its
+        text at position t is encoded once per model and replayed after."""
+        if node not in self.constant:
+            return self._head(node, h, t)
+        # what it reads, encoded first (only in the memo tables, as the head's
+        # replayed text does not define them)
+        read = [self.normed(node, t), *(x for j in range(t + 1) for x in self._kv_of(node, h, j))]
+        layer = parse_node(node).layer
+        position = self.result.positions[t]
+        key = ("head", self.tag, self.mode, node, h, t,
+               self.branch(t, f"{node}.head{h}.sparsemax") if self.mode == "guided" else None,
+               tuple(position.queries[layer, h]), tuple(position.patterns[layer, h]),
+               *(_signature(x) for x in read))
+        return self.replayed(key, lambda: self._head(node, h, t))
+
+    def _kv_of(self, node: str, h: int, j: int) -> tuple[Vec, Vec]:
+        """The key and value head h of `node` reads at position j (the normed input
+        twice with one head, see the module docstring)."""
+        if self.named_kv:
+            return self.key_value(node, h, j)
+        normed = self.normed(node, j)
+        return normed, normed
+
+    def _head(self, node: str, h: int, t: int) -> Vec:
+        layer, dh = parse_node(node).layer, self.m.cfg.head_dim
+        params, rows = self.m.layers[layer], range(h * dh, (h + 1) * dh)
         q_const = self.result.positions[t].queries[layer, h]
         normed = self.normed(node, t)
         q_var = self.replayed(("q", layer, h, _signature(normed)),  # no text: kept only
                               lambda: _apply(_matrix(params["q"]), normed, rows))
         self.guard(self.name(node, t, f"h{h}q"),
                    [eq(v, c) for v, c in zip(q_var, q_const, strict=True)])
+        keys, values = zip(*(self._kv_of(node, h, j) for j in range(t + 1)), strict=True)
         if self.named_kv:
             u, u0 = [c / self.m.scale for c in q_const], Fraction(0)
-            keys, values = zip(*(self.key_value(node, h, j) for j in range(t + 1)), strict=True)
         else:
             u, u0 = params["k"].covector(q_const, rows)
             u, u0 = [c / self.m.scale for c in u], u0 / self.m.scale
-            keys = values = tuple(self.normed(node, j) for j in range(t + 1))
         scores = self.vector(self.name(node, t, f"h{h}s"), [Affine.dot(u, k, u0) for k in keys])
         tag = self.name(node, t, f"h{h}w")
         if self.mode == "guided":

@@ -187,12 +187,19 @@ def test_weight_rows_read_the_same_in_every_query(n_heads, stems):
         assert first and first == second, stem
 
 
-def test_a_prompt_encodes_alike_on_a_fresh_model_and_after_others():
+# attn_0 keeps no input: a constant source, whose heads read the same values in every prompt
+CONSTANT_SOURCE_EDGES = {("emb", "attn_1"), ("attn_0", "attn_1"), ("attn_1", "logits")}
+
+
+@pytest.mark.parametrize(("n_heads", "edges"), [
+    (1, None), (1, CONSTANT_SOURCE_EDGES), (2, CONSTANT_SOURCE_EDGES)])
+def test_a_prompt_encodes_alike_on_a_fresh_model_and_after_others(n_heads, edges):
     """Sites encoded for earlier prompts (a norm of the same token's embedding, prefix
-    positions) are replayed from the model's caches: the text is the one a fresh
-    encoding writes, byte for byte, in both modes."""
-    weights = random_model(3)
-    circuit = Circuit.full(2).without(("emb", "logits"))
+    positions, a constant node's heads) are replayed from the model's caches: the
+    text is the one a fresh encoding writes, byte for byte, in both modes."""
+    weights = random_model(3, n_heads=n_heads)
+    circuit = (Circuit(2, 1, "block", frozenset(edges)) if edges
+               else Circuit.full(2).without(("emb", "logits")))
     for mode in ("guided", "full"):
         fresh = ExactModel(weights.cfg, weights_of(weights))
         alone = Query()
@@ -203,4 +210,14 @@ def test_a_prompt_encodes_alike_on_a_fresh_model_and_after_others():
         again = Query()
         encode_run(again, warm, circuit, PROMPT, tag="x", mode=mode)
         assert again.text() == alone.text(), mode
-        assert _consts(warm).fragments, "nothing was kept to replay"
+        kept = {key[0] for key in _consts(warm).fragments}
+        assert kept, "nothing was kept to replay"
+        assert ("head" in kept) == bool(edges), kept
+
+
+def test_a_constant_source_replayed_stays_exact(both):
+    """The replayed heads of a constant source still pin the logits exactly."""
+    model = _exact(4)
+    circuit = Circuit(2, 1, "block", frozenset(CONSTANT_SOURCE_EDGES))
+    encode_run(Query(), model, circuit, (1, 3, 5, 10, 6, 8), tag="c")  # fills the caches
+    _assert_exact(both, model, circuit, logits=CANDIDATES)
