@@ -45,7 +45,7 @@ from encoders.properties import (
 )
 from farm.atomic import write_bytes_atomic, write_text_atomic
 from farm.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
-from farm.circuits import Circuit
+from farm.circuits import Circuit, require_zero_ablation
 from farm.errors import FarmError
 from farm.lean_export import (
     LEAN_PACKAGE,
@@ -265,6 +265,7 @@ def assemble(ckpt: Checkpoint, report: ReplayReport, circuits: Sequence[Circuit]
     for circuit in circuits:
         if circuit.metadata.get("checkpoint_sha256", ckpt.sha256) != ckpt.sha256:
             raise FarmError(f"the {circuit.task} circuit was extracted from another checkpoint")
+        require_zero_ablation(circuit, f"the {circuit.task} circuit")
     entries = []
     for result in map(_result_json, results):
         prop, task = result.get("property"), result.get("task")
@@ -572,6 +573,10 @@ def _check_properties(pred: Mapping[str, Any], records: list[QueryRecord]) -> li
         if circuit.metadata.get("checkpoint_sha256", sha) != sha:
             problems.append(f"circuit {i}: extracted from checkpoint "
                             f"{circuit.metadata['checkpoint_sha256']}, not this one")
+        try:
+            require_zero_ablation(circuit, f"circuit {i}")
+        except FarmError as err:
+            problems.append(str(err))
         edges[circuit.task] = len(circuit.edges)
     rows = {t["name"]: t["rows"] for t in pred["tasks"]}
     seen = set()

@@ -155,33 +155,66 @@ class Circuit:
         refs = [parse_node(n) for n in nodes]
         head_refs = [r for r in refs if r.kind == "attn" and r.head is not None]
         granularity: Granularity = "head" if head_refs else "block"
-        n_heads = data.get("n_heads") or (max(r.head for r in head_refs) + 1 if head_refs else 1)
+        if data.get("granularity", granularity) != granularity:
+            raise FarmError(f"{source}: granularity is {data['granularity']!r}, but its nodes "
+                            f"are {granularity}-level")
         n_layers = data["n_layers"]
-        if not isinstance(n_layers, int) or n_layers < 1:
+        if not _positive_int(n_layers):
             raise FarmError(f"{source}: field 'n_layers' must be a positive integer")
+        n_heads = data.get("n_heads") or (max(r.head for r in head_refs) + 1 if head_refs else 1)
+        if not _positive_int(n_heads):
+            raise FarmError(f"{source}: field 'n_heads' must be a positive integer")
         expected = graph_nodes(n_layers, n_heads, granularity)
         if nodes != expected:
             raise FarmError(f"{source}: field 'nodes' is {nodes}, expected {expected}")
+        if not isinstance(data["edges"], list):
+            raise FarmError(f"{source}: field 'edges' must be a list of {{source, target}}")
         edges = set()
         for i, edge in enumerate(data["edges"]):
-            if not isinstance(edge, dict) or not {"source", "target"} <= set(edge):
-                raise FarmError(f"{source}: edges[{i}] needs 'source' and 'target'")
+            if not (isinstance(edge, dict) and isinstance(edge.get("source"), str)
+                    and isinstance(edge.get("target"), str)):
+                raise FarmError(f"{source}: edges[{i}] needs a 'source' and a 'target' node name")
             edges.add((edge["source"], edge["target"]))
+        known = {"task", "n_layers", "n_heads", "granularity", "nodes", "edges", "num_edges"}
+        metadata = {k: v for k, v in data.items() if k not in known}
+        if not isinstance(metadata.get("checkpoint_sha256", ""), str):
+            raise FarmError(f"{source}: field 'checkpoint_sha256' must be a hex string")
+        task = data.get("task")
+        if task is not None and not isinstance(task, str):
+            raise FarmError(f"{source}: field 'task' must be a task name")
+        try:
+            circuit = cls(n_layers, n_heads, granularity, frozenset(edges), task, metadata)
+        except FarmError as err:
+            raise FarmError(f"{source}: {err}") from None
         if "num_edges" in data and data["num_edges"] != len(edges):
             raise FarmError(f"{source}: num_edges is {data['num_edges']} but {len(edges)} "
                             "distinct edges are listed")
-        known = {"task", "n_layers", "n_heads", "granularity", "nodes", "edges", "num_edges"}
-        metadata = {k: v for k, v in data.items() if k not in known}
-        return cls(n_layers, n_heads, granularity, frozenset(edges), data.get("task"), metadata)
+        return circuit
+
+
+def require_zero_ablation(circuit: Circuit, source: str) -> None:
+    """Refuse a circuit extracted under another ablation: the exact semantics, the
+    encoders and certificates are those of zero ablation (SPEC §3)."""
+    ablation = circuit.metadata.get("ablation", "zero")
+    if ablation != "zero":
+        raise FarmError(f"{source} was extracted under {ablation} ablation, but what is "
+                        "verified is zero ablation (SPEC §3: a removed edge contributes 0); "
+                        "extract it again with --ablation zero")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def load_circuit(path: str | Path) -> Circuit:
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FarmError(f"circuit file {path} does not exist") from None
-    except json.JSONDecodeError as err:
+    except IsADirectoryError:
+        raise FarmError(f"circuit file {path} is a directory; give its circuit.json") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise FarmError(f"circuit file {path} is not valid JSON: {err}") from None
     return Circuit.from_json_dict(data, source=str(path))
 

@@ -45,7 +45,7 @@ from encoders.properties import (
 )
 from encoders.solvers import RaceHistory, SolverDisagreement, SolverPool, SolverUnavailable
 from farm.checkpoint import Checkpoint
-from farm.circuits import Circuit, load_circuit
+from farm.circuits import Circuit, load_circuit, require_zero_ablation
 from farm.controlled import FlipScreen
 from farm.errors import FarmError
 from farm.exact import ExactModel, band_norm
@@ -382,6 +382,7 @@ def resolve_circuit(spec: str, ckpt: Checkpoint, task: str) -> Circuit:
     if spec == "full":
         return Circuit.full(cfg.n_layers, cfg.n_heads, "block", task)
     circuit = load_circuit(spec)
+    require_zero_ablation(circuit, f"circuit {spec}")
     if circuit.n_layers != cfg.n_layers:
         raise FarmError(f"circuit {spec} has {circuit.n_layers} layers, the checkpoint has "
                         f"{cfg.n_layers}")

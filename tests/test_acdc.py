@@ -203,6 +203,24 @@ def test_broken_or_mismatched_circuit_files_are_refused(extracted, tmp_path, cap
     three = tmp_path / "three.json"
     three.write_text(json.dumps(json.loads(good.read_text()) | {"n_layers": 3}))
     assert "field 'nodes' is" in _refused(["circuit", "show", str(three)], capsys)
+    data = json.loads(good.read_text())
+    for change, message in [
+        ({"edges": None}, "field 'edges' must be a list"),
+        ({"edges": [{"source": ["emb"], "target": "logits"}]}, "edges[0] needs a 'source'"),
+        ({"n_heads": "2"}, "field 'n_heads' must be a positive integer"),
+        ({"granularity": "neuron"}, "granularity is 'neuron'"),
+        ({"checkpoint_sha256": 7}, "field 'checkpoint_sha256' must be a hex string"),
+        # named before the count it also breaks
+        ({"edges": [*data["edges"], {"source": "logits", "target": "emb"}]},
+         "edge logits -> emb is not an edge"),
+    ]:
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(data | change))
+        assert message in _refused(["circuit", "show", str(bad)], capsys), change
+    (tmp_path / "latin1.json").write_bytes(b'{"task": "caf\xe9"}')
+    assert "is not valid JSON" in _refused(["circuit", "show", str(tmp_path / "latin1.json")],
+                                           capsys)
+    assert "is a directory" in _refused(["circuit", "show", str(tmp_path)], capsys)
     log = tmp_path / "log.json"
     log.write_text(json.dumps([{"source": "attn_2", "target": "logits", "delta": 0.1}]))
     err = _refused(["circuit", "show", str(good), "--edge-log", str(log)], capsys)

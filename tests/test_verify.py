@@ -293,6 +293,7 @@ def test_cli_refuses_a_trace_of_another_checkpoint(checkpoint_dir, tmp_path, cap
     (["--task", "quote_close", "--circuit", "{broken}"], "not valid JSON"),
     (["--task", "quote_close", "--circuit", "{three_layers}"], "3 layers"),
     (["--task", "bracket_type", "--circuit", "{quote}"], "extracted for task quote_close"),
+    (["--task", "quote_close", "--circuit", "{mean}"], "extracted under mean ablation"),
     (["--task", "quote_close", "--circuit", "full", "--properties", "fe,xx"], "xx"),
     (["--task", "quote_close", "--circuit", "full", "--trace", "{missing}"],
      "cannot read trace file"),
@@ -302,8 +303,10 @@ def test_cli_refuses_bad_input_clearly(checkpoint_dir, tmp_path, capsys, args, m
     save_circuit(Circuit.full(3), tmp_path / "three_layers.json")
     save_circuit(Circuit(2, 1, "block", frozenset(QUOTE[0]), "quote_close"),
                  tmp_path / "quote.json")
+    save_circuit(Circuit(2, 1, "block", frozenset(QUOTE[0]), "quote_close",
+                         {"ablation": "mean"}), tmp_path / "mean.json")
     files = {k: str(tmp_path / f"{k}.json") for k in ("missing", "broken", "three_layers",
-                                                      "quote")}
+                                                      "quote", "mean")}
     args = [a.format(**files) for a in args]
     assert main(["verify", "--checkpoint", str(checkpoint_dir), *args]) == 2
     assert message in capsys.readouterr().err
