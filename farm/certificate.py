@@ -22,6 +22,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -200,11 +201,13 @@ def property_entry(result: Mapping[str, Any], records: Sequence[QueryRecord], ta
                                         "errors")},
               "counterexamples": len(result["counterexamples"])}
     problems = _count_problems(prop, task, result["status"], counts, records)
+    problems += _epsilon_problems(prop, task, result.get("epsilon"), records)
     if problems:
         raise FarmError(f"property result {prop}/{task} is inconsistent, refusing to certify "
                         f"it: {'; '.join(problems)}")
     return {"property": prop, "task": task, "status": result["status"], "counts": counts,
             "counterexamples": result["counterexamples"], "problems": result["problems"],
+            **({"epsilon": result.get("epsilon")} if prop == ROBUSTNESS else {}),
             "radius": result.get("radius"), "wins": result["wins"],
             "solver_seconds": result["solver_seconds"], "seconds": result["seconds"],
             "cached": result["cached"]}
@@ -465,6 +468,24 @@ def _count_problems(prop: str, task: str, status: Any, counts: Mapping[str, Any]
     return problems
 
 
+_SUBJECT_EPSILON = re.compile(r" eps (\S+) (?:guided|full)\Z")  # `Planner.robustness_query`
+
+
+def _epsilon_problems(prop: str, task: str, epsilon: Any, records: Sequence[QueryRecord]
+                      ) -> list[str]:
+    """Robustness speaks of one ε > 0, the one its every query was planned for."""
+    if prop != ROBUSTNESS:
+        return []
+    name = f"property {prop}/{task}"
+    value = _fraction(epsilon)
+    if value is None or value <= 0:
+        return [f"{name}: needs the ε it was proved at, a positive rational (got {epsilon!r})"]
+    stray = [r.subject for r in records if (m := _SUBJECT_EPSILON.search(r.subject)) is None
+             or _fraction(m[1]) != value]
+    return [f"{name}: {len(stray)} query record(s) are not at ε = {epsilon} (first: "
+            f"{stray[0]!r})"] if stray else []
+
+
 def _listed(problems: list[str], what: str, items: list[str]) -> None:
     problems += items[:MAX_REPORTED]
     if len(items) > MAX_REPORTED:
@@ -534,6 +555,16 @@ def _parse_rational(text: Any) -> Fraction | None:
     return value if value.denominator == d else None
 
 
+def _fraction(text: Any) -> Fraction | None:
+    """An exact rational as `str(Fraction)` writes it ("1/100", "2"), else None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
 def _check_model(pred: Mapping[str, Any], ckpt: Checkpoint) -> list[str]:
     """Model metadata against the checkpoint, tensors named one by one."""
     stated, actual = pred.get("model"), model_metadata(ckpt)
@@ -600,6 +631,7 @@ def _check_properties(pred: Mapping[str, Any], records: list[QueryRecord]) -> li
             problems.append(f"{name}: counterexample count {counts.get('counterexamples')} is "
                             f"not the {len(entry.get('counterexamples') or [])} listed")
         problems += _count_problems(prop, task, entry.get("status"), counts, mine)
+        problems += _epsilon_problems(prop, task, entry.get("epsilon"), mine)
         radius = entry.get("radius")
         if radius is not None and (len(radius["per_input"]) != rows[task] or Fraction(
                 radius["minimum"]) != min(Fraction(r["certified"]) for r in radius["per_input"])):
@@ -709,6 +741,10 @@ def _check(path: Path, statement: Mapping[str, Any], checkpoint_dir: str | os.Pa
     if pred["replay"].get("min_margin") != _rational(report.min_margin):
         problems.append(f"replay: minimum margin {pred['replay'].get('min_margin')}, the exact "
                         f"replay gives {_rational(report.min_margin)}")
+    if pred["replay"].get("min_margin_float") != float(report.min_margin):
+        problems.append(f"replay: min_margin_float {pred['replay'].get('min_margin_float')!r} "
+                        f"is not the exact minimum margin as a float, "
+                        f"{float(report.min_margin)!r}")
     problems += _check_properties(pred, records)
     lean = pred["lean"]
     if lean.get("certificate_fingerprint") != fingerprint(pred):

@@ -328,6 +328,7 @@ class PropertyResult:
     wins: dict[str, int]
     solver_seconds: dict[str, float]
     seconds: float  # wall time: planning, solving and judging
+    epsilon: str | None = None  # robustness: the ball's radius ε it speaks of, exactly
     radius: RadiusResult | None = None
     query_records: list[QueryRecord] = field(default_factory=list)  # the audit trail, per query
 
@@ -364,12 +365,14 @@ def fold(prop: str, task: str, judged: Sequence[Judged], findings: Sequence[Find
     status: Status = ("ERROR" if kinds["error"] else "FAILED" if counterexamples
                       else "UNKNOWN" if kinds["unknown"] else "VERIFIED")
     wins = Counter(r.winner for r in records if r.winner)
+    epsilons = {q.replay.epsilon for q, _, _ in judged if isinstance(q.replay, Perturbed)}
     return PropertyResult(
         prop, task, status, len(judged), statuses["unsat"], statuses["sat"],
         statuses["unknown"], kinds["error"], kinds["inconclusive"], cached, counterexamples,
         [o.detail for _, _, o in judged if o.kind in ("unknown", "error")],
         {s: wins[s] for s in SOLVERS},
         {s: sum(getattr(r, f"{s}_seconds") or 0.0 for r in records) for s in SOLVERS}, 0.0,
+        epsilon=str(epsilons.pop()) if len(epsilons) == 1 else None,
         query_records=[QueryRecord.of(q, r) for q, r, _ in judged])
 
 

@@ -209,6 +209,10 @@ PREDICATE_TAMPERING = {
                                     r"status 'UNKNOWN', but the counts make it VERIFIED"),
     "changed parameter count": (lambda p: p["model"].update(parameters=1),
                                 r"model: parameters is 1, the checkpoint has"),
+    "changed minimum margin as a float": (lambda p: p["replay"].update(min_margin_float=42.0),
+                                          r"replay: min_margin_float 42 is not the exact"),
+    "mean-ablation circuit": (lambda p: p["circuits"][0].update(ablation="mean"),
+                              r"circuit 0 was extracted under mean ablation"),
 }
 
 
@@ -360,12 +364,21 @@ def _robustness(**change: Any) -> dict[str, Any]:
     return {"property": "robustness", "task": TASK, "status": "VERIFIED", "queries": 130,
             "escalated": 2, "unsat": 128, "sat": 2, "unknown": 0, "errors": 0, "cached": 0,
             "counterexamples": [], "problems": [], "wins": {}, "solver_seconds": {},
-            "seconds": 0.0} | change
+            "seconds": 0.0, "epsilon": "1/100"} | change
 
 
-def _records(verdicts: dict[str, int]) -> list[QueryRecord]:
-    return [QueryRecord("robustness", TASK, f"input {i}", "ab" * 32, v, "cvc5", None, 1.0, "")
-            for v, n in verdicts.items() for i in range(n)]
+def _records(verdicts: dict[str, int], epsilon: str = "1/100") -> list[QueryRecord]:
+    return [QueryRecord("robustness", TASK, f"input {i} [1, 2] eps {epsilon} guided", "ab" * 32,
+                        v, "cvc5", None, 1.0, "") for v, n in verdicts.items() for i in range(n)]
+
+
+def test_robustness_is_certified_with_the_epsilon_its_queries_were_planned_for() -> None:
+    records = _records({"unsat": 128, "sat": 2})
+    assert property_entry(_robustness(), records, 128, 15)["epsilon"] == "1/100"
+    with pytest.raises(FarmError, match="needs the ε it was proved at"):
+        property_entry(_robustness(epsilon=None), records, 128, 15)
+    with pytest.raises(FarmError, match=r"130 query record\(s\) are not at ε = 1/100"):
+        property_entry(_robustness(), _records({"unsat": 128, "sat": 2}, "1/1000000"), 128, 15)
 
 
 def test_escalated_queries_re_ask_inputs_and_add_no_instances() -> None:

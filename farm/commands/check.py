@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {problem}")
         return 1
     verdicts = ", ".join(f"{p['property']}/{p['task']} {p['status']}"
+                         + (f" at ε = {p['epsilon']}" if "epsilon" in p else "")
                          for p in pred["properties"]) or "no properties"
     print(f"OK {args.certificate}: signature valid; checkpoint {pred['checkpoint']['sha256'][:16]}…"
           f"; {len(pred['rows'])} rows re-derived, exact margins equal (minimum "
