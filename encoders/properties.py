@@ -265,12 +265,19 @@ class Planner:
                                         "no input of the domain changes the decision when "
                                         "this edge is removed (exact evaluation)"))
                 continue
-            i, ablated_result = witness
-            queries.append(self._decision_query(
-                EDGE_NECESSITY, f"{name} witness {self._subject(i)}", Claim("differ"),
-                [(self.circuit, self.prompts[i], self.results[i]),
-                 (ablated, self.prompts[i], ablated_result)], edge))
+            queries.append(self.edge_witness_query(edge, *witness))
         return queries, findings
+
+    def edge_witness_query(self, edge: Edge, i: int, ablated: RowResult | None = None
+                           ) -> PlannedQuery:
+        """d(C_E∖e, x_i) ≠ d(C_E, x_i): edge necessity's query for a witness input i
+        (`ablated`, the run without the edge, is computed if not given)."""
+        circuit = self.circuit.without(edge)
+        ablated = ablated or self.model.run([self.prompts[i]], circuit)[0]
+        return self._decision_query(
+            EDGE_NECESSITY, f"edge {edge[0]}->{edge[1]} witness {self._subject(i)}",
+            Claim("differ"), [(self.circuit, self.prompts[i], self.results[i]),
+                              (circuit, self.prompts[i], ablated)], edge)
 
     def _witness(self, ablated: Circuit) -> tuple[int, RowResult] | None:
         """An input whose decision changes without the edge, in exact arithmetic: the
@@ -314,12 +321,14 @@ class Planner:
                 continue
             pairs = (itertools.combinations(members, 2) if pairwise
                      else ((anchor, j) for j in members[1:]))
-            for a, b in pairs:
-                yield self._decision_query(
-                    CONTENT_INVARIANCE, f"pair {a}~{b} {list(self.prompts[a])}"
-                    f"~{list(self.prompts[b])}", Claim("agree"),
-                    [(self.circuit, self.prompts[a], self.results[a]),
-                     (self.circuit, self.prompts[b], self.results[b])])
+            yield from (self.pair_query(a, b) for a, b in pairs)
+
+    def pair_query(self, a: int, b: int) -> PlannedQuery:
+        """d(x_a) = d(x_b): content invariance's query for one pair of inputs."""
+        return self._decision_query(
+            CONTENT_INVARIANCE, f"pair {a}~{b} {list(self.prompts[a])}~{list(self.prompts[b])}",
+            Claim("agree"), [(self.circuit, self.prompts[a], self.results[a]),
+                             (self.circuit, self.prompts[b], self.results[b])])
 
     def robustness(self, epsilon: Fraction) -> Iterator[PlannedQuery]:
         """Per input: no η with ‖η‖∞ ≤ ε moves the decision of r_E(x) + η off P(x).

@@ -344,6 +344,28 @@ def test_a_malformed_but_signed_predicate_is_rejected(farm_dir: Path, tmp_path: 
         check_certificate(cert, farm_dir / "key.pub", farm_dir / "checkpoint")
 
 
+def _drop_an_edge(circuit: dict[str, Any]) -> None:
+    circuit["edges"].pop()
+    circuit["num_edges"] -= 1
+
+
+def test_answers_about_another_circuit_certify_nothing(farm_dir: Path, tmp_path: Path,
+                                                      capsys) -> None:
+    """The records' hashes are the queries of the certified circuit, planned again: an
+    edited circuit (in the result before certify, or re-signed after) is refused."""
+    data = json.loads((farm_dir / "result.json").read_text())
+    _drop_an_edge(data["circuit"])
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    assert main(["certify", "--checkpoint", str(farm_dir / "checkpoint"), "--verify-result",
+                 str(tmp_path / "r.json"), "--key", str(farm_dir / "key.pem"), "--out",
+                 str(tmp_path / "c.dsse.json")]) == 2
+    assert ("128 unsat record(s) are not the query their subject names for this circuit"
+            in capsys.readouterr().err)
+    assert not list(tmp_path.glob("c.*"))
+    cert = _resigned(farm_dir, tmp_path, lambda p: _drop_an_edge(p["circuits"][0]))
+    assert "are not the query their subject names" in _problems(farm_dir, cert)
+
+
 def test_certify_refuses_results_without_query_records(farm_dir: Path, tmp_path: Path,
                                                        capsys) -> None:
     data = json.loads((farm_dir / "result.json").read_text())
