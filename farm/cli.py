@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     except FarmError as err:
         print(f"farm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a file the command reads or writes: name it, no traceback
+        print(f"farm {args.command}: error: {err.strerror or err}"
+              + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

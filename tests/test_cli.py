@@ -67,6 +67,39 @@ def test_unknown_task_exits_non_zero(checkpoint_dir):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["verify", "--checkpoint", "{ck}", "--circuit", "full", "--task", "quote_close",
+      "--out", "{file}/v.json"], "is not a directory"),
+    (["verify", "--checkpoint", "{ck}", "--circuit", "full", "--task", "quote_close",
+      "--out", "{tmp}"], "is a directory, not a file"),
+    (["replay", "--checkpoint", "{ck}", "--json", "{tmp}"], "is a directory, not a file"),
+    (["train", "--out", "{file}"], "exists and is not a directory"),
+    (["certify", "--checkpoint", "{ck}", "--verify-result", "r.json", "--key", "k.pem",
+      "--out", "{tmp}"], "is a directory, not a file"),
+])
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
+        checkpoint_dir, tmp_path, capsys, argv, message):
+    (tmp_path / "file").write_text("")
+    names = {"ck": str(checkpoint_dir), "file": str(tmp_path / "file"), "tmp": str(tmp_path)}
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.format(**names) for a in argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
+
+
+def test_an_unwritable_file_is_one_line_not_a_traceback(checkpoint_dir, capsys):
+    """Refused when the arguments are read where permissions say so (not as root), else
+    when the write fails: either way one line naming the path, exit status 2."""
+    try:
+        code = main(["replay", "--checkpoint", str(checkpoint_dir), "--json", "/proc/rows.json"])
+    except SystemExit as refused:
+        code = refused.code
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("farm replay: error: ") and "rows.json" in err
+
+
 def test_help_explains_itself(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

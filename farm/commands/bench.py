@@ -27,6 +27,7 @@ from encoders.properties import FUNCTIONAL_EQUIVALENCE, PlannedQuery, Planner
 from encoders.solvers import BACKENDS, SolverPool
 from farm.atomic import write_text_atomic
 from farm.checkpoint import load_checkpoint
+from farm.commands import output_dir
 from farm.commands.verify import parse_properties, positive_fraction
 from farm.errors import FarmError
 from farm.exact import ExactModel
@@ -74,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="solver mode of the end-to-end runs (default race; on a 2-core "
                         "machine the race spends one core on the loser, z3 alone does not)")
     p.add_argument("--timeout", type=float, default=60.0)
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, type=output_dir, help="output directory")
     p.set_defaults(func=run)
 
 

@@ -6,6 +6,7 @@ import argparse
 
 from farm.certificate import CERTIFICATE_FILE, issue, lean_check, load_verify_results, sidecar_path
 from farm.checkpoint import load_checkpoint
+from farm.commands import output_file
 from farm.errors import FarmError
 from farm.lean_export import LakeOutcome, LeanExport
 
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--verify-result", required=True, nargs="+", metavar="JSON",
                    help="result file(s) of `farm verify --out` or `farm run` for this checkpoint")
     p.add_argument("--key", required=True, help="Ed25519 private key (PEM), from `farm keygen`")
-    p.add_argument("--out", default=CERTIFICATE_FILE,
+    p.add_argument("--out", default=CERTIFICATE_FILE, type=output_file,
                    help="certificate path (default: %(default)s); the query records go beside "
                         "it as <name>.queries.parquet")
     p.add_argument("--no-lean", action="store_true",

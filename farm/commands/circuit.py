@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from farm.circuits import Circuit, Edge, graph_edges, load_circuit, parse_node
+from farm.commands import output_file
 from farm.errors import FarmError
 
 
@@ -23,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "retained edges; with --edge-log, label each retained edge with the "
                     "candidate-KL increase ACDC measured when it tried to remove it.")
     show.add_argument("circuit", help="circuit.json")
-    show.add_argument("--png", help="write the graph drawing here")
+    show.add_argument("--png", type=output_file, help="write the graph drawing here")
     show.add_argument("--edge-log", help="edge_log.json from `farm extract`, for edge labels")
     show.set_defaults(func=run_show)
 

@@ -13,6 +13,7 @@ from farm.acdc import THRESHOLDS, SweepRow, extract
 from farm.atomic import write_text_atomic
 from farm.checkpoint import load_checkpoint
 from farm.circuits import save_circuit
+from farm.commands import output_dir
 from farm.controlled import ABLATIONS
 from farm.tasks import task_names
 
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "'removed: not decision-necessary') and sweep.csv to --out.")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (farm train)")
     p.add_argument("--task", required=True, help=f"task to explain: {', '.join(task_names())}")
-    p.add_argument("--out", help="output directory (default: circuits/TASK)")
+    p.add_argument("--out", type=output_dir, help="output directory (default: circuits/TASK)")
     p.add_argument("--granularity", choices=("block", "head"), default="block",
                    help="block: one attention node per layer; head: one node per head, fed "
                         "to consumers through a shared W_o (default: %(default)s)")

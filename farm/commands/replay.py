@@ -9,6 +9,7 @@ from pathlib import Path
 
 from farm.atomic import write_text_atomic
 from farm.checkpoint import load_checkpoint
+from farm.commands import output_file
 from farm.replay import replay
 from farm.tasks import DEFAULT_TASKS, task_names
 
@@ -22,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "exact logits. Exit status 1 if any row fails.")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory")
     p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=task_names())
-    p.add_argument("--json", dest="json_out", help="also write per-row exact margins here")
+    p.add_argument("--json", dest="json_out", type=output_file,
+                   help="also write per-row exact margins here")
     p.set_defaults(func=run)
 
 

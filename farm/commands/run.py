@@ -36,6 +36,7 @@ from farm.atomic import write_text_atomic
 from farm.certificate import issue, load_verify_results
 from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from farm.circuits import Circuit, save_circuit
+from farm.commands import output_dir
 from farm.commands.verify import format_details, format_table
 from farm.errors import FarmError
 from farm.exact import ExactModel
@@ -78,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "resource when lake is on PATH); rerunning resumes from the answers already "
                     "persisted. Exit status 0 only if every property is VERIFIED.")
     p.add_argument("job", help="job spec (YAML or JSON), e.g. job.yaml")
-    p.add_argument("--out", help="output directory (overrides the spec's 'out')")
+    p.add_argument("--out", type=output_dir,
+                   help="output directory (overrides the spec's 'out')")
     p.add_argument("--num-cpus", type=int,
                    help="embedded Ray only: CPU and solver slots (default: this machine's cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

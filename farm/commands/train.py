@@ -6,6 +6,7 @@ import argparse
 import time
 
 from farm.checkpoint import Checkpoint, save_checkpoint
+from farm.commands import output_dir
 from farm.model import ATTN_VARIANTS, NORM_VARIANTS, GPTConfig
 from farm.tasks import DEFAULT_TASKS, task_names
 from farm.train import TrainConfig, train
@@ -18,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "is decided correctly with candidate margin at least --margin, then save "
                     "model.safetensors + config.json. Deterministic for a seed; uses CUDA when "
                     "present.")
-    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--out", required=True, type=output_dir, help="checkpoint directory to write")
     p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=task_names(),
                    help="tasks trained jointly (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)

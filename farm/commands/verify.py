@@ -13,6 +13,7 @@ from encoders.properties import PROPERTIES, Planner
 from encoders.solvers import MODES
 from farm.atomic import write_text_atomic
 from farm.checkpoint import load_checkpoint
+from farm.commands import output_dir, output_file
 from farm.errors import FarmError
 from farm.exact import ExactModel
 from farm.tasks import get_task, task_names
@@ -84,8 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "refused (one with no circuit recorded is of the full model); a wrong "
                         "branch record only fails its guard (ERROR, or for the final norm in "
                         "robustness a fully encoded re-ask), so it never proves a claim")
-    p.add_argument("--cache", help="Parquet results cache directory (reruns cost nothing)")
-    p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--cache", type=output_dir,
+                   help="Parquet results cache directory (reruns cost nothing)")
+    p.add_argument("--out", type=output_file, help="write the results as JSON here")
     p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                    help="solver pools working in parallel (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=60.0,
