@@ -18,6 +18,7 @@ on is ever reported, so only an answer that reached the reducer counts.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -34,7 +35,9 @@ from encoders.cache import Record
 from encoders.properties import PROPERTIES, PlannedQuery
 from encoders.solvers import MODES, SolverPool
 from farm.errors import FarmError
+from farm.model import GPTConfig
 from farm.tasks import task_names
+from farm.train import TrainConfig
 from farm.verify import _solve_one
 
 PROPERTY_NAMES = tuple(PROPERTIES.values())
@@ -93,6 +96,11 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
     except ValueError:
         raise FarmError(f"{where}: epsilon {spec.epsilon!r} is not a number") from None
     props = tuple(PROPERTIES.get(p, p) for p in spec.properties)
+    counts = ("shard_size", "solver_actors", "in_flight")
+    if not all(type(getattr(spec, k)) is int for k in counts):
+        raise FarmError(f"{where}: {', '.join(counts)} must be whole numbers")
+    if type(spec.timeout) not in (int, float) or not math.isfinite(spec.timeout):
+        raise FarmError(f"{where}: timeout must be a number of seconds, got {spec.timeout!r}")
     checks = [
         (all(t in task_names() for t in spec.tasks), f"tasks must be among {task_names()}"),
         (all(p in PROPERTY_NAMES for p in props),
@@ -109,6 +117,7 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
     for ok, message in checks:
         if not ok:
             raise FarmError(f"{where}: {message}")
+    _check_train_options(spec.train, where)
 
     def resolve(p: str) -> str:
         return str(base / p)
@@ -126,6 +135,22 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
     key = spec.signing_key and resolve(spec.signing_key)
     return replace(spec, epsilon=epsilon, properties=props, circuits=circuits,
                    checkpoint=checkpoint, out=resolve(spec.out), signing_key=key)
+
+
+def _check_train_options(train: dict[str, Any], where: str) -> None:
+    """Refuse unknown or ill-typed training options now, not after Ray has started."""
+    known = {f.name for f in fields(TrainConfig)} - {"tasks"}
+    unknown = sorted(set(train) - known - {"model"})
+    if unknown:
+        raise FarmError(f"{where}: unknown train option(s) {', '.join(unknown)}; expected some "
+                        f"of model, {', '.join(sorted(known))}")
+    model = train.get("model", {})
+    if not isinstance(model, dict):
+        raise FarmError(f"{where}: train.model must be a mapping of model options")
+    try:
+        GPTConfig(**model)
+    except (TypeError, FarmError) as err:
+        raise FarmError(f"{where}: train.model: {err}") from None
 
 
 # --------------------------------------------------------------------------- shards

@@ -48,7 +48,11 @@ def pick_device(requested: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise FarmError(f"device {requested!r} requested but no CUDA GPU is available")
-    return torch.device(requested)
+    try:
+        return torch.device(requested)
+    except RuntimeError:
+        raise FarmError(f"unknown device {requested!r}: expected auto, cpu, cuda or cuda:N"
+                        ) from None
 
 
 @contextmanager

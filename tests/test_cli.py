@@ -88,6 +88,32 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "--out", "{tmp}/t", "--max-steps", "0"], "--max-steps: 0: expected a whole"),
+    (["train", "--out", "{tmp}/t", "--margin", "nan"], "--margin: nan: expected a finite"),
+    (["train", "--out", "{tmp}/t", "--margin", "-1"], "--margin: -1: expected a finite"),
+    (["verify", "--checkpoint", "{ck}", "--circuit", "full", "--task", "quote_close",
+      "--timeout", "inf"], "--timeout: inf: expected a finite"),
+    (["bench", "solvers", "--checkpoint", "{ck}", "--out", "{tmp}/b", "--limit", "-1"],
+     "--limit: -1: expected 0 (all)"),
+    (["bench", "solvers", "--checkpoint", "{ck}", "--out", "{tmp}/b", "--jobs", "0"],
+     "--jobs: 0: expected a whole number"),
+])
+def test_numbers_out_of_range_are_refused_by_name(checkpoint_dir, tmp_path, capsys, argv,
+                                                  message):
+    names = {"ck": str(checkpoint_dir), "tmp": str(tmp_path)}
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.format(**names) for a in argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_unknown_training_device_is_one_line(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "t"), "--device", "bogus"]) == 2
+    assert "unknown device 'bogus'" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+
+
 def test_an_unwritable_file_is_one_line_not_a_traceback(checkpoint_dir, capsys):
     """Refused when the arguments are read where permissions say so (not as root), else
     when the write fails: either way one line naming the path, exit status 2."""
@@ -136,7 +162,8 @@ def test_bench_solvers_sample_times_a_few_queries_but_measures_end_to_end_on_all
     timed = [r for r in csv.DictReader((out / "solver_times.csv").open()) if r["mode"] == "z3"]
     assert [r["subject"].split()[1] for r in timed] == ["0", "3"]  # evenly spaced of 6
     assert summary["end_to_end"]["quote_close functional_equivalence"]["queries"] == 6
-    assert main(["bench", "solvers", "--checkpoint", str(checkpoint_dir), "--tasks",
-                 "quote_close", "--properties", "fe", "--limit", "2", "--sample", "-1",
-                 "--out", str(tmp_path / "bad")]) != 0
+    with pytest.raises(SystemExit):  # refused as the arguments are read
+        main(["bench", "solvers", "--checkpoint", str(checkpoint_dir), "--tasks",
+              "quote_close", "--properties", "fe", "--limit", "2", "--sample", "-1",
+              "--out", str(tmp_path / "bad")])
     assert not (tmp_path / "bad").exists()

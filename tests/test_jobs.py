@@ -62,7 +62,11 @@ def test_spec_resolves_paths_and_refuses_bad_fields(tmp_path):
                          ({"properties": ["fe", "x"]}, "properties"),
                          ({"solver": "yices"}, "solver"), ({"epsilon": "-1"}, "epsilon"),
                          ({"solver_actors": 0}, "at least 1"),
-                         ({"circuits": {"bracket_type": "c.json"}}, "no entry")):
+                         ({"circuits": {"bracket_type": "c.json"}}, "no entry"),
+                         ({"timeout": "abc"}, "timeout must be a number of seconds"),
+                         ({"shard_size": "x"}, "must be whole numbers"),
+                         ({"train": {"bogus": 1}}, "unknown train option"),
+                         ({"train": {"model": {"n_heads": 3}}}, "train.model: d_model 16")):
         with pytest.raises(FarmError, match=message):
             job_spec_from_dict(bad)
 

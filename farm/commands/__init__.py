@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -35,3 +36,34 @@ def _creatable(folder: Path, text: str) -> None:
         raise argparse.ArgumentTypeError(f"cannot write {text}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write {text}: {probe} is not writable")
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be at least 1."""
+    value = _number(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected a whole number of at least 1")
+    return value
+
+
+def count_or_zero(text: str) -> int:
+    """argparse type of a count where 0 means "all of them"."""
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: expected 0 (all) or a positive count")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a finite positive quantity (seconds, a margin)."""
+    value = _number(float, text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text}: expected a finite number above 0")
+    return value
+
+
+def _number(kind: type, text: str) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None

@@ -27,7 +27,7 @@ from encoders.properties import FUNCTIONAL_EQUIVALENCE, PlannedQuery, Planner
 from encoders.solvers import BACKENDS, SolverPool
 from farm.atomic import write_text_atomic
 from farm.checkpoint import load_checkpoint
-from farm.commands import output_dir
+from farm.commands import count_or_zero, output_dir, positive_float, positive_int
 from farm.commands.verify import parse_properties, positive_fraction
 from farm.errors import FarmError
 from farm.exact import ExactModel
@@ -45,7 +45,10 @@ MODES = (*BACKENDS, "race")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks of the verification pipeline")
+    bench = subparsers.add_parser(
+        "bench", help="benchmarks of the verification pipeline",
+        description="Benchmarks whose figures docs/BENCHMARKS.md records: `farm bench "
+                    "solvers` times z3, cvc5 and the race per property and end to end.")
     kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     p = kinds.add_parser(
         "solvers", help="time z3, cvc5 and race on each property's queries",
@@ -60,21 +63,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--circuit", action="append", default=[],
                    help="TASK=circuit.json (repeatable); tasks without one use the full "
                         "circuit")
-    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=task_names())
+    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=task_names(),
+                   help="tasks to benchmark (default: %(default)s)")
     p.add_argument("--properties", default="all", help="as for farm verify")
-    p.add_argument("--epsilon", default="0.01")
-    p.add_argument("--limit", type=int, default=0,
+    p.add_argument("--epsilon", default="0.01",
+                   help="robustness radius, an exact decimal (default: %(default)s)")
+    p.add_argument("--limit", type=count_or_zero, default=0,
                    help="use only the first N inputs of each task's domain (0: all of it)")
-    p.add_argument("--sample", type=int, default=0,
+    p.add_argument("--sample", type=count_or_zero, default=0,
                    help="time each solver mode on N evenly spaced queries of each task and "
                         "property (0: all of them; cvc5 alone takes about 0.4 s per "
                         "functional-equivalence query of the paper-size model, so timing "
                         "all of them takes minutes)")
-    p.add_argument("--jobs", type=int, default=DEFAULT_JOBS)
+    p.add_argument("--jobs", type=positive_int, default=DEFAULT_JOBS,
+                   help="solver pools working in parallel (default: %(default)s)")
     p.add_argument("--solver", default="race", choices=MODES,
                    help="solver mode of the end-to-end runs (default race; on a 2-core "
                         "machine the race spends one core on the loser, z3 alone does not)")
-    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--timeout", type=positive_float, default=60.0,
+                   help="seconds per query per solver (default: %(default)s)")
     p.add_argument("--out", required=True, type=output_dir, help="output directory")
     p.set_defaults(func=run)
 
@@ -172,8 +179,6 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.sample < 0:
-        raise FarmError(f"--sample {args.sample}: expected 0 (every query) or a positive count")
     out = Path(args.out)
     properties = parse_properties(args.properties)
     options = VerifyOptions(epsilon=positive_fraction(args.epsilon, "--epsilon"),

@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "task pass counts, the minimum margin, and the float32 runtime's gap to the "
                     "exact logits. Exit status 1 if any row fails.")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=task_names())
+    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=task_names(),
+                   help="tasks whose domain rows are replayed (default: %(default)s)")
     p.add_argument("--json", dest="json_out", type=output_file,
                    help="also write per-row exact margins here")
     p.set_defaults(func=run)

@@ -36,7 +36,7 @@ from farm.atomic import write_text_atomic
 from farm.certificate import issue, load_verify_results
 from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from farm.circuits import Circuit, save_circuit
-from farm.commands import output_dir
+from farm.commands import output_dir, positive_int
 from farm.commands.verify import format_details, format_table
 from farm.errors import FarmError
 from farm.exact import ExactModel
@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("job", help="job spec (YAML or JSON), e.g. job.yaml")
     p.add_argument("--out", type=output_dir,
                    help="output directory (overrides the spec's 'out')")
-    p.add_argument("--num-cpus", type=int,
+    p.add_argument("--num-cpus", type=positive_int,
                    help="embedded Ray only: CPU and solver slots (default: this machine's cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -6,7 +6,7 @@ import argparse
 import time
 
 from farm.checkpoint import Checkpoint, save_checkpoint
-from farm.commands import output_dir
+from farm.commands import output_dir, positive_float, positive_int
 from farm.model import ATTN_VARIANTS, NORM_VARIANTS, GPTConfig
 from farm.tasks import DEFAULT_TASKS, task_names
 from farm.train import TrainConfig, train
@@ -22,15 +22,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=output_dir, help="checkpoint directory to write")
     p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=task_names(),
                    help="tasks trained jointly (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--heads", type=int, default=1, help="attention heads per layer")
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--norm", choices=NORM_VARIANTS, default="signed_l1_band_norm")
-    p.add_argument("--attn", choices=ATTN_VARIANTS, default="sparsemax")
-    p.add_argument("--activation", choices=("leaky_relu", "gelu"), default="leaky_relu")
-    p.add_argument("--margin", type=float, default=1.0,
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seed: the same seed trains the same weights on CPU (default 0)")
+    p.add_argument("--heads", type=positive_int, default=1,
+                   help="attention heads per layer (default 1, the paper size)")
+    p.add_argument("--layers", type=positive_int, default=2, help="transformer blocks (default 2)")
+    p.add_argument("--norm", choices=NORM_VARIANTS, default="signed_l1_band_norm",
+                   help="normalisation: the piecewise-linear Signed L1 BandNorm (verifiable), "
+                        "none, or a standard one for the surrogate path (default %(default)s)")
+    p.add_argument("--attn", choices=ATTN_VARIANTS, default="sparsemax",
+                   help="attention weights: sparsemax (verifiable) or softmax (default "
+                        "%(default)s)")
+    p.add_argument("--activation", choices=("leaky_relu", "gelu"), default="leaky_relu",
+                   help="MLP activation: leaky_relu (verifiable) or gelu (default %(default)s)")
+    p.add_argument("--margin", type=positive_float, default=1.0,
                    help="stop once the minimum candidate margin reaches this (default 1.0)")
-    p.add_argument("--max-steps", type=int, default=4000)
+    p.add_argument("--max-steps", type=positive_int, default=4000,
+                   help="give up (exit status 1) after this many full-batch steps (default 4000)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.set_defaults(func=run)
 

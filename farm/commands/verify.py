@@ -13,7 +13,7 @@ from encoders.properties import PROPERTIES, Planner
 from encoders.solvers import MODES
 from farm.atomic import write_text_atomic
 from farm.checkpoint import load_checkpoint
-from farm.commands import output_dir, output_file
+from farm.commands import output_dir, output_file, positive_float, positive_int
 from farm.errors import FarmError
 from farm.exact import ExactModel
 from farm.tasks import get_task, task_names
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--radius-max", default="1", help="search upper bound (default: 1)")
     p.add_argument("--radius-precision", default="0.001",
                    help="absolute precision of the bisection (default: %(default)s)")
-    p.add_argument("--radius-timeout", type=float, default=10.0,
+    p.add_argument("--radius-timeout", type=positive_float, default=10.0,
                    help="seconds per query per solver in the radius search (default: "
                         "%(default)s). Near its radius an input's queries are the hardest to "
                         "decide; an unknown ends the search above, and the input's note "
@@ -88,9 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=output_dir,
                    help="Parquet results cache directory (reruns cost nothing)")
     p.add_argument("--out", type=output_file, help="write the results as JSON here")
-    p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
+    p.add_argument("--jobs", type=positive_int, default=DEFAULT_JOBS,
                    help="solver pools working in parallel (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=60.0,
+    p.add_argument("--timeout", type=positive_float, default=60.0,
                    help="seconds per query per solver (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -162,8 +162,6 @@ def run(args: argparse.Namespace) -> int:
         radius_precision=positive_fraction(args.radius_precision, "--radius-precision"),
         radius_timeout=args.radius_timeout, radius_solver=args.radius_solver,
         progress=not args.quiet)
-    if args.jobs < 1 or args.timeout <= 0 or args.radius_timeout <= 0:
-        raise FarmError("--jobs must be at least 1, --timeout and --radius-timeout positive")
     ckpt = load_checkpoint(args.checkpoint)
     circuit = resolve_circuit(args.circuit, ckpt, task.name)
     traces = TraceReader(args.trace, ckpt.sha256) if args.trace else None
