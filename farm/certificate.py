@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
@@ -110,7 +111,7 @@ def load_verify_results(paths: Sequence[str | os.PathLike[str]]) -> VerifiedWork
     (`query_records`, `QueryRecord` fields): the counts are certified against them."""
     shas, circuits, results, records = set(), {}, [], []
     for path in map(Path, paths):
-        data = read_envelope(path)  # plain JSON; the same careful reader
+        data = read_envelope(path, "verify result")  # plain JSON; the same careful reader
         if not isinstance(data, dict) or not isinstance(data.get("results"), list):
             raise FarmError(f"{path}: not a verify result (no 'results' list)")
         shas.add(data.get("checkpoint_sha256"))
@@ -121,6 +122,8 @@ def load_verify_results(paths: Sequence[str | os.PathLike[str]]) -> VerifiedWork
                 raise FarmError(f"{path}: a different circuit for task {found.task} was "
                                 "already given")
         for result in data["results"]:
+            if not isinstance(result, dict):
+                raise FarmError(f"{path}: each of 'results' must be an object")
             where = f"{path}: result {result.get('property')}/{result.get('task')}"
             if not isinstance(result.get("query_records"), list):
                 raise FarmError(f"{where} has no per-query records ('query_records'); they "
@@ -301,7 +304,9 @@ def assemble(ckpt: Checkpoint, report: ReplayReport, circuits: Sequence[Circuit]
         "rows": rows,
         "replay": {"min_margin": _rational(report.min_margin),
                    "min_margin_float": float(report.min_margin),
-                   "float32_gap": report.float32_gap},
+                   # None where the float32 runtime overflows (JSON has no inf)
+                   "float32_gap": report.float32_gap if math.isfinite(report.float32_gap)
+                   else None},
         "circuits": [c.to_json_dict() for c in circuits],
         "properties": entries,
         "queries": {"sha256": sidecar_sha256, "records": len(records)},
@@ -665,18 +670,18 @@ class CheckReport:
         return not self.problems
 
 
-def read_envelope(path: str | os.PathLike[str]) -> Any:
+def read_envelope(path: str | os.PathLike[str], what: str = "certificate") -> Any:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise FarmError(f"certificate {path} does not exist") from None
+        raise FarmError(f"{what} {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise FarmError(f"cannot read certificate {path}: {err}") from err
+        raise FarmError(f"cannot read {what} {path}: {err}") from err
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise FarmError(f"certificate {path} is not JSON (truncated?): {err}") from None
+        raise FarmError(f"{what} {path} is not JSON (truncated?): {err}") from None
 
 
 def check_certificate(path: str | os.PathLike[str], public_key: str | os.PathLike[str],

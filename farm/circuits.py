@@ -202,6 +202,15 @@ def require_zero_ablation(circuit: Circuit, source: str) -> None:
                         "extract it again with --ablation zero")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose every key is given once (json keeps the last of a duplicate)."""
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise json.JSONDecodeError(f"duplicate key(s) {', '.join(twice)}", "", 0)
+    return dict(pairs)
+
+
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -209,7 +218,7 @@ def _positive_int(value: Any) -> bool:
 def load_circuit(path: str | Path) -> Circuit:
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise FarmError(f"circuit file {path} does not exist") from None
     except IsADirectoryError:

@@ -112,7 +112,9 @@ def sparsemax(z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor
     ks = torch.arange(1, z.shape[-1] + 1, device=z.device, dtype=z.dtype)
     cumsum = z_sorted.cumsum(-1)
     in_support = 1 + ks * z_sorted > cumsum
-    k = in_support.sum(-1, keepdim=True)  # the condition holds exactly for k = 1..k_max
+    # the condition holds exactly for k = 1..k_max, k = 1 always: only a non-finite z
+    # (float32 overflow) can leave none, and then the output is not finite either
+    k = in_support.sum(-1, keepdim=True).clamp(min=1)
     tau = (cumsum.gather(-1, k - 1) - 1) / k.to(z.dtype)
     return torch.clamp(z - tau, min=0)
 

@@ -7,6 +7,7 @@ requires us to state rather than hide.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -68,6 +69,6 @@ def replay(ckpt: Checkpoint, tasks: Sequence[str] = DEFAULT_TASKS) -> ReplayRepo
     with torch.no_grad():
         runtime = ckpt.to_model()(torch.tensor(prompts))[:, -1].double().numpy()
     exact_logits = np.array([[float(v) for v in r.logits] for r in results])
-    gap = float(np.abs(runtime - exact_logits).max())
+    gap = float(np.abs(runtime - exact_logits).max()) if np.isfinite(runtime).all() else math.inf
     return ReplayReport([RowReplay(row, res.margin(row.target, row.alternate))
                          for row, res in zip(rows, results, strict=True)], gap)

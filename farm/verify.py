@@ -308,7 +308,15 @@ class QueryRecord:
         names = [f.name for f in fields(cls)]
         if not isinstance(data, Mapping) or not set(names) - {"reason"} <= set(data):
             raise FarmError(f"{where}: a query record needs the fields {', '.join(names)}")
-        return cls(**{n: data.get(n, "") if n == "reason" else data[n] for n in names})
+        record = cls(**{n: data.get(n, "") if n == "reason" else data[n] for n in names})
+        texts = ("property", "task", "subject", "query_hash", "verdict", "reason")
+        times = (record.z3_seconds, record.cvc5_seconds)
+        if not (all(isinstance(getattr(record, n), str) for n in texts)
+                and isinstance(record.winner, str | None)
+                and all(t is None or type(t) in (int, float) for t in times)):
+            raise FarmError(f"{where}: a query record's {', '.join(texts)} must be text, its "
+                            "winner text or null, its times numbers or null")
+        return record
 
 
 @dataclass

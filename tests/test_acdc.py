@@ -221,6 +221,15 @@ def test_broken_or_mismatched_circuit_files_are_refused(extracted, tmp_path, cap
     assert "is not valid JSON" in _refused(["circuit", "show", str(tmp_path / "latin1.json")],
                                            capsys)
     assert "is a directory" in _refused(["circuit", "show", str(tmp_path)], capsys)
+    (tmp_path / "twice.json").write_text(good.read_text()[:-2] + ', "n_layers": 3}')
+    assert "duplicate key(s) n_layers" in _refused(["circuit", "show",
+                                                     str(tmp_path / "twice.json")], capsys)
+    assert "name a .png file" in _refused(["circuit", "show", str(good), "--png",
+                                           str(tmp_path / "drawing")], capsys)
+    words = tmp_path / "words.json"
+    words.write_text(json.dumps([{"source": "emb", "target": "attn_0", "delta": "big"}]))
+    assert "delta 'big', not a number" in _refused(
+        ["circuit", "show", str(good), "--edge-log", str(words)], capsys)
     log = tmp_path / "log.json"
     log.write_text(json.dumps([{"source": "attn_2", "target": "logits", "delta": 0.1}]))
     err = _refused(["circuit", "show", str(good), "--edge-log", str(log)], capsys)

@@ -366,6 +366,30 @@ def test_answers_about_another_circuit_certify_nothing(farm_dir: Path, tmp_path:
     assert "are not the query their subject names" in _problems(farm_dir, cert)
 
 
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d["results"].append(3), "each of 'results' must be an object"),
+    (lambda d: d["results"][0]["query_records"][0].update(verdict=1),
+     "a query record's property, task, subject, query_hash, verdict, reason must be text"),
+])
+def test_certify_refuses_malformed_results_by_name(farm_dir: Path, tmp_path: Path, capsys,
+                                                   edit, message) -> None:
+    data = json.loads((farm_dir / "result.json").read_text())
+    edit(data)
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    assert main(["certify", "--checkpoint", str(farm_dir / "checkpoint"), "--verify-result",
+                 str(tmp_path / "r.json"), "--key", str(farm_dir / "key.pem"), "--out",
+                 str(tmp_path / "c.dsse.json")]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_a_missing_verify_result_is_named_as_one(farm_dir: Path, tmp_path: Path, capsys) -> None:
+    assert main(["certify", "--checkpoint", str(farm_dir / "checkpoint"), "--verify-result",
+                 str(tmp_path / "none.json"), "--key", str(farm_dir / "key.pem"), "--out",
+                 str(tmp_path / "c.dsse.json")]) == 2
+    assert f"verify result {tmp_path / 'none.json'} does not exist" in capsys.readouterr().err
+
+
 def test_certify_refuses_results_without_query_records(farm_dir: Path, tmp_path: Path,
                                                        capsys) -> None:
     data = json.loads((farm_dir / "result.json").read_text())

@@ -54,6 +54,16 @@ def test_nan_weights_are_named(checkpoint_dir, tmp_path, capsys):
     assert "blocks.0.mlp.up.weight" in capsys.readouterr().err
 
 
+def test_weights_that_overflow_float32_replay_exactly_without_a_crash(checkpoint_dir, tmp_path,
+                                                                      capsys):
+    """3e38 is a float32, so the exact replay is defined; the float32 runtime overflows,
+    and its distance from the exact logits is reported as infinite, not a crash."""
+    huge = tmp_path / "huge"
+    _tamper(checkpoint_dir, huge, lambda t: t["wte.weight"].__setitem__((1, 0), 3e38))
+    assert main(["replay", "--checkpoint", str(huge)]) in (0, 1)  # 1: some rows fail
+    assert "float32 runtime within inf of the exact logits" in capsys.readouterr().out
+
+
 def test_wrong_shape_is_named(checkpoint_dir, tmp_path, capsys):
     bad = tmp_path / "shape"
     _tamper(checkpoint_dir, bad, lambda t: t.__setitem__("wpe.weight", t["wpe.weight"][:5]))

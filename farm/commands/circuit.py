@@ -48,8 +48,11 @@ def load_edge_deltas(path: str, circuit: Circuit) -> dict[Edge, float]:
         if edge not in graph:
             raise FarmError(f"edge log {path}: edge {edge[0]} -> {edge[1]} is not in the "
                             f"graph of circuit with nodes {circuit.nodes}")
+        delta = step["delta"]
+        if type(delta) not in (int, float):
+            raise FarmError(f"edge log {path}: entry {i} has delta {delta!r}, not a number")
         if edge in circuit.edges:
-            deltas[edge] = float(step["delta"])
+            deltas[edge] = float(delta)
     return deltas
 
 
@@ -112,6 +115,8 @@ def render(circuit: Circuit, path: str, deltas: dict[Edge, float]) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    if args.png and Path(args.png).suffix.lower() != ".png":
+        raise FarmError(f"--png {args.png}: name a .png file")
     circuit = load_circuit(args.circuit)
     deltas = load_edge_deltas(args.edge_log, circuit) if args.edge_log else {}
     print(f"circuit {args.circuit}: task {circuit.task}, {circuit.n_layers} layers, "
