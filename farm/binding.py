@@ -1,123 +1,178 @@
-"""Query records bound to the claims they prove: every unsat record re-planned.
+"""Query records bound to the claims they prove: every unsat record planned again.
 
 A certificate's sidecar says which query texts (by SHA-256) the solvers answered
 unsat; its predicate says which circuit, property and ε those answers prove.
-Only planning ties the two. So here the query each unsat record names by its
-subject (an input, a pair, an edge and its witness) is planned again from the
-checkpoint and the certified circuit, in exact arithmetic, and its hash must be
-the record's: an answer about another circuit, task, property, input or ε proves
-nothing here, however it is signed. It costs planning (seconds), never a solver.
+Only planning ties the two, so here the queries are planned again from the
+checkpoint and the certified circuit, in exact arithmetic:
 
-Sat, unknown and error records are not bound: they never make a claim VERIFIED,
-and a counterexample is replayed exactly where it is judged.
+* bound: each unsat record must be, subject and hash, a query the planner writes
+  for the instance its subject names (an input, a pair, an edge and its witness,
+  robustness's input at the stated ε, first asked or asked again);
+* covered: a VERIFIED property must have such a record for every instance of
+  its plan (each input; each retained edge; each member of an opener class, or
+  each pair where the plan asks pairs), so a count of records cannot stand in
+  for the instances they should prove.
+
+What is left to trust is the signer's word that these hashes were unsat. Sat,
+unknown and error records are not bound: they never make a claim VERIFIED, and
+a counterexample is replayed exactly where it is judged. It costs planning
+(seconds), never a solver.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
+from math import comb
 
 from encoders.properties import (
     CONTENT_INVARIANCE,
     EDGE_NECESSITY,
     FUNCTIONAL_EQUIVALENCE,
     ROBUSTNESS,
+    PlannedQuery,
     Planner,
 )
 from farm.checkpoint import Checkpoint
-from farm.circuits import Circuit
+from farm.circuits import Circuit, Edge
 from farm.exact import ExactModel
 from farm.tasks import get_task
 from farm.verify import QueryRecord
 
-__all__ = ["unbound_records"]
+__all__ = ["Stated", "unplanned_records"]
 
 _INPUT = re.compile(r"input (\d+) ")
 _PAIR = re.compile(r"pair (\d+)~(\d+) ")
 _EDGE_WITNESS = re.compile(r"edge (\S+)->(\S+) witness input (\d+) ")
-MAX_NAMED = 3  # unbound records named per property; the rest are counted
+MODES = ("guided", "full")  # as `farm verify --encoding` plans; guided is tried first
+MAX_NAMED = 3  # records or instances named per property; the rest are counted
+
+Stated = tuple[str, Fraction | None]  # a property's status and (robustness) ε
 
 
-def unbound_records(ckpt: Checkpoint, circuits: Mapping[str, Circuit],
-                    epsilons: Mapping[str, Fraction], records: Sequence[QueryRecord]
-                    ) -> list[str]:
-    """Problems: unsat records whose hash is not the query their subject names, planned
-    for the task's circuit (`epsilons`: robustness's ε per task), and subjects proved
-    twice (counts of unsat records must be counts of instances)."""
+def unplanned_records(ckpt: Checkpoint, circuits: Mapping[str, Circuit],
+                      claims: Mapping[tuple[str, str], Stated], records: Sequence[QueryRecord]
+                      ) -> list[str]:
+    """Problems: unsat records that are not a query the planner writes for their subject,
+    and VERIFIED properties (`claims`, by (property, task)) with an instance of their
+    plan that no bound unsat record proves."""
     model = ExactModel(ckpt.config, ckpt.weights)
-    problems = []
+    problems: list[str] = []
     replanners: dict[str, _Replanner] = {}
-    by_claim: dict[tuple[str, str], list[QueryRecord]] = {}
-    for r in records:
-        if r.verdict == "unsat":
-            by_claim.setdefault((r.property, r.task), []).append(r)
-    for (prop, task), mine in by_claim.items():
+    for (prop, task), (status, epsilon) in claims.items():
         if task not in circuits:
-            continue  # the certificate's own checks name a record without a circuit
-        if task not in replanners:
-            replanners[task] = _Replanner(model, circuits[task], task, epsilons.get(task))
-        replanner, name = replanners[task], f"property {prop}/{task}"
-        unbound = [r.subject for r in mine
-                   if not replanner.matches(prop, r.subject, r.query_hash)]
+            continue  # the certificate's own checks name a claim without a circuit
+        key = f"{task}@{epsilon}"
+        if key not in replanners:
+            replanners[key] = _Replanner(model, circuits[task], task, epsilon)
+        replanner, name = replanners[key], f"property {prop}/{task}"
+        mine = [r for r in records if (r.property, r.task, r.verdict) == (prop, task, "unsat")]
+        unbound = [r.subject for r in mine if not replanner.plans(prop, r)]
         if unbound:
             problems.append(f"{name}: {len(unbound)} unsat record(s) are not the query their "
-                            f"subject names for this circuit (first: "
-                            f"{', '.join(map(repr, unbound[:MAX_NAMED]))})")
-        twice = [s for s, n in Counter(r.subject for r in mine).items() if n > 1]
-        if twice:
-            problems.append(f"{name}: {len(twice)} subject(s) proved twice (first: "
-                            f"{twice[0]!r})")
+                            f"subject names for this circuit (first: {_first(unbound)})")
+        elif status == "VERIFIED" and (missing := replanner.uncovered(prop, mine)):
+            problems.append(f"{name}: VERIFIED, but {len(missing)} instance(s) of its plan "
+                            f"have no unsat record (first: {_first(missing)})")
     return problems
 
 
-class _Replanner:
-    """Plans one circuit's queries again, by subject, in the mode a record was planned in
-    (guided, or full as `farm verify --encoding full` plans: tried only when guided
-    does not match)."""
+def _first(items: Sequence[object]) -> str:
+    return ", ".join(map(repr, items[:MAX_NAMED]))
 
-    MODES = ("guided", "full")
+
+class _Replanner:
+    """Plans one circuit's queries again, by the instance a record names, in the mode it
+    was planned in (guided, or full where guided does not match)."""
 
     def __init__(self, model: ExactModel, circuit: Circuit, task: str,
                  epsilon: Fraction | None) -> None:
-        self.model, self.circuit, self.task, self.epsilon = model, circuit, get_task(task), \
-            epsilon
-        self._planners: dict[str, Planner] = {}
-        self._tables: dict[tuple[str, str], dict[str, str]] = {}
+        self.circuit, self.epsilon = circuit, epsilon
+        self.planners = {mode: Planner(model, circuit, get_task(task), mode=mode)
+                         for mode in MODES}  # cheap: exact runs happen when first read
+        self.n = len(self.planners["guided"].prompts)
+        self._plans: dict[tuple, list[PlannedQuery]] = {}
 
-    def planner(self, mode: str) -> Planner:
-        if mode not in self._planners:
-            self._planners[mode] = Planner(self.model, self.circuit, self.task, mode=mode)
-        return self._planners[mode]
+    def plans(self, prop: str, record: QueryRecord) -> bool:
+        """Whether the planner writes this record's subject and hash."""
+        return any((q.subject, q.hash) == (record.subject, record.query_hash)
+                   for mode in MODES for q in self._for_subject(prop, record.subject, mode))
 
-    def matches(self, prop: str, subject: str, query_hash: str) -> bool:
-        return any(query_hash in self._hashes(prop, subject, mode) for mode in self.MODES)
+    def uncovered(self, prop: str, records: Sequence[QueryRecord]) -> list[str]:
+        """Instances of the property's plan that none of the (bound) records proves."""
+        hashes = {r.query_hash for r in records}
+        if prop == EDGE_NECESSITY:
+            proved = {_edge(r.subject) for r in records}
+            return [f"edge {a}->{b}" for a, b in self.circuit.ordered_edges()
+                    if (a, b) not in proved]
+        if prop == ROBUSTNESS:
+            return [f"input {i}" for i in range(self.n)
+                    if not hashes & {q.hash for q in self._robustness(i)}]
+        plans = [(prop, mode, False) for mode in MODES]
+        if prop == CONTENT_INVARIANCE and len(records) >= self._pairs():
+            plans += [(prop, mode, True) for mode in MODES]  # asked on request only
+        missing: list[str] = []
+        for plan in plans:
+            left = [q.subject for q in self._plan(*plan) if q.hash not in hashes]
+            if not left:
+                return []
+            missing = missing or left
+        return missing
 
-    def _hashes(self, prop: str, subject: str, mode: str) -> set[str]:
-        """The hashes of the queries `subject` names for `prop` in one mode."""
-        p = self.planner(mode)
-        n = len(p.prompts)
+    def _for_subject(self, prop: str, subject: str, mode: str) -> list[PlannedQuery]:
+        p = self.planners[mode]
         if prop == EDGE_NECESSITY:
             m = _EDGE_WITNESS.match(subject)
-            edge = m and (m[1], m[2])
-            return ({p.edge_witness_query(edge, int(m[3])).hash}
-                    if edge in self.circuit.edges and int(m[3]) < n else set())
-        if prop == CONTENT_INVARIANCE and (m := _PAIR.match(subject)):
-            a, b = int(m[1]), int(m[2])
-            return {p.pair_query(a, b).hash} if max(a, b) < n and a != b else set()
+            edge = _edge(subject)
+            if m is None or edge not in self.circuit.edges or int(m[3]) >= self.n:
+                return []
+            return [self._memo(("en", mode, edge, int(m[3])),
+                               lambda: [p.edge_witness_query(edge, int(m[3]))])[0]]
         if prop == ROBUSTNESS:
             m = _INPUT.match(subject)
-            if mode != "guided" or m is None or int(m[1]) >= n or self.epsilon is None:
-                return set()  # robustness plans alike in both modes
-            i = int(m[1])
-            return {p.robustness_query(i, self.epsilon).hash,  # first tier, then re-asked
-                    p.robustness_query(i, self.epsilon, encoding="full").hash}
+            if mode != "guided" or m is None or int(m[1]) >= self.n:
+                return []  # robustness plans alike in both modes
+            return self._robustness(int(m[1]))
+        if prop == CONTENT_INVARIANCE and (m := _PAIR.match(subject)):
+            a, b = int(m[1]), int(m[2])
+            return [p.pair_query(a, b)] if a != b and max(a, b) < self.n else []
         if prop in (FUNCTIONAL_EQUIVALENCE, CONTENT_INVARIANCE):
-            if (prop, mode) not in self._tables:
-                queries = (p.functional_equivalence() if prop == FUNCTIONAL_EQUIVALENCE
-                           else p.content_invariance())
-                self._tables[prop, mode] = {q.subject: q.hash for q in queries}
-            found = self._tables[prop, mode].get(subject)
-            return {found} if found is not None else set()
-        return set()
+            return [q for q in self._plan(prop, mode, False) if q.subject == subject]
+        return []
+
+    def _plan(self, prop: str, mode: str, pairwise: bool) -> list[PlannedQuery]:
+        """A whole plan: functional equivalence's, or content invariance's (by anchors,
+        or every pair)."""
+        p = self.planners[mode]
+        return self._memo((prop, mode, pairwise), lambda: list(
+            p.functional_equivalence() if prop == FUNCTIONAL_EQUIVALENCE
+            else p.content_invariance(pairwise)))
+
+    def _robustness(self, i: int) -> list[PlannedQuery]:
+        """Input i's robustness queries at ε: as first asked, and as asked again."""
+        if self.epsilon is None:
+            return []
+        p = self.planners["guided"]
+        return self._memo(("rob", i), lambda: [
+            p.robustness_query(i, self.epsilon),
+            p.robustness_query(i, self.epsilon, encoding="full")])
+
+    def _pairs(self) -> int:
+        """How many queries content invariance asks pair by pair."""
+        p = self.planners["guided"]
+        sizes: dict[int, int] = {}
+        for prompt in p.prompts:
+            sizes[prompt[p.task.opener_position]] = sizes.get(
+                prompt[p.task.opener_position], 0) + 1
+        return sum(comb(k, 2) for k in sizes.values())
+
+    def _memo(self, key: tuple, plan: Callable[[], list[PlannedQuery]]) -> list[PlannedQuery]:
+        if key not in self._plans:
+            self._plans[key] = plan()
+        return self._plans[key]
+
+
+def _edge(subject: str) -> Edge | None:
+    m = _EDGE_WITNESS.match(subject)
+    return (m[1], m[2]) if m else None

@@ -46,7 +46,7 @@ from encoders.properties import (
     ROBUSTNESS,
 )
 from farm.atomic import write_bytes_atomic, write_text_atomic
-from farm.binding import unbound_records
+from farm.binding import Stated, unplanned_records
 from farm.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
 from farm.circuits import Circuit, require_zero_ablation
 from farm.errors import FarmError
@@ -290,9 +290,9 @@ def assemble(ckpt: Checkpoint, report: ReplayReport, circuits: Sequence[Circuit]
     if any(n > 1 for n in groups.values()) or {(r.property, r.task) for r in records} - set(groups):
         raise FarmError("each (property, task) needs exactly one result, and every query "
                         "record a result it belongs to")
-    unbound = unbound_records(ckpt, by_task, _epsilons(entries), records)
-    if unbound:
-        raise FarmError(f"refusing to certify: {'; '.join(unbound)}")
+    unplanned = unplanned_records(ckpt, by_task, _stated(entries), records)
+    if unplanned:
+        raise FarmError(f"refusing to certify: {'; '.join(unplanned)}")
     created = (created_at or datetime.now(UTC)).astimezone(UTC)
     return {
         "format_version": FORMAT_VERSION,
@@ -480,10 +480,10 @@ def _count_problems(prop: str, task: str, status: Any, counts: Mapping[str, Any]
 _SUBJECT_EPSILON = re.compile(r" eps (\S+) (?:guided|full)\Z")  # `Planner.robustness_query`
 
 
-def _epsilons(entries: Sequence[Mapping[str, Any]]) -> dict[str, Fraction]:
-    """Robustness's ε per task, as its entries state it."""
-    return {e["task"]: value for e in entries
-            if e.get("property") == ROBUSTNESS and (value := _fraction(e.get("epsilon")))}
+def _stated(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], Stated]:
+    """Each property entry's status and, for robustness, its ε."""
+    return {(e["property"], e["task"]): (e["status"], _fraction(e.get("epsilon")))
+            for e in entries}
 
 
 def _epsilon_problems(prop: str, task: str, epsilon: Any, records: Sequence[QueryRecord]
@@ -764,7 +764,7 @@ def _check(path: Path, statement: Mapping[str, Any], checkpoint_dir: str | os.Pa
     if not problems:  # the records belong to these circuits and properties: re-plan them
         circuits = {c.task: c for i, data in enumerate(pred["circuits"])
                     if (c := Circuit.from_json_dict(data, f"circuit {i}")).task}
-        problems += unbound_records(ckpt, circuits, _epsilons(pred["properties"]), records)
+        problems += unplanned_records(ckpt, circuits, _stated(pred["properties"]), records)
     lean = pred["lean"]
     if lean.get("certificate_fingerprint") != fingerprint(pred):
         problems.append(f"lean: the Lean module was generated for certificate "

@@ -14,7 +14,10 @@ import hashlib
 import json
 import re
 import shutil
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from safetensors.numpy import load_file, save_file
 
 from encoders.cache import ResultCache
 from encoders.properties import FUNCTIONAL_EQUIVALENCE, Planner
+from farm.binding import unplanned_records
 from farm.certificate import (
     check_certificate,
     fingerprint,
@@ -366,6 +370,22 @@ def test_answers_about_another_circuit_certify_nothing(farm_dir: Path, tmp_path:
     assert "are not the query their subject names" in _problems(farm_dir, cert)
 
 
+def test_a_verified_property_needs_a_record_for_every_instance_of_its_plan(
+        farm_dir: Path, tmp_path: Path, capsys) -> None:
+    """Counts are not coverage: input 3's answer given twice, input 5's left out, with
+    every count unchanged, certifies nothing."""
+    data = json.loads((farm_dir / "result.json").read_text())
+    records = data["results"][0]["query_records"]
+    records[5] = records[3]
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    assert main(["certify", "--checkpoint", str(farm_dir / "checkpoint"), "--verify-result",
+                 str(tmp_path / "r.json"), "--key", str(farm_dir / "key.pem"), "--out",
+                 str(tmp_path / "c.dsse.json")]) == 2
+    assert ("VERIFIED, but 1 instance(s) of its plan have no unsat record (first: 'input 5 "
+            in capsys.readouterr().err)
+    assert not list(tmp_path.glob("c.*"))
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda d: d["results"].append(3), "each of 'results' must be an object"),
     (lambda d: d["results"][0]["query_records"][0].update(verdict=1),
@@ -441,3 +461,40 @@ def test_escalated_queries_re_ask_inputs_and_add_no_instances() -> None:
     with pytest.raises(FarmError, match="status 'VERIFIED', but the counts make it ERROR"):
         property_entry(_robustness(errors=1, unsat=127, sat=2, unknown=0),
                        _records({"unsat": 127, "sat": 2, "error": 1}), 128, 15)
+
+
+# --------------------------------------------------------------------------- coverage
+
+
+def _unsat(queries) -> list[QueryRecord]:
+    return [QueryRecord(q.property, q.task, q.subject, q.hash, "unsat", "z3", 0.1, None, "")
+            for q in queries]
+
+
+def test_each_instance_of_a_plan_needs_its_own_record(farm_dir: Path) -> None:
+    """Planned queries taken as answered (no solver): an instance proved twice in the
+    place of another (a robustness input first asked and asked again, a second witness
+    of one edge, a pair instead of an anchor's member) leaves that other one unproved."""
+    ckpt = load_checkpoint(farm_dir / "checkpoint")
+    circuit = Circuit.full(2, 1, "block", TASK)
+    p = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, get_task(TASK))
+    eps = Fraction(1, 100)
+    rob = _unsat(p.robustness_query(i, eps) for i in range(len(p.prompts)))
+    en = _unsat(p.edge_witness_query(e, 0) for e in circuit.ordered_edges())
+    ci = _unsat(p.content_invariance())
+    stated = {(prop, TASK): ("VERIFIED", eps) for prop in ("robustness", "edge_necessity",
+                                                             "content_invariance")}
+    assert unplanned_records(ckpt, {TASK: circuit}, stated, rob + en + ci) == []
+    counts = Counter(r.query_hash for r in rob)  # prompts a circuit cannot tell apart
+    i = next(i for i, r in enumerate(rob) if counts[r.query_hash] == 1)  # share a text
+    rob[i] = _unsat([p.robustness_query(i + 1, eps, encoding="full")])[0]
+    en[1] = _unsat([p.edge_witness_query(circuit.ordered_edges()[0], 7)])[0]
+    ci[-1] = _unsat([p.pair_query(2, 0)])[0]
+    problems = "\n".join(unplanned_records(ckpt, {TASK: circuit}, stated, rob + en + ci))
+    assert "robustness/quote_close: VERIFIED, but 1 instance(s) of its plan have no unsat " \
+           f"record (first: 'input {i}')" in problems
+    assert f"(first: 'edge {'->'.join(circuit.ordered_edges()[1])}')" in problems
+    assert f"(first: {ci[-1].subject!r})" not in problems and "decides as anchor" in problems
+    rob[i] = replace(rob[3], subject=rob[3].subject.replace("eps 1/100", "eps 2/200"))
+    assert "1 unsat record(s) are not the query their subject names" in "\n".join(
+        unplanned_records(ckpt, {TASK: circuit}, stated, rob))
