@@ -448,16 +448,20 @@ class _Run:
         text at position t is encoded once per model and replayed after."""
         if node not in self.constant:
             return self._head(node, h, t)
-        # what it reads, encoded first (only in the memo tables, as the head's
-        # replayed text does not define them)
+        return self.replayed(self._head_key(node, h, t), lambda: self._head(node, h, t))
+
+    def _head_key(self, node: str, h: int, t: int) -> tuple:
+        """Everything the text of a constant node's head depends on (see `replayed`).
+
+        What it reads is encoded first, so that it stays in the memo tables: the
+        head's replayed text does not define it."""
         read = [self.normed(node, t), *(x for j in range(t + 1) for x in self._kv_of(node, h, j))]
         layer = parse_node(node).layer
         position = self.result.positions[t]
-        key = ("head", self.tag, self.mode, node, h, t,
-               self.branch(t, f"{node}.head{h}.sparsemax") if self.mode == "guided" else None,
-               tuple(position.queries[layer, h]), tuple(position.patterns[layer, h]),
-               *(_signature(x) for x in read))
-        return self.replayed(key, lambda: self._head(node, h, t))
+        return ("head", self.tag, self.mode, node, h, t,
+                self.branch(t, f"{node}.head{h}.sparsemax") if self.mode == "guided" else None,
+                tuple(position.queries[layer, h]), tuple(position.patterns[layer, h]),
+                *(_signature(x) for x in read))
 
     def _kv_of(self, node: str, h: int, j: int) -> tuple[Vec, Vec]:
         """The key and value head h of `node` reads at position j (the normed input
@@ -508,17 +512,30 @@ class _Run:
         parses a repeated line once)."""
         if (layer, heads, t) in self._attn_outs:
             return self._attn_outs[layer, heads, t]
+        if all(node in self.constant and (node, h, t) not in self._heads for node, h in heads):
+            # a constant node's output: encoded once per model, replayed after
+            key = ("attn_out", layer, heads, *(self._head_key(node, h, t) for node, h in heads))
+            results, out = self.replayed(key, lambda: self._attn_out(layer, heads, t))
+        else:
+            results, out = self._attn_out(layer, heads, t)
+        self._heads.update(results)
+        self._attn_outs[layer, heads, t] = out
+        return out
+
+    def _attn_out(self, layer: int, heads: tuple[tuple[str, int], ...], t: int
+                  ) -> tuple[dict[tuple[str, int, int], Vec], Vec]:
+        """The heads' results not named before, named, and the layer's output."""
         new = {(node, h): self.head(node, h, t) for node, h in heads
                if (node, h, t) not in self._heads}
         scale = common_scale(a for result in new.values() for a in result)
-        for (node, h), result in new.items():
-            self._heads[node, h, t] = self.vector(self.name(node, t, f"h{h}r"), result, scale)
+        results = {(node, h, t): self.vector(self.name(node, t, f"h{h}r"), result, scale)
+                   for (node, h), result in new.items()}
         w_o = _matrix(self.m.layers[layer]["o"])
         weights, _, den = w_o
         bias = _bias(w_o)
         terms = []
         for node, h in heads:
-            result = self._heads[node, h, t]
+            result = results.get((node, h, t)) or self._heads[node, h, t]
             if self.named_kv:
                 cols = [row[h * len(result):(h + 1) * len(result)] for row in weights]
                 terms.append([Affine.row(c, den, result) for c in cols])
@@ -529,9 +546,7 @@ class _Run:
         which = "".join(f"h{h}" for _, h in heads)
         named = self.vector(f"{self.tag}.{t}a{layer}.o{which}.",
                             [Affine.sum(col) for col in zip(*terms, strict=True)])
-        out = self._attn_outs[layer, heads, t] = [o + b for o, b in zip(named, bias,
-                                                                         strict=True)]
-        return out
+        return results, [o + b for o, b in zip(named, bias, strict=True)]
 
     # --- MLP
 

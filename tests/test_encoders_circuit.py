@@ -195,8 +195,8 @@ CONSTANT_SOURCE_EDGES = {("emb", "attn_1"), ("attn_0", "attn_1"), ("attn_1", "lo
     (1, None), (1, CONSTANT_SOURCE_EDGES), (2, CONSTANT_SOURCE_EDGES)])
 def test_a_prompt_encodes_alike_on_a_fresh_model_and_after_others(n_heads, edges):
     """Sites encoded for earlier prompts (a norm of the same token's embedding, prefix
-    positions, a constant node's heads) are replayed from the model's caches: the
-    text is the one a fresh encoding writes, byte for byte, in both modes."""
+    positions, a constant node's heads and output) are replayed from the model's
+    caches: the text is the one a fresh encoding writes, byte for byte, in both modes."""
     weights = random_model(3, n_heads=n_heads)
     circuit = (Circuit(2, 1, "block", frozenset(edges)) if edges
                else Circuit.full(2).without(("emb", "logits")))
@@ -212,7 +212,7 @@ def test_a_prompt_encodes_alike_on_a_fresh_model_and_after_others(n_heads, edges
         assert again.text() == alone.text(), mode
         kept = {key[0] for key in _consts(warm).fragments}
         assert kept, "nothing was kept to replay"
-        assert ("head" in kept) == bool(edges), kept
+        assert ({"head", "attn_out"} <= kept) == bool(edges), kept
 
 
 def test_a_constant_source_replayed_stays_exact(both):
