@@ -453,9 +453,11 @@ class _Run:
     def _head_key(self, node: str, h: int, t: int) -> tuple:
         """Everything the text of a constant node's head depends on (see `replayed`).
 
-        What it reads is encoded first, so that it stays in the memo tables: the
-        head's replayed text does not define it."""
-        read = [self.normed(node, t), *(x for j in range(t + 1) for x in self._kv_of(node, h, j))]
+        What it reads from earlier positions is encoded first, so that it stays in
+        the memo tables (the head's replayed text does not define it); its own key
+        and value follow from its normed input's signature, and are written where
+        they always were, after the query's guard."""
+        read = [self.normed(node, t), *(x for j in range(t) for x in self._kv_of(node, h, j))]
         layer = parse_node(node).layer
         position = self.result.positions[t]
         return ("head", self.tag, self.mode, node, h, t,
