@@ -273,7 +273,8 @@ class Planner:
         """d(C_E∖e, x_i) ≠ d(C_E, x_i): edge necessity's query for a witness input i
         (`ablated`, the run without the edge, is computed if not given)."""
         circuit = self.circuit.without(edge)
-        ablated = ablated or self.model.run([self.prompts[i]], circuit)[0]
+        if ablated is None:
+            ablated = self.model.run([self.prompts[i]], circuit)[0]
         return self._decision_query(
             EDGE_NECESSITY, f"edge {edge[0]}->{edge[1]} witness {self._subject(i)}",
             Claim("differ"), [(self.circuit, self.prompts[i], self.results[i]),

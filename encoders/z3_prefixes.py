@@ -220,7 +220,8 @@ class Z3Prefixes:
         for line in section.split("\n")[1:]:  # [0] is the label
             if line.startswith("(assert"):
                 asserts.append(line)
-            elif m := _DECLARATION.fullmatch(line):
+            elif (m := _DECLARATION.fullmatch(line)) and not asserts and not (
+                    m[1] in decls or m[1] in prefix.declared):  # as `Query` declares
                 decls[m[1]] = line
             elif line and line != "(check-sat)":  # anything else: the whole text decides
                 raise self.z3.Z3Exception(f"unexpected line in a section: {line[:40]}")

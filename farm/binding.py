@@ -22,7 +22,8 @@ a counterexample is replayed exactly where it is judged. It costs planning
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from fractions import Fraction
 from math import comb
 
@@ -45,10 +46,11 @@ __all__ = ["Stated", "unplanned_records"]
 _INPUT = re.compile(r"input (\d+) ")
 _PAIR = re.compile(r"pair (\d+)~(\d+) ")
 _EDGE_WITNESS = re.compile(r"edge (\S+)->(\S+) witness input (\d+) ")
-MODES = ("guided", "full")  # as `farm verify --encoding` plans; guided is tried first
+ENCODINGS = ("guided", "full")  # as `farm verify --encoding` plans; guided tried first
 MAX_NAMED = 3  # records or instances named per property; the rest are counted
 
 Stated = tuple[str, Fraction | None]  # a property's status and (robustness) ε
+Table = dict[str, set[str]]  # a plan: each subject's query hashes
 
 
 def unplanned_records(ckpt: Checkpoint, circuits: Mapping[str, Circuit],
@@ -63,11 +65,13 @@ def unplanned_records(ckpt: Checkpoint, circuits: Mapping[str, Circuit],
     for (prop, task), (status, epsilon) in claims.items():
         if task not in circuits:
             continue  # the certificate's own checks name a claim without a circuit
-        key = f"{task}@{epsilon}"
-        if key not in replanners:
-            replanners[key] = _Replanner(model, circuits[task], task, epsilon)
-        replanner, name = replanners[key], f"property {prop}/{task}"
+        if task not in replanners:
+            replanners[task] = _Replanner(model, circuits[task], task)
+        replanner, name = replanners[task], f"property {prop}/{task}"
+        replanner.epsilon = epsilon if prop == ROBUSTNESS else replanner.epsilon
         mine = [r for r in records if (r.property, r.task, r.verdict) == (prop, task, "unsat")]
+        if prop == CONTENT_INVARIANCE:  # asked pair by pair on request: records enough
+            replanner.pairwise = len(mine) >= replanner.pairs()
         unbound = [r.subject for r in mine if not replanner.plans(prop, r)]
         if unbound:
             problems.append(f"{name}: {len(unbound)} unsat record(s) are not the query their "
@@ -83,21 +87,23 @@ def _first(items: Sequence[object]) -> str:
 
 
 class _Replanner:
-    """Plans one circuit's queries again, by the instance a record names, in the mode it
-    was planned in (guided, or full where guided does not match)."""
+    """Plans one circuit's queries again, by the instance a record names, in the encoding
+    it was planned in (guided, or full where guided does not match). Plans are kept as
+    subject -> hashes only: a query's text is hundreds of KB."""
 
-    def __init__(self, model: ExactModel, circuit: Circuit, task: str,
-                 epsilon: Fraction | None) -> None:
-        self.circuit, self.epsilon = circuit, epsilon
+    def __init__(self, model: ExactModel, circuit: Circuit, task: str) -> None:
+        self.circuit = circuit
+        self.epsilon: Fraction | None = None  # robustness's, once its claim is read
+        self.pairwise = False  # content invariance's records may be every pair
         self.planners = {mode: Planner(model, circuit, get_task(task), mode=mode)
-                         for mode in MODES}  # cheap: exact runs happen when first read
+                         for mode in ENCODINGS}  # cheap: exact runs happen when first read
         self.n = len(self.planners["guided"].prompts)
-        self._plans: dict[tuple, list[PlannedQuery]] = {}
+        self._tables: dict[tuple, Table] = {}
 
     def plans(self, prop: str, record: QueryRecord) -> bool:
         """Whether the planner writes this record's subject and hash."""
-        return any((q.subject, q.hash) == (record.subject, record.query_hash)
-                   for mode in MODES for q in self._for_subject(prop, record.subject, mode))
+        return any(record.query_hash in self._table(prop, record.subject, mode).get(
+            record.subject, ()) for mode in ENCODINGS)
 
     def uncovered(self, prop: str, records: Sequence[QueryRecord]) -> list[str]:
         """Instances of the property's plan that none of the (bound) records proves."""
@@ -108,69 +114,75 @@ class _Replanner:
                     if (a, b) not in proved]
         if prop == ROBUSTNESS:
             return [f"input {i}" for i in range(self.n)
-                    if not hashes & {q.hash for q in self._robustness(i)}]
-        plans = [(prop, mode, False) for mode in MODES]
-        if prop == CONTENT_INVARIANCE and len(records) >= self._pairs():
-            plans += [(prop, mode, True) for mode in MODES]  # asked on request only
+                    if not hashes & set().union(*self._robustness(i).values())]
+        plans = [(prop, mode, False) for mode in ENCODINGS]
+        if prop == CONTENT_INVARIANCE and self.pairwise:
+            plans += [(prop, mode, True) for mode in ENCODINGS]
         missing: list[str] = []
         for plan in plans:
-            left = [q.subject for q in self._plan(*plan) if q.hash not in hashes]
+            left = [subject for subject, hs in self._plan(*plan).items() if not hs & hashes]
             if not left:
                 return []
             missing = missing or left
         return missing
 
-    def _for_subject(self, prop: str, subject: str, mode: str) -> list[PlannedQuery]:
+    def _table(self, prop: str, subject: str, mode: str) -> Table:
+        """Subject -> hashes of the planned queries that may be the one `subject` names."""
         p = self.planners[mode]
         if prop == EDGE_NECESSITY:
             m = _EDGE_WITNESS.match(subject)
             edge = _edge(subject)
             if m is None or edge not in self.circuit.edges or int(m[3]) >= self.n:
-                return []
-            return [self._memo(("en", mode, edge, int(m[3])),
-                               lambda: [p.edge_witness_query(edge, int(m[3]))])[0]]
+                return {}
+            return self._memo(("en", mode, edge, int(m[3])),
+                              lambda: _by_subject([p.edge_witness_query(edge, int(m[3]))]))
         if prop == ROBUSTNESS:
             m = _INPUT.match(subject)
             if mode != "guided" or m is None or int(m[1]) >= self.n:
-                return []  # robustness plans alike in both modes
+                return {}  # robustness plans alike in both encodings
             return self._robustness(int(m[1]))
-        if prop == CONTENT_INVARIANCE and (m := _PAIR.match(subject)):
-            a, b = int(m[1]), int(m[2])
-            return [p.pair_query(a, b)] if a != b and max(a, b) < self.n else []
+        if prop == CONTENT_INVARIANCE and _PAIR.match(subject):  # pairs only as a plan asks
+            anchors = self._plan(prop, mode, False)  # them: a tied anchor's, or every pair
+            return anchors if subject in anchors or not self.pairwise else self._plan(
+                prop, mode, True)
         if prop in (FUNCTIONAL_EQUIVALENCE, CONTENT_INVARIANCE):
-            return [q for q in self._plan(prop, mode, False) if q.subject == subject]
-        return []
+            return self._plan(prop, mode, False)
+        return {}
 
-    def _plan(self, prop: str, mode: str, pairwise: bool) -> list[PlannedQuery]:
+    def _plan(self, prop: str, mode: str, pairwise: bool) -> Table:
         """A whole plan: functional equivalence's, or content invariance's (by anchors,
         or every pair)."""
         p = self.planners[mode]
-        return self._memo((prop, mode, pairwise), lambda: list(
+        return self._memo((prop, mode, pairwise), lambda: _by_subject(
             p.functional_equivalence() if prop == FUNCTIONAL_EQUIVALENCE
             else p.content_invariance(pairwise)))
 
-    def _robustness(self, i: int) -> list[PlannedQuery]:
-        """Input i's robustness queries at ε: as first asked, and as asked again."""
+    def _robustness(self, i: int) -> Table:
+        """Input i's robustness queries at ε: as first asked, and as asked again (both
+        full, they have one subject)."""
         if self.epsilon is None:
-            return []
-        p = self.planners["guided"]
-        return self._memo(("rob", i), lambda: [
-            p.robustness_query(i, self.epsilon),
-            p.robustness_query(i, self.epsilon, encoding="full")])
+            return {}
+        p, eps = self.planners["guided"], self.epsilon
+        return self._memo(("rob", eps, i), lambda: _by_subject(
+            (p.robustness_query(i, eps), p.robustness_query(i, eps, encoding="full"))))
 
-    def _pairs(self) -> int:
+    def pairs(self) -> int:
         """How many queries content invariance asks pair by pair."""
         p = self.planners["guided"]
-        sizes: dict[int, int] = {}
-        for prompt in p.prompts:
-            sizes[prompt[p.task.opener_position]] = sizes.get(
-                prompt[p.task.opener_position], 0) + 1
+        sizes = Counter(prompt[p.task.opener_position] for prompt in p.prompts)
         return sum(comb(k, 2) for k in sizes.values())
 
-    def _memo(self, key: tuple, plan: Callable[[], list[PlannedQuery]]) -> list[PlannedQuery]:
-        if key not in self._plans:
-            self._plans[key] = plan()
-        return self._plans[key]
+    def _memo(self, key: tuple, plan: Callable[[], Table]) -> Table:
+        if key not in self._tables:
+            self._tables[key] = plan()
+        return self._tables[key]
+
+
+def _by_subject(queries: Iterable[PlannedQuery]) -> Table:
+    table: Table = {}
+    for q in queries:
+        table.setdefault(q.subject, set()).add(q.hash)
+    return table
 
 
 def _edge(subject: str) -> Edge | None:

@@ -67,7 +67,7 @@ from farm.verify import QueryRecord
 
 CERTIFICATE_FILE = "certificate.dsse.json"
 SIDECAR_SUFFIX = ".queries.parquet"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: robustness states its ε; every unsat record is planned again
 STATUSES = ("VERIFIED", "FAILED", "UNKNOWN", "ERROR")
 VERDICTS = ("sat", "unsat", "unknown", "error")
 PER_INPUT = (FUNCTIONAL_EQUIVALENCE, ROBUSTNESS)  # one instance per domain input
@@ -571,13 +571,14 @@ def _parse_rational(text: Any) -> Fraction | None:
 
 
 def _fraction(text: Any) -> Fraction | None:
-    """An exact rational as `str(Fraction)` writes it ("1/100", "2"), else None."""
+    """An exact rational exactly as `str(Fraction)` writes it ("1/100", "2"), else None."""
     if not isinstance(text, str):
         return None
     try:
-        return Fraction(text)
+        value = Fraction(text)
     except (ValueError, ZeroDivisionError):
         return None
+    return value if str(value) == text else None
 
 
 def _check_model(pred: Mapping[str, Any], ckpt: Checkpoint) -> list[str]:
@@ -709,8 +710,12 @@ def _check(path: Path, statement: Mapping[str, Any], checkpoint_dir: str | os.Pa
     missing = [k for k in ("format_version", "created_at", "software", "model", "checkpoint",
                            "tasks", "rows", "replay", "circuits", "properties", "queries",
                            "lean") if k not in pred]
-    if missing or pred["format_version"] != FORMAT_VERSION:
-        raise FarmError(f"certificate lacks {', '.join(missing) or 'format_version 1'}")
+    if missing:
+        raise FarmError(f"certificate lacks {', '.join(missing)}")
+    if pred["format_version"] != FORMAT_VERSION:
+        raise FarmError(f"certificate has format version {pred['format_version']!r}; this "
+                        f"checker reads version {FORMAT_VERSION} (issue it again with farm "
+                        "certify from the verify results)")
     problems: list[str] = []
     if checkpoint_dir is None:
         checkpoint_dir = path.parent / pred["checkpoint"]["path"]

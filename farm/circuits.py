@@ -161,7 +161,9 @@ class Circuit:
         n_layers = data["n_layers"]
         if not _positive_int(n_layers):
             raise FarmError(f"{source}: field 'n_layers' must be a positive integer")
-        n_heads = data.get("n_heads") or (max(r.head for r in head_refs) + 1 if head_refs else 1)
+        n_heads = data.get("n_heads")
+        if n_heads is None:
+            n_heads = max(r.head for r in head_refs) + 1 if head_refs else 1
         if not _positive_int(n_heads):
             raise FarmError(f"{source}: field 'n_heads' must be a positive integer")
         expected = graph_nodes(n_layers, n_heads, granularity)

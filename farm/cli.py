@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"farm {args.command}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a file the command reads or writes: name it, no traceback
-        print(f"farm {args.command}: error: {err.strerror or err}"
-              + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
+        if err.filename is None:
+            raise  # not a file (a lost connection, say): as it is
+        print(f"farm {args.command}: error: {err.strerror or err}: {err.filename}",
+              file=sys.stderr)
         return 2
 
 

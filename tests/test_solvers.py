@@ -241,6 +241,12 @@ _X = "(declare-fun x () Real)\n"
                 "(declare-fun b () Bool)\n(assert (= b (> x 2)))\n(assert (not b))\n"),
      _sectioned(HEADER, f"{_X}(assert (= x 3))\n", "(assert (= b (> x 2)))\n(assert (not b))\n"),
      "error"),
+    # a symbol used before its declaration, and one declared twice: not valid texts
+    (_sectioned(HEADER, f"{_X}(assert (= x 3))\n", "(assert (> x 0))\n"),
+     _sectioned(HEADER, f"{_X}(assert (= x 3))\n",
+                "(assert (= y x))\n(declare-fun y () Real)\n(assert (< y 0))\n"), "error"),
+    (_sectioned(HEADER, f"{_X}(assert (= x 3))\n", "(assert (> x 0))\n"),
+     _sectioned(HEADER, f"{_X}(assert (= x 3))\n", f"{_X}(assert (< x 0))\n"), "error"),
 ])
 def test_texts_not_written_by_query_are_solved_whole(first, second, expected):
     """z3's process reuses parsed lines only on `Query`'s texts (its header, plain symbols

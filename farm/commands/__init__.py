@@ -66,4 +66,4 @@ def _number(kind: type, text: str) -> int | float:
     try:
         return kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
