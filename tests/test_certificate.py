@@ -353,16 +353,22 @@ def _drop_an_edge(circuit: dict[str, Any]) -> None:
     circuit["num_edges"] -= 1
 
 
+def _certify_edited(farm_dir: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], None]
+                    ) -> int:
+    """farm certify on a copy of the fixture's verify result, edited, into tmp_path."""
+    data = json.loads((farm_dir / "result.json").read_text())
+    edit(data)
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    return main(["certify", "--checkpoint", str(farm_dir / "checkpoint"), "--verify-result",
+                 str(tmp_path / "r.json"), "--key", str(farm_dir / "key.pem"), "--out",
+                 str(tmp_path / "c.dsse.json")])
+
+
 def test_answers_about_another_circuit_certify_nothing(farm_dir: Path, tmp_path: Path,
                                                       capsys) -> None:
     """The records' hashes are the queries of the certified circuit, planned again: an
     edited circuit (in the result before certify, or re-signed after) is refused."""
-    data = json.loads((farm_dir / "result.json").read_text())
-    _drop_an_edge(data["circuit"])
-    (tmp_path / "r.json").write_text(json.dumps(data))
-    assert main(["certify", "--checkpoint", str(farm_dir / "checkpoint"), "--verify-result",
-                 str(tmp_path / "r.json"), "--key", str(farm_dir / "key.pem"), "--out",
-                 str(tmp_path / "c.dsse.json")]) == 2
+    assert _certify_edited(farm_dir, tmp_path, lambda d: _drop_an_edge(d["circuit"])) == 2
     assert ("128 unsat record(s) are not the query their subject names for this circuit"
             in capsys.readouterr().err)
     assert not list(tmp_path.glob("c.*"))
@@ -374,13 +380,11 @@ def test_a_verified_property_needs_a_record_for_every_instance_of_its_plan(
         farm_dir: Path, tmp_path: Path, capsys) -> None:
     """Counts are not coverage: input 3's answer given twice, input 5's left out, with
     every count unchanged, certifies nothing."""
-    data = json.loads((farm_dir / "result.json").read_text())
-    records = data["results"][0]["query_records"]
-    records[5] = records[3]
-    (tmp_path / "r.json").write_text(json.dumps(data))
-    assert main(["certify", "--checkpoint", str(farm_dir / "checkpoint"), "--verify-result",
-                 str(tmp_path / "r.json"), "--key", str(farm_dir / "key.pem"), "--out",
-                 str(tmp_path / "c.dsse.json")]) == 2
+    def answer_input_3_twice(data: dict[str, Any]) -> None:
+        records = data["results"][0]["query_records"]
+        records[5] = records[3]
+
+    assert _certify_edited(farm_dir, tmp_path, answer_input_3_twice) == 2
     assert ("VERIFIED, but 1 instance(s) of its plan have no unsat record (first: 'input 5 "
             in capsys.readouterr().err)
     assert not list(tmp_path.glob("c.*"))
@@ -393,12 +397,7 @@ def test_a_verified_property_needs_a_record_for_every_instance_of_its_plan(
 ])
 def test_certify_refuses_malformed_results_by_name(farm_dir: Path, tmp_path: Path, capsys,
                                                    edit, message) -> None:
-    data = json.loads((farm_dir / "result.json").read_text())
-    edit(data)
-    (tmp_path / "r.json").write_text(json.dumps(data))
-    assert main(["certify", "--checkpoint", str(farm_dir / "checkpoint"), "--verify-result",
-                 str(tmp_path / "r.json"), "--key", str(farm_dir / "key.pem"), "--out",
-                 str(tmp_path / "c.dsse.json")]) == 2
+    assert _certify_edited(farm_dir, tmp_path, edit) == 2
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
 
@@ -412,12 +411,8 @@ def test_a_missing_verify_result_is_named_as_one(farm_dir: Path, tmp_path: Path,
 
 def test_certify_refuses_results_without_query_records(farm_dir: Path, tmp_path: Path,
                                                        capsys) -> None:
-    data = json.loads((farm_dir / "result.json").read_text())
-    del data["results"][0]["query_records"]
-    (tmp_path / "r.json").write_text(json.dumps(data))
-    assert main(["certify", "--checkpoint", str(farm_dir / "checkpoint"), "--verify-result",
-                 str(tmp_path / "r.json"), "--key", str(farm_dir / "key.pem"), "--out",
-                 str(tmp_path / "c.dsse.json")]) == 2
+    assert _certify_edited(farm_dir, tmp_path,
+                           lambda d: d["results"][0].pop("query_records")) == 2
     assert "no per-query records" in capsys.readouterr().err
     assert not (tmp_path / "c.dsse.json").exists()
 
