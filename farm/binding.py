@@ -60,15 +60,15 @@ def unplanned_records(ckpt: Checkpoint, circuits: Mapping[str, Circuit],
     and VERIFIED properties (`claims`, by (property, task)) with an instance of their
     plan that no bound unsat record proves."""
     model = ExactModel(ckpt.config, ckpt.weights)
+    epsilons = {task: eps for (prop, task), (_, eps) in claims.items() if prop == ROBUSTNESS}
     problems: list[str] = []
     replanners: dict[str, _Replanner] = {}
-    for (prop, task), (status, epsilon) in claims.items():
+    for (prop, task), (status, _) in claims.items():
         if task not in circuits:
             continue  # the certificate's own checks name a claim without a circuit
         if task not in replanners:
-            replanners[task] = _Replanner(model, circuits[task], task)
+            replanners[task] = _Replanner(model, circuits[task], task, epsilons.get(task))
         replanner, name = replanners[task], f"property {prop}/{task}"
-        replanner.epsilon = epsilon if prop == ROBUSTNESS else replanner.epsilon
         mine = [r for r in records if (r.property, r.task, r.verdict) == (prop, task, "unsat")]
         if prop == CONTENT_INVARIANCE:  # asked pair by pair on request: records enough
             replanner.pairwise = len(mine) >= replanner.pairs()
@@ -91,9 +91,9 @@ class _Replanner:
     it was planned in (guided, or full where guided does not match). Plans are kept as
     subject -> hashes only: a query's text is hundreds of KB."""
 
-    def __init__(self, model: ExactModel, circuit: Circuit, task: str) -> None:
-        self.circuit = circuit
-        self.epsilon: Fraction | None = None  # robustness's, once its claim is read
+    def __init__(self, model: ExactModel, circuit: Circuit, task: str,
+                 epsilon: Fraction | None) -> None:
+        self.circuit, self.epsilon = circuit, epsilon  # ε: robustness's, as its claim states
         self.pairwise = False  # content invariance's records may be every pair
         self.planners = {mode: Planner(model, circuit, get_task(task), mode=mode)
                          for mode in ENCODINGS}  # cheap: exact runs happen when first read
@@ -131,11 +131,13 @@ class _Replanner:
         p = self.planners[mode]
         if prop == EDGE_NECESSITY:
             m = _EDGE_WITNESS.match(subject)
-            edge = _edge(subject)
-            if m is None or edge not in self.circuit.edges or int(m[3]) >= self.n:
+            if m is None:
                 return {}
-            return self._memo(("en", mode, edge, int(m[3])),
-                              lambda: _by_subject([p.edge_witness_query(edge, int(m[3]))]))
+            edge, i = (m[1], m[2]), int(m[3])
+            if edge not in self.circuit.edges or i >= self.n:
+                return {}
+            return self._memo(("en", mode, edge, i),
+                              lambda: _by_subject([p.edge_witness_query(edge, i)]))
         if prop == ROBUSTNESS:
             m = _INPUT.match(subject)
             if mode != "guided" or m is None or int(m[1]) >= self.n:
@@ -163,7 +165,7 @@ class _Replanner:
         if self.epsilon is None:
             return {}
         p, eps = self.planners["guided"], self.epsilon
-        return self._memo(("rob", eps, i), lambda: _by_subject(
+        return self._memo(("rob", i), lambda: _by_subject(
             (p.robustness_query(i, eps), p.robustness_query(i, eps, encoding="full"))))
 
     def pairs(self) -> int:

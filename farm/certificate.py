@@ -572,12 +572,7 @@ def _parse_rational(text: Any) -> Fraction | None:
 
 def _fraction(text: Any) -> Fraction | None:
     """An exact rational exactly as `str(Fraction)` writes it ("1/100", "2"), else None."""
-    if not isinstance(text, str):
-        return None
-    try:
-        value = Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        return None
+    value = _parse_rational(f"{text}/1" if isinstance(text, str) and "/" not in text else text)
     return value if str(value) == text else None
 
 

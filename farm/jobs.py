@@ -138,7 +138,8 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
 
 
 def _check_train_options(train: dict[str, Any], where: str) -> None:
-    """Refuse unknown or ill-typed training options now, not after Ray has started."""
+    """Refuse unknown training options, and model options no model can be built from,
+    now, not after Ray has started (the training options' types are checked there)."""
     known = {f.name for f in fields(TrainConfig)} - {"tasks"}
     unknown = sorted(set(train) - known - {"model"})
     if unknown:
