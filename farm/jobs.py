@@ -19,6 +19,7 @@ on is ever reported, so only an answer that reached the reducer counts.
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -29,7 +30,7 @@ from typing import Any
 
 import ray
 import yaml
-from ray.exceptions import ObjectLostError, RayActorError, RayError
+from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError, RayError
 
 from encoders.cache import Record
 from encoders.properties import PROPERTIES, PlannedQuery
@@ -41,6 +42,7 @@ from farm.train import TrainConfig
 from farm.verify import _solve_one
 
 PROPERTY_NAMES = tuple(PROPERTIES.values())
+PING_RETRY_SECONDS = 0.5  # how often to ask an actor Ray is restarting whether it is back
 
 
 # --------------------------------------------------------------------------- the spec
@@ -223,19 +225,23 @@ def dispatch(work: Iterable[Shard], actors: Sequence[Any], reducer: Any, in_flig
     for the reducer, so neither planning nor solving runs away from the disk.
     An answer travels actor → reducer as an object reference (never through
     the driver), so an actor starts its next shard at once. A shard counts
-    as done only when the reducer has persisted it. A shard whose actor died
+    as done only when the reducer has persisted it. An actor gets work only once
+    its `ping` has answered, so actors still waiting for a `solver` slot (more
+    actors than the cluster has slots) hold no shards. A shard whose actor died
     (or whose node was lost with its answer) goes back to the front of the
-    queue; the actor is sent a `ping` and gets work again once that answers
-    (Ray restarted it) or is dropped if it fails for good. Only when no actor
-    is alive or restarting does the job fail.
+    queue, and the actor is pinged again: while Ray restarts it the ping says
+    "unavailable" and is retried every `PING_RETRY_SECONDS`; the actor is
+    dropped only once Ray reports it dead for good. Only when no actor is alive
+    or restarting does the job fail.
     """
     source = iter(work)
     queue: deque[Shard] = deque()
     running: dict[ray.ObjectRef, tuple[Shard, Any]] = {}
     persisting: dict[ray.ObjectRef, tuple[Shard, ray.ObjectRef, Any]] = {}
     load: Counter[int] = Counter()
-    healthy = {id(a): a for a in actors}
-    pings: dict[ray.ObjectRef, Any] = {}
+    healthy: dict[int, Any] = {}
+    pings: dict[ray.ObjectRef, Any] = {a.ping.remote(): a for a in actors}
+    restarting: list[tuple[float, Any]] = []  # (when to ping again, actor)
     reports: list[ShardReport] = []
     exhausted = False
 
@@ -245,6 +251,10 @@ def dispatch(work: Iterable[Shard], actors: Sequence[Any], reducer: Any, in_flig
             pings[actor.ping.remote()] = actor
 
     while True:
+        now = time.monotonic()
+        for due, actor in [r for r in restarting if r[0] <= now]:
+            restarting.remove((due, actor))
+            pings[actor.ping.remote()] = actor
         for actor in list(healthy.values()):
             while load[id(actor)] < in_flight and len(persisting) < in_flight * len(actors):
                 if not queue and not exhausted:
@@ -259,15 +269,24 @@ def dispatch(work: Iterable[Shard], actors: Sequence[Any], reducer: Any, in_flig
                 load[id(actor)] += 1
         if not running and not persisting and not queue and exhausted:
             return reports
-        if not running and not persisting and not pings:
+        if not running and not persisting and not pings and not restarting:
             raise FarmError("every solver actor has died; rerun the job to resume from "
                             "the answers already persisted")
-        [ref], _ = ray.wait([*running, *persisting, *pings], num_returns=1)
+        if not (waiting := [*running, *persisting, *pings]):
+            time.sleep(PING_RETRY_SECONDS)  # nothing in flight but a restart
+            continue
+        ready, _ = ray.wait(waiting, num_returns=1,
+                            timeout=PING_RETRY_SECONDS if restarting else None)
+        if not ready:
+            continue  # a restarting actor's next ping may be due
+        [ref] = ready
         if ref in pings:
             actor = pings.pop(ref)
             try:
                 ray.get(ref)
                 healthy[id(actor)] = actor
+            except ActorUnavailableError:  # Ray is restarting it: ask again shortly
+                restarting.append((time.monotonic() + PING_RETRY_SECONDS, actor))
             except RayActorError:
                 pass  # restarts exhausted: the actor is gone for good
         elif ref in running:

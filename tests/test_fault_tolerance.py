@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import os
 import select
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -157,6 +158,45 @@ class TestLocal:
             farm.close()
         assert killed and len(records) == len(planned)
         assert {h for r in reports for h in r.solved} == {q.hash for q in planned}
+        assert_exact_once(planned, reference, results, records)
+
+    def test_the_only_actor_killed_gets_its_work_back_after_the_restart(self, planned,
+                                                                         reference, ckpt,
+                                                                         tmp_path):
+        """While Ray restarts an actor its ping answers "unavailable": that is not death."""
+        farm = Farm(ckpt, tmp_path, actors=1)
+        pids = []
+
+        def kill_once(shard, report):
+            if not pids:
+                pids.append(ray.get(farm.solvers[0].__ray_call__.remote(lambda _: os.getpid())))
+                ray.kill(farm.solvers[0], no_restart=False)
+
+        try:
+            reports = farm.run(planned, kill_once)
+            results, records = farm.folded()
+            after = ray.get(farm.solvers[0].__ray_call__.remote(lambda _: os.getpid()))
+        finally:
+            farm.close()
+        assert pids and after != pids[0]  # the same actor, restarted in a new process
+        assert len(records) == len(planned)
+        assert {h for r in reports for h in r.solved} == {q.hash for q in planned}
+        assert_exact_once(planned, reference, results, records)
+
+    def test_more_actors_than_solver_slots_finish_on_the_placed_ones(self, planned, reference,
+                                                                     ckpt, tmp_path):
+        """A third actor never finds a slot (2 here): no shard may wait for it."""
+        farm = Farm(ckpt, tmp_path, actors=3)
+        outcome = []
+        job = threading.Thread(target=lambda: outcome.append(farm.run(planned)), daemon=True)
+        try:
+            job.start()
+            job.join(timeout=180)
+            assert outcome, "the job waited for an actor that has no slot"
+            results, records = farm.folded()
+        finally:
+            farm.close()
+        assert {h for r in outcome[0] for h in r.solved} == {q.hash for q in planned}
         assert_exact_once(planned, reference, results, records)
 
     def test_killed_driver_resubmitted_solves_only_what_is_missing(self, planned, reference,
