@@ -239,6 +239,8 @@ def render_module(export: LeanExport) -> str:
     checkpoint = _fingerprint(export.checkpoint_sha256, "checkpoint SHA-256")
     fingerprint = _fingerprint(export.certificate_fingerprint, "certificate fingerprint")
     rows = [_row_literal(i, r) for i, r in enumerate(export.rows)]
+    # The tasks in row order; Lean checks the rows are exactly their domains, in that order.
+    task_ids = list(dict.fromkeys(TASK_IDS[r["task"]] for r in export.rows))
     properties = [_property_literal(i, p) for i, p in enumerate(export.properties)]
     circuits = [_circuit_literal(i, c) for i, c in enumerate(export.circuits)]
     if not rows:
@@ -286,6 +288,9 @@ def cfg : Config where
 {_model_literal(cfg, export.weights)}
 /-! ## Certificate contents -/
 
+/-- The certified tasks, in row order: 0 `quote_close`, 1 `bracket_type`. -/
+def certifiedTasks : List Nat := [{', '.join(map(str, task_ids))}]
+
 /-- Rows: `⟨index, task id, prompt, target, alternate, margin⟩`. -/
 def rows : List Row := [
   {(','+chr(10)+'  ').join(rows)}]
@@ -305,9 +310,9 @@ checker to `true`, skipping the slower elaborator-side evaluation). -/
 the attention scale is `√headDim` exactly (perfect squares) or within float32 rounding. -/
 theorem model_wf : model.wellFormed = true := by decide +kernel
 
-/-- The rows are the canonical domain in order (count, task, prompt), with target = P(x)
-and alternate = the other candidate of the task. -/
-theorem rows_ok : checkRows rows = true := by decide +kernel
+/-- The rows are the certified tasks' domain in canonical order (count, task, prompt), with
+target = P(x) and alternate = the other candidate of the task. -/
+theorem rows_ok : checkRows certifiedTasks rows = true := by decide +kernel
 
 theorem inputs_ok : inputsAccepted model rows = true := by decide +kernel
 
@@ -316,8 +321,10 @@ theorem margins_positive : marginsPositive rows = true := by decide +kernel
 
 theorem circuits_ok : checkCircuits circuits = true := by decide +kernel
 
-/-- Every property result is consistent with its counts, once per (property, task). -/
-theorem properties_ok : checkProperties circuits properties = true := by decide +kernel
+/-- Every property result is for a certified task, consistent with its counts, and stated
+once per (property, task). -/
+theorem properties_ok : checkProperties certifiedTasks circuits properties = true := by
+  decide +kernel
 
 /-- The exact forward replay of every row reproduces its certified margin.
 This one uses `native_decide` (compiled evaluation, trusting the Lean compiler):
@@ -388,6 +395,8 @@ def run_lake_build(package_dir: str | os.PathLike[str] = LEAN_PACKAGE,
         try:
             proc = subprocess.run([lake, "build"], cwd=copy, capture_output=True, text=True,
                                   timeout=timeout_s)
+        except OSError as err:  # found on PATH but cannot be started: it did not run
+            return LakeOutcome("not run", f"cannot run {lake}: {err.strerror or err}")
         except subprocess.TimeoutExpired as err:
             out = err.stdout or ""
             partial = out.decode(errors="replace") if isinstance(out, bytes) else out

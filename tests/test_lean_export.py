@@ -77,15 +77,24 @@ def test_module_states_every_row_both_fingerprints_and_the_theorems(export: Lean
     assert f'def checkpointSha256 : String := "{CKPT_SHA}"' in text
     assert f'def certificateFingerprint : String := "{CERT_FP}"' in text
     for theorem in ("theorem model_wf : model.wellFormed = true := by decide +kernel",
-                    "theorem rows_ok : checkRows rows = true := by decide +kernel",
+                    "theorem rows_ok : checkRows certifiedTasks rows = true := by decide +kernel",
                     "theorem margins_positive : marginsPositive rows = true := by decide +kernel",
-                    "theorem properties_ok : checkProperties circuits properties = true",
+                    "theorem properties_ok : checkProperties certifiedTasks circuits properties",
                     "theorem replay_ok : replayMatches model rows = true := by native_decide",
                     "theorem margins_replayed : ∀ r ∈ rows, replayMargin model r = r.margin",
                     "theorem decisions_correct : ∀ r ∈ rows, (replayMargin model r).isPos"):
         assert theorem in text
+    assert "def certifiedTasks : List Nat := [0, 1]" in text
     assert "⟨0, 6, [(0, 1), (1, 2), (2, 5)]⟩" in text  # edges by node position, sorted
     assert "⟨1, 0, .verified, 3, 0, 0⟩" in text
+
+
+def test_a_single_task_certificate_states_its_task(export: LeanExport) -> None:
+    bracket = [r | {"index": i} for i, r in enumerate(r for r in export.rows
+                                                     if r["task"] == "bracket_type")]
+    text = render_module(LeanExport(**export.__dict__ | {"rows": bracket}))
+    assert "def certifiedTasks : List Nat := [1]" in text
+    assert "⟨0, 1, [1, 3, 5, 11, 5, 5], 13, 14, " in text
 
 
 def test_weights_are_exact_binary_fractions_in_state_dict_order(export: LeanExport) -> None:
@@ -159,4 +168,6 @@ def test_lake_build_proves_a_real_certificate_and_rejects_a_wrong_margin(trained
     write_module(LeanExport("Trained", model.cfg, weights, rows, CKPT_SHA, CERT_FP,
                             _properties()), package)
     outcome = run_lake_build(package)
-    assert outcome.status == "failed" and "replay_ok" in outcome.log
+    # Lean names the failing proposition, not the theorem: `native_decide` evaluated that the
+    # proposition `replayMatches model rows = true` is false.
+    assert outcome.status == "failed" and "replayMatches" in outcome.log

@@ -42,9 +42,22 @@ def TaskSpec.domain (t : TaskSpec) : List (List Nat) :=
 def TaskSpec.target? (t : TaskSpec) (prompt : List Nat) : Option Nat :=
   (t.program.find? (·.1 == prompt.getD 3 0)).map (·.2)
 
-/-- The whole domain in canonical order, `(task id, prompt)`: quote rows, then bracket rows. -/
-def canonicalInputs : List (Nat × List Nat) :=
-  tasks.flatMap fun t => t.domain.map fun p => (t.id, p)
+def noDuplicates {α : Type} [BEq α] : List α → Bool
+  | [] => true
+  | x :: xs => !(xs.any (· == x)) && noDuplicates xs
+
+/-- The certified tasks (a certificate may cover one task or both): at least one, each known,
+none twice. -/
+def tasksOk (taskIds : List Nat) : Bool :=
+  !taskIds.isEmpty && taskIds.all (fun id => (findTask id).isSome) && noDuplicates taskIds
+
+/-- The domain of the listed tasks, `(task id, prompt)`: each task's prompts in canonical order,
+the tasks in the order listed (`[0, 1]`: quote rows, then bracket rows). -/
+def inputsOf (taskIds : List Nat) : List (Nat × List Nat) :=
+  taskIds.flatMap fun id =>
+    match findTask id with
+    | some t => t.domain.map fun p => (t.id, p)
+    | none => []
 
 /-! ## Rows -/
 
@@ -68,10 +81,11 @@ def rowMatches (i : Nat) (expected : Nat × List Nat) (r : Row) : Bool :=
       t.target? r.prompt == some r.target &&
       t.candidates.filter (· != r.target) == [r.alternate] && r.margin.valid
 
-/-- The rows are exactly the canonical domain, in order, with the right count. -/
-def checkRows (rows : List Row) : Bool :=
-  rows.length == canonicalInputs.length &&
-    (List.zip (List.range rows.length) (List.zip canonicalInputs rows)).all
+/-- The rows are exactly the domain of the certified tasks, in order, with the right count. -/
+def checkRows (taskIds : List Nat) (rows : List Row) : Bool :=
+  let expected := inputsOf taskIds
+  tasksOk taskIds && rows.length == expected.length &&
+    (List.zip (List.range rows.length) (List.zip expected rows)).all
       fun (i, e, r) => rowMatches i e r
 
 def marginsPositive (rows : List Row) : Bool := rows.all fun r => r.margin.isPos
@@ -150,31 +164,32 @@ def PropertyResult.statusAgrees (r : PropertyResult) : Bool :=
   | .falsified => decide (0 < r.falsified)
   | .unknown => r.falsified == 0 && decide (0 < r.unknown)
 
-/-- Edge necessity has one instance per retained edge, when the task's circuit is listed. -/
+/-- Edge necessity has one instance per retained edge of its task's circuit (which must be
+listed). -/
 def PropertyResult.edgeCountOk (circuits : List CircuitSummary) (r : PropertyResult) : Bool :=
   match circuits.find? (·.task == r.task) with
   | some c => r.property != 1 || r.total == c.edges.length
-  | none => true
+  | none => r.property != 1
 
-/-- Counts add up: one instance per input for functional equivalence and robustness, one
-per retained edge for edge necessity when the task's circuit is in the certificate. -/
-def PropertyResult.ok (circuits : List CircuitSummary) (r : PropertyResult) : Bool :=
+/-- The result is for a certified task and its counts add up: one instance per input for
+functional equivalence and robustness, one per retained edge for edge necessity. -/
+def PropertyResult.ok (taskIds : List Nat) (circuits : List CircuitSummary) (r : PropertyResult) :
+    Bool :=
   match findTask r.task with
   | none => false
   | some t =>
-    decide (r.property < 4) && decide (0 < r.total) && r.statusAgrees &&
+    taskIds.contains r.task && decide (r.property < 4) && decide (0 < r.total) && r.statusAgrees &&
       (if r.property == 0 || r.property == 3 then r.total == t.domain.length else true) &&
       r.edgeCountOk circuits
-
-def noDuplicates {α : Type} [BEq α] : List α → Bool
-  | [] => true
-  | x :: xs => !(xs.any (· == x)) && noDuplicates xs
 
 def checkCircuits (circuits : List CircuitSummary) : Bool :=
   circuits.all CircuitSummary.ok && noDuplicates (circuits.map (·.task))
 
-/-- Every property result is internally consistent, and each (property, task) occurs once. -/
-def checkProperties (circuits : List CircuitSummary) (results : List PropertyResult) : Bool :=
-  results.all (PropertyResult.ok circuits) && noDuplicates (results.map fun r => (r.property, r.task))
+/-- Every property result is for a certified task and internally consistent, and each
+(property, task) occurs once. -/
+def checkProperties (taskIds : List Nat) (circuits : List CircuitSummary)
+    (results : List PropertyResult) : Bool :=
+  results.all (PropertyResult.ok taskIds circuits) &&
+    noDuplicates (results.map fun r => (r.property, r.task))
 
 end FarmCert
