@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import ray
 import yaml
 from ray.autoscaler._private.commands import prepare_config
 from ray.autoscaler._private.util import validate_config
@@ -35,7 +36,12 @@ def test_ray_accepts_the_cluster_config(name):
     validate_config(prepared)
     assert prepared["head_node_type"] in prepared["available_node_types"]
     setup = " && ".join(config["setup_commands"])
-    assert "pip install --quiet torch==2.13.0" in setup and "-e ~/farm" in setup
+    assert "pip install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" \
+        in setup and "-e ~/farm" in setup
+    # nodes, driver and job client must run one Ray: the version the farm is tested with
+    assert f"'ray[default]=={ray.__version__}'" in setup
+    assert not any("0.0.0.0" in c for c in config["head_start_ray_commands"])  # no open dashboard
+    assert {"keys", "*.pem", "runs"} <= set(config["rsync_exclude"])  # no signing key on nodes
 
 
 def test_ray_rejects_a_broken_config():
