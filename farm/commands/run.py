@@ -7,9 +7,11 @@ answer them; the reducer persists, judges and folds (farm.verify). First
 robustness queries judged inconclusive get a second, fully encoded round, as
 in `farm verify`. Guided queries take their branches from the exact traces the
 trainer actor recorded (OUT/traces/TASK.parquet), as `farm verify --trace` does.
-Rerunning a job with the same `out` resumes: answered queries are read back,
-not solved. The result is sealed in a signed certificate
-(farm.certificate), Lean-checked on a node offering the `lean` resource.
+Rerunning a job with the same `out` resumes: the checkpoint and circuits it
+made for the same spec are reused (every query hash depends on them), and
+answered queries are read back, not solved. The result is sealed in a signed
+certificate (farm.certificate), Lean-checked on a node offering the `lean`
+resource.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -35,7 +37,7 @@ from encoders.properties import Finding, PlannedQuery, Planner
 from farm.atomic import write_text_atomic
 from farm.certificate import issue, load_verify_results
 from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from farm.circuits import Circuit, save_circuit
+from farm.circuits import Circuit, load_circuit, save_circuit
 from farm.commands import output_dir, positive_int
 from farm.commands.verify import format_details, format_table
 from farm.errors import FarmError
@@ -76,7 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "OUT/result.json and the signed OUT/certificate.dsse.json (key: the spec's "
                     "signing_key, or OUT/keys/farm_ed25519.pem made on first use). Without "
                     "RAY_ADDRESS an embedded Ray instance is started (offering the 'lean' "
-                    "resource when lake is on PATH); rerunning resumes from the answers already "
+                    "resource when lake is on PATH); rerunning resumes: it reuses the checkpoint "
+                    "and circuits it made for the same spec, and every answer already "
                     "persisted. Exit status 0 only if every property is VERIFIED.")
     p.add_argument("job", help="job spec (YAML or JSON), e.g. job.yaml")
     p.add_argument("--out", type=output_dir,
@@ -121,39 +124,83 @@ def trace_path(out: Path, task: str) -> Path:
     return out / "traces" / f"{task}.parquet"
 
 
+TRAINED_FOR = "trained_for.json"  # in OUT: the training spec its checkpoint answers, and its hash
+
+
 def prepare(spec: JobSpec, out: Path, log: Any) -> tuple[Checkpoint, dict[str, Circuit]]:
-    """Checkpoint, circuits and exact traces, made on the trainer actor."""
-    trainer = trainer_actor() if spec.checkpoint == "train" or spec.circuits == "extract" \
-        else None
-    if spec.checkpoint == "train":
-        config, weights, info = ray.get(trainer.train.remote(
-            GPTConfig(**spec.train.get("model", {})),
-            TrainConfig(tasks=spec.tasks, **{k: v for k, v in spec.train.items()
-                                             if k != "model"})))
-        ckpt = Checkpoint(config, weights)
-        if info["accuracy"] < 1.0:
-            raise FarmError(f"training reached only {info['accuracy']:.0%} accuracy")
-        save_checkpoint(ckpt, out / "checkpoint")
-        log(f"trained {ckpt.num_parameters()} parameters in {info['steps']} steps, min margin "
-            f"{info['min_margin_float32']:.4f} (float32) -> {out / 'checkpoint'}")
-    else:
-        ckpt = load_checkpoint(spec.checkpoint)
+    """Checkpoint, circuits and exact traces, made on the trainer actor.
+
+    A rerun of the job reuses what an earlier run trained and extracted for the
+    same spec: resuming needs the same weights (every query hash depends on
+    them), and training again elsewhere, on another CPU or a GPU, need not
+    reproduce them bit for bit.
+    """
+    trainer = None
+
+    def actor() -> Any:
+        nonlocal trainer
+        trainer = trainer or trainer_actor()
+        return trainer
+
+    ckpt = trained(spec, out, actor, log) if spec.checkpoint == "train" else load_checkpoint(
+        spec.checkpoint)
     circuits = {}
     for task in spec.tasks:
         if spec.circuits == "extract":
-            found = ray.get(trainer.extract.remote(ckpt.config, dict(ckpt.weights), task))
-            save_circuit(found.circuit, out / "circuits" / task / "circuit.json")
-            circuits[task] = found.circuit
+            circuits[task] = extracted(ckpt, task, out, actor, log)
         else:
             circuits[task] = resolve_circuit(spec.circuits[task], ckpt, task)
         log(f"{task}: circuit with {len(circuits[task].edges)} edges")
-    tracer = trainer or trainer_actor()
+    tracer = actor()
     tables = ray.get([tracer.trace.remote(ckpt.config, dict(ckpt.weights), circuits[t],
                                           get_task(t).domain()) for t in spec.tasks])
     for task, table in zip(spec.tasks, tables, strict=True):
         write_traces(table, trace_path(out, task))
     ray.kill(tracer)  # frees its CPU (or GPU) for the solvers
     return ckpt, circuits
+
+
+def trained(spec: JobSpec, out: Path, actor: Callable[[], Any], log: Any) -> Checkpoint:
+    """OUT/checkpoint, trained to the job's spec unless an earlier run already did."""
+    path, stamp = out / "checkpoint", out / TRAINED_FOR
+    wanted = {"tasks": list(spec.tasks), "train": spec.train}
+    try:
+        earlier = json.loads(stamp.read_text(encoding="utf-8"))
+        if {k: earlier.get(k) for k in wanted} == wanted:
+            ckpt = load_checkpoint(path)
+            if ckpt.sha256 == earlier.get("sha256"):
+                log(f"reusing {path} (sha256 {ckpt.sha256[:16]}…), trained earlier for this job")
+                return ckpt
+    except (OSError, ValueError, FarmError):
+        pass  # nothing (usable) to reuse: train
+    config, weights, info = ray.get(actor().train.remote(
+        GPTConfig(**spec.train.get("model", {})),
+        TrainConfig(tasks=spec.tasks, **{k: v for k, v in spec.train.items() if k != "model"})))
+    ckpt = Checkpoint(config, weights)
+    if info["accuracy"] < 1.0:
+        raise FarmError(f"training reached only {info['accuracy']:.0%} accuracy")
+    save_checkpoint(ckpt, path)
+    write_text_atomic(stamp, json.dumps(wanted | {"sha256": ckpt.sha256}) + "\n")
+    log(f"trained {ckpt.num_parameters()} parameters in {info['steps']} steps, min margin "
+        f"{info['min_margin_float32']:.4f} (float32) -> {path}")
+    return ckpt
+
+
+def extracted(ckpt: Checkpoint, task: str, out: Path, actor: Callable[[], Any], log: Any
+              ) -> Circuit:
+    """OUT/circuits/TASK/circuit.json, extracted by ACDC unless an earlier run of the job
+    already extracted it from these weights."""
+    path = out / "circuits" / task / "circuit.json"
+    try:
+        circuit = load_circuit(path)
+        if circuit.task == task and circuit.metadata.get("checkpoint_sha256") == ckpt.sha256:
+            log(f"{task}: reusing {path}, extracted earlier from this checkpoint")
+            return circuit
+    except FarmError:
+        pass  # none yet, or unreadable: extract
+    found = ray.get(actor().extract.remote(ckpt.config, dict(ckpt.weights), task))
+    save_circuit(found.circuit, path)
+    return found.circuit
 
 
 def first_tier(spec: JobSpec, planners: dict[str, Planner],

@@ -1,0 +1,72 @@
+"""`farm run`, the main job, end to end on an embedded Ray, and its rerun.
+
+A separate process, as a user runs it: the job starts its own Ray instance.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from farm.certificate import check_certificate
+
+JOB = """\
+name: small
+checkpoint: train
+train: {seed: 0}
+tasks: [quote_close]
+circuits: extract
+properties: [fe, en]
+solver: z3
+solver_actors: 1
+out: out
+"""
+
+
+@dataclass
+class Run:
+    log: str  # stdout and stderr
+    result: dict  # its result.json
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[Path, Run, Run]:
+    """The job run twice into the same `out`."""
+    job = tmp_path_factory.mktemp("job") / "job.yaml"
+    job.write_text(JOB)
+    out = job.parent / "out"
+    done = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-m", "farm.cli", "run", str(job), "--quiet",
+                               "--num-cpus", "2"], capture_output=True, text=True,
+                              timeout=600, cwd=job.parent)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        done.append(Run(proc.stdout + proc.stderr,
+                        json.loads((out / "result.json").read_text())))
+    return out, *done
+
+
+def test_the_job_verifies_and_signs_a_certificate_the_checker_accepts(runs) -> None:
+    out, first, _ = runs
+    assert {(r["property"], r["task"], r["status"]) for r in first.result["results"]} == {
+        ("functional_equivalence", "quote_close", "VERIFIED"),
+        ("edge_necessity", "quote_close", "VERIFIED")}
+    assert first.result["stats"]["solved"] > 128  # every input, one query per retained edge
+    report = check_certificate(out / "certificate.dsse.json", out / "keys" / "farm_ed25519.pub")
+    assert report.ok, report.problems
+    assert "VERIFIED" in first.log and "farm check" in first.log
+
+
+def test_a_rerun_reuses_the_checkpoint_circuit_and_every_answer(runs) -> None:
+    _, first, second = runs
+    assert "trained earlier for this job" in second.log
+    assert "extracted earlier from this checkpoint" in second.log
+    assert second.result["checkpoint_sha256"] == first.result["checkpoint_sha256"]
+    assert second.result["circuits"] == first.result["circuits"]
+    stats = second.result["stats"]
+    assert stats["solved"] == 0 and stats["reused"] == stats["queries"] > 128
