@@ -192,14 +192,19 @@ def shards(queries: Iterable[PlannedQuery], shard_size: int,
 
     Lazy, so planning overlaps solving. `expect` registers a batch (text
     stripped) with the reducer and answers the hashes it has no answer for;
-    `skipped` hears how many of a batch were already answered.
+    `skipped` hears how many of a batch were already answered, or repeat a
+    text the batch sends already.
     """
     index, source = 0, iter(queries)
     while batch := list(islice(source, shard_size)):
-        todo = set(expect([without_text(q) for q in batch]))
-        skipped(len(batch) - len(todo))
-        if todo := tuple(q for q in batch if q.hash in todo):
-            yield Shard(index, todo)
+        wanted = set(expect([without_text(q) for q in batch]))
+        skipped(len(batch) - len(wanted))
+        todo: dict[str, PlannedQuery] = {}  # one query per text (CI asks FE's texts again)
+        for q in batch:
+            if q.hash in wanted:
+                todo.setdefault(q.hash, q)
+        if todo:
+            yield Shard(index, tuple(todo.values()))
             index += 1
 
 

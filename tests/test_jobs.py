@@ -89,6 +89,15 @@ def test_shards_skip_what_is_answered(planned):
     assert len(seen) == len(planned)
 
 
+def test_a_text_repeated_within_a_batch_is_solved_once(planned, ckpt, tmp_path):
+    batch = [planned[0], planned[1], replace(planned[0], property="content_invariance")]
+    skipped = []
+    reducer = Collector(tmp_path, ckpt.config, dict(ckpt.weights))
+    [shard] = shards(batch, 3, reducer.expect, skipped.append)
+    assert [q.hash for q in shard.queries] == [planned[0].hash, planned[1].hash]
+    assert skipped == [1]
+
+
 def test_collector_persists_dedupes_and_resumes(planned, ckpt, tmp_path):
     model_args = (ckpt.config, dict(ckpt.weights))
     col = Collector(tmp_path, *model_args)
