@@ -12,12 +12,15 @@ from encoders.properties import (
     CONTENT_INVARIANCE,
     EDGE_NECESSITY,
     FUNCTIONAL_EQUIVALENCE,
+    PROPERTIES,
     ROBUSTNESS,
     Planner,
 )
 from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from farm.circuits import Circuit, save_circuit
 from farm.cli import main
+from farm.commands.verify import parse_properties
+from farm.errors import FarmError
 from farm.exact import ExactModel, band_norm
 from farm.tasks import get_task
 from farm.tracing import TraceReader, record_traces
@@ -285,6 +288,16 @@ def test_cli_refuses_a_trace_of_another_checkpoint(checkpoint_dir, tmp_path, cap
     assert code == 2 and other.sha256 != ours
     assert (f"other.parquet was recorded for checkpoint {other.sha256}, not {ours}"
             in capsys.readouterr().err)
+
+
+def test_properties_are_named_as_in_a_job_spec_with_spaces_or_commas():
+    assert parse_properties(["fe", "en,rob"]) == [
+        FUNCTIONAL_EQUIVALENCE, EDGE_NECESSITY, ROBUSTNESS]
+    assert parse_properties(["content_invariance", "ci"]) == [CONTENT_INVARIANCE]
+    assert parse_properties(["all"]) == list(PROPERTIES.values())
+    for bad in (["fe", "all"], [","], ["fe", "xx"]):
+        with pytest.raises(FarmError, match="unknown property"):
+            parse_properties(bad)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "circuit")
     p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=task_names(),
                    help="tasks to benchmark (default: %(default)s)")
-    p.add_argument("--properties", default="all", help="as for farm verify")
+    p.add_argument("--properties", nargs="+", default=["all"], metavar="PROPERTY",
+                   help="as for farm verify (default: all)")
     p.add_argument("--epsilon", default="0.01",
                    help="robustness radius, an exact decimal (default: %(default)s)")
     p.add_argument("--limit", type=count_or_zero, default=0,

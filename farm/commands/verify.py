@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -43,9 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--circuit", required=True,
                    help="circuit.json (farm extract), or 'full' for every edge")
     p.add_argument("--task", required=True, help=f"task: {', '.join(task_names())}")
-    p.add_argument("--properties", default="all",
-                   help=f"comma-separated subset of {','.join(PROPERTIES)}, or all "
-                        "(default: %(default)s)")
+    p.add_argument("--properties", nargs="+", default=["all"], metavar="PROPERTY",
+                   help=f"some of {', '.join(PROPERTIES)} (or their full names), separated by "
+                        "spaces or commas, or all (default: all)")
     p.add_argument("--solver", choices=MODES, default="race",
                    help="race: first definitive answer wins; both: run both and cross-check "
                         "(default: %(default)s)")
@@ -107,15 +108,18 @@ def positive_fraction(text: str, option: str) -> Fraction:
     return value
 
 
-def parse_properties(text: str) -> list[str]:
-    if text == "all":
+def parse_properties(words: Sequence[str]) -> list[str]:
+    """Property names, short (fe) or full (functional_equivalence) as in a job spec, the
+    words of the command line split again at commas; `all` alone for every property."""
+    names = [s.strip() for w in words for s in w.split(",") if s.strip()]
+    if names == ["all"]:
         return list(PROPERTIES.values())
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [n for n in names if n not in PROPERTIES]
+    known = PROPERTIES | {full: full for full in PROPERTIES.values()}
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise FarmError(f"unknown property {', '.join(unknown) or text!r}; choose from "
-                        f"{', '.join(PROPERTIES)} or all")
-    return [PROPERTIES[n] for n in dict.fromkeys(names)]
+        raise FarmError(f"unknown property {', '.join(unknown) or ' '.join(words)!r}; choose "
+                        f"from {', '.join(PROPERTIES)} or all")
+    return list(dict.fromkeys(known[n] for n in names))
 
 
 def format_table(results: list[PropertyResult], solver_time: bool = False) -> str:
