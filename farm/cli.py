@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except FarmError as err:
         print(f"farm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what was persisted stays, whole; a rerun resumes
+        print(f"farm {args.command}: interrupted", file=sys.stderr)
+        return 130
     except OSError as err:  # a file the command reads or writes: name it, no traceback
         if err.filename is None:
             raise  # not a file (a lost connection, say): as it is

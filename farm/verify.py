@@ -17,6 +17,7 @@ Three steps, each usable on its own so a Ray actor and reducer can call them:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
 import threading
@@ -85,19 +86,23 @@ class LocalFarm:
         Each distinct text is solved once, over the farm's life (another property
         may ask the same text) and the cache's. Cached sat/unsat answers are
         reused; a cached unknown is retried (it may have been a short timeout), and
-        an error (solver disagreement, crash) is never cached.
+        an error (solver disagreement, crash) is never cached. Interrupted (Ctrl-C),
+        it stops at once and still caches every answer it has, so a rerun resumes.
         """
         results: dict[str, Record] = {}
         fresh: list[Record] = []
         todo: queue.Queue[list[PlannedQuery] | None] = queue.Queue(maxsize=2 * len(self.pools))
         size = CHUNK if total is None else max(1, min(CHUNK, total // (2 * len(self.pools))))
         lock = threading.Lock()
+        stopping = threading.Event()
         bar = tqdm(total=total, desc=progress, unit="q", disable=progress is None,
                    leave=False, dynamic_ncols=True)
 
         def work(pool: SolverPool) -> None:
             while (chunk := todo.get()) is not None:
                 for q in chunk:
+                    if stopping.is_set():
+                        return
                     try:
                         rec = _solve_one(pool, q, timeout)
                     except SolverUnavailable as err:  # no host to restart: an error
@@ -132,16 +137,26 @@ class LocalFarm:
                         chunk = []
             if chunk:
                 todo.put(chunk)
-        finally:
             for _ in threads:
                 todo.put(None)
             for t in threads:
                 t.join()
+        except BaseException:  # interrupted: no new query; those in flight die with the pools
+            stopping.set()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    todo.get_nowait()
+            for _ in threads:
+                todo.put_nowait(None)
+            raise
+        finally:
             bar.close()
-        self.answers.update((r.query_hash, r) for r in fresh if r.status in DEFINITIVE)
-        if cache is not None:
-            cache.put(r for r in fresh if r.status != "error")
-            cache.flush()
+            with lock:
+                done = list(fresh)
+            self.answers.update((r.query_hash, r) for r in done if r.status in DEFINITIVE)
+            if cache is not None:
+                cache.put(r for r in done if r.status != "error")
+                cache.flush()
         return results
 
     def close(self) -> None:

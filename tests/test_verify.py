@@ -1,6 +1,7 @@
 """Local verification end to end: real Z3 and cvc5, a trained model, exact replay of every SAT."""
 
 import json
+import time
 from fractions import Fraction as F
 
 import pyarrow as pa
@@ -70,6 +71,23 @@ def test_quote_circuit_verified_and_a_cached_rerun_solves_nothing(model, cvc5, t
 
 
 @pytest.mark.slow  # ~90 s on 2 shared cores: nine edges, two encoded runs per EN query
+def test_an_interrupted_solve_caches_every_answer_it_has(model, tmp_path):
+    """Ctrl-C mid-property: the answers so far reach the cache whole, so a rerun resumes."""
+    queries = list(planner(model, "quote_close", QUOTE[0], list(range(8))).functional_equivalence())
+    with LocalFarm("z3", timeout=60, jobs=1) as farm:
+        def interrupted():
+            yield from queries[:6]
+            while farm.solved < 2:
+                time.sleep(0.01)
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            farm.solve(interrupted(), ResultCache(tmp_path), total=6)  # chunks of 3
+    kept = {r.query_hash: r.status for r in ResultCache(tmp_path)}
+    assert 2 <= len(kept) < 6 and set(kept.values()) == {"unsat"}
+    assert set(kept) <= {q.hash for q in queries[:6]}
+
+
 def test_bracket_circuit_verified_except_two_unneeded_edges(model, cvc5):
     results = by_property(verify_task(planner(model, "bracket_type", *BRACKET), ALL, cvc5,
                                       None, QUIET))
