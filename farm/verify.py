@@ -227,7 +227,7 @@ def judge(q: PlannedQuery, rec: Record, model: ExactModel) -> Outcome:
     if isinstance(q.replay, Fixed):
         margins = q.replay.margins
         detail = {"subject": q.subject, "prompts": [list(p) for p in q.prompts],
-                  "exact_margins": [str(m) for m in margins]}
+                  "exact_margins": [str(m) for m in _target_margins(q, margins)]}
         if q.edge is not None:
             detail["edge"] = list(q.edge)
     else:
@@ -275,8 +275,17 @@ def _replay_eta(q: PlannedQuery, p: Perturbed, solver_model: Mapping[str, Fracti
     logits = model.lm_head(r)
     c0, c1 = get_task(q.task).candidates
     margin = logits[c0] - logits[c1]
-    detail |= {"exact_margin": str(margin), "exact_margin_float": float(margin)}
+    (shown,) = _target_margins(q, (margin,))
+    detail |= {"exact_margin": str(shown), "exact_margin_float": float(shown)}
     return (margin,), branch, detail
+
+
+def _target_margins(q: PlannedQuery, margins: Sequence[Fraction]) -> list[Fraction]:
+    """Margins as SPEC and `farm replay` state them, logit[target] − logit[alternate] per
+    run (negative: the run decides wrongly); the planner's are logit[c0] − logit[c1]."""
+    task = get_task(q.task)
+    return [m if task.target(p) == task.candidates[0] else -m
+            for p, m in zip(q.prompts, margins, strict=True)]
 
 
 # --------------------------------------------------------------------------- folding

@@ -127,8 +127,9 @@ def test_removing_the_output_edge_gives_replayed_counterexamples_both_solvers_ag
     assert fe.status == "FAILED" and fe.errors == 0
     ((_, cex),) = [(c["prompts"][0], c) for c in fe.counterexamples]
     exact = p.model.run([tuple(cex["prompts"][0])], p.circuit)[0]
-    c0, c1 = p.task.candidates
-    assert [str(exact.logits[c0] - exact.logits[c1])] == cex["exact_margins"]
+    target, alternate = p.task.target(exact.prompt), p.task.alternate(exact.prompt)
+    assert [str(exact.logits[target] - exact.logits[alternate])] == cex["exact_margins"]
+    assert exact.logits[target] <= exact.logits[alternate]  # SPEC's margin: the wrong decision
     assert fe.wins == {"z3": 0, "cvc5": 0} or sum(fe.wins.values()) == 2
     assert fe.solver_seconds["z3"] > 0 and fe.solver_seconds["cvc5"] > 0  # both answered
 
@@ -148,6 +149,7 @@ def test_large_epsilon_gives_an_eta_that_flips_the_decision_exactly(model, cvc5)
         logits = model.lm_head(normed)
         target, alternate = p.task.target(prompt), p.task.alternate(prompt)
         assert logits[target] <= logits[alternate]  # the decision really flips
+        assert F(cex["exact_margin"]) == logits[target] - logits[alternate]  # as SPEC says
 
 
 def test_a_point_of_the_larger_ball_outside_the_epsilon_ball_is_asked_again_around_r(
