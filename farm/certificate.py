@@ -682,7 +682,8 @@ def read_envelope(path: str | os.PathLike[str], what: str = "certificate") -> An
 
 def check_certificate(path: str | os.PathLike[str], public_key: str | os.PathLike[str],
                       checkpoint_dir: str | os.PathLike[str] | None = None,
-                      require_lean: bool = False) -> CheckReport:
+                      require_lean: bool = False, require_verified: bool = False
+                      ) -> CheckReport:
     """Verify the signature, then re-derive every checkable part of the predicate.
 
     The checkpoint defaults to the path the certificate records (relative to the
@@ -692,14 +693,14 @@ def check_certificate(path: str | os.PathLike[str], public_key: str | os.PathLik
     """
     statement = verify_statement(read_envelope(path), public_key)
     try:
-        return _check(Path(path), statement, checkpoint_dir, require_lean)
+        return _check(Path(path), statement, checkpoint_dir, require_lean, require_verified)
     except (KeyError, TypeError, AttributeError, ValueError, ZeroDivisionError) as err:
         # A signed payload of the wrong shape is rejected, never half-checked.
         raise FarmError(f"malformed certificate: {type(err).__name__}: {err}") from err
 
 
 def _check(path: Path, statement: Mapping[str, Any], checkpoint_dir: str | os.PathLike[str]
-           | None, require_lean: bool) -> CheckReport:
+           | None, require_lean: bool, require_verified: bool = False) -> CheckReport:
     pred = statement["predicate"]
     subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
     missing = [k for k in ("format_version", "created_at", "software", "model", "checkpoint",
@@ -772,4 +773,9 @@ def _check(path: Path, statement: Mapping[str, Any], checkpoint_dir: str | os.Pa
     if require_lean and lean.get("status") != "ok":
         problems.append(f"lean: the Lean check is required but its outcome is "
                         f"{lean.get('outcome')!r}")
+    if require_verified:  # a sound certificate may still certify a failure: a gate says no
+        problems += [f"{r['property']}/{r['task']}: VERIFIED is required but it is "
+                     f"{r['status']}" for r in pred["properties"] if r["status"] != "VERIFIED"]
+        if not pred["properties"]:
+            problems.append("properties: VERIFIED is required but none is certified")
     return CheckReport(problems, pred)

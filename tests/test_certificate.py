@@ -390,6 +390,26 @@ def test_a_verified_property_needs_a_record_for_every_instance_of_its_plan(
     assert not list(tmp_path.glob("c.*"))
 
 
+def test_require_verified_refuses_a_faithful_certificate_of_an_unknown(
+        farm_dir: Path, tmp_path: Path, capsys) -> None:
+    """A certificate may faithfully state that a query timed out; only the gate refuses it."""
+    def input_0_timed_out(data: dict[str, Any]) -> None:
+        entry = data["results"][0]
+        entry["query_records"][0].update(verdict="unknown", winner=None,
+                                         reason="timeout after 0.001 s")
+        entry.update(status="UNKNOWN", unsat=entry["unsat"] - 1, unknown=1)
+
+    assert _certify_edited(farm_dir, tmp_path, input_0_timed_out) == 0
+    cert, key = str(tmp_path / "c.dsse.json"), str(farm_dir / "key.pub")
+    capsys.readouterr()
+    assert main(["check", cert, "--pubkey", key]) == 0
+    assert "functional_equivalence/quote_close UNKNOWN" in capsys.readouterr().out
+    assert main(["check", cert, "--pubkey", key, "--require-verified"]) == 1
+    assert ("functional_equivalence/quote_close: VERIFIED is required but it is UNKNOWN"
+            in capsys.readouterr().out)
+    assert main(["check", str(_cert(farm_dir)), "--pubkey", key, "--require-verified"]) == 0
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda d: d["results"].append(3), "each of 'results' must be an object"),
     (lambda d: d["results"][0]["query_records"][0].update(verdict=1),

@@ -26,12 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "relative to it)")
     p.add_argument("--require-lean", action="store_true",
                    help="also fail unless the recorded Lean check outcome is ok")
+    p.add_argument("--require-verified", action="store_true",
+                   help="also fail unless every property the certificate states is VERIFIED "
+                        "(without it, a faithful certificate of a FAILED or UNKNOWN property "
+                        "checks OK: the gate for CI)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     report = check_certificate(args.certificate, args.pubkey, args.checkpoint,
-                               args.require_lean)
+                               args.require_lean, args.require_verified)
     pred = report.predicate
     if not report.ok:
         print(f"REJECTED {args.certificate}: {len(report.problems)} problem(s)")
