@@ -29,6 +29,12 @@ def test_train_then_replay(tmp_path, capsys):
     rows = json.loads((tmp_path / "m.json").read_text())
     assert len(rows) == 256 and all(r["margin_float"] >= 1.0 for r in rows)
     assert "/" in rows[0]["margin"] or rows[0]["margin"].lstrip("-").isdigit()
+    before = (out / "model.safetensors").read_bytes()
+    assert main(["train", "--out", str(out), "--seed", "1"]) == 2  # never silently replaced
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == before
+    assert main(["train", "--out", str(out), "--seed", "1", "--force"]) == 0
+    assert (out / "model.safetensors").read_bytes() != before
 
 
 def test_replay_of_a_missing_checkpoint_fails_clearly(tmp_path, capsys):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from farm.checkpoint import Checkpoint, save_checkpoint
+from farm.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, save_checkpoint
 from farm.commands import output_dir, positive_float, positive_int
+from farm.errors import FarmError
 from farm.model import ATTN_VARIANTS, NORM_VARIANTS, GPTConfig
 from farm.tasks import DEFAULT_TASKS, task_names
 from farm.train import TrainConfig, train
@@ -38,12 +40,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--margin", type=positive_float, default=1.0,
                    help="stop once the minimum candidate margin reaches this (default 1.0)")
     p.add_argument("--max-steps", type=positive_int, default=4000,
-                   help="give up (exit status 1) after this many full-batch steps (default 4000)")
+                   help="stop after this many full-batch steps (default 4000); short of the "
+                        "margin, the checkpoint is still saved and the exit status is 1")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--force", action="store_true",
+                   help="replace a checkpoint already in --out (circuits, verify results and "
+                        "certificates made from it then name a checkpoint that is gone)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    held = [f.name for f in (Path(args.out) / CONFIG_FILE, Path(args.out) / WEIGHTS_FILE)
+            if f.exists()]
+    if held and not args.force:
+        raise FarmError(f"{args.out} already holds a checkpoint ({', '.join(held)}); choose "
+                        "another --out, or --force to replace it")
     model_cfg = GPTConfig(n_layers=args.layers, n_heads=args.heads, norm_variant=args.norm,
                           attn_variant=args.attn, activation=args.activation)
     cfg = TrainConfig(tasks=tuple(args.tasks), seed=args.seed, max_steps=args.max_steps,
