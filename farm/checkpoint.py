@@ -257,8 +257,11 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> str:
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read a checkpoint directory, refusing anything inconsistent, with the file named."""
     directory = Path(path)
+    if directory.is_file():
+        raise FarmError(f"checkpoint {directory} is a file, not a checkpoint directory (an "
+                        "upstream smt_weights.json? `farm weights import` converts it)")
     if not directory.is_dir():
-        raise FarmError(f"checkpoint directory {directory} does not exist or is not a directory")
+        raise FarmError(f"checkpoint directory {directory} does not exist")
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     meta = _read_json(config_path)
     _require_fields(meta, ["format_version", "weights_sha256", "config", "extras"],

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from farm.checkpoint import Checkpoint, save_checkpoint
+from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from farm.cli import main
 
 
@@ -35,6 +35,19 @@ def test_train_then_replay(tmp_path, capsys):
     assert (out / "model.safetensors").read_bytes() == before
     assert main(["train", "--out", str(out), "--seed", "1", "--force"]) == 0
     assert (out / "model.safetensors").read_bytes() != before
+
+
+def test_weights_round_trip_through_upstream_smt_weights_json(checkpoint_dir, tmp_path, capsys):
+    exported = tmp_path / "smt_weights.json"
+    assert main(["weights", "export", "--checkpoint", str(checkpoint_dir), "--out",
+                 str(exported)]) == 0
+    assert main(["replay", "--checkpoint", str(exported)]) == 2  # a file: says what to do
+    assert "farm weights import" in capsys.readouterr().err
+    back = tmp_path / "imported"
+    assert main(["weights", "import", str(exported), "--out", str(back)]) == 0
+    assert load_checkpoint(back).sha256 == load_checkpoint(checkpoint_dir).sha256
+    assert main(["weights", "import", str(exported), "--out", str(back)]) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
 
 
 def test_replay_of_a_missing_checkpoint_fails_clearly(tmp_path, capsys):

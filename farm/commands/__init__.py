@@ -7,6 +7,9 @@ import math
 import os
 from pathlib import Path
 
+from farm.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from farm.errors import FarmError
+
 
 def output_file(text: str) -> str:
     """argparse type of an output file: refused at once if it cannot be written, so
@@ -36,6 +39,15 @@ def _creatable(folder: Path, text: str) -> None:
         raise argparse.ArgumentTypeError(f"cannot write {text}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write {text}: {probe} is not writable")
+
+
+def refuse_to_replace_checkpoint(out: str, force: bool) -> None:
+    """A checkpoint is what circuits, results and certificates name by hash: replacing one
+    in place is asked for (--force), never done in passing."""
+    held = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if (Path(out) / name).exists()]
+    if held and not force:
+        raise FarmError(f"{out} already holds a checkpoint ({', '.join(held)}); choose "
+                        "another --out, or --force to replace it")
 
 
 def positive_int(text: str) -> int:

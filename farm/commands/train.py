@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from farm.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, save_checkpoint
-from farm.commands import output_dir, positive_float, positive_int
-from farm.errors import FarmError
+from farm.checkpoint import Checkpoint, save_checkpoint
+from farm.commands import (
+    output_dir,
+    positive_float,
+    positive_int,
+    refuse_to_replace_checkpoint,
+)
 from farm.model import ATTN_VARIANTS, NORM_VARIANTS, GPTConfig
 from farm.tasks import DEFAULT_TASKS, task_names
 from farm.train import TrainConfig, train
@@ -50,11 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    held = [f.name for f in (Path(args.out) / CONFIG_FILE, Path(args.out) / WEIGHTS_FILE)
-            if f.exists()]
-    if held and not args.force:
-        raise FarmError(f"{args.out} already holds a checkpoint ({', '.join(held)}); choose "
-                        "another --out, or --force to replace it")
+    refuse_to_replace_checkpoint(args.out, args.force)
     model_cfg = GPTConfig(n_layers=args.layers, n_heads=args.heads, norm_variant=args.norm,
                           attn_variant=args.attn, activation=args.activation)
     cfg = TrainConfig(tasks=tuple(args.tasks), seed=args.seed, max_steps=args.max_steps,
