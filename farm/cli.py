@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from farm.errors import FarmError
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: what was persisted stays, whole; a rerun resumes
         print(f"farm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `farm … | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141
     except OSError as err:  # a file the command reads or writes: name it, no traceback
         if err.filename is None:
             raise  # not a file (a lost connection, say): as it is

@@ -10,7 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from encoders.cache import ResultCache
-from encoders.properties import PROPERTIES, Planner
+from encoders.properties import PROPERTIES, ROBUSTNESS, Planner
 from encoders.solvers import MODES
 from farm.atomic import write_text_atomic
 from farm.checkpoint import load_checkpoint
@@ -175,9 +175,11 @@ def run(args: argparse.Namespace) -> int:
     with LocalFarm(args.solver, args.timeout, args.jobs) as farm:
         results = verify_task(planner, properties, farm, cache, options)
     wall = time.perf_counter() - start
-    print(f"{task.name}: circuit {args.circuit} ({len(circuit.edges)} edges), checkpoint "
-          f"{ckpt.sha256[:16]}…, solver {args.solver}, {args.encoding} encoding, "
-          f"epsilon {options.epsilon}" + (f", branches from {args.trace}" if args.trace else ""))
+    edges = len(circuit.edges)
+    print(f"{task.name}: circuit {args.circuit} ({edges} edge{'s' * (edges != 1)}), checkpoint "
+          f"{ckpt.sha256[:16]}…, solver {args.solver}, {args.encoding} encoding"
+          + (f", epsilon {options.epsilon}" if ROBUSTNESS in properties else "")
+          + (f", branches from {args.trace}" if args.trace else ""))
     print(format_table(results))
     if details := format_details(results):
         print(details)
