@@ -92,7 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=positive_int, default=DEFAULT_JOBS,
                    help="solver pools working in parallel (default: %(default)s)")
     p.add_argument("--timeout", type=positive_float, default=60.0,
-                   help="seconds per query per solver (default: %(default)s)")
+                   help="seconds per query per solver; a timeout is UNKNOWN (default: "
+                        "%(default)s). Solvers enforce it themselves, but not while parsing: "
+                        "one still busy max(1 s, 10%%) past it is killed and restarted, so a "
+                        "limit far below a query's parse time costs that second per query")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
