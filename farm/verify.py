@@ -506,18 +506,28 @@ def flip_screen(ckpt: Checkpoint, circuit: Circuit, task: str) -> FlipScreen | N
 def plan_property(planner: Planner, prop: str, options: VerifyOptions
                   ) -> tuple[Iterable[PlannedQuery], list[Finding], int]:
     """A property's first-round queries (lazily, where possible), its findings, their count."""
-    n, k = len(planner.prompts), len(planner.task.openers)
     if prop == EDGE_NECESSITY:
         planned, findings = planner.edge_necessity()
         return planned, findings, len(planned)
+    total = first_round_count(planner, prop, options)
     if prop == CONTENT_INVARIANCE:
-        per = n // k
-        total = k * per * (per - 1) // 2 if options.pairwise else n  # n: but for tied anchors
         return planner.content_invariance(options.pairwise), [], total
     if prop == FUNCTIONAL_EQUIVALENCE:
-        return planner.functional_equivalence(), [], n
-    if prop == ROBUSTNESS:
-        return planner.robustness(options.epsilon), [], n
+        return planner.functional_equivalence(), [], total
+    return planner.robustness(options.epsilon), [], total
+
+
+def first_round_count(planner: Planner, prop: str, options: VerifyOptions) -> int:
+    """How many first-round queries `plan_property` will plan, known before planning (edge
+    necessity: one per retained edge, less those no input witnesses)."""
+    if prop == EDGE_NECESSITY:
+        return len(planner.circuit.edges)
+    if prop == CONTENT_INVARIANCE:  # per opener class of m > 1 inputs: m, or m(m-1)/2 pairs
+        sizes = Counter(p[planner.task.opener_position] for p in planner.prompts).values()
+        return sum(m * (m - 1) // 2 if options.pairwise else m  # m: one less if the anchor ties
+                   for m in sizes if m > 1)
+    if prop in (FUNCTIONAL_EQUIVALENCE, ROBUSTNESS):
+        return len(planner.prompts)
     raise ValueError(f"unknown property {prop!r}")
 
 

@@ -25,7 +25,13 @@ from farm.errors import FarmError
 from farm.exact import ExactModel, band_norm
 from farm.tasks import get_task
 from farm.tracing import TraceReader, record_traces
-from farm.verify import LocalFarm, VerifyOptions, verify_task
+from farm.verify import (
+    LocalFarm,
+    VerifyOptions,
+    first_round_count,
+    plan_property,
+    verify_task,
+)
 from tests.conftest import random_model, weights_of
 
 ALL = [FUNCTIONAL_EQUIVALENCE, EDGE_NECESSITY, CONTENT_INVARIANCE, ROBUSTNESS]
@@ -86,6 +92,17 @@ def test_an_interrupted_solve_caches_every_answer_it_has(model, tmp_path):
     kept = {r.query_hash: r.status for r in ResultCache(tmp_path)}
     assert 2 <= len(kept) < 6 and set(kept.values()) == {"unsat"}
     assert set(kept) <= {q.hash for q in queries[:6]}
+
+
+def test_first_round_counts_are_known_before_planning(model):
+    """What `farm run`'s progress bar starts from: the count each property then plans."""
+    p = planner(model, "quote_close", *QUOTE)
+    for pairwise in (False, True):
+        options = VerifyOptions(progress=False, pairwise=pairwise)
+        for prop in ALL:
+            source, findings, total = plan_property(p, prop, options)
+            assert first_round_count(p, prop, options) == total + len(findings)
+            assert total == len(list(source))
 
 
 def test_bracket_circuit_verified_except_two_unneeded_edges(model, cvc5):

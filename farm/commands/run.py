@@ -60,6 +60,7 @@ from farm.train import TrainConfig
 from farm.verify import (
     PropertyResult,
     VerifyOptions,
+    first_round_count,
     flip_screen,
     plan_property,
     resolve_circuit,
@@ -205,13 +206,17 @@ def extracted(ckpt: Checkpoint, task: str, out: Path, actor: Callable[[], Any], 
 
 def first_tier(spec: JobSpec, planners: dict[str, Planner],
                findings: dict[Group, list[Finding]], bar: tqdm) -> Iterator[PlannedQuery]:
-    """Every property of every task, planned lazily (the progress total grows as it goes)."""
+    """Every property of every task, planned lazily; the progress total is known up front
+    (only edges no input witnesses, and robustness's second round, change it later)."""
     options = VerifyOptions(epsilon=spec.epsilon, progress=False)
+    expected = {(prop, task): first_round_count(planner, prop, options)
+                for task, planner in planners.items() for prop in spec.properties}
+    bar.total += sum(expected.values())
+    bar.refresh()
     for task, planner in planners.items():
         for prop in spec.properties:
             source, findings[prop, task], total = plan_property(planner, prop, options)
-            bar.total += total
-            bar.refresh()
+            bar.total += total - expected[prop, task]
             yield from source
 
 
