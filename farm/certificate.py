@@ -700,7 +700,7 @@ def check_certificate(path: str | os.PathLike[str], public_key: str | os.PathLik
 
 
 def _check(path: Path, statement: Mapping[str, Any], checkpoint_dir: str | os.PathLike[str]
-           | None, require_lean: bool, require_verified: bool = False) -> CheckReport:
+           | None, require_lean: bool, require_verified: bool) -> CheckReport:
     pred = statement["predicate"]
     subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
     missing = [k for k in ("format_version", "created_at", "software", "model", "checkpoint",

@@ -241,7 +241,8 @@ def judge(q: PlannedQuery, rec: Record, model: ExactModel) -> Outcome:
             return Outcome("inconclusive", {**detail, "reason": "η leaves the final norm's "
                                             "branch without changing the decision"})
     if solver_margins != margins:
-        return Outcome("error", {**detail, "solver_margins": [str(m) for m in solver_margins],
+        shown = _target_margins(q, solver_margins)  # in the sign `detail` states margins
+        return Outcome("error", {**detail, "solver_margins": [str(m) for m in shown],
                                  "reason": "SAT model's margins differ from exact replay: "
                                            + _CONTRADICTION})
     if q.claim.holds(margins):
@@ -280,11 +281,13 @@ def _replay_eta(q: PlannedQuery, p: Perturbed, solver_model: Mapping[str, Fracti
     return (margin,), branch, detail
 
 
-def _target_margins(q: PlannedQuery, margins: Sequence[Fraction]) -> list[Fraction]:
+def _target_margins(q: PlannedQuery, margins: Sequence[Fraction | None]
+                    ) -> list[Fraction | None]:
     """Margins as SPEC and `farm replay` state them, logit[target] − logit[alternate] per
-    run (negative: the run decides wrongly); the planner's are logit[c0] − logit[c1]."""
+    run (negative: the run decides wrongly); the planner's are logit[c0] − logit[c1]. A
+    margin the solver's model lacks stays None."""
     task = get_task(q.task)
-    return [m if task.target(p) == task.candidates[0] else -m
+    return [m if m is None or task.target(p) == task.candidates[0] else -m
             for p, m in zip(q.prompts, margins, strict=True)]
 
 

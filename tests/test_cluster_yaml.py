@@ -35,6 +35,8 @@ def test_ray_accepts_the_cluster_config(name):
     prepared = prepare_config(copy.deepcopy(config))
     validate_config(prepared)
     assert prepared["head_node_type"] in prepared["available_node_types"]
+    # a node type's own worker_setup_commands replace setup_commands there: it would not install
+    assert not any("worker_setup_commands" in t for t in prepared["available_node_types"].values())
     setup = " && ".join(config["setup_commands"])
     assert "pip install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" \
         in setup and "-e ~/farm" in setup

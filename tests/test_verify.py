@@ -76,7 +76,6 @@ def test_quote_circuit_verified_and_a_cached_rerun_solves_nothing(model, cvc5, t
     assert again[FUNCTIONAL_EQUIVALENCE].cached == 4
 
 
-@pytest.mark.slow  # ~90 s on 2 shared cores: nine edges, two encoded runs per EN query
 def test_an_interrupted_solve_caches_every_answer_it_has(model, tmp_path):
     """Ctrl-C mid-property: the answers so far reach the cache whole, so a rerun resumes."""
     queries = list(planner(model, "quote_close", QUOTE[0], list(range(8))).functional_equivalence())
@@ -105,6 +104,7 @@ def test_first_round_counts_are_known_before_planning(model):
             assert total == len(list(source))
 
 
+@pytest.mark.slow  # ~90 s on 2 shared cores: nine edges, two encoded runs per EN query
 def test_bracket_circuit_verified_except_two_unneeded_edges(model, cvc5):
     results = by_property(verify_task(planner(model, "bracket_type", *BRACKET), ALL, cvc5,
                                       None, QUIET))

@@ -66,10 +66,13 @@ from farm.verify import (
     resolve_circuit,
 )
 
+TRAINED_FOR = "trained_for.json"  # in OUT: the training spec of OUT/checkpoint, and its hash
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "run", help="run a verification job (YAML spec) on Ray: train, extract, verify",
+        "run", help="run a verification job (YAML spec) on Ray: train, extract, verify, "
+                    "sign",
         description="Run the job spec end to end on Ray: train or load the checkpoint, extract "
                     "or load one circuit per task, plan every property query, solve them on "
                     "solver actors (custom resource 'solver') with bounded in-flight shards, "
@@ -125,9 +128,6 @@ def trace_path(out: Path, task: str) -> Path:
     return out / "traces" / f"{task}.parquet"
 
 
-TRAINED_FOR = "trained_for.json"  # in OUT: the training spec its checkpoint answers, and its hash
-
-
 def prepare(spec: JobSpec, out: Path, log: Any) -> tuple[Checkpoint, dict[str, Circuit]]:
     """Checkpoint, circuits and exact traces, made on the trainer actor.
 
@@ -167,7 +167,7 @@ def trained(spec: JobSpec, out: Path, actor: Callable[[], Any], log: Any) -> Che
     wanted = {"tasks": list(spec.tasks), "train": spec.train}
     try:
         earlier = json.loads(stamp.read_text(encoding="utf-8"))
-        if {k: earlier.get(k) for k in wanted} == wanted:
+        if isinstance(earlier, dict) and {k: earlier.get(k) for k in wanted} == wanted:
             ckpt = load_checkpoint(path)
             if ckpt.sha256 == earlier.get("sha256"):
                 log(f"reusing {path} (sha256 {ckpt.sha256[:16]}…), trained earlier for this job")
