@@ -23,7 +23,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from encoders.cache import Record, ResultCache
-from encoders.properties import Finding, PlannedQuery
+from encoders.properties import RADIUS, Finding, PlannedQuery
 from farm.exact import ExactModel
 from farm.jobs import ShardReport, ShardResult
 from farm.model import GPTConfig
@@ -120,6 +120,10 @@ class Collector:
                 out.append((q.property, q.task, q.replay.index, q.replay.epsilon))
         return out
 
+    def answers(self, hashes: Sequence[str]) -> dict[str, Record]:
+        """This job's answers to `hashes` (each expected, and answered by now)."""
+        return {h: self.records[h] for h in hashes}
+
     def missing(self) -> list[str]:
         return sorted(self.expected - set(self.records))
 
@@ -131,6 +135,8 @@ class Collector:
         fresh = {r.query_hash for r in self.fresh}
         results = []
         for (prop, task), queries in self.queries.items():
+            if prop == RADIUS:
+                continue  # bisection steps: the radius is reported with robustness
             judged = [(q, self.records[q.hash], self.outcomes[key(q)]) for q in queries]
             distinct = {q.hash for q in queries}
             results.append(fold(prop, task, judged, findings.get((prop, task), []),

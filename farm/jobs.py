@@ -33,7 +33,7 @@ import yaml
 from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError, RayError
 
 from encoders.cache import Record
-from encoders.properties import PROPERTIES, PlannedQuery
+from encoders.properties import PROPERTIES, ROBUSTNESS, PlannedQuery
 from encoders.solvers import MODES, SolverPool
 from farm.errors import FarmError
 from farm.model import GPTConfig
@@ -63,6 +63,12 @@ class JobSpec:
     circuits: str | dict[str, str] = "extract"
     properties: tuple[str, ...] = PROPERTY_NAMES
     epsilon: Fraction = Fraction(1, 100)
+    # robustness: also each input's largest certified radius, as `farm verify --radius`
+    radius: bool = False
+    radius_max: Fraction = Fraction(1)  # the search's upper bound
+    radius_precision: Fraction = Fraction(1, 1000)  # absolute
+    radius_timeout: float = 10.0  # seconds per radius query
+    radius_solver: str = "cvc5"  # on solver actors of its own, once the properties are done
     solver: str = "race"
     timeout: float = 60.0  # seconds per query; a timeout is UNKNOWN
     shard_size: int = 8
@@ -93,23 +99,31 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
         raise FarmError(f"{where}: unknown field(s) {', '.join(unknown)}; "
                         f"expected some of {', '.join(sorted(known))}")
     spec = JobSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-    try:
-        epsilon = Fraction(str(spec.epsilon))  # the decimal as written, never its float
-    except ValueError:
-        raise FarmError(f"{where}: epsilon {spec.epsilon!r} is not a number") from None
+    exact = {}
+    for name in ("epsilon", "radius_max", "radius_precision"):
+        try:  # the decimal as written, never its float
+            exact[name] = Fraction(str(getattr(spec, name)))
+        except (ValueError, ZeroDivisionError):
+            raise FarmError(f"{where}: {name} {getattr(spec, name)!r} is not a number") from None
     props = tuple(PROPERTIES.get(p, p) for p in spec.properties)
     counts = ("shard_size", "solver_actors", "in_flight")
     if not all(type(getattr(spec, k)) is int for k in counts):
         raise FarmError(f"{where}: {', '.join(counts)} must be whole numbers")
-    if type(spec.timeout) not in (int, float) or not math.isfinite(spec.timeout):
-        raise FarmError(f"{where}: timeout must be a number of seconds, got {spec.timeout!r}")
+    for name in ("timeout", "radius_timeout"):
+        seconds = getattr(spec, name)
+        if type(seconds) not in (int, float) or not math.isfinite(seconds):
+            raise FarmError(f"{where}: {name} must be a number of seconds, got {seconds!r}")
     checks = [
         (all(t in task_names() for t in spec.tasks), f"tasks must be among {task_names()}"),
         (all(p in PROPERTY_NAMES for p in props),
          f"properties must be among {list(PROPERTY_NAMES)} (or {list(PROPERTIES)})"),
         (spec.solver in MODES, f"solver must be one of {list(MODES)}"),
-        (epsilon > 0, "epsilon must be positive"),
-        (spec.timeout > 0, "timeout must be positive"),
+        (spec.radius_solver in MODES, f"radius_solver must be one of {list(MODES)}"),
+        (min(exact.values()) > 0, "epsilon, radius_max and radius_precision must be positive"),
+        (min(spec.timeout, spec.radius_timeout) > 0, "timeout and radius_timeout must be "
+                                                     "positive"),
+        (type(spec.radius) is bool, "radius must be true or false"),
+        (not spec.radius or ROBUSTNESS in props, "radius needs the robustness property"),
         (min(spec.shard_size, spec.solver_actors, spec.in_flight) >= 1,
          "shard_size, solver_actors and in_flight must be at least 1"),
         (spec.circuits == "extract" or isinstance(spec.circuits, dict),
@@ -135,7 +149,7 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
         circuits = {t: resolve_circuit(p) for t, p in circuits.items()}
     checkpoint = spec.checkpoint if spec.checkpoint == "train" else resolve(spec.checkpoint)
     key = spec.signing_key and resolve(spec.signing_key)
-    return replace(spec, epsilon=epsilon, properties=props, circuits=circuits,
+    return replace(spec, **exact, properties=props, circuits=circuits,
                    checkpoint=checkpoint, out=resolve(spec.out), signing_key=key)
 
 
@@ -309,6 +323,40 @@ def dispatch(work: Iterable[Shard], actors: Sequence[Any], reducer: Any, in_flig
                 raise  # the reducer itself failed: nothing can be persisted
             reports.append(report)
             on_done(shard, report)
+
+
+class RayFarm:
+    """`LocalFarm.solve` over solver actors and the job's reducer, for the searches that
+    ask their next queries from the answers to the last (`farm.verify.certified_radii`).
+
+    Answers persist as every other answer of the job does, so a rerun resumes the
+    search too. The actors solve with the time limit they were started with.
+    """
+
+    def __init__(self, actors: Sequence[Any], reducer: Any, shard_size: int, in_flight: int,
+                 on_planned: Callable[[int], None] = lambda n: None,
+                 on_answered: Callable[[int], None] = lambda n: None) -> None:
+        self.actors, self.reducer = actors, reducer
+        self.shard_size, self.in_flight = shard_size, in_flight
+        self.on_planned, self.on_answered = on_planned, on_answered
+        self.asked = 0  # queries planned over the farm's life, answered or not before
+
+    def solve(self, queries: Iterable[PlannedQuery], cache: Any = None,
+              progress: str | None = None, total: int | None = None,
+              timeout: float | None = None) -> dict[str, Record]:
+        """Records by hash (`cache`, `progress` and `timeout` are the job's own here)."""
+        asked: list[str] = []
+
+        def register(batch: list[PlannedQuery]) -> list[str]:
+            asked.extend(q.hash for q in batch)
+            self.asked += len(batch)
+            return ray.get(self.reducer.expect.remote(batch))
+
+        self.on_planned(total or 0)
+        dispatch(shards(queries, self.shard_size, register, self.on_answered), self.actors,
+                 self.reducer, self.in_flight,
+                 on_done=lambda shard, report: self.on_answered(len(shard.queries)))
+        return ray.get(self.reducer.answers.remote(list(dict.fromkeys(asked))))
 
 
 def _solver_side(solved: ray.ObjectRef) -> bool:

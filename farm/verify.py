@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from tqdm import tqdm
 
@@ -63,6 +63,15 @@ CHUNK = 8  # queries per hand-off to a pool: neighbours in domain order share pr
 
 
 # --------------------------------------------------------------------------- solving
+
+
+class Farm(Protocol):
+    """What the robustness and radius searches ask of a farm: answers by query hash
+    (`LocalFarm` here; `farm.jobs.RayFarm` on a cluster)."""
+
+    def solve(self, queries: Iterable[PlannedQuery], cache: ResultCache | None = None,
+              progress: str | None = None, total: int | None = None,
+              timeout: float | None = None) -> dict[str, Record]: ...
 
 
 class LocalFarm:
@@ -534,7 +543,7 @@ def first_round_count(planner: Planner, prop: str, options: VerifyOptions) -> in
     raise ValueError(f"unknown property {prop!r}")
 
 
-def robustness_outcomes(planner: Planner, epsilons: Mapping[int, Fraction], farm: LocalFarm,
+def robustness_outcomes(planner: Planner, epsilons: Mapping[int, Fraction], farm: Farm,
                         cache: ResultCache | None, prop: str = ROBUSTNESS,
                         progress: str | None = None, timeout: float | None = None
                         ) -> tuple[list[Judged], dict[int, Outcome]]:
@@ -565,7 +574,7 @@ def robustness_outcomes(planner: Planner, epsilons: Mapping[int, Fraction], farm
     return judged, final
 
 
-def certified_radii(planner: Planner, farm: LocalFarm, cache: ResultCache | None,
+def certified_radii(planner: Planner, farm: Farm, cache: ResultCache | None,
                     options: VerifyOptions) -> RadiusResult:
     """Each input's largest certified ℓ∞ radius on [0, upper], to an absolute precision.
 

@@ -66,7 +66,11 @@ def test_spec_resolves_paths_and_refuses_bad_fields(tmp_path):
                          ({"timeout": "abc"}, "timeout must be a number of seconds"),
                          ({"shard_size": "x"}, "must be whole numbers"),
                          ({"train": {"bogus": 1}}, "unknown train option"),
-                         ({"train": {"model": {"n_heads": 3}}}, "train.model: d_model 16")):
+                         ({"train": {"model": {"n_heads": 3}}}, "train.model: d_model 16"),
+                         ({"radius": True, "properties": ["fe"]}, "radius needs the robustness"),
+                         ({"radius": "yes"}, "radius must be true or false"),
+                         ({"radius_precision": "0"}, "radius_precision must be positive"),
+                         ({"radius_solver": "yices"}, "radius_solver must be one of")):
         with pytest.raises(FarmError, match=message):
             job_spec_from_dict(bad)
 

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,10 @@ checkpoint: train
 train: {seed: 0}
 tasks: [quote_close]
 circuits: extract
-properties: [fe, en]
+properties: [fe, en, rob]
+radius: true
+radius_max: "0.04"
+radius_precision: "0.02"
 solver: z3
 solver_actors: 1
 out: out
@@ -55,11 +59,21 @@ def test_the_job_verifies_and_signs_a_certificate_the_checker_accepts(runs) -> N
     out, first, _ = runs
     assert {(r["property"], r["task"], r["status"]) for r in first.result["results"]} == {
         ("functional_equivalence", "quote_close", "VERIFIED"),
-        ("edge_necessity", "quote_close", "VERIFIED")}
+        ("edge_necessity", "quote_close", "VERIFIED"),
+        ("robustness", "quote_close", "VERIFIED")}
     assert first.result["stats"]["solved"] > 128  # every input, one query per retained edge
     report = check_certificate(out / "certificate.dsse.json", out / "keys" / "farm_ed25519.pub")
     assert report.ok, report.problems
     assert "VERIFIED" in first.log and "farm check" in first.log
+
+
+def test_the_job_certifies_each_input_a_radius_at_least_its_epsilon(runs) -> None:
+    _, first, _ = runs
+    [rob] = [r for r in first.result["results"] if r["property"] == "robustness"]
+    radii = [Fraction(r["certified"]) for r in rob["radius"]["per_input"]]
+    assert len(radii) == 128 and Fraction(rob["radius"]["minimum"]) == min(radii)
+    assert min(radii) >= Fraction(1, 100)  # robustness is VERIFIED at ε = 1/100
+    assert "certified radius: min" in first.log
 
 
 def test_a_rerun_reuses_the_checkpoint_circuit_and_every_answer(runs) -> None:
@@ -69,4 +83,7 @@ def test_a_rerun_reuses_the_checkpoint_circuit_and_every_answer(runs) -> None:
     assert second.result["checkpoint_sha256"] == first.result["checkpoint_sha256"]
     assert second.result["circuits"] == first.result["circuits"]
     stats = second.result["stats"]
-    assert stats["solved"] == 0 and stats["reused"] == stats["queries"] > 128
+    assert stats["solved"] == 0 and stats["reused"] == stats["queries"] > 256  # radius too
+    [rob] = [r for r in second.result["results"] if r["property"] == "robustness"]
+    assert rob["radius"] == next(r for r in first.result["results"]
+                                 if r["property"] == "robustness")["radius"]

@@ -33,7 +33,7 @@ from actors.lean import remote_lean_check
 from actors.reducer import Group, reducer_actor
 from actors.solver import solver_actor
 from actors.trainer import trainer_actor
-from encoders.properties import Finding, PlannedQuery, Planner
+from encoders.properties import ROBUSTNESS, Finding, PlannedQuery, Planner
 from farm.atomic import write_text_atomic
 from farm.certificate import issue, load_verify_results
 from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -45,6 +45,7 @@ from farm.exact import ExactModel
 from farm.jobs import (
     JobSpec,
     JobStats,
+    RayFarm,
     dispatch,
     job_stats,
     load_job_spec,
@@ -60,6 +61,7 @@ from farm.train import TrainConfig
 from farm.verify import (
     PropertyResult,
     VerifyOptions,
+    certified_radii,
     first_round_count,
     flip_screen,
     plan_property,
@@ -261,14 +263,32 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
                 break
             bar.total += len(more)
             work = escalated(planners, more)
+        radii, searched = {}, 0
+        if spec.radius:  # the properties' solvers make way for the radius search's own
+            for actor in solvers:
+                ray.kill(actor)
+            solvers = [solver_actor(spec.radius_solver, spec.radius_timeout)
+                       for _ in range(spec.solver_actors)]
+            farm = RayFarm(solvers, reducer, spec.shard_size, spec.in_flight,
+                           on_planned=lambda n: setattr(bar, "total", bar.total + n),
+                           on_answered=bar.update)
+            options = VerifyOptions(epsilon=spec.epsilon, progress=False, radius=True,
+                                    radius_upper=spec.radius_max,
+                                    radius_precision=spec.radius_precision,
+                                    radius_timeout=spec.radius_timeout)
+            radii = {t: certified_radii(p, farm, None, options) for t, p in planners.items()}
+            searched = farm.asked
         solve_seconds = time.perf_counter() - t0
         results = ray.get(reducer.finish.remote(findings))
+        for r in results:
+            if r.property == ROBUSTNESS:
+                r.radius = radii.get(r.task)
         fresh = ray.get(reducer.fresh_records.remote())
     finally:
         bar.close()
         for actor in (*solvers, reducer):
             ray.kill(actor)
-    stats = job_stats(fresh, sum(r.queries for r in results), solve_seconds,
+    stats = job_stats(fresh, sum(r.queries for r in results) + searched, solve_seconds,
                       spec.solver_actors)
     return JobResult(spec, ckpt, circuits, results, stats, time.perf_counter() - start)
 
