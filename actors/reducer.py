@@ -53,16 +53,25 @@ class Collector:
         self.expected: set[str] = set()
         self.duplicates = 0  # answers that arrived again (a shard rerun after a failure)
 
-    def expect(self, queries: Sequence[PlannedQuery]) -> list[str]:
+    def expect(self, queries: Sequence[PlannedQuery], retry_undecided: bool = False
+               ) -> list[str]:
         """Register planned queries (text stripped); return the hashes still to solve.
 
         A cached sat/unsat answer is reused; a cached unknown is solved again
-        (it may have been a short timeout); a hash already expected is not.
+        (it may have been a short timeout); a hash already expected is not,
+        unless `retry_undecided` asks again one this job answered unknown or
+        error (the radius search, on solvers of its own, once the properties
+        are folded: its answer replaces the undecided one).
         """
         todo = []
         for q in queries:
             self.queries.setdefault((q.property, q.task), []).append(q)
             self.by_hash.setdefault(q.hash, []).append(q)
+            answer = self.records.get(q.hash)
+            if retry_undecided and answer is not None and answer.status not in DEFINITIVE:
+                del self.records[q.hash]
+                todo.append(q.hash)
+                continue
             if q.hash in self.expected:
                 if q.hash in self.records:  # answered already: judge this query's replay too
                     self.outcomes[key(q)] = judge(q, self.records[q.hash], self.model)

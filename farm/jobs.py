@@ -119,9 +119,9 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
          f"properties must be among {list(PROPERTY_NAMES)} (or {list(PROPERTIES)})"),
         (spec.solver in MODES, f"solver must be one of {list(MODES)}"),
         (spec.radius_solver in MODES, f"radius_solver must be one of {list(MODES)}"),
-        (min(exact.values()) > 0, "epsilon, radius_max and radius_precision must be positive"),
-        (min(spec.timeout, spec.radius_timeout) > 0, "timeout and radius_timeout must be "
-                                                     "positive"),
+        *[(v > 0, f"{name} must be positive") for name, v in exact.items()],
+        (spec.timeout > 0, "timeout must be positive"),
+        (spec.radius_timeout > 0, "radius_timeout must be positive"),
         (type(spec.radius) is bool, "radius must be true or false"),
         (not spec.radius or ROBUSTNESS in props, "radius needs the robustness property"),
         (min(spec.shard_size, spec.solver_actors, spec.in_flight) >= 1,
@@ -344,13 +344,15 @@ class RayFarm:
     def solve(self, queries: Iterable[PlannedQuery], cache: Any = None,
               progress: str | None = None, total: int | None = None,
               timeout: float | None = None) -> dict[str, Record]:
-        """Records by hash (`cache`, `progress` and `timeout` are the job's own here)."""
+        """Records by hash. `cache`, `progress` and `timeout` are ignored: the job's cache,
+        its progress bar and the actors' own time limit apply. A text this job already
+        answered unknown or error is asked again."""
         asked: list[str] = []
 
         def register(batch: list[PlannedQuery]) -> list[str]:
             asked.extend(q.hash for q in batch)
             self.asked += len(batch)
-            return ray.get(self.reducer.expect.remote(batch))
+            return ray.get(self.reducer.expect.remote(batch, retry_undecided=True))
 
         self.on_planned(total or 0)
         dispatch(shards(queries, self.shard_size, register, self.on_answered), self.actors,

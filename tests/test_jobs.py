@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from actors.reducer import Collector
-from encoders.properties import FUNCTIONAL_EQUIVALENCE, PROPERTIES, Planner
+from encoders.properties import FUNCTIONAL_EQUIVALENCE, PROPERTIES, RADIUS, Planner
 from encoders.solvers import SolverPool
 from farm.acdc import extract
 from farm.checkpoint import Checkpoint
@@ -137,6 +137,23 @@ def test_collector_retries_unknown_and_refuses_missing_answers(planned, ckpt, tm
         col.finish({})
     assert Collector(tmp_path, ckpt.config, dict(ckpt.weights)).expect(planned[:1]) == [
         planned[0].hash]  # an unknown is worth another try
+
+
+def test_the_radius_search_asks_an_undecided_text_again_and_its_answer_replaces(
+        planned, ckpt, tmp_path):
+    """Its first step repeats robustness's text at ε: a timeout there is no radius answer."""
+    col = Collector(tmp_path, ckpt.config, dict(ckpt.weights))
+    col.expect(planned[:2])
+    with SolverPool("z3", 60) as pool:
+        solved = solve_shard(pool, Shard(0, tuple(planned[:2])))
+    col.add([replace(solved[0], status="unknown", reason="timeout"), solved[1]])
+    [result] = col.finish({})
+    assert (result.unknown, result.unsat) == (1, 1)  # the property's verdict, folded first
+    again = replace(planned[0], property=RADIUS)
+    assert col.expect([again, planned[1]]) == []  # as before: asked already
+    assert col.expect([again, planned[1]], retry_undecided=True) == [planned[0].hash]
+    col.add(solved[:1])
+    assert col.answers([planned[0].hash])[planned[0].hash].status == "unsat"
 
 
 def test_identical_texts_are_solved_once_and_judged_per_query(planned, ckpt, tmp_path):

@@ -263,15 +263,21 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
                 break
             bar.total += len(more)
             work = escalated(planners, more)
+        # the verdicts, folded before the radius search asks undecided texts again
+        results = ray.get(reducer.finish.remote(findings))
         radii, searched = {}, 0
         if spec.radius:  # the properties' solvers make way for the radius search's own
             for actor in solvers:
                 ray.kill(actor)
             solvers = [solver_actor(spec.radius_solver, spec.radius_timeout)
                        for _ in range(spec.solver_actors)]
+
+            def planned(n: int) -> None:
+                bar.total += n
+                bar.refresh()
+
             farm = RayFarm(solvers, reducer, spec.shard_size, spec.in_flight,
-                           on_planned=lambda n: setattr(bar, "total", bar.total + n),
-                           on_answered=bar.update)
+                           on_planned=planned, on_answered=bar.update)
             options = VerifyOptions(epsilon=spec.epsilon, progress=False, radius=True,
                                     radius_upper=spec.radius_max,
                                     radius_precision=spec.radius_precision,
@@ -279,7 +285,6 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
             radii = {t: certified_radii(p, farm, None, options) for t, p in planners.items()}
             searched = farm.asked
         solve_seconds = time.perf_counter() - t0
-        results = ray.get(reducer.finish.remote(findings))
         for r in results:
             if r.property == ROBUSTNESS:
                 r.radius = radii.get(r.task)
