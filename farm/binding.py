@@ -22,10 +22,8 @@ a counterexample is replayed exactly where it is judged. It costs planning
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from fractions import Fraction
-from math import comb
 
 from encoders.properties import (
     CONTENT_INVARIANCE,
@@ -39,7 +37,7 @@ from farm.checkpoint import Checkpoint
 from farm.circuits import Circuit, Edge
 from farm.exact import ExactModel
 from farm.tasks import get_task
-from farm.verify import QueryRecord
+from farm.verify import QueryRecord, VerifyOptions, first_round_count
 
 __all__ = ["Stated", "unplanned_records"]
 
@@ -170,9 +168,8 @@ class _Replanner:
 
     def pairs(self) -> int:
         """How many queries content invariance asks pair by pair."""
-        p = self.planners["guided"]
-        sizes = Counter(prompt[p.task.opener_position] for prompt in p.prompts)
-        return sum(comb(k, 2) for k in sizes.values())
+        return first_round_count(self.planners["guided"], CONTENT_INVARIANCE,
+                                 VerifyOptions(pairwise=True))
 
     def _memo(self, key: tuple, plan: Callable[[], Table]) -> Table:
         if key not in self._tables:
