@@ -5,7 +5,7 @@ parsing, its verdict); the farm only needs to place it on a node that has Lean,
 declared by the custom resource `lean` (`ray start --resources='{"lean": 1}'`).
 Nothing here produces or interprets a result: the callable's return value is
 passed back unchanged. `remote_lean_check` is the certificate's callable placed
-this way (`farm.certificate.issue(..., lean=remote_lean_check)`).
+this way (`farm.trust.certificate.issue(..., lean=remote_lean_check)`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import ray
 
-from farm.certificate import lean_check
-from farm.lean_export import LakeOutcome, LeanExport
+from farm.trust.certificate import lean_check
+from farm.trust.lean_export import LakeOutcome, LeanExport
 
 
 class LeanRunner:

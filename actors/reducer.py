@@ -5,8 +5,8 @@ is that class under `ray.remote`, pinned to the driver's node so the Parquet
 cache lives on the disk the job is resubmitted from. Every `accept` writes one
 part file before it returns, and the dispatcher counts a shard done only then,
 so "shard done" means "on disk". Each answer is judged as it arrives
-(`farm.verify.judge`, which replays every SAT model exactly) and the job's
-results are `farm.verify.fold`; nothing here decides a verdict. First
+(`farm.verify.local.judge`, which replays every SAT model exactly) and the job's
+results are `farm.verify.local.fold`; nothing here decides a verdict. First
 robustness queries judged inconclusive are reported by `escalations` so the
 driver can plan their fully encoded second tier, as `farm verify` does.
 """
@@ -24,10 +24,10 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from encoders.cache import Record, ResultCache
 from encoders.properties import RADIUS, Finding, PlannedQuery
-from farm.exact import ExactModel
-from farm.jobs import ShardReport, ShardResult
-from farm.model import GPTConfig
-from farm.verify import DEFINITIVE, Outcome, PropertyResult, fold, judge
+from farm.model.exact import ExactModel
+from farm.model.gpt import GPTConfig
+from farm.verify.jobs import ShardReport, ShardResult
+from farm.verify.local import DEFINITIVE, Outcome, PropertyResult, fold, judge
 
 Group = tuple[str, str]  # (property, task)
 Key = tuple[str, str, str, str]  # (hash, property, task, subject): one planned query

@@ -23,7 +23,7 @@ import ray
 from ray.util import metrics
 
 from encoders.solvers import SolverPool, SolverUnavailable
-from farm.jobs import Shard, ShardReport, ShardResult, solve_shard
+from farm.verify.jobs import Shard, ShardReport, ShardResult, solve_shard
 
 RESTART_OPTIONS = {"max_restarts": -1, "max_task_retries": 0}
 

@@ -16,13 +16,13 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from farm.acdc import Extraction, extract
-from farm.checkpoint import Checkpoint
-from farm.circuits import Circuit
-from farm.exact import ExactModel
-from farm.model import GPTConfig
-from farm.tracing import traces_table
-from farm.train import TrainConfig, train
+from farm.discovery.acdc import Extraction, extract
+from farm.model.checkpoint import Checkpoint
+from farm.model.circuit import Circuit
+from farm.model.exact import ExactModel
+from farm.model.gpt import GPTConfig
+from farm.model.tracing import traces_table
+from farm.model.train import TrainConfig, train
 
 TRACE_BATCH = 32  # prompts per exact run: progress granularity, prefixes shared within it
 
@@ -45,7 +45,7 @@ class Trainer:
 
     def trace(self, config: GPTConfig, weights: dict[str, np.ndarray], circuit: Circuit,
               prompts: Sequence[tuple[int, ...]]) -> pa.Table:
-        """Exact branch traces of `prompts` under `circuit`, one `farm.tracing` table.
+        """Exact branch traces of `prompts` under `circuit`, one `farm.model.tracing` table.
 
         The table names the SHA-256 of the weights actually run here; the driver
         checks it against its own checkpoint when it reads the file back.

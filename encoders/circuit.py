@@ -51,10 +51,10 @@ from encoders.ops import (
     sparsemax_guided,
 )
 from encoders.smtlib import Affine, Formula, Fragment, Query, Section, and_, common_scale, eq
-from farm.circuits import Circuit, parse_node
 from farm.errors import FarmError
-from farm.exact import ExactAffine, ExactModel, RowResult, exact
-from farm.tracing import Trace
+from farm.model.circuit import Circuit, parse_node
+from farm.model.exact import ExactAffine, ExactModel, RowResult, exact
+from farm.model.tracing import Trace
 
 __all__ = ["EncodedRun", "encode_run"]
 
@@ -94,7 +94,7 @@ def encode_run(q: Query, model: ExactModel, circuit: Circuit, prompt: tuple[int,
 
     `result` is the exact run of this circuit on this prompt (computed if not
     given); its constants are used, and in guided mode the branches of
-    `branches` (a trace read back from `farm.tracing`) or else its own trace.
+    `branches` (a trace read back from `farm.model.tracing`) or else its own trace.
     The guards say where that is exact: a wrong branch record fails its guard,
     it never makes a claim true. Guards are returned, never asserted.
 

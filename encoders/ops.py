@@ -2,7 +2,7 @@
 
 Each operator comes in two modes that share its math:
 
-* *guided*: the branch recorded by `farm.exact` is taken, so the output is an
+* *guided*: the branch recorded by `farm.model.exact` is taken, so the output is an
   affine term on that branch, and the branch's conditions are returned as
   *guards* (the encoding is exact wherever they hold; the caller decides how
   they enter the query, never as assumptions about the model).
@@ -38,8 +38,8 @@ from encoders.smtlib import (
     not_,
     or_,
 )
-from farm.exact import BandNormBranch, SideBranch
-from farm.model import LEAKY_SLOPE
+from farm.model.exact import BandNormBranch, SideBranch
+from farm.model.gpt import LEAKY_SLOPE
 
 __all__ = [
     "Guarded", "Settled", "band_norm_full", "band_norm_guided", "leaky_relu_full",
@@ -128,7 +128,7 @@ def sparsemax_full(q: Query, z: Sequence[Affine], *, tag: str) -> Vec:
 
 
 def leaky_relu_guided(x: Sequence[Affine], signs: Sequence[bool]) -> Guarded:
-    """LeakyReLU on the recorded sign pattern (True where x ≥ 0, as `farm.exact`)."""
+    """LeakyReLU on the recorded sign pattern (True where x ≥ 0, as `farm.model.exact`)."""
     out = [x_i if s else x_i * LEAKY_SLOPE for x_i, s in zip(x, signs, strict=True)]
     guards = _holding(*((ge if s else lt)(x_i, 0) for x_i, s in zip(x, signs, strict=True)))
     return out, guards

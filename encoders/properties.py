@@ -4,7 +4,7 @@ Planning turns (model, circuit, task) into plain, picklable `PlannedQuery`
 records: the SMT-LIB2 text, its sha256 (the query's identity in caches and
 certificates), the variables to read back on SAT, and what an exact replay of a
 SAT model must check. Solving is only `SolverPool.solve(text, model_vars)`, and
-judging a verdict (`farm.verify.judge`) needs nothing but the record and the
+judging a verdict (`farm.verify.local.judge`) needs nothing but the record and the
 exact model, so a local pool and a Ray reducer run the same three steps.
 
 Every query asserts the *negation* of its claim (and, in guided mode, that some
@@ -34,11 +34,11 @@ from encoders.circuit import EncodedRun, encode_run
 from encoders.lazy import Lazy
 from encoders.ops import Settled, band_norm_full, band_norm_guided
 from encoders.smtlib import Affine, Formula, Query, and_, eq, ge, gt, le, lt, not_, or_
-from farm.circuits import Circuit, Edge
-from farm.exact import BandNormBranch, ExactModel, RowResult
-from farm.model import GPTConfig
-from farm.tasks import Task
-from farm.tracing import Trace, TraceReader
+from farm.model.circuit import Circuit, Edge
+from farm.model.exact import BandNormBranch, ExactModel, RowResult
+from farm.model.gpt import GPTConfig
+from farm.model.tracing import Trace, TraceReader
+from farm.tasks.registry import Task
 
 FUNCTIONAL_EQUIVALENCE = "functional_equivalence"
 EDGE_NECESSITY = "edge_necessity"
@@ -175,12 +175,12 @@ class Planner:
         """`inputs` restricts the domain to those indices (benchmarks, tests): every
         property then speaks of that subset only, as `Planner.restricted` says.
 
-        `traces` (a `farm.tracing` file of this circuit, refused otherwise) gives
+        `traces` (a `farm.model.tracing` file of this circuit, refused otherwise) gives
         the guided branches of the circuit's own runs in place of the exact runs'
         traces, so the recorded file is what gets proved from; a wrong record
         fails its guard, it never proves a claim.
 
-        `likely_flips(ablated)` (e.g. `farm.controlled.FlipScreen`) names the
+        `likely_flips(ablated)` (e.g. `farm.model.controlled.FlipScreen`) names the
         inputs to try first when searching an edge's witness; the search stays
         exact and exhaustive, so a wrong guess costs time, never a verdict.
         """

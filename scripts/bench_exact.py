@@ -14,10 +14,10 @@ import time
 import numpy as np
 import torch
 
-from farm.exact import ExactModel
-from farm.model import GPTConfig
-from farm.tasks import domain_rows
-from farm.train import TrainConfig, train
+from farm.model.exact import ExactModel
+from farm.model.gpt import GPTConfig
+from farm.model.train import TrainConfig, train
+from farm.tasks.registry import domain_rows
 
 
 def main() -> None:

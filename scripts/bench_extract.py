@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_extract.py [--device auto|cpu|cuda]
 
 Trains the paper-size model (1 head, block granularity) and the 2-head model
-(head granularity) with seed 0, then times `farm.acdc.extract` per task: the
+(head granularity) with seed 0, then times `farm.discovery.acdc.extract` per task: the
 whole threshold sweep plus the exact confirmation of the chosen circuit. Then
 records the exact branch trace of every domain row to Parquet and reads it
 back. Prints Markdown table rows.
@@ -16,13 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from farm.acdc import extract
-from farm.circuits import Granularity
-from farm.exact import ExactModel
-from farm.model import GPTConfig
-from farm.tasks import DEFAULT_TASKS, domain_rows
-from farm.tracing import TraceReader, record_traces
-from farm.train import TrainConfig, train
+from farm.discovery.acdc import extract
+from farm.model.circuit import Granularity
+from farm.model.exact import ExactModel
+from farm.model.gpt import GPTConfig
+from farm.model.tracing import TraceReader, record_traces
+from farm.model.train import TrainConfig, train
+from farm.tasks.registry import DEFAULT_TASKS, domain_rows
 
 
 def main() -> None:

@@ -21,11 +21,11 @@ from pathlib import Path
 
 from encoders.properties import PROPERTIES, Planner
 from encoders.solvers import MODES
-from farm.checkpoint import load_checkpoint
-from farm.circuits import load_circuit
-from farm.exact import ExactModel
-from farm.tasks import DEFAULT_TASKS, get_task
-from farm.verify import LocalFarm, VerifyOptions, flip_screen, verify_task
+from farm.model.checkpoint import load_checkpoint
+from farm.model.circuit import load_circuit
+from farm.model.exact import ExactModel
+from farm.tasks.registry import DEFAULT_TASKS, get_task
+from farm.verify.local import LocalFarm, VerifyOptions, flip_screen, verify_task
 
 
 def main() -> None:

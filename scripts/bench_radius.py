@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_radius.py CHECKPOINT CIRCUIT TASK [--inputs 0-3,40-43]
         [--timeout 10] [--jobs 2] [--solver race]
 
-Runs `farm.verify.certified_radii` in process, as `--radius` does, on the
+Runs `farm.verify.local.certified_radii` in process, as `--radius` does, on the
 chosen inputs of TASK's domain, and prints the wall time, the number of
 queries solved and one line per input (radius, where it stopped, why).
 """
@@ -16,10 +16,10 @@ from fractions import Fraction
 
 from encoders.properties import Planner
 from encoders.solvers import MODES
-from farm.checkpoint import load_checkpoint
-from farm.exact import ExactModel
-from farm.tasks import get_task
-from farm.verify import LocalFarm, VerifyOptions, certified_radii, resolve_circuit
+from farm.model.checkpoint import load_checkpoint
+from farm.model.exact import ExactModel
+from farm.tasks.registry import get_task
+from farm.verify.local import LocalFarm, VerifyOptions, certified_radii, resolve_circuit
 
 
 def _indices(spec: str) -> list[int]:

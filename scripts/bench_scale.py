@@ -1,6 +1,6 @@
-"""Scaling benchmark of the Ray farm (see farm/bench_scale.py); results in docs/BENCHMARKS.md."""
+"""Scaling benchmark of the Ray farm (farm/commands/bench_scale.py); see docs/BENCHMARKS.md."""
 
-from farm.bench_scale import main
+from farm.commands.bench_scale import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

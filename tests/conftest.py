@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from farm.model import GPTConfig, VerifiableGPT
-from farm.train import TrainConfig, TrainResult, train
+from farm.model.gpt import GPTConfig, VerifiableGPT
+from farm.model.train import TrainConfig, TrainResult, train
 
 
 def weights_of(model: VerifiableGPT) -> dict[str, np.ndarray]:

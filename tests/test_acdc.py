@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from farm.acdc import (
+from farm.cli import main
+from farm.discovery.acdc import (
     NOT_NECESSARY,
     THRESHOLDS,
     circuit_agreement,
@@ -13,20 +14,19 @@ from farm.acdc import (
     extract,
     prune,
 )
-from farm.checkpoint import (
+from farm.errors import FarmError
+from farm.model.checkpoint import (
     Checkpoint,
     export_smt_weights,
     import_smt_weights,
     load_checkpoint,
     save_checkpoint,
 )
-from farm.circuits import Circuit, load_circuit, save_circuit
-from farm.cli import main
-from farm.errors import FarmError
-from farm.exact import ExactModel
-from farm.model import GPTConfig, VerifiableGPT
-from farm.tasks import DEFAULT_TASKS, get_task
-from farm.train import TrainConfig, train
+from farm.model.circuit import Circuit, load_circuit, save_circuit
+from farm.model.exact import ExactModel
+from farm.model.gpt import GPTConfig, VerifiableGPT
+from farm.model.train import TrainConfig, train
+from farm.tasks.registry import DEFAULT_TASKS, get_task
 
 
 @pytest.fixture(scope="module")

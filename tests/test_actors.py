@@ -11,15 +11,15 @@ from actors.reducer import reducer_actor
 from actors.solver import solver_actor
 from actors.trainer import trainer_actor
 from encoders.properties import Planner
-from farm.acdc import extract
-from farm.checkpoint import Checkpoint
-from farm.exact import ExactModel
-from farm.jobs import dispatch, shards
-from farm.model import GPTConfig
-from farm.tasks import get_task
-from farm.tracing import traces_table
-from farm.train import TrainConfig
-from farm.verify import LocalFarm, fold, judge
+from farm.discovery.acdc import extract
+from farm.model.checkpoint import Checkpoint
+from farm.model.exact import ExactModel
+from farm.model.gpt import GPTConfig
+from farm.model.tracing import traces_table
+from farm.model.train import TrainConfig
+from farm.tasks.registry import get_task
+from farm.verify.jobs import dispatch, shards
+from farm.verify.local import LocalFarm, fold, judge
 
 
 @pytest.fixture(scope="module")

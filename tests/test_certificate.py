@@ -1,6 +1,6 @@
 """Certificates: a real one is accepted; every tampering is rejected with its name.
 
-The certificate is issued for a trained checkpoint and real `farm.verify` results
+The certificate is issued for a trained checkpoint and real `farm.verify.local` results
 (functional equivalence of the full circuit on quote_close). Predicate-level
 tampering is re-signed with the right key, so the Python re-check, not the
 signature, has to catch it.
@@ -26,8 +26,14 @@ from safetensors.numpy import load_file, save_file
 
 from encoders.cache import ResultCache
 from encoders.properties import FUNCTIONAL_EQUIVALENCE, Planner
-from farm.binding import unplanned_records
-from farm.certificate import (
+from farm.cli import main
+from farm.errors import FarmError
+from farm.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from farm.model.circuit import Circuit
+from farm.model.exact import ExactModel
+from farm.tasks.registry import get_task
+from farm.trust.binding import unplanned_records
+from farm.trust.certificate import (
     check_certificate,
     fingerprint,
     lean_check,
@@ -36,15 +42,9 @@ from farm.certificate import (
     property_entry,
     sidecar_path,
 )
-from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from farm.circuits import Circuit
-from farm.cli import main
-from farm.errors import FarmError
-from farm.exact import ExactModel
-from farm.lean_export import TASK_IDS, render_module
-from farm.signing import generate_keypair, sign_statement, verify_statement
-from farm.tasks import get_task
-from farm.verify import LocalFarm, QueryRecord, VerifyOptions, fold, judge, plan_property
+from farm.trust.lean_export import TASK_IDS, render_module
+from farm.trust.signing import generate_keypair, sign_statement, verify_statement
+from farm.verify.local import LocalFarm, QueryRecord, VerifyOptions, fold, judge, plan_property
 
 TASK = "quote_close"
 
@@ -441,7 +441,7 @@ def test_certify_refuses_results_without_query_records(farm_dir: Path, tmp_path:
 
 
 def _robustness(**change: Any) -> dict[str, Any]:
-    """A robustness result as `farm.verify.fold` reports it: 2 inputs escalated to full."""
+    """A robustness result as `farm.verify.local.fold` reports it: 2 inputs escalated to full."""
     return {"property": "robustness", "task": TASK, "status": "VERIFIED", "queries": 130,
             "escalated": 2, "unsat": 128, "sat": 2, "unknown": 0, "errors": 0, "cached": 0,
             "counterexamples": [], "problems": [], "wins": {}, "solver_seconds": {},

@@ -13,7 +13,8 @@ import pytest
 import safetensors.numpy
 import torch
 
-from farm.checkpoint import (
+from farm.errors import FarmError
+from farm.model.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     Checkpoint,
@@ -22,8 +23,7 @@ from farm.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from farm.errors import FarmError
-from farm.model import GPTConfig, VerifiableGPT
+from farm.model.gpt import GPTConfig, VerifiableGPT
 
 CONFIGS = {
     "one_head": GPTConfig(),

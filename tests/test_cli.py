@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from farm.cli import main
+from farm.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,16 @@
-"""The controlled forward is the model when nothing is removed and farm.exact otherwise."""
+"""The controlled forward is the model when nothing is removed and farm.model.exact otherwise."""
 
 import copy
 
 import pytest
 import torch
 
-from farm.circuits import Circuit
-from farm.controlled import FlipScreen, controlled_forward, domain_means
 from farm.errors import FarmError
-from farm.exact import ExactModel
-from farm.tasks import get_task
-from farm.train import domain_tensors
+from farm.model.circuit import Circuit
+from farm.model.controlled import FlipScreen, controlled_forward, domain_means
+from farm.model.exact import ExactModel
+from farm.model.train import domain_tensors
+from farm.tasks.registry import get_task
 from tests.conftest import random_model, weights_of
 
 TOKENS = domain_tensors(("quote_close", "bracket_type"), torch.device("cpu"))[0]

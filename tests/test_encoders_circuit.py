@@ -12,8 +12,8 @@ import pytest
 from encoders.circuit import EncodedRun, _consts, encode_run
 from encoders.smtlib import Affine, Query, and_, eq, not_
 from encoders.solvers import SolverPool
-from farm.circuits import Circuit
-from farm.exact import ExactModel
+from farm.model.circuit import Circuit
+from farm.model.exact import ExactModel
 from tests.conftest import random_model, weights_of
 
 PROMPT = (1, 2, 5, 9, 6, 7)

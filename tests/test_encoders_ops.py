@@ -24,7 +24,7 @@ from encoders.ops import (
 )
 from encoders.smtlib import Affine, Formula, Query, and_, eq, ge, gt, le, not_
 from encoders.solvers import SolverPool
-from farm.exact import band_norm, leaky_relu, sparsemax
+from farm.model.exact import band_norm, leaky_relu, sparsemax
 
 HALF_LOW, HALF_HIGH = F(22, 5), F(42, 5)
 Encode = Callable[[Query, list[Affine]], tuple[list[Affine], list[Formula]]]

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from farm.errors import FarmError
-from farm.exact import ExactModel, band_norm, sparsemax
-from farm.model import BandNorm, GPTConfig
-from farm.model import sparsemax as torch_sparsemax
-from farm.tasks import domain_rows
+from farm.model.exact import ExactModel, band_norm, sparsemax
+from farm.model.gpt import BandNorm, GPTConfig
+from farm.model.gpt import sparsemax as torch_sparsemax
+from farm.tasks.registry import domain_rows
 from tests.conftest import random_model, weights_of
 
 PROMPTS = [r.prompt for r in domain_rows()]
@@ -153,7 +153,7 @@ def test_config_is_validated():
 
 def test_nodes_without_a_path_to_the_logits_are_not_evaluated():
     """A dangling edge changes nothing and costs nothing: only what feeds the logits runs."""
-    from farm.circuits import Circuit
+    from farm.model.circuit import Circuit
 
     model = ExactModel(GPTConfig(), weights_of(random_model(0)))
     prompts = [row.prompt for row in domain_rows()[:8]]

@@ -25,12 +25,12 @@ from actors.reducer import reducer_actor
 from actors.solver import solver_actor
 from encoders.cache import ResultCache
 from encoders.properties import Planner
-from farm.acdc import extract
-from farm.checkpoint import Checkpoint
-from farm.exact import ExactModel
-from farm.jobs import dispatch, shards
-from farm.tasks import get_task
-from farm.verify import LocalFarm
+from farm.discovery.acdc import extract
+from farm.model.checkpoint import Checkpoint
+from farm.model.exact import ExactModel
+from farm.tasks.registry import get_task
+from farm.verify.jobs import dispatch, shards
+from farm.verify.local import LocalFarm
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ import pytest
 from actors.reducer import Collector
 from encoders.properties import FUNCTIONAL_EQUIVALENCE, PROPERTIES, RADIUS, Planner
 from encoders.solvers import SolverPool
-from farm.acdc import extract
-from farm.checkpoint import Checkpoint
+from farm.discovery.acdc import extract
 from farm.errors import FarmError
-from farm.exact import ExactModel
-from farm.jobs import (
+from farm.model.checkpoint import Checkpoint
+from farm.model.exact import ExactModel
+from farm.tasks.registry import get_task
+from farm.verify.jobs import (
     JobSpec,
     Shard,
     job_spec_from_dict,
@@ -25,7 +26,6 @@ from farm.jobs import (
     shards,
     solve_shard,
 )
-from farm.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 

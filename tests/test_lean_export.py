@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from farm.errors import FarmError
-from farm.exact import ExactModel
-from farm.lean_export import (
+from farm.model.exact import ExactModel
+from farm.model.gpt import GPTConfig
+from farm.tasks.registry import domain_rows
+from farm.trust.lean_export import (
     LEAN_PACKAGE,
     NO_TOOLCHAIN,
     LeanExport,
@@ -21,8 +23,6 @@ from farm.lean_export import (
     run_lake_build,
     write_module,
 )
-from farm.model import GPTConfig
-from farm.tasks import domain_rows
 from tests.conftest import random_model, weights_of
 
 CKPT_SHA = "ab" * 32

@@ -1,6 +1,6 @@
 import torch
 
-from farm.model import GPTConfig, VerifiableGPT, sparsemax
+from farm.model.gpt import GPTConfig, VerifiableGPT, sparsemax
 
 
 def test_sparsemax_is_a_distribution_on_the_causal_prefix():

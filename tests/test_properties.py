@@ -10,11 +10,11 @@ from fractions import Fraction as F
 import pytest
 
 from encoders.properties import Claim, Fixed, Perturbed, Planner, settled_in_ball
-from farm.circuits import Circuit
 from farm.errors import FarmError
-from farm.exact import ExactModel, band_norm
-from farm.tasks import get_task
-from farm.tracing import TraceReader, record_traces
+from farm.model.circuit import Circuit
+from farm.model.exact import ExactModel, band_norm
+from farm.model.tracing import TraceReader, record_traces
+from farm.tasks.registry import get_task
 from tests.conftest import weights_of
 
 QUOTE_EDGES = [("emb", "attn_0"), ("emb", "attn_1"), ("attn_0", "attn_1"), ("attn_1", "logits")]
@@ -178,7 +178,7 @@ def test_a_trace_of_another_circuit_or_other_prompts_is_refused(planner, trace_f
 
 
 def test_a_trace_with_no_circuit_is_of_the_full_model(planner, tmp_path):
-    """`farm.exact` runs the full model when given no circuit, so such a file serves the
+    """`farm.model.exact` runs the full model when given no circuit, so such a file serves the
     full circuit only: the ACDC circuit's branches differ from the model's."""
     model, task = planner.model, planner.task
     record_traces(model, task.domain()[:2], tmp_path / "model.parquet")

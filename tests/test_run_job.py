@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.certificate import check_certificate
+from farm.trust.certificate import check_certificate
 
 JOB = """\
 name: small

@@ -12,7 +12,7 @@ import pytest
 
 from farm.cli import main
 from farm.errors import FarmError
-from farm.signing import (
+from farm.trust.signing import (
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
     canonical_json,

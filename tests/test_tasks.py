@@ -1,5 +1,13 @@
 from farm.errors import FarmError
-from farm.tasks import BRACKET_TYPE, QUOTE_CLOSE, Task, domain_rows, get_task, register, task_names
+from farm.tasks.registry import (
+    BRACKET_TYPE,
+    QUOTE_CLOSE,
+    Task,
+    domain_rows,
+    get_task,
+    register,
+    task_names,
+)
 
 
 def test_domain_is_256_rows_in_canonical_order():

@@ -3,12 +3,12 @@
 import pyarrow.parquet as pq
 import pytest
 
-from farm.checkpoint import Checkpoint
-from farm.circuits import Circuit
 from farm.errors import FarmError
-from farm.exact import ExactModel
-from farm.tasks import domain_rows
-from farm.tracing import TraceReader, record_traces
+from farm.model.checkpoint import Checkpoint
+from farm.model.circuit import Circuit
+from farm.model.exact import ExactModel
+from farm.model.tracing import TraceReader, record_traces
+from farm.tasks.registry import domain_rows
 from tests.conftest import random_model, weights_of
 
 PROMPTS = [r.prompt for r in domain_rows()]

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from farm.model import GPTConfig
-from farm.train import TrainConfig, candidate_margins, domain_tensors, train
+from farm.model.gpt import GPTConfig
+from farm.model.train import TrainConfig, candidate_margins, domain_tensors, train
 
 
 def test_training_reaches_full_accuracy_with_margin(trained, trained_two_heads):

@@ -17,15 +17,15 @@ from encoders.properties import (
     ROBUSTNESS,
     Planner,
 )
-from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from farm.circuits import Circuit, save_circuit
 from farm.cli import main
 from farm.commands.verify import parse_properties
 from farm.errors import FarmError
-from farm.exact import ExactModel, band_norm
-from farm.tasks import get_task
-from farm.tracing import TraceReader, record_traces
-from farm.verify import (
+from farm.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from farm.model.circuit import Circuit, save_circuit
+from farm.model.exact import ExactModel, band_norm
+from farm.model.tracing import TraceReader, record_traces
+from farm.tasks.registry import get_task
+from farm.verify.local import (
     LocalFarm,
     VerifyOptions,
     first_round_count,
@@ -177,7 +177,7 @@ def test_a_point_of_the_larger_ball_outside_the_epsilon_ball_is_asked_again_arou
     from datetime import UTC, datetime
 
     from encoders.cache import Record
-    from farm.verify import judge, robustness_outcomes
+    from farm.verify.local import judge, robustness_outcomes
 
     p = planner(model, "quote_close", QUOTE[0], [0])
     first = p.robustness_query(0, F(1, 100))
@@ -198,7 +198,7 @@ def test_a_pool_whose_solver_cannot_start_answers_nothing(model):
     """A solver process that never says it is ready is no answer: the local farm records
     an error (a Ray solver actor that had worked exits instead, to be restarted)."""
     from encoders.solvers import SolverPool, SolverUnavailable
-    from farm.verify import _solve_one
+    from farm.verify.local import _solve_one
 
     q = next(planner(model, "quote_close", QUOTE[0], [0]).functional_equivalence())
     with LocalFarm("z3", timeout=10, jobs=1) as farm:
@@ -367,7 +367,7 @@ def test_job_tables_show_solver_time_not_an_empty_wall_time():
     import dataclasses
 
     from farm.commands.verify import format_table
-    from farm.verify import fold
+    from farm.verify.local import fold
 
     result = dataclasses.replace(fold("functional_equivalence", "quote_close", []),
                                  solver_seconds={"z3": 1.25, "cvc5": 0.5}, seconds=0.0)
@@ -380,7 +380,7 @@ def test_certified_radius_is_proved_at_its_value_and_refuted_just_above(model, c
     """Each input's radius is backed by an UNSAT answer at `certified` and, below the
     upper bound, by a replayed flip at `not_certified_at`, within the precision; a
     circuit that decides some input wrongly has radius 0 there."""
-    from farm.verify import certified_radii, robustness_outcomes
+    from farm.verify.local import certified_radii, robustness_outcomes
 
     opts = VerifyOptions(progress=False, radius=True, radius_upper=F(1, 8),
                          radius_precision=F(1, 100))
@@ -421,7 +421,7 @@ def test_a_radius_query_that_times_out_certifies_nothing_and_says_so(model, cvc5
     """--radius-timeout bounds each query of the search; an unknown is never a proof. The
     one step here (ε = 1/4: seconds to decide) times out after 1 ms, which ends a search
     to precision 1/4 at certified radius 0, noted as possibly larger."""
-    from farm.verify import certified_radii
+    from farm.verify.local import certified_radii
 
     p = planner(model, "quote_close", QUOTE[0], [0])
     opts = VerifyOptions(epsilon=F(1, 4), progress=False, radius=True, radius_upper=F(1, 2),

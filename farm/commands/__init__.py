@@ -1,4 +1,8 @@
-"""One module per `farm` subcommand (see `farm.cli`), and the argument types they share."""
+"""One module per `farm` subcommand (see `farm.cli`), and the argument types they share.
+
+The top layer: may import everything below it (`actors`, `farm.trust`, `farm.verify`, ...);
+each command is a thin call of a typed library function a notebook could make too.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ import math
 import os
 from pathlib import Path
 
-from farm.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from farm.errors import FarmError
+from farm.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
 
 def output_file(text: str) -> str:

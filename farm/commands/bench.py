@@ -26,13 +26,13 @@ from tqdm import tqdm
 from encoders.properties import FUNCTIONAL_EQUIVALENCE, PlannedQuery, Planner
 from encoders.solvers import BACKENDS, SolverPool
 from farm.atomic import write_text_atomic
-from farm.checkpoint import load_checkpoint
 from farm.commands import count_or_zero, output_dir, positive_float, positive_int
 from farm.commands.verify import parse_properties, positive_fraction
 from farm.errors import FarmError
-from farm.exact import ExactModel
-from farm.tasks import DEFAULT_TASKS, get_task, task_names
-from farm.verify import (
+from farm.model.checkpoint import load_checkpoint
+from farm.model.exact import ExactModel
+from farm.tasks.registry import DEFAULT_TASKS, get_task, task_names
+from farm.verify.local import (
     DEFAULT_JOBS,
     LocalFarm,
     VerifyOptions,

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from farm.certificate import CERTIFICATE_FILE, issue, lean_check, load_verify_results, sidecar_path
-from farm.checkpoint import load_checkpoint
 from farm.commands import output_file
 from farm.errors import FarmError
-from farm.lean_export import LakeOutcome, LeanExport
+from farm.model.checkpoint import load_checkpoint
+from farm.trust.certificate import (
+    CERTIFICATE_FILE,
+    issue,
+    lean_check,
+    load_verify_results,
+    sidecar_path,
+)
+from farm.trust.lean_export import LakeOutcome, LeanExport
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

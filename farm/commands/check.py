@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from farm.certificate import check_certificate
+from farm.trust.certificate import check_certificate
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -7,9 +7,9 @@ import json
 import math
 from pathlib import Path
 
-from farm.circuits import Circuit, Edge, graph_edges, load_circuit, parse_node
 from farm.commands import output_file
 from farm.errors import FarmError
+from farm.model.circuit import Circuit, Edge, graph_edges, load_circuit, parse_node
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

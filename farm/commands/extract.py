@@ -9,13 +9,13 @@ import json
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from farm.acdc import THRESHOLDS, SweepRow, extract
 from farm.atomic import write_text_atomic
-from farm.checkpoint import load_checkpoint
-from farm.circuits import save_circuit
 from farm.commands import output_dir
-from farm.controlled import ABLATIONS
-from farm.tasks import task_names
+from farm.discovery.acdc import THRESHOLDS, SweepRow, extract
+from farm.model.checkpoint import load_checkpoint
+from farm.model.circuit import save_circuit
+from farm.model.controlled import ABLATIONS
+from farm.tasks.registry import task_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if pruned:
         print("removed as not decision-necessary: "
               + ", ".join(f"{s} -> {t}" for s, t in pruned))
-    exact = ("not checked: farm.exact defines zero ablation of piecewise-linear models only"
+    exact = ("not checked: farm.model.exact defines zero ablation of piecewise-linear models only"
              if result.exact_agreement is None else
              f"{result.exact_agreement:.0%} (min margin {result.exact_min_margin:.6f})")
     print(f"agreement: float64 {result.float_agreement:.0%} (min margin "

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from farm.errors import FarmError
-from farm.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, generate_keypair
+from farm.trust.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, generate_keypair
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

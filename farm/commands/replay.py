@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 from farm.atomic import write_text_atomic
-from farm.checkpoint import load_checkpoint
 from farm.commands import output_file
-from farm.replay import replay
-from farm.tasks import DEFAULT_TASKS, task_names
+from farm.model.checkpoint import load_checkpoint
+from farm.model.replay import replay
+from farm.tasks.registry import DEFAULT_TASKS, task_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -3,14 +3,14 @@
 Without RAY_ADDRESS it starts an embedded Ray instance sized to this machine
 (every core a `solver` slot); under `ray job submit` it joins that cluster. The
 driver plans queries (encoders.properties) and dispatches shards; solver actors
-answer them; the reducer persists, judges and folds (farm.verify). First
+answer them; the reducer persists, judges and folds (farm.verify.local). First
 robustness queries judged inconclusive get a second, fully encoded round, as
 in `farm verify`. Guided queries take their branches from the exact traces the
 trainer actor recorded (OUT/traces/TASK.parquet), as `farm verify --trace` does.
 Rerunning a job with the same `out` resumes: the checkpoint and circuits it
 made for the same spec are reused (every query hash depends on them), and
 answered queries are read back, not solved. The result is sealed in a signed
-certificate (farm.certificate), Lean-checked on a node offering the `lean`
+certificate (farm.trust.certificate), Lean-checked on a node offering the `lean`
 resource.
 """
 
@@ -35,14 +35,20 @@ from actors.solver import solver_actor
 from actors.trainer import trainer_actor
 from encoders.properties import ROBUSTNESS, Finding, PlannedQuery, Planner
 from farm.atomic import write_text_atomic
-from farm.certificate import issue, load_verify_results
-from farm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from farm.circuits import Circuit, load_circuit, save_circuit
 from farm.commands import output_dir, positive_int
 from farm.commands.verify import format_details, format_table
 from farm.errors import FarmError
-from farm.exact import ExactModel
-from farm.jobs import (
+from farm.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from farm.model.circuit import Circuit, load_circuit, save_circuit
+from farm.model.exact import ExactModel
+from farm.model.gpt import GPTConfig
+from farm.model.tracing import TraceReader, write_traces
+from farm.model.train import TrainConfig
+from farm.tasks.registry import get_task
+from farm.trust.certificate import issue, load_verify_results
+from farm.trust.lean_export import lake_path
+from farm.trust.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, generate_keypair
+from farm.verify.jobs import (
     JobSpec,
     JobStats,
     RayFarm,
@@ -52,13 +58,7 @@ from farm.jobs import (
     shards,
     stats_lines,
 )
-from farm.lean_export import lake_path
-from farm.model import GPTConfig
-from farm.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, generate_keypair
-from farm.tasks import get_task
-from farm.tracing import TraceReader, write_traces
-from farm.train import TrainConfig
-from farm.verify import (
+from farm.verify.local import (
     PropertyResult,
     VerifyOptions,
     certified_radii,

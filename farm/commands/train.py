@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import time
 
-from farm.checkpoint import Checkpoint, save_checkpoint
 from farm.commands import (
     output_dir,
     positive_float,
     positive_int,
     refuse_to_replace_checkpoint,
 )
-from farm.model import ATTN_VARIANTS, NORM_VARIANTS, GPTConfig
-from farm.tasks import DEFAULT_TASKS, task_names
-from farm.train import TrainConfig, train
+from farm.model.checkpoint import Checkpoint, save_checkpoint
+from farm.model.gpt import ATTN_VARIANTS, NORM_VARIANTS, GPTConfig
+from farm.model.train import TrainConfig, train
+from farm.tasks.registry import DEFAULT_TASKS, task_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -13,13 +13,13 @@ from encoders.cache import ResultCache
 from encoders.properties import PROPERTIES, ROBUSTNESS, Planner
 from encoders.solvers import MODES
 from farm.atomic import write_text_atomic
-from farm.checkpoint import load_checkpoint
 from farm.commands import output_dir, output_file, positive_float, positive_int
 from farm.errors import FarmError
-from farm.exact import ExactModel
-from farm.tasks import get_task, task_names
-from farm.tracing import TraceReader
-from farm.verify import (
+from farm.model.checkpoint import load_checkpoint
+from farm.model.exact import ExactModel
+from farm.model.tracing import TraceReader
+from farm.tasks.registry import get_task, task_names
+from farm.verify.local import (
     DEFAULT_JOBS,
     LocalFarm,
     PropertyResult,

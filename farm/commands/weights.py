@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from farm.checkpoint import export_smt_weights, import_smt_weights, load_checkpoint, save_checkpoint
 from farm.commands import output_dir, output_file, refuse_to_replace_checkpoint
+from farm.model.checkpoint import (
+    export_smt_weights,
+    import_smt_weights,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

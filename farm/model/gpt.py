@@ -5,7 +5,7 @@ is piecewise linear, so an SMT solver can reason about it exactly; the standard
 variant (LayerNorm, softmax, GELU) trains the same way and feeds the surrogate
 path. Each intermediate value passes through a `HookPoint`, so circuits and
 tracers can read or patch it by name (`blocks.0.attn.hook_pattern`, ...), as in
-TransformerLens. `farm.exact` evaluates the same function in exact rationals.
+TransformerLens. `farm.model.exact` evaluates the same function in exact rationals.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Nodes are `emb`, per layer the attention node(s) (`attn_l`, or `attn_l_h_k` at
 head granularity) and `mlp_l`, then `logits`. Every earlier node feeds every
 later one; a circuit keeps a subset of those edges and zero-ablates the rest.
-This module is only the graph and its file format; `farm.exact` and the torch
+This module is only the graph and its file format; `farm.model.exact` and the torch
 controlled forward give it meaning.
 """
 

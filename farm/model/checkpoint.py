@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 
 from farm.atomic import stage_bytes
 from farm.errors import FarmError
-from farm.model import ACTIVATIONS, ATTN_VARIANTS, NORM_VARIANTS, GPTConfig, VerifiableGPT
+from farm.model.gpt import ACTIVATIONS, ATTN_VARIANTS, NORM_VARIANTS, GPTConfig, VerifiableGPT
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"

@@ -1,7 +1,7 @@
 """Scaling benchmark of the Ray farm: 1 vs 2 solver actors, Ray's per-query overhead.
 
 The same planned queries (functional equivalence and content invariance of one
-task's ACDC circuit) go through the real job path (`farm.jobs.shards` →
+task's ACDC circuit) go through the real job path (`farm.verify.jobs.shards` →
 `dispatch` → solver actors → reducer) with 1 and then 2 actors, alternating
 so that the load other processes put on a shared machine hits both alike; the
 clock runs only while shards are solved, after every actor's pool is warm.
@@ -36,14 +36,14 @@ from actors.reducer import reducer_actor
 from actors.solver import solver_actor
 from encoders.properties import PlannedQuery, Planner
 from encoders.solvers import MODES, SolverPool
-from farm.acdc import extract
-from farm.checkpoint import Checkpoint, load_checkpoint
-from farm.exact import ExactModel
-from farm.jobs import dispatch, shards
-from farm.model import GPTConfig
-from farm.tasks import get_task
-from farm.train import TrainConfig, train
-from farm.verify import LocalFarm
+from farm.discovery.acdc import extract
+from farm.model.checkpoint import Checkpoint, load_checkpoint
+from farm.model.exact import ExactModel
+from farm.model.gpt import GPTConfig
+from farm.model.train import TrainConfig, train
+from farm.tasks.registry import get_task
+from farm.verify.jobs import dispatch, shards
+from farm.verify.local import LocalFarm
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
@@ -114,7 +114,7 @@ def overhead(queries: list[PlannedQuery], mode: str) -> dict[str, float]:
 
 
 def local_seconds(queries: list[PlannedQuery], mode: str, pools: int) -> float:
-    """The Ray-free control: `farm.verify.LocalFarm` with `pools` warm pools (threads)."""
+    """The Ray-free control: `farm.verify.local.LocalFarm` with `pools` warm pools (threads)."""
     with LocalFarm(mode, 120, jobs=pools) as farm:
         farm.solve(queries[:pools])  # start and warm every pool's solver processes
         t0 = time.perf_counter()

@@ -45,12 +45,12 @@ from encoders.properties import (
     Planner,
 )
 from encoders.solvers import RaceHistory, SolverDisagreement, SolverPool, SolverUnavailable
-from farm.checkpoint import Checkpoint
-from farm.circuits import Circuit, load_circuit, require_zero_ablation
-from farm.controlled import FlipScreen
 from farm.errors import FarmError
-from farm.exact import ExactModel, band_norm
-from farm.tasks import get_task
+from farm.model.checkpoint import Checkpoint
+from farm.model.circuit import Circuit, load_circuit, require_zero_ablation
+from farm.model.controlled import FlipScreen
+from farm.model.exact import ExactModel, band_norm
+from farm.tasks.registry import get_task
 
 Status = Literal["VERIFIED", "FAILED", "UNKNOWN", "ERROR"]
 OutcomeKind = Literal["proved", "counterexample", "unknown", "error", "inconclusive"]
@@ -67,7 +67,7 @@ CHUNK = 8  # queries per hand-off to a pool: neighbours in domain order share pr
 
 class Farm(Protocol):
     """What the robustness and radius searches ask of a farm: answers by query hash
-    (`LocalFarm` here; `farm.jobs.RayFarm` on a cluster)."""
+    (`LocalFarm` here; `farm.verify.jobs.RayFarm` on a cluster)."""
 
     def solve(self, queries: Iterable[PlannedQuery], cache: ResultCache | None = None,
               progress: str | None = None, total: int | None = None,

@@ -1,7 +1,7 @@
 """Jobs: what to verify (a YAML spec), planned into shards, dispatched with backpressure.
 
 A job is train → extract → plan → solve → judge/fold. Planning, solving a shard
-and folding are the Ray-free library steps of `farm.verify` and
+and folding are the Ray-free library steps of `farm.verify.local` and
 `encoders.properties`; this module adds only what a cluster needs on top:
 
 * shards: planned queries grouped `shard_size` at a time, each one task for
@@ -36,10 +36,10 @@ from encoders.cache import Record
 from encoders.properties import PROPERTIES, ROBUSTNESS, PlannedQuery
 from encoders.solvers import MODES, SolverPool
 from farm.errors import FarmError
-from farm.model import GPTConfig
-from farm.tasks import task_names
-from farm.train import TrainConfig
-from farm.verify import _solve_one
+from farm.model.gpt import GPTConfig
+from farm.model.train import TrainConfig
+from farm.tasks.registry import task_names
+from farm.verify.local import _solve_one
 
 PROPERTY_NAMES = tuple(PROPERTIES.values())
 PING_RETRY_SECONDS = 0.5  # how often to ask an actor Ray is restarting whether it is back
@@ -58,7 +58,7 @@ class JobSpec:
 
     name: str = "job"
     checkpoint: str = "train"
-    train: dict[str, Any] = field(default_factory=dict)  # farm.train.TrainConfig fields
+    train: dict[str, Any] = field(default_factory=dict)  # farm.model.train.TrainConfig fields
     tasks: tuple[str, ...] = ("quote_close", "bracket_type")
     circuits: str | dict[str, str] = "extract"
     properties: tuple[str, ...] = PROPERTY_NAMES
@@ -327,7 +327,7 @@ def dispatch(work: Iterable[Shard], actors: Sequence[Any], reducer: Any, in_flig
 
 class RayFarm:
     """`LocalFarm.solve` over solver actors and the job's reducer, for the searches that
-    ask their next queries from the answers to the last (`farm.verify.certified_radii`).
+    ask their next queries from the answers to the last (`farm.verify.local.certified_radii`).
 
     Answers persist as every other answer of the job does, so a rerun resumes the
     search too. The actors solve with the time limit they were started with.

@@ -1,7 +1,7 @@
 """Branch traces of the whole domain as one columnar table (Parquet).
 
 Guided SMT encodings need, for every input, which branch each piecewise operator
-took in exact arithmetic. `farm.exact` records that per row; this module runs it
+took in exact arithmetic. `farm.model.exact` records that per row; this module runs it
 once over the domain (prefix-memoised) and stores the records as one row per
 (input, position, site), so the farm can ship and query traces without
 re-running the exact evaluator. Each kind of site fills its own columns and
@@ -10,7 +10,7 @@ bitmap in Arrow and bit-packed in Parquet. The reader returns exactly the record
 `RowResult.trace` holds, so encoders cannot tell which one they were given.
 
 The file's metadata names what it traced: the prompts, the circuit (none: the
-full model, as `farm.exact` runs it) and, when known, the checkpoint's SHA-256,
+full model, as `farm.model.exact` runs it) and, when known, the checkpoint's SHA-256,
 so a trace of other weights or another circuit is refused before any planning
 instead of surfacing as guard failures.
 """
@@ -27,9 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from farm.atomic import write_bytes_atomic
-from farm.circuits import Circuit
 from farm.errors import FarmError
-from farm.exact import BandNormBranch, ExactModel, RowResult, SideBranch
+from farm.model.circuit import Circuit
+from farm.model.exact import BandNormBranch, ExactModel, RowResult, SideBranch
 
 FORMAT = "farm.trace/1"
 BAND_NORM, SPARSEMAX, LEAKY_RELU = "band_norm", "sparsemax", "leaky_relu"
@@ -143,7 +143,7 @@ class TraceReader:
         """The records of `prompts`, refused unless this file traced `circuit` on them.
 
         Matched by prompt, not index, so a whole-domain trace serves any subset.
-        A file with no circuit recorded traced the full model (as `farm.exact` runs
+        A file with no circuit recorded traced the full model (as `farm.model.exact` runs
         with no circuit), so it serves only a circuit that keeps every edge.
         """
         traced = self.circuit
@@ -163,7 +163,7 @@ class TraceReader:
         return {p: self.trace(index[p]) for p in prompts}
 
     def trace(self, index: int) -> Trace:
-        """The branch records of one input: per position, site → branch (as farm.exact)."""
+        """The branch records of one input: per position, site → branch (as farm.model.exact)."""
         if not 0 <= index < len(self):
             raise FarmError(f"input {index} is outside the trace (0..{len(self) - 1})")
         start, stop = self._bounds[index], self._bounds[index + 1]

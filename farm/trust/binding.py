@@ -33,11 +33,11 @@ from encoders.properties import (
     PlannedQuery,
     Planner,
 )
-from farm.checkpoint import Checkpoint
-from farm.circuits import Circuit, Edge
-from farm.exact import ExactModel
-from farm.tasks import get_task
-from farm.verify import QueryRecord, VerifyOptions, first_round_count
+from farm.model.checkpoint import Checkpoint
+from farm.model.circuit import Circuit, Edge
+from farm.model.exact import ExactModel
+from farm.tasks.registry import get_task
+from farm.verify.local import QueryRecord, VerifyOptions, first_round_count
 
 __all__ = ["Stated", "unplanned_records"]
 

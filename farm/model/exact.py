@@ -23,9 +23,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from farm.circuits import Circuit, parse_node
 from farm.errors import FarmError
-from farm.model import LEAKY_SLOPE, GPTConfig
+from farm.model.circuit import Circuit, parse_node
+from farm.model.gpt import LEAKY_SLOPE, GPTConfig
 
 Vector = list[Fraction]
 ZERO = Fraction(0)

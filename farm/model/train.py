@@ -18,8 +18,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from farm.errors import FarmError
-from farm.model import GPTConfig, VerifiableGPT
-from farm.tasks import DEFAULT_TASKS, domain_rows
+from farm.model.gpt import GPTConfig, VerifiableGPT
+from farm.tasks.registry import DEFAULT_TASKS, domain_rows
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,12 @@
 property results, and the Python checker that re-derives every part it can.
 
 Nothing in a certificate is typed in by hand. `assemble` reads the model metadata
-off the checkpoint, the rows off `farm.replay` (exact margins), the circuits off
+off the checkpoint, the rows off `farm.model.replay` (exact margins), the circuits off
 `Circuit.to_json_dict`, and the property entries off the verifier's results and
 its per-query records; the records go to a Parquet sidecar whose SHA-256 the
 certificate states and the DSSE envelope binds as a subject, next to the
 checkpoint's `model.safetensors`. `check_certificate` recomputes the same values
-with the same functions (`model_metadata`, `task_entries`, `farm.replay`) and
+with the same functions (`model_metadata`, `task_entries`, `farm.model.replay`) and
 reports every disagreement by name, so "derived" and "checked" cannot drift.
 
 The Lean module needs a fingerprint of the certificate and the certificate
@@ -46,11 +46,14 @@ from encoders.properties import (
     ROBUSTNESS,
 )
 from farm.atomic import write_bytes_atomic, write_text_atomic
-from farm.binding import Stated, unplanned_records
-from farm.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
-from farm.circuits import Circuit, require_zero_ablation
 from farm.errors import FarmError
-from farm.lean_export import (
+from farm.model.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
+from farm.model.circuit import Circuit, require_zero_ablation
+from farm.model.gpt import LEAKY_SLOPE
+from farm.model.replay import ReplayReport, replay
+from farm.tasks.registry import DEFAULT_TASKS, get_task
+from farm.trust.binding import Stated, unplanned_records
+from farm.trust.lean_export import (
     LEAN_PACKAGE,
     NO_TOOLCHAIN,
     LakeOutcome,
@@ -59,11 +62,8 @@ from farm.lean_export import (
     run_lake_build,
     write_module,
 )
-from farm.model import LEAKY_SLOPE
-from farm.replay import ReplayReport, replay
-from farm.signing import canonical_json, file_subject, sign_statement, verify_statement
-from farm.tasks import DEFAULT_TASKS, get_task
-from farm.verify import QueryRecord
+from farm.trust.signing import canonical_json, file_subject, sign_statement, verify_statement
+from farm.verify.local import QueryRecord
 
 CERTIFICATE_FILE = "certificate.dsse.json"
 SIDECAR_SUFFIX = ".queries.parquet"
@@ -91,7 +91,7 @@ SIDECAR_SCHEMA = pa.schema([
 
 
 def _result_json(result: Any) -> dict[str, Any]:
-    """A `farm.verify.PropertyResult` or its JSON form, as JSON."""
+    """A `farm.verify.local.PropertyResult` or its JSON form, as JSON."""
     return result.to_json() if hasattr(result, "to_json") else dict(result)
 
 
@@ -137,7 +137,7 @@ def load_verify_results(paths: Sequence[str | os.PathLike[str]]) -> VerifiedWork
 
 @lru_cache(maxsize=4)
 def exact_replay(ckpt: Checkpoint, tasks: tuple[str, ...]) -> ReplayReport:
-    """`farm.replay`, once per checkpoint identity (SHA-256 and config) and task list."""
+    """`farm.model.replay`, once per checkpoint identity (SHA-256 and config) and task list."""
     return replay(ckpt, tasks)
 
 
@@ -232,7 +232,7 @@ def software_versions() -> dict[str, str]:
 
 def _git_revision() -> str:
     """HEAD, with "+dirty" when the working tree differs from it; "unknown" outside git."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
                               text=True, timeout=30, check=True).stdout.strip()
@@ -433,7 +433,7 @@ def issue(checkpoint_dir: str | os.PathLike[str], circuits: Sequence[Circuit],
 
 def _count_problems(prop: str, task: str, status: Any, counts: Mapping[str, Any],
                     records: Sequence[QueryRecord]) -> list[str]:
-    """Whether counts, status and the per-query records tell one story (as `farm.verify.fold`
+    """Whether counts, status and the per-query records tell one story (as `farm.verify.local.fold`
     folds them: ERROR > FAILED > UNKNOWN > VERIFIED)."""
     name = f"property {prop}/{task}"
     keys = ("instances", "queries", "escalated", "unsat", "sat", "unknown", "errors",

@@ -15,9 +15,9 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from farm.checkpoint import Checkpoint
-from farm.exact import ExactModel
-from farm.tasks import DEFAULT_TASKS, Row, domain_rows
+from farm.model.checkpoint import Checkpoint
+from farm.model.exact import ExactModel
+from farm.tasks.registry import DEFAULT_TASKS, Row, domain_rows
 
 
 @dataclass(frozen=True)

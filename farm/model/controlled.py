@@ -1,6 +1,6 @@
 """The controlled forward: a circuit (SPEC §3) run batched in torch.
 
-`farm.exact` gives a circuit its exact meaning one prompt at a time; circuit
+`farm.model.exact` gives a circuit its exact meaning one prompt at a time; circuit
 discovery needs the same function over the whole domain in one pass per tried
 edge. This module only routes values along the circuit's edges: every operator
 (norms, attention heads, W_o, MLP, lm_head) is the model's own submodule, so the
@@ -21,9 +21,9 @@ from typing import Literal
 
 import torch
 
-from farm.circuits import Circuit, graph_edges, parse_node
 from farm.errors import FarmError
-from farm.model import VerifiableGPT
+from farm.model.circuit import Circuit, graph_edges, parse_node
+from farm.model.gpt import VerifiableGPT
 
 Ablation = Literal["zero", "mean"]
 ABLATIONS: tuple[Ablation, ...] = ("zero", "mean")

@@ -3,7 +3,7 @@
 Each tried edge costs one batched controlled forward over the task's whole
 domain. The search runs in float64 (every float32 weight is exact there), so its
 agreement judgement is already close to the exact semantics; the chosen circuit
-is then replayed with `farm.exact` and refused unless it decides every row
+is then replayed with `farm.model.exact` and refused unless it decides every row
 correctly there too, because a certificate will speak of the exact function.
 
 ACDC keeps an edge whose removal costs KL even when no row's decision depends on it,
@@ -22,14 +22,14 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from farm.checkpoint import Checkpoint
-from farm.circuits import Circuit, Edge, Granularity
-from farm.controlled import ABLATIONS, Ablation, NodeOutputs, controlled_forward, domain_means
 from farm.errors import FarmError
-from farm.exact import ExactModel
-from farm.model import VerifiableGPT
-from farm.tasks import Task, get_task
-from farm.train import pick_device, single_thread
+from farm.model.checkpoint import Checkpoint
+from farm.model.circuit import Circuit, Edge, Granularity
+from farm.model.controlled import ABLATIONS, Ablation, NodeOutputs, controlled_forward, domain_means
+from farm.model.exact import ExactModel
+from farm.model.gpt import VerifiableGPT
+from farm.model.train import pick_device, single_thread
+from farm.tasks.registry import Task, get_task
 
 THRESHOLDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 METRIC = "candidate_kl"
@@ -69,7 +69,7 @@ class Extraction:
     edge_log: list[EdgeStep]
     sweep: list[SweepRow]
     float_agreement: float  # float64 controlled forward
-    exact_agreement: float | None  # farm.exact; None where it does not define the circuit
+    exact_agreement: float | None  # farm.model.exact; None where it does not define the circuit
     float_min_margin: float
     exact_min_margin: float | None
     full_edges: int
@@ -236,7 +236,7 @@ def confirm_exact(model: VerifiableGPT, circuit: Circuit, task: Task, ablation: 
                   ) -> tuple[float | None, float | None]:
     """(agreement, min margin) in exact arithmetic; raises unless every row is decided right.
 
-    Returns (None, None) where farm.exact does not define the circuit's meaning: mean
+    Returns (None, None) where farm.model.exact does not define the circuit's meaning: mean
     ablation, or a model outside the piecewise-linear family.
     """
     if ablation != "zero" or not model.cfg.is_piecewise_linear:
