@@ -33,8 +33,9 @@ class SolverActor:
 
     def __init__(self, mode: str, timeout: float) -> None:
         self.pool = SolverPool(mode, timeout)
-        self.name = f"{ray.get_runtime_context().get_actor_id()[:8]}@" \
-                    f"{ray.get_runtime_context().get_node_id()[:8]}"
+        context = ray.get_runtime_context()
+        self.node = context.get_node_id()[:8]
+        self.name = f"{context.get_actor_id()[:8]}@{self.node}"
         tags = ("solver",)
         self.done = metrics.Counter("farm_queries_done", "queries answered by a solver")
         self.wins = metrics.Counter("farm_solver_wins", "definitive answers per solver", tags)
@@ -65,7 +66,7 @@ class SolverActor:
                 if "timeout" in r.reason:
                     self.timeouts.inc()
         report = ShardReport(shard.index, tuple(r.query_hash for r in records),
-                             time.perf_counter() - t0, self.name)
+                             time.perf_counter() - t0, self.name, self.node)
         return ShardResult(report, tuple(records))
 
     def solve_direct(self, text: str, model_vars: tuple[str, ...]) -> str:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv and install the farm into it. Idempotent: a no-op when pyproject.toml
-# has not changed since the last successful install.
+# Create .venv and install the farm into it at exactly the versions of requirements.lock
+# (refresh it with scripts/lock.sh). Idempotent: a no-op when neither pyproject.toml nor
+# the lock has changed since the last successful install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -8,11 +9,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.farm-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  # Pinned first: an unpinned torch would pull several GB of CUDA packages.
+  # Pinned first: an unpinned torch would pull several GB of CUDA packages. The lock
+  # leaves torch out for that reason (see scripts/lock.sh).
   .venv/bin/python -m pip install --quiet torch==2.13.0
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  .venv/bin/python -m pip install --quiet -r requirements.lock -e '.[dev]'
   echo "$want" > "$stamp"
 fi

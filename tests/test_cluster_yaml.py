@@ -39,9 +39,15 @@ def test_ray_accepts_the_cluster_config(name):
     assert not any("worker_setup_commands" in t for t in prepared["available_node_types"].values())
     setup = " && ".join(config["setup_commands"])
     assert "pip install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" \
-        in setup and "-e ~/farm" in setup
-    # nodes, driver and job client must run one Ray: the version the farm is tested with
-    assert f"'ray[default]=={ray.__version__}'" in setup
+        in setup
+    # nodes, driver and job client run one Ray: the locked versions the tests passed with
+    assert "pip install --quiet -r ~/farm/requirements.lock -e ~/farm" in setup
+    assert f"ray[default]=={ray.__version__}\n" in (ROOT / "requirements.lock").read_text()
+    # token authentication: the token made on the user's machine reaches every node, whose
+    # shell asks for token auth (so `ray job submit` on the head works too)
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert "auth_token" in config["rsync_exclude"]
+    assert "echo 'export RAY_AUTH_MODE=token' >> ~/.bashrc" in setup
     assert not any("0.0.0.0" in c for c in config["head_start_ray_commands"])  # no open dashboard
     assert {"keys", "*.pem", "runs"} <= set(config["rsync_exclude"])  # no signing key on nodes
 
@@ -61,9 +67,10 @@ def test_on_prem_hosts_are_placeholders():
 
 
 def started_with(command: str) -> list[str]:
-    """The arguments `ray` gets when bash runs `command` (ray, ulimit and nproc stubbed)."""
-    stub = ('ray() { printf "%s\\n" "$@"; }; ulimit() { :; }; nproc() { echo 6; }; '
-            "RAY_HEAD_IP=192.0.2.10; ")
+    """The arguments `ray` gets when bash runs `command` (ray, ulimit and nproc stubbed),
+    then RAY_AUTH_MODE as `ray` sees it."""
+    stub = ('ray() { printf "%s\\n" "$@" "RAY_AUTH_MODE=$RAY_AUTH_MODE"; }; ulimit() { :; }; '
+            "nproc() { echo 6; }; RAY_HEAD_IP=192.0.2.10; ")
     out = subprocess.run(["bash", "-c", stub + command], capture_output=True, text=True,
                          check=True)
     return out.stdout.splitlines()
@@ -81,3 +88,11 @@ def test_workers_declare_one_solver_slot_per_core_and_the_head_none():
     aws = load("cluster-aws.yaml")["available_node_types"]
     assert aws["solver"]["resources"]["solver"] == aws["solver"]["resources"]["CPU"]
     assert "solver" not in aws["head"]["resources"]
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-aws.yaml"])
+def test_every_node_starts_ray_with_token_authentication(name):
+    config = load(name)
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        [start] = [c for c in config[key] if " start " in c]
+        assert started_with(start)[-1] == "RAY_AUTH_MODE=token", (key, start)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.exceptions import AuthenticationError
 from tqdm import tqdm
 
 from actors.lean import remote_lean_check
@@ -52,6 +53,7 @@ from farm.verify.jobs import (
     JobSpec,
     JobStats,
     RayFarm,
+    ShardReport,
     dispatch,
     job_stats,
     load_job_spec,
@@ -100,13 +102,32 @@ def connect(num_cpus: int | None = None) -> None:
     """Join RAY_ADDRESS's cluster, or start an embedded instance with one solver slot per core."""
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=False)
+    if address := os.environ.get("RAY_ADDRESS"):
+        try:
+            ray.init(log_to_driver=False)
+        except (AuthenticationError, ConnectionError) as err:
+            if not refused_authentication(err):
+                raise
+            raise FarmError(
+                f"the Ray cluster at {address} refused this client: it uses token "
+                "authentication, so set RAY_AUTH_MODE=token and give this machine the "
+                "cluster's token (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)"
+            ) from None
         return
     cpus = num_cpus or os.cpu_count() or 1
     lean = {"lean": 1} if lake_path() else {}
     ray.init(address="local", num_cpus=cpus, resources={"solver": cpus, **lean},
              include_dashboard=False, log_to_driver=False)
+
+
+def refused_authentication(err: BaseException | None) -> bool:
+    """Whether Ray's error, or one it was raised from, is the cluster refusing our token
+    (Ray wraps the GCS client's AuthenticationError into another error's text)."""
+    while err is not None:
+        if isinstance(err, AuthenticationError) or "AuthenticationError" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 @dataclass
@@ -252,13 +273,15 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
                            likely_flips=flip_screen(ckpt, circuits[t], t))
                 for t in spec.tasks}
     t0 = time.perf_counter()
+    reports: list[ShardReport] = []
     try:
         work = first_tier(spec, planners, findings, bar)
         while True:  # a second round only for inconclusive first robustness queries
-            dispatch(shards(work, spec.shard_size,
-                            lambda batch: ray.get(reducer.expect.remote(batch)), bar.update),
-                     solvers, reducer, spec.in_flight,
-                     on_done=lambda shard, report: bar.update(len(shard.queries)))
+            reports += dispatch(
+                shards(work, spec.shard_size,
+                       lambda batch: ray.get(reducer.expect.remote(batch)), bar.update),
+                solvers, reducer, spec.in_flight,
+                on_done=lambda shard, report: bar.update(len(shard.queries)))
             if not (more := ray.get(reducer.escalations.remote())):
                 break
             bar.total += len(more)
@@ -283,7 +306,7 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
                                     radius_precision=spec.radius_precision,
                                     radius_timeout=spec.radius_timeout)
             radii = {t: certified_radii(p, farm, None, options) for t, p in planners.items()}
-            searched = farm.asked
+            searched, reports = farm.asked, reports + farm.reports
         solve_seconds = time.perf_counter() - t0
         for r in results:
             if r.property == ROBUSTNESS:
@@ -294,7 +317,7 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
         for actor in (*solvers, reducer):
             ray.kill(actor)
     stats = job_stats(fresh, sum(r.queries for r in results) + searched, solve_seconds,
-                      spec.solver_actors)
+                      spec.solver_actors, reports)
     return JobResult(spec, ckpt, circuits, results, stats, time.perf_counter() - start)
 
 

@@ -188,7 +188,8 @@ class ShardReport:
     index: int
     solved: tuple[str, ...]  # query hashes sent to a solver
     seconds: float  # wall time of the shard inside the actor
-    actor: str
+    actor: str  # actor id@node id (prefixes)
+    node: str  # the Ray node id prefix it ran on: where a cluster's work went
 
 
 @dataclass(frozen=True)
@@ -340,6 +341,7 @@ class RayFarm:
         self.shard_size, self.in_flight = shard_size, in_flight
         self.on_planned, self.on_answered = on_planned, on_answered
         self.asked = 0  # queries planned over the farm's life, answered or not before
+        self.reports: list[ShardReport] = []  # every shard it solved, for the job's stats
 
     def solve(self, queries: Iterable[PlannedQuery], cache: Any = None,
               progress: str | None = None, total: int | None = None,
@@ -355,9 +357,10 @@ class RayFarm:
             return ray.get(self.reducer.expect.remote(batch, retry_undecided=True))
 
         self.on_planned(total or 0)
-        dispatch(shards(queries, self.shard_size, register, self.on_answered), self.actors,
-                 self.reducer, self.in_flight,
-                 on_done=lambda shard, report: self.on_answered(len(shard.queries)))
+        self.reports += dispatch(
+            shards(queries, self.shard_size, register, self.on_answered), self.actors,
+            self.reducer, self.in_flight,
+            on_done=lambda shard, report: self.on_answered(len(shard.queries)))
         return ray.get(self.reducer.answers.remote(list(dict.fromkeys(asked))))
 
 
@@ -386,6 +389,7 @@ class JobStats:
     timeouts: int
     unknowns: int
     slowest: list[dict[str, Any]]  # the slowest queries solved in this run
+    solved_by_node: dict[str, int]  # queries sent to a solver, per Ray node id prefix
 
     @property
     def throughput(self) -> float:
@@ -397,7 +401,7 @@ class JobStats:
 
 
 def job_stats(fresh: Sequence[Record], total: int, seconds: float, actors: int,
-              slowest: int = 5) -> JobStats:
+              reports: Sequence[ShardReport] = (), slowest: int = 5) -> JobStats:
     def cost(r: Record) -> float:
         return max(r.z3_seconds or 0.0, r.cvc5_seconds or 0.0)
 
@@ -409,7 +413,8 @@ def job_stats(fresh: Sequence[Record], total: int, seconds: float, actors: int,
         sum(r.status == "unknown" for r in fresh),
         [{"property": r.property, "task": r.task, "subject": r.subject, "status": r.status,
           "winner": r.winner, "seconds": round(cost(r), 4), "hash": r.query_hash[:16]}
-         for r in top])
+         for r in top],
+        dict(sum((Counter({r.node: len(r.solved)}) for r in reports), Counter())))
 
 
 def stats_lines(stats: JobStats) -> str:
@@ -419,6 +424,9 @@ def stats_lines(stats: JobStats) -> str:
              f"{stats.seconds:.1f} s ({stats.throughput:.2f} q/s), {stats.reused} reused "
              "(cached or identical text); "
              f"wins: {wins}; unknown {stats.unknowns} (timeouts {stats.timeouts})"]
+    if len(stats.solved_by_node) > 1:
+        lines.append("solved per node: " + ", ".join(
+            f"{node} {n}" for node, n in sorted(stats.solved_by_node.items())))
     if stats.slowest:
         lines.append("slowest queries:")
         lines += [f"  {s['seconds']:>8.3f} s  {s['status']:<7} {s['winner'] or '-':<5} "
