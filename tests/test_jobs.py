@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from actors.reducer import Collector
+from encoders.cache import ResultCache
 from encoders.properties import FUNCTIONAL_EQUIVALENCE, PROPERTIES, RADIUS, Planner
 from encoders.solvers import SolverPool
 from farm.discovery.acdc import extract
@@ -36,10 +37,15 @@ def ckpt(trained) -> Checkpoint:
 
 
 @pytest.fixture(scope="module")
-def planned(trained, ckpt):
-    """The first 6 functional-equivalence queries of quote_close on its ACDC circuit."""
+def planner(trained, ckpt) -> Planner:
+    """quote_close on its ACDC circuit."""
     circuit = extract(trained.model, "quote_close").circuit
-    planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, get_task("quote_close"))
+    return Planner(ExactModel(ckpt.config, ckpt.weights), circuit, get_task("quote_close"))
+
+
+@pytest.fixture(scope="module")
+def planned(planner):
+    """The first 6 functional-equivalence queries of quote_close on its ACDC circuit."""
     return list(itertools.islice(planner.functional_equivalence(), 6))
 
 
@@ -176,3 +182,34 @@ def test_job_stats_counts_fresh_answers_only(planned):
     assert sum(stats.wins.values()) == 3 and stats.unknowns == 0
     assert len(stats.slowest) == 2 and stats.slowest[0]["seconds"] >= stats.slowest[1]["seconds"]
     assert JobSpec().solver == "race"
+
+
+def test_a_cached_answer_that_does_not_replay_is_asked_again_never_trusted(
+        planner, planned, ckpt, tmp_path):
+    """A sat with an empty model, or with margins exact replay does not give, on disk in a
+    later part than the true answer: the reducer neither judges it an error forever nor
+    crashes on a robustness query (η missing); it asks again, and the new answer lasts."""
+    rob = next(iter(planner.robustness(Fraction(1, 100))))
+    queries = [*planned[:3], rob]
+    with SolverPool("race", 60) as pool:
+        true = solve_shard(pool, Shard(0, tuple(queries)))
+    assert [r.status for r in true] == ["unsat"] * 4
+    fake = {v: Fraction(0) for v in planned[1].model_vars}
+    bad = [replace(true[0], status="sat", model={}),
+           replace(true[1], status="sat", model=fake),
+           replace(true[3], status="sat", model={})]
+    with ResultCache(tmp_path) as cache:
+        cache.put(true)
+    with ResultCache(tmp_path) as cache:  # a later part: these win on opening
+        cache.put(bad)
+
+    col = Collector(tmp_path, ckpt.config, dict(ckpt.weights))
+    todo = col.expect(queries)
+    assert todo == [planned[0].hash, planned[1].hash, rob.hash]  # planned[2]'s answer stands
+    assert col.discarded_warning().startswith("3 cached answer(s)")
+    with SolverPool("race", 60) as pool:
+        col.add(solve_shard(pool, Shard(1, tuple(q for q in queries if q.hash in todo))))
+    assert [(r.property, r.status, r.cached) for r in col.finish({})] == [
+        (FUNCTIONAL_EQUIVALENCE, "VERIFIED", 1), ("robustness", "VERIFIED", 0)]
+    again = Collector(tmp_path, ckpt.config, dict(ckpt.weights))
+    assert again.expect(queries) == [] and again.discarded_warning() is None

@@ -239,6 +239,8 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
     config, weights = ckpt.config, dict(ckpt.weights)
     model = ExactModel(config, weights)
     reducer = reducer_actor(str(out / "cache"), config, weights)
+    for line in ray.get(reducer.cache_warnings.remote()):  # damaged parts, set aside
+        log(f"warning: {line}")
     solvers = [solver_actor(spec.solver, spec.timeout)
                for _ in range(spec.solver_actors)]
     slots = ray.cluster_resources().get("solver", 0)
@@ -289,6 +291,8 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
             if r.property == ROBUSTNESS:
                 r.radius = radii.get(r.task)
         fresh = ray.get(reducer.fresh_records.remote())
+        if discarded := ray.get(reducer.discarded_warning.remote()):
+            log(f"warning: {discarded}")
     finally:
         bar.close()
         for actor in (*solvers, reducer):

@@ -343,10 +343,11 @@ class RayFarm:
 
     def solve(self, queries: Iterable[PlannedQuery], cache: Any = None,
               progress: str | None = None, total: int | None = None,
-              timeout: float | None = None) -> dict[str, Record]:
-        """Records by hash. `cache`, `progress` and `timeout` are ignored: the job's cache,
-        its progress bar and the actors' own time limit apply. A text this job already
-        answered unknown or error is asked again."""
+              timeout: float | None = None, model: Any = None) -> dict[str, Record]:
+        """Records by hash. `cache`, `progress`, `timeout` and `model` are ignored: the
+        job's cache (whose answers the reducer replays on its own model), its progress bar
+        and the actors' own time limit apply. A text this job already answered unknown or
+        error is asked again."""
         asked: list[str] = []
 
         def register(batch: list[PlannedQuery]) -> list[str]:
