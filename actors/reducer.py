@@ -27,7 +27,7 @@ from encoders.properties import RADIUS, Finding, PlannedQuery
 from farm.model.exact import ExactModel
 from farm.model.gpt import GPTConfig
 from farm.verify.jobs import ShardReport, ShardResult
-from farm.verify.local import DEFINITIVE, Outcome, PropertyResult, fold, judge
+from farm.verify.local import DEFINITIVE, Outcome, PropertyResult, fold, judge, reusable
 
 Group = tuple[str, str]  # (property, task)
 Key = tuple[str, str, str, str]  # (hash, property, task, subject): one planned query
@@ -52,13 +52,15 @@ class Collector:
         self.fresh: list[Record] = []  # the answers solved in this run
         self.expected: set[str] = set()
         self.duplicates = 0  # answers that arrived again (a shard rerun after a failure)
+        self.discarded = 0  # cached sat/unsat answers that did not replay: asked again
 
     def expect(self, queries: Sequence[PlannedQuery], retry_undecided: bool = False
                ) -> list[str]:
         """Register planned queries (text stripped); return the hashes still to solve.
 
-        A cached sat/unsat answer is reused; a cached unknown is solved again
-        (it may have been a short timeout); a hash already expected is not,
+        A cached sat/unsat answer is reused only if it replays (`reusable`: a bad
+        answer on disk is asked again, never trusted); a cached unknown is solved
+        again (it may have been a short timeout); a hash already expected is not,
         unless `retry_undecided` asks again one this job answered unknown or
         error (the radius search, on solvers of its own, once the properties
         are folded: its answer replaces the undecided one).
@@ -78,9 +80,10 @@ class Collector:
                 continue
             self.expected.add(q.hash)
             hit = self.cache.get(q.hash)
-            if hit is not None and hit.status in DEFINITIVE:
+            if reusable(q, hit, self.model):
                 self._keep(hit)
             else:
+                self.discarded += int(hit is not None and hit.status in DEFINITIVE)
                 todo.append(q.hash)
         return todo
 
@@ -157,6 +160,18 @@ class Collector:
 
     def fresh_records(self) -> list[Record]:
         return list(self.fresh)
+
+    def cache_warnings(self) -> list[str]:
+        """Damaged cache parts set aside on opening, one line each, for the driver to show
+        (the actor's own output does not reach the user)."""
+        return list(self.cache.warnings)
+
+    def discarded_warning(self) -> str | None:
+        """A line for the driver if cached answers did not replay and were asked again."""
+        if not self.discarded:
+            return None
+        return (f"{self.discarded} cached answer(s) in {self.cache.root} did not replay "
+                "exactly; asked again")
 
 
 def reducer_actor(cache_dir: str, config: GPTConfig, weights: dict[str, np.ndarray]) -> Any:

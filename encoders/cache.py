@@ -4,7 +4,10 @@ A query is named by the sha256 of its text, so a result found here is the
 answer to exactly that query: reruns and retries cost nothing, and the files
 are an audit trail a reader can open with any Arrow tool. Each `flush` writes
 one new part file (temp file, fsync, `os.replace`), so a crash leaves either
-a whole part or none; opening reads every part, later parts winning. The
+a whole part or none; opening reads every part, later parts winning. A part
+that cannot be read whole (truncated, copied half, edited) is set aside as
+`NAME.damaged`, never deleted, and named in `warnings`: its answers are
+simply absent, so their queries are solved again. The
 cache stores what it is given: whether an "unknown" is worth retrying with a
 longer timeout is the caller's decision (a later `put` for the hash wins).
 Several processes may share a directory; each sees the others' parts on open.
@@ -27,7 +30,10 @@ import pyarrow.parquet as pq
 
 from encoders.solvers import RaceResult
 
-__all__ = ["Record", "ResultCache", "SCHEMA"]
+__all__ = ["Record", "ResultCache", "SCHEMA", "STATUSES"]
+
+STATUSES = ("sat", "unsat", "unknown", "error")
+DAMAGED = ".damaged"  # suffix of a part set aside: kept for inspection, never read again
 
 SCHEMA = pa.schema([
     ("query_hash", pa.string()),
@@ -75,7 +81,16 @@ class Record:
 
     @classmethod
     def _from_row(cls, row: dict) -> Record:
-        row["model"] = {v: Fraction(q) for v, q in json.loads(row["model"]).items()}
+        """A stored row, or ValueError naming what is malformed: a record read back must be
+        what `put` stored, or it is no answer."""
+        if not isinstance(row["query_hash"], str) or row["status"] not in STATUSES:
+            raise ValueError(f"a row has query hash {row['query_hash']!r} and status "
+                             f"{row['status']!r}")
+        model = json.loads(row["model"] or "null")
+        if not (isinstance(model, dict) and all(isinstance(v, str) for v in model.values())):
+            raise ValueError(f"query {row['query_hash'][:16]}: its model is not a JSON map "
+                             "of variables to rationals")
+        row["model"] = {v: Fraction(q) for v, q in model.items()}  # ValueError if not one
         return cls(**row)
 
 
@@ -87,9 +102,30 @@ class ResultCache:
         self.root.mkdir(parents=True, exist_ok=True)
         self._index: dict[str, Record] = {}
         self._pending: list[Record] = []
+        self.warnings: list[str] = []  # one line per part set aside on opening
         for part in sorted(self.root.glob("part-*.parquet")):  # names sort in write order
-            for row in pq.read_table(part, schema=SCHEMA).to_pylist():
-                self._index[row["query_hash"]] = Record._from_row(row)
+            try:
+                records = [Record._from_row(row)
+                           for row in pq.read_table(part, schema=SCHEMA).to_pylist()]
+            except (OSError, ValueError, ZeroDivisionError, KeyError, TypeError,
+                    pa.ArrowException) as err:
+                self.warnings.append(self._set_aside(part, err))
+                continue
+            self._index.update((r.query_hash, r) for r in records)
+
+    @staticmethod
+    def _set_aside(part: Path, err: Exception) -> str:
+        """Rename a part that cannot be read whole out of the way; say so in one line."""
+        said = " ".join(str(err).replace(f"'{part}'", "").replace(str(part), "").split())
+        reason = said[:200] or type(err).__name__
+        aside = part.with_name(part.name + DAMAGED)
+        try:
+            os.replace(part, aside)
+        except OSError as move:
+            return (f"cache part {part} is damaged ({reason}) and could not be set aside "
+                    f"({move.strerror or move}); its queries are solved again")
+        return (f"cache part {part} is damaged ({reason}); set aside as {aside.name}, its "
+                "queries are solved again")
 
     def get(self, query_hash: str) -> Record | None:
         return self._index.get(query_hash)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
+import pyarrow.parquet as pq
 import pytest
 import ray
 
 from actors.reducer import reducer_actor
 from actors.solver import solver_actor
 from actors.trainer import trainer_actor
+from encoders.cache import ResultCache
 from encoders.properties import Planner
 from farm.discovery.acdc import extract
 from farm.model.checkpoint import Checkpoint
@@ -60,7 +63,8 @@ def local_ray():
 
 
 def run_farm(planned, ckpt, cache, actors=2, shard_size=3, mode="race"):
-    """Plan → shards → solver actors → reducer, as `farm run` does; returns what it saw."""
+    """Plan → shards → solver actors → reducer, as `farm run` does; returns what it saw
+    (the last: the reducer's warnings about the cache)."""
     reducer = reducer_actor(str(cache), ckpt.config, dict(ckpt.weights))
     solvers = [solver_actor(mode, 60) for _ in range(actors)]
     try:
@@ -68,15 +72,17 @@ def run_farm(planned, ckpt, cache, actors=2, shard_size=3, mode="race"):
         reports = dispatch(work, solvers, reducer, in_flight=2)
         results = ray.get(reducer.finish.remote({}))
         records = ray.get(reducer.fresh_records.remote())
+        warnings = [*ray.get(reducer.cache_warnings.remote()),
+                    *filter(None, [ray.get(reducer.discarded_warning.remote())])]
     finally:
         for a in (*solvers, reducer):
             ray.kill(a)
-    return reports, results, records
+    return reports, results, records, warnings
 
 
 def test_actors_agree_with_the_local_farm_and_resume_from_cache(reference, local_ray, planned,
                                                                 ckpt, tmp_path):
-    reports, results, records = run_farm(planned, ckpt, tmp_path)
+    reports, results, records, _ = run_farm(planned, ckpt, tmp_path)
     solved = [h for r in reports for h in r.solved]
     assert sorted(solved) == sorted(q.hash for q in planned)  # each query exactly once
     assert len({r.actor for r in reports}) == 2  # both actors took work
@@ -90,9 +96,33 @@ def test_actors_agree_with_the_local_farm_and_resume_from_cache(reference, local
         (r.property, r.status, r.queries, r.unsat) for r in expected]
     assert all(r.status == "VERIFIED" for r in results)
 
-    reports, results, records = run_farm(planned, ckpt, tmp_path)  # resubmitted
+    reports, results, records, _ = run_farm(planned, ckpt, tmp_path)  # resubmitted
     assert reports == [] and records == []  # not one solver invocation
     assert [(r.status, r.cached) for r in results] == [("VERIFIED", 8), ("VERIFIED", 4)]
+
+
+def test_a_damaged_part_and_a_cached_answer_that_does_not_replay_heal_on_the_next_run(
+        local_ray, planned, ckpt, tmp_path):
+    """A truncated part is set aside (one warning line) and a cached sat with an empty model
+    discarded: the resubmitted job solves exactly their queries again and verifies."""
+    run_farm(planned, ckpt, tmp_path)  # every answer on disk, one part per shard
+    damaged = min(tmp_path.glob("part-*.parquet"))
+    lost = set(pq.read_table(damaged).column("query_hash").to_pylist())
+    victim = next(q.hash for q in planned if q.hash not in lost)
+    with ResultCache(tmp_path) as cache:  # a later part: it wins on opening
+        cache.put([replace(cache.get(victim), status="sat", model={})])
+    damaged.write_bytes(damaged.read_bytes()[:64])
+
+    reports, results, _, warnings = run_farm(planned, ckpt, tmp_path)
+    assert sorted(h for r in reports for h in r.solved) == sorted({*lost, victim})
+    assert [r.status for r in results] == ["VERIFIED", "VERIFIED"]
+    assert len(warnings) == 2 and all("\n" not in w for w in warnings)
+    assert f"cache part {damaged} is damaged" in warnings[0]
+    assert warnings[1].startswith("1 cached answer(s)")
+    assert damaged.with_name(damaged.name + ".damaged").exists() and not damaged.exists()
+
+    reports, results, _, warnings = run_farm(planned, ckpt, tmp_path)  # healed: quiet
+    assert reports == [] and warnings == [] and [r.cached for r in results] == [8, 4]
 
 
 def test_trainer_actor_trains_traces_and_extracts_as_the_library_does(local_ray, trained,

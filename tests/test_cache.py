@@ -2,9 +2,10 @@
 
 from fractions import Fraction as F
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from encoders.cache import Record, ResultCache
+from encoders.cache import SCHEMA, Record, ResultCache
 from encoders.solvers import RaceResult, Verdict
 
 SAT = RaceResult("sat", "cvc5", (Verdict("sat", "cvc5", 0.25, {"x": F(22, 5), "y": F(-1, 3)}),))
@@ -46,3 +47,29 @@ def test_half_written_temp_files_are_ignored(tmp_path):
     cache.put([Record.from_result("h", "edge_necessity", "quote_close", "emb->attn_0", SAT)])
     cache.flush()
     assert ResultCache(tmp_path).get("h").subject == "emb->attn_0"
+
+
+def test_a_damaged_part_is_set_aside_in_one_line_and_its_answers_are_absent(tmp_path):
+    """Truncated, or a row that is no answer (a model that is not a map of rationals):
+    the part is renamed, not deleted and not read again; the other parts still count."""
+    good = Record.from_result("g", "robustness", "quote_close", "1", SAT)
+    with ResultCache(tmp_path) as cache:
+        cache.put([good])
+    with ResultCache(tmp_path) as cache:
+        cache.put([Record.from_result("t", "robustness", "quote_close", "2", SAT)])
+    truncated = max(tmp_path.glob("part-*.parquet"))
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    malformed = tmp_path / "part-99999999999999999999-bad.parquet"
+    row = Record.from_result("m", "robustness", "quote_close", "3", SAT)._row()
+    pq.write_table(pa.Table.from_pylist([row | {"model": '{"x": "1/0"}'}], schema=SCHEMA),
+                   malformed)
+
+    cache = ResultCache(tmp_path)
+    assert cache.get("g") == good and "t" not in cache and "m" not in cache
+    assert len(cache.warnings) == 2 and all("\n" not in w for w in cache.warnings)
+    assert all(f"cache part {p} is damaged" in w and "solved again" in w
+               for p, w in zip((truncated, malformed), cache.warnings, strict=True))
+    assert {p.name for p in tmp_path.glob("*.damaged")} == {
+        truncated.name + ".damaged", malformed.name + ".damaged"}
+    again = ResultCache(tmp_path)  # set aside once: the next opening is quiet
+    assert again.warnings == [] and len(again) == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from actors.reducer import Collector
+from encoders.cache import ResultCache
 from encoders.properties import FUNCTIONAL_EQUIVALENCE, PROPERTIES, RADIUS, Planner
 from encoders.solvers import SolverPool
 from farm.discovery.acdc import extract
@@ -36,10 +37,15 @@ def ckpt(trained) -> Checkpoint:
 
 
 @pytest.fixture(scope="module")
-def planned(trained, ckpt):
-    """The first 6 functional-equivalence queries of quote_close on its ACDC circuit."""
+def planner(trained, ckpt) -> Planner:
+    """quote_close on its ACDC circuit."""
     circuit = extract(trained.model, "quote_close").circuit
-    planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, get_task("quote_close"))
+    return Planner(ExactModel(ckpt.config, ckpt.weights), circuit, get_task("quote_close"))
+
+
+@pytest.fixture(scope="module")
+def planned(planner):
+    """The first 6 functional-equivalence queries of quote_close on its ACDC circuit."""
     return list(itertools.islice(planner.functional_equivalence(), 6))
 
 
@@ -63,8 +69,26 @@ def test_spec_resolves_paths_and_refuses_bad_fields(tmp_path):
                          ({"solver": "yices"}, "solver"), ({"epsilon": "-1"}, "epsilon"),
                          ({"solver_actors": 0}, "at least 1"),
                          ({"circuits": {"bracket_type": "c.json"}}, "no entry"),
-                         ({"timeout": "abc"}, "timeout must be a number of seconds"),
-                         ({"shard_size": "x"}, "must be whole numbers"),
+                         ({"timeout": "abc"}, "timeout must be a finite number, got 'abc'"),
+                         ({"shard_size": "x"}, "shard_size must be a whole number"),
+                         ({"in_flight": True}, "in_flight must be a whole number"),
+                         ({"tasks": 5}, "tasks must be a list of text, got 5"),
+                         ({"tasks": []}, "tasks must name at least one task"),
+                         ({"checkpoint": 5}, "checkpoint must be text, got 5"),
+                         ({"name": ["a", "b"]}, r"name must be text, got \['a', 'b'\]"),
+                         ({"out": None}, "out must be text, got None"),
+                         ({"signing_key": 1}, "signing_key must be text or null"),
+                         ({"epsilon": [1]}, "epsilon must be a number"),
+                         ({"circuits": {"quote_close": 5}}, "circuits must be text or a mapping"),
+                         ({"train": None}, "train must be a mapping, got None"),
+                         ({"train": {"seed": "abc"}}, "train.seed must be a whole number"),
+                         ({"train": {"lr": "fast"}}, "train.lr must be a finite number"),
+                         ({"train": {"device": 0}}, "train.device must be text"),
+                         ({"train": {"model": {"d_model": "16"}}},
+                          "train.model.d_model must be a whole number"),
+                         ({"train": {"model": {"lm_head_bias": "no"}}},
+                          "train.model.lm_head_bias must be true or false"),
+                         ({"train": {"model": {"bogus": 1}}}, "unknown train.model option"),
                          ({"train": {"bogus": 1}}, "unknown train option"),
                          ({"train": {"model": {"n_heads": 3}}}, "train.model: d_model 16"),
                          ({"radius": True, "properties": ["fe"]}, "radius needs the robustness"),
@@ -176,3 +200,34 @@ def test_job_stats_counts_fresh_answers_only(planned):
     assert sum(stats.wins.values()) == 3 and stats.unknowns == 0
     assert len(stats.slowest) == 2 and stats.slowest[0]["seconds"] >= stats.slowest[1]["seconds"]
     assert JobSpec().solver == "race"
+
+
+def test_a_cached_answer_that_does_not_replay_is_asked_again_never_trusted(
+        planner, planned, ckpt, tmp_path):
+    """A sat with an empty model, or with margins exact replay does not give, on disk in a
+    later part than the true answer: the reducer neither judges it an error forever nor
+    crashes on a robustness query (η missing); it asks again, and the new answer lasts."""
+    rob = next(iter(planner.robustness(Fraction(1, 100))))
+    queries = [*planned[:3], rob]
+    with SolverPool("race", 60) as pool:
+        true = solve_shard(pool, Shard(0, tuple(queries)))
+    assert [r.status for r in true] == ["unsat"] * 4
+    fake = {v: Fraction(0) for v in planned[1].model_vars}
+    bad = [replace(true[0], status="sat", model={}),
+           replace(true[1], status="sat", model=fake),
+           replace(true[3], status="sat", model={})]
+    with ResultCache(tmp_path) as cache:
+        cache.put(true)
+    with ResultCache(tmp_path) as cache:  # a later part: these win on opening
+        cache.put(bad)
+
+    col = Collector(tmp_path, ckpt.config, dict(ckpt.weights))
+    todo = col.expect(queries)
+    assert todo == [planned[0].hash, planned[1].hash, rob.hash]  # planned[2]'s answer stands
+    assert col.discarded_warning().startswith("3 cached answer(s)")
+    with SolverPool("race", 60) as pool:
+        col.add(solve_shard(pool, Shard(1, tuple(q for q in queries if q.hash in todo))))
+    assert [(r.property, r.status, r.cached) for r in col.finish({})] == [
+        (FUNCTIONAL_EQUIVALENCE, "VERIFIED", 1), ("robustness", "VERIFIED", 0)]
+    again = Collector(tmp_path, ckpt.config, dict(ckpt.weights))
+    assert again.expect(queries) == [] and again.discarded_warning() is None

@@ -13,8 +13,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import ray
 
+from farm.cli import main
+from farm.model.checkpoint import Checkpoint, save_checkpoint
 from farm.trust.certificate import check_certificate
+from tests.conftest import random_model
 
 JOB = """\
 name: small
@@ -87,3 +91,32 @@ def test_a_rerun_reuses_the_checkpoint_circuit_and_every_answer(runs) -> None:
     [rob] = [r for r in second.result["results"] if r["property"] == "robustness"]
     assert rob["radius"] == next(r for r in first.result["results"]
                                  if r["property"] == "robustness")["radius"]
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("tasks: 5", "{job}: tasks must be a list of text, got 5"),
+    ("checkpoint: 5", "{job}: checkpoint must be text, got 5"),
+    ("name: [a, b]", "{job}: name must be text, got ['a', 'b']"),
+    ("train: {seed: abc}", "{job}: train.seed must be a whole number, got 'abc'"),
+    ("train: {lr: fast}", "{job}: train.lr must be a finite number, got 'fast'"),
+    ("train: {model: {lm_head_bias: 'no'}}",
+     "{job}: train.model.lm_head_bias must be true or false"),
+    ("checkpoint: missing", "checkpoint directory {dir}/missing does not exist"),
+    ("tasks: [quote_close]\ncircuits: {quote_close: missing.json}",
+     "circuit file {dir}/missing.json does not exist"),
+    ("checkpoint: ck\ntasks: [quote_close]\ncircuits: {quote_close: missing.json}",
+     "circuit file {dir}/missing.json does not exist"),
+    ("signing_key: missing.pem", "cannot read private key {dir}/missing.pem"),
+])
+def test_a_bad_job_spec_is_one_line_and_exit_2_before_ray_with_nothing_left(
+        spec, message, tmp_path, capsys) -> None:
+    """Every field's type (training and model options too) and every file the spec names
+    are checked before Ray starts; the output directory is not made."""
+    save_checkpoint(Checkpoint.from_model(random_model()), tmp_path / "ck")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"{spec}\nout: out\n")
+    assert main(["run", str(job), "--quiet", "--num-cpus", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"farm run: error: {message.format(job=job, dir=tmp_path)}"), err
+    assert err.count("\n") == 1, err
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()

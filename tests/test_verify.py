@@ -76,6 +76,36 @@ def test_quote_circuit_verified_and_a_cached_rerun_solves_nothing(model, cvc5, t
     assert again[FUNCTIONAL_EQUIVALENCE].cached == 4
 
 
+def test_a_damaged_cache_part_and_a_cached_answer_that_does_not_replay_are_solved_again(
+        model, tmp_path):
+    """`farm verify --cache` on a directory with a truncated part and a cached robustness
+    sat with no η: the part is set aside with one warning, the bad answer discarded (not a
+    KeyError, not an ERROR forever), exactly their queries solved again, and it verifies."""
+    from dataclasses import replace
+
+    p = planner(model, "quote_close", QUOTE[0], [0, 1])
+    props = [FUNCTIONAL_EQUIVALENCE, ROBUSTNESS]
+
+    def run():  # a fresh farm each time, as each `farm verify` is: only the cache carries
+        with LocalFarm("cvc5", timeout=60, jobs=1) as farm:
+            cache = ResultCache(tmp_path)
+            results = verify_task(p, props, farm, cache, QUIET)
+        return farm.solved, cache.warnings, [r.status for r in results]
+
+    assert run() == (4, [], ["VERIFIED", "VERIFIED"])
+    fe_part, rob_part = sorted(tmp_path.glob("part-*.parquet"))  # one part per property
+    rob_hash = pq.read_table(rob_part).column("query_hash")[0].as_py()
+    with ResultCache(tmp_path) as cache:  # a later part: it wins on opening
+        cache.put([replace(cache.get(rob_hash), status="sat", model={})])
+    fe_part.write_bytes(fe_part.read_bytes()[:200])
+
+    solved, warnings, statuses = run()
+    assert (solved, statuses) == (3, ["VERIFIED", "VERIFIED"])  # 2 lost, 1 not trusted
+    assert len(warnings) == 1 and f"cache part {fe_part} is damaged" in warnings[0]
+    assert fe_part.with_name(fe_part.name + ".damaged").exists()
+    assert run() == (0, [], ["VERIFIED", "VERIFIED"])  # healed
+
+
 def test_an_interrupted_solve_caches_every_answer_it_has(model, tmp_path):
     """Ctrl-C mid-property: the answers so far reach the cache whole, so a rerun resumes."""
     queries = list(planner(model, "quote_close", QUOTE[0], list(range(8))).functional_equivalence())

@@ -48,7 +48,12 @@ from farm.model.train import TrainConfig
 from farm.tasks.registry import get_task
 from farm.trust.certificate import issue, load_verify_results
 from farm.trust.lean_export import lake_path
-from farm.trust.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, generate_keypair
+from farm.trust.signing import (
+    PRIVATE_KEY_NAME,
+    PUBLIC_KEY_NAME,
+    generate_keypair,
+    load_private_key,
+)
 from farm.verify.jobs import (
     JobSpec,
     JobStats,
@@ -151,8 +156,35 @@ def trace_path(out: Path, task: str) -> Path:
     return out / "traces" / f"{task}.parquet"
 
 
-def prepare(spec: JobSpec, out: Path, log: Any) -> tuple[Checkpoint, dict[str, Circuit]]:
-    """Checkpoint, circuits and exact traces, made on the trainer actor.
+Given = tuple[Checkpoint | None, dict[str, Circuit]]  # what the spec names, loaded
+
+
+def given_inputs(spec: JobSpec) -> Given:
+    """The files the spec names (checkpoint, circuits, signing key) read and checked before
+    Ray starts or OUT is made, so that a missing or broken one is refused with nothing
+    left behind. Circuits named for a checkpoint still to be trained are read now and
+    fitted to it once it is trained."""
+    out = Path(spec.out)
+    if out.exists() and not out.is_dir():
+        raise FarmError(f"out {out} exists and is not a directory")
+    if spec.signing_key:
+        load_private_key(spec.signing_key)
+    ckpt = None if spec.checkpoint == "train" else load_checkpoint(spec.checkpoint)
+    circuits = {}
+    if isinstance(spec.circuits, dict):
+        for task in spec.tasks:
+            path = spec.circuits[task]
+            if ckpt is not None:
+                circuits[task] = resolve_circuit(path, ckpt, task)
+            elif path != "full":
+                load_circuit(path)
+    return ckpt, circuits
+
+
+def prepare(spec: JobSpec, out: Path, log: Any, given: Given
+            ) -> tuple[Checkpoint, dict[str, Circuit]]:
+    """Checkpoint, circuits and exact traces, made on the trainer actor where the spec
+    does not name them (`given`).
 
     A rerun of the job reuses what an earlier run trained and extracted for the
     same spec: resuming needs the same weights (every query hash depends on
@@ -166,13 +198,12 @@ def prepare(spec: JobSpec, out: Path, log: Any) -> tuple[Checkpoint, dict[str, C
         trainer = trainer or trainer_actor()
         return trainer
 
-    ckpt = trained(spec, out, actor, log) if spec.checkpoint == "train" else load_checkpoint(
-        spec.checkpoint)
-    circuits = {}
+    ckpt = given[0] if given[0] is not None else trained(spec, out, actor, log)
+    circuits = dict(given[1])
     for task in spec.tasks:
         if spec.circuits == "extract":
             circuits[task] = extracted(ckpt, task, out, actor, log)
-        else:
+        elif task not in circuits:
             circuits[task] = resolve_circuit(spec.circuits[task], ckpt, task)
         log(f"{task}: circuit with {len(circuits[task].edges)} edges")
     tracer = actor()
@@ -251,15 +282,20 @@ def escalated(planners: dict[str, Planner], items: list[tuple[str, str, int, Fra
         yield planners[task].robustness_query(index, epsilon, prop, "full")
 
 
-def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult:
-    """The pipeline on the connected Ray cluster; answers persist in OUT/cache as they arrive."""
+def run_job(spec: JobSpec, progress: bool = True, log: Any = print,
+            given: Given | None = None) -> JobResult:
+    """The pipeline on the connected Ray cluster; answers persist in OUT/cache as they arrive.
+    `given`: `given_inputs(spec)`, if the caller read them already (before starting Ray)."""
     start = time.perf_counter()
+    given = given_inputs(spec) if given is None else given
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt, circuits = prepare(spec, out, log)
+    ckpt, circuits = prepare(spec, out, log, given)
     config, weights = ckpt.config, dict(ckpt.weights)
     model = ExactModel(config, weights)
     reducer = reducer_actor(str(out / "cache"), config, weights)
+    for line in ray.get(reducer.cache_warnings.remote()):  # damaged parts, set aside
+        log(f"warning: {line}")
     solvers = [solver_actor(spec.solver, spec.timeout)
                for _ in range(spec.solver_actors)]
     slots = ray.cluster_resources().get("solver", 0)
@@ -312,6 +348,8 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print) -> JobResult
             if r.property == ROBUSTNESS:
                 r.radius = radii.get(r.task)
         fresh = ray.get(reducer.fresh_records.remote())
+        if discarded := ray.get(reducer.discarded_warning.remote()):
+            log(f"warning: {discarded}")
     finally:
         bar.close()
         for actor in (*solvers, reducer):
@@ -325,9 +363,10 @@ def run(args: argparse.Namespace) -> int:
     spec = load_job_spec(args.job)
     if args.out:
         spec = replace(spec, out=args.out)
+    given = given_inputs(spec)  # refused here: no Ray, no OUT
     connect(args.num_cpus)
     log = tqdm.write
-    result = run_job(spec, progress=not args.quiet, log=log)
+    result = run_job(spec, progress=not args.quiet, log=log, given=given)
     out = Path(spec.out)
     write_text_atomic(out / "result.json",
                       json.dumps(result.to_json(), indent=1, default=str) + "\n")

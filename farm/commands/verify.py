@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from fractions import Fraction
@@ -175,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
     planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, task, args.encoding,
                       traces=traces, likely_flips=flip_screen(ckpt, circuit, task.name))
     cache = ResultCache(args.cache) if args.cache else None
+    for line in cache.warnings if cache else ():
+        print(f"farm verify: warning: {line}", file=sys.stderr)
     with LocalFarm(args.solver, args.timeout, args.jobs) as farm:
         results = verify_task(planner, properties, farm, cache, options)
     wall = time.perf_counter() - start

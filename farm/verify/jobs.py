@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import ray
 import yaml
@@ -87,17 +88,16 @@ def load_job_spec(path: str | Path) -> JobSpec:
         raise FarmError(f"job spec {path} does not exist") from None
     except yaml.YAMLError as err:
         raise FarmError(f"job spec {path} is not valid YAML: {err}") from None
-    return job_spec_from_dict(data or {}, path.parent, str(path))
+    return job_spec_from_dict({} if data is None else data, path.parent, str(path))
 
 
 def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") -> JobSpec:
+    """A checked spec, or a FarmError naming the first wrong field: every field's type is
+    checked here, training and model options too, so that nothing wrong reaches Ray."""
     if not isinstance(data, dict):
         raise FarmError(f"{where}: expected a mapping of job fields")
-    known = {f.name for f in fields(JobSpec)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise FarmError(f"{where}: unknown field(s) {', '.join(unknown)}; "
-                        f"expected some of {', '.join(sorted(known))}")
+    _refuse_unknown(data, {f.name for f in fields(JobSpec)}, where, "field")
+    _check_types(data, JobSpec, where)
     spec = JobSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
     exact = {}
     for name in ("epsilon", "radius_max", "radius_precision"):
@@ -106,14 +106,9 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
         except (ValueError, ZeroDivisionError):
             raise FarmError(f"{where}: {name} {getattr(spec, name)!r} is not a number") from None
     props = tuple(PROPERTIES.get(p, p) for p in spec.properties)
-    counts = ("shard_size", "solver_actors", "in_flight")
-    if not all(type(getattr(spec, k)) is int for k in counts):
-        raise FarmError(f"{where}: {', '.join(counts)} must be whole numbers")
-    for name in ("timeout", "radius_timeout"):
-        seconds = getattr(spec, name)
-        if type(seconds) not in (int, float) or not math.isfinite(seconds):
-            raise FarmError(f"{where}: {name} must be a number of seconds, got {seconds!r}")
     checks = [
+        (bool(spec.tasks), "tasks must name at least one task"),
+        (bool(props), "properties must name at least one property"),
         (all(t in task_names() for t in spec.tasks), f"tasks must be among {task_names()}"),
         (all(p in PROPERTY_NAMES for p in props),
          f"properties must be among {list(PROPERTY_NAMES)} (or {list(PROPERTIES)})"),
@@ -122,13 +117,11 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
         *[(v > 0, f"{name} must be positive") for name, v in exact.items()],
         (spec.timeout > 0, "timeout must be positive"),
         (spec.radius_timeout > 0, "radius_timeout must be positive"),
-        (type(spec.radius) is bool, "radius must be true or false"),
         (not spec.radius or ROBUSTNESS in props, "radius needs the robustness property"),
         (min(spec.shard_size, spec.solver_actors, spec.in_flight) >= 1,
          "shard_size, solver_actors and in_flight must be at least 1"),
         (spec.circuits == "extract" or isinstance(spec.circuits, dict),
          'circuits must be "extract" or a mapping task -> circuit.json (or "full")'),
-        (isinstance(spec.train, dict), "train must be a mapping of training options"),
     ]
     for ok, message in checks:
         if not ok:
@@ -154,20 +147,76 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
 
 
 def _check_train_options(train: dict[str, Any], where: str) -> None:
-    """Refuse unknown training options, and model options no model can be built from,
-    now, not after Ray has started (the training options' types are checked there)."""
-    known = {f.name for f in fields(TrainConfig)} - {"tasks"}
-    unknown = sorted(set(train) - known - {"model"})
-    if unknown:
-        raise FarmError(f"{where}: unknown train option(s) {', '.join(unknown)}; expected some "
-                        f"of model, {', '.join(sorted(known))}")
+    """Refuse unknown or mistyped training options, and model options no model can be
+    built from, now, not in the trainer actor after Ray has started."""
+    _refuse_unknown(train, {f.name for f in fields(TrainConfig)} - {"tasks"} | {"model"},
+                    where, "train option")
+    _check_types({k: v for k, v in train.items() if k != "model"}, TrainConfig, where, "train.")
     model = train.get("model", {})
     if not isinstance(model, dict):
         raise FarmError(f"{where}: train.model must be a mapping of model options")
+    _refuse_unknown(model, {f.name for f in fields(GPTConfig)}, where, "train.model option")
+    _check_types(model, GPTConfig, where, "train.model.")
     try:
         GPTConfig(**model)
-    except (TypeError, FarmError) as err:
+    except FarmError as err:
         raise FarmError(f"{where}: train.model: {err}") from None
+
+
+def _refuse_unknown(data: dict[Any, Any], known: set[str], where: str, what: str) -> None:
+    unknown = sorted(map(str, set(data) - known))
+    if unknown:
+        raise FarmError(f"{where}: unknown {what}(s) {', '.join(unknown)}; expected some of "
+                        f"{', '.join(sorted(known))}")
+
+
+def _check_types(data: dict[str, Any], cls: type, where: str, prefix: str = "") -> None:
+    """Refuse, naming the field, a value whose type is not the one `cls` declares for it
+    (a dataclass; every key one of its fields). YAML gives whatever it parses, and a
+    wrong type found later is a traceback, in a Ray worker at worst."""
+    hints = get_type_hints(cls)
+    for name, value in data.items():
+        if not _fits(value, hints[name]):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise FarmError(f"{where}: {prefix}{name} must be {_describe(hints[name])}, "
+                            f"got {shown}")
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a parsed YAML value may stand for a field declared `kind`. A list stands for
+    a tuple; an int for a float; a Fraction is written as a number or a string ("1/100"),
+    parsed exactly later; bool is never a number."""
+    origin, args = get_origin(kind), get_args(kind)
+    if kind is Any:
+        return True
+    if origin in (Union, UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is tuple:
+        return isinstance(value, list | tuple) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            _fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+    if kind is float:
+        return type(value) in (int, float) and math.isfinite(value)
+    if kind is Fraction:
+        return type(value) in (int, float, str)
+    if kind in (int, bool, type(None)):
+        return type(value) is kind
+    return isinstance(value, kind)
+
+
+def _describe(kind: Any) -> str:
+    """A declared type as the user writes it in YAML."""
+    origin, args = get_origin(kind), get_args(kind)
+    if origin in (Union, UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        return f"a list of {_describe(args[0])}"
+    if origin is dict:
+        return "a mapping" if args[1] is Any else (
+            f"a mapping of {_describe(args[0])} to {_describe(args[1])}")
+    return {str: "text", int: "a whole number", float: "a finite number", bool: "true or false",
+            Fraction: 'a number (0.01 or "1/100")', type(None): "null"}.get(kind, str(kind))
 
 
 # --------------------------------------------------------------------------- shards
@@ -345,10 +394,11 @@ class RayFarm:
 
     def solve(self, queries: Iterable[PlannedQuery], cache: Any = None,
               progress: str | None = None, total: int | None = None,
-              timeout: float | None = None) -> dict[str, Record]:
-        """Records by hash. `cache`, `progress` and `timeout` are ignored: the job's cache,
-        its progress bar and the actors' own time limit apply. A text this job already
-        answered unknown or error is asked again."""
+              timeout: float | None = None, model: Any = None) -> dict[str, Record]:
+        """Records by hash. `cache`, `progress`, `timeout` and `model` are ignored: the
+        job's cache (whose answers the reducer replays on its own model), its progress bar
+        and the actors' own time limit apply. A text this job already answered unknown or
+        error is asked again."""
         asked: list[str] = []
 
         def register(batch: list[PlannedQuery]) -> list[str]:

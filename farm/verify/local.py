@@ -71,7 +71,8 @@ class Farm(Protocol):
 
     def solve(self, queries: Iterable[PlannedQuery], cache: ResultCache | None = None,
               progress: str | None = None, total: int | None = None,
-              timeout: float | None = None) -> dict[str, Record]: ...
+              timeout: float | None = None, model: ExactModel | None = None
+              ) -> dict[str, Record]: ...
 
 
 class LocalFarm:
@@ -89,14 +90,17 @@ class LocalFarm:
 
     def solve(self, queries: Iterable[PlannedQuery], cache: ResultCache | None = None,
               progress: str | None = None, total: int | None = None,
-              timeout: float | None = None) -> dict[str, Record]:
+              timeout: float | None = None, model: ExactModel | None = None
+              ) -> dict[str, Record]:
         """Records by query hash; planning (iterating `queries`) overlaps with solving.
 
         Each distinct text is solved once, over the farm's life (another property
-        may ask the same text) and the cache's. Cached sat/unsat answers are
-        reused; a cached unknown is retried (it may have been a short timeout), and
-        an error (solver disagreement, crash) is never cached. Interrupted (Ctrl-C),
-        it stops at once and still caches every answer it has, so a rerun resumes.
+        may ask the same text) and the cache's. A cached sat/unsat answer is
+        reused only if it replays on `model` (`reusable`; without `model`, only
+        those of constant inputs); a cached unknown is retried (it may have been a
+        short timeout), and an error (solver disagreement, crash) is never cached.
+        Interrupted (Ctrl-C), it stops at once and still caches every answer it
+        has, so a rerun resumes.
         """
         results: dict[str, Record] = {}
         fresh: list[Record] = []
@@ -133,9 +137,11 @@ class LocalFarm:
                     bar.update()
                     continue
                 seen.add(q.hash)
-                hit = self.answers.get(q.hash) or (cache.get(q.hash) if cache is not None
-                                                   else None)
-                if hit is not None and hit.status in DEFINITIVE:
+                hit = self.answers.get(q.hash)
+                if hit is None and cache is not None:
+                    stored = cache.get(q.hash)
+                    hit = stored if reusable(q, stored, model) else None
+                if hit is not None:
                     with lock:
                         results[q.hash] = hit
                     bar.update()
@@ -232,6 +238,10 @@ def judge(q: PlannedQuery, rec: Record, model: ExactModel) -> Outcome:
                                      "UNSAT, but exact evaluation refutes the claim: the "
                                      "encoding is unsound"})
         return Outcome("proved")
+    lacking = [v for v in q.model_vars if v not in rec.model]
+    if lacking:  # nothing to replay: a solver's (or a stored) model that is incomplete
+        return Outcome("error", {"subject": q.subject, "reason": "SAT, but the model lacks "
+                                 f"{len(lacking)} of its variables (first {lacking[0]})"})
     solver_margins = tuple(rec.model.get(v) for v in q.margin_vars)
     if isinstance(q.replay, Fixed):
         margins = q.replay.margins
@@ -258,6 +268,18 @@ def judge(q: PlannedQuery, rec: Record, model: ExactModel) -> Outcome:
         return Outcome("error", {**detail, "reason": "SAT, but exact replay satisfies the "
                                                      "claim: " + _CONTRADICTION})
     return Outcome("counterexample", detail)
+
+
+def reusable(q: PlannedQuery, rec: Record | None, model: ExactModel | None) -> bool:
+    """Whether a stored answer may stand for solving `q` again: only a sat or unsat that
+    `judge` does not call an error (a sat model that replays, an unsat exact evaluation
+    does not refute). Anything else is asked again, so a bad answer on disk is never
+    trusted and never lasts. A perturbed replay needs `model`; without it, ask again."""
+    if rec is None or rec.status not in DEFINITIVE:
+        return False
+    if isinstance(q.replay, Perturbed) and model is None:
+        return False
+    return judge(q, rec, model).kind != "error"  # type: ignore[arg-type]  # Fixed: unused
 
 
 def _replay_eta(q: PlannedQuery, p: Perturbed, solver_model: Mapping[str, Fraction],
@@ -473,7 +495,8 @@ def verify_task(planner: Planner, properties: Sequence[str], farm: LocalFarm,
         else:
             source, findings, total = plan_property(planner, prop, options)
             queries: list[PlannedQuery] = []
-            records = farm.solve(_collect(source, queries), cache, label, total)
+            records = farm.solve(_collect(source, queries), cache, label, total,
+                                 model=planner.model)
             judged = [(q, records[q.hash], judge(q, records[q.hash], planner.model))
                       for q in queries]
         distinct = len({q.hash for q, _, _ in judged})
@@ -562,7 +585,8 @@ def robustness_outcomes(planner: Planner, epsilons: Mapping[int, Fraction], farm
             break
         tier: dict[int, PlannedQuery] = {}  # planned as the solvers ask for them
         records = farm.solve((tier.setdefault(i, plan()) for i, plan in plans.items()),
-                             cache, progress and f"{progress}{label}", len(plans), timeout)
+                             cache, progress and f"{progress}{label}", len(plans), timeout,
+                             planner.model)
         plans = {}
         for i, q in tier.items():
             outcome = judge(q, records[q.hash], planner.model)
