@@ -49,6 +49,8 @@ PROPERTIES = {"fe": FUNCTIONAL_EQUIVALENCE, "en": EDGE_NECESSITY, "ci": CONTENT_
               "rob": ROBUSTNESS}
 EncodeMode = Literal["guided", "full"]
 WITNESS_CHUNK = 16  # prompts per exact run while searching an edge's witness
+NO_WITNESS = ("no input of the domain changes the decision when this edge is removed (exact "
+              "evaluation)")  # edge necessity's finding, as reported and as checked
 
 
 def sign(x: Fraction) -> int:
@@ -258,12 +260,10 @@ class Planner:
         queries, findings = [], []
         for edge in self.circuit.ordered_edges():
             ablated = self.circuit.without(edge)
-            witness = self._witness(ablated)
-            name = f"edge {edge[0]}->{edge[1]}"
+            witness = self.witness(ablated)
             if witness is None:
-                findings.append(Finding(EDGE_NECESSITY, self.task.name, name,
-                                        "no input of the domain changes the decision when "
-                                        "this edge is removed (exact evaluation)"))
+                findings.append(Finding(EDGE_NECESSITY, self.task.name,
+                                        f"edge {edge[0]}->{edge[1]}", NO_WITNESS))
                 continue
             queries.append(self.edge_witness_query(edge, *witness))
         return queries, findings
@@ -280,7 +280,7 @@ class Planner:
             Claim("differ"), [(self.circuit, self.prompts[i], self.results[i]),
                               (circuit, self.prompts[i], ablated)], edge)
 
-    def _witness(self, ablated: Circuit) -> tuple[int, RowResult] | None:
+    def witness(self, ablated: Circuit) -> tuple[int, RowResult] | None:
         """An input whose decision changes without the edge, in exact arithmetic: the
         likely flips first, one by one (a good guess costs one run), then the rest of
         the domain in order, in chunks that share prompt prefixes."""

@@ -25,14 +25,19 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from encoders.cache import ResultCache
-from encoders.properties import FUNCTIONAL_EQUIVALENCE, Planner
+from encoders.properties import (
+    CONTENT_INVARIANCE,
+    EDGE_NECESSITY,
+    FUNCTIONAL_EQUIVALENCE,
+    Planner,
+)
 from farm.cli import main
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from farm.model.circuit import Circuit
 from farm.model.exact import ExactModel
 from farm.tasks.registry import get_task
-from farm.trust.binding import unplanned_records
+from farm.trust.binding import claim_problems
 from farm.trust.certificate import (
     check_certificate,
     fingerprint,
@@ -40,6 +45,8 @@ from farm.trust.certificate import (
     lean_export_for,
     lean_status,
     property_entry,
+    read_sidecar,
+    sidecar_bytes,
     sidecar_path,
 )
 from farm.trust.lean_export import TASK_IDS, render_module
@@ -90,14 +97,23 @@ def _statement(root: Path) -> dict[str, Any]:
 
 
 def _resigned(root: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], None],
-              subjects: Callable[[list[dict[str, Any]]], None] = lambda s: None) -> Path:
-    """A copy of the certificate with its predicate edited and signed again with the right key."""
+              subjects: Callable[[list[dict[str, Any]]], None] = lambda s: None,
+              records: list[QueryRecord] | None = None) -> Path:
+    """A copy of the certificate with its predicate edited and signed again with the right key;
+    `records` replace the sidecar's (its hash and count stated as a dishonest signer would)."""
     statement = _statement(root)
     predicate, subject = copy.deepcopy(statement["predicate"]), statement["subject"]
     edit(predicate)
     subjects(subject)
     out = tmp_path / "certificate.dsse.json"
-    shutil.copy(sidecar_path(_cert(root)), sidecar_path(out))
+    if records is None:
+        shutil.copy(sidecar_path(_cert(root)), sidecar_path(out))
+    else:
+        data = sidecar_bytes(records)
+        sidecar_path(out).write_bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
+        predicate["queries"] = {"sha256": sha, "records": len(records)}
+        next(s for s in subject if s["name"] == sidecar_path(out).name)["digest"]["sha256"] = sha
     out.write_text(json.dumps(sign_statement(predicate, subject, root / "key.pem")))
     return out
 
@@ -481,6 +497,13 @@ def test_escalated_queries_re_ask_inputs_and_add_no_instances() -> None:
 # --------------------------------------------------------------------------- coverage
 
 
+def _entry(prop: str, instances: int, status: str = "VERIFIED", **change: Any
+           ) -> dict[str, Any]:
+    """A property entry in certificate form, as the binding reads it."""
+    return {"property": prop, "task": TASK, "status": status, "epsilon": "1/100",
+            "counts": {"instances": instances, "errors": 0}, "counterexamples": []} | change
+
+
 def _unsat(queries) -> list[QueryRecord]:
     return [QueryRecord(q.property, q.task, q.subject, q.hash, "unsat", "z3", 0.1, None, "")
             for q in queries]
@@ -495,24 +518,167 @@ def test_each_instance_of_a_plan_needs_its_own_record(farm_dir: Path) -> None:
     p = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, get_task(TASK))
     eps = Fraction(1, 100)
     rob = _unsat(p.robustness_query(i, eps) for i in range(len(p.prompts)))
-    en = _unsat(p.edge_witness_query(e, 0) for e in circuit.ordered_edges())
+    witnessed, findings = p.edge_necessity()  # the full circuit: most edges have no witness
+    en = _unsat(witnessed)
+    stated = [_entry("robustness", len(rob)), _entry("content_invariance", 128),
+              _entry("edge_necessity", len(circuit.edges), "FAILED", counterexamples=[
+                  {"subject": f.subject, "reason": f.detail} for f in findings])]
     ci = _unsat(p.content_invariance())
-    stated = {(prop, TASK): ("VERIFIED", eps) for prop in ("robustness", "edge_necessity",
-                                                             "content_invariance")}
-    assert unplanned_records(ckpt, {TASK: circuit}, stated, rob + en + ci) == []
+    assert claim_problems(ckpt, {TASK: circuit}, stated, rob + en + ci) == []
     counts = Counter(r.query_hash for r in rob)  # prompts a circuit cannot tell apart
     i = next(i for i, r in enumerate(rob) if counts[r.query_hash] == 1)  # share a text
     rob[i] = _unsat([p.robustness_query(i + 1, eps, encoding="full")])[0]
-    en[1] = _unsat([p.edge_witness_query(circuit.ordered_edges()[0], 7)])[0]
     ci[-1] = _unsat([p.pair_query(2, 0)])[0]  # true, but not a query of the plan
-    problems = "\n".join(unplanned_records(ckpt, {TASK: circuit}, stated, rob + en + ci))
+    problems = "\n".join(claim_problems(ckpt, {TASK: circuit}, stated, rob + en + ci))
     assert "robustness/quote_close: VERIFIED, but 1 instance(s) of its plan have no unsat " \
            f"record (first: 'input {i}')" in problems
-    assert f"(first: 'edge {'->'.join(circuit.ordered_edges()[1])}')" in problems
     assert "content_invariance/quote_close: 1 unsat record(s) are not the query their " \
            "subject names" in problems  # 2~0: no plan asks that pair
-    problems = "\n".join(unplanned_records(ckpt, {TASK: circuit}, stated, ci[:-1]))
+    problems = "\n".join(claim_problems(ckpt, {TASK: circuit}, stated, ci[:-1]))
     assert "content_invariance/quote_close: VERIFIED, but 1 instance(s)" in problems
+    stated[2] = _entry("edge_necessity", len(circuit.edges))  # VERIFIED: one edge proved
+    assert f"edge_necessity/quote_close: VERIFIED, but {len(findings)} instance(s)" in "\n".join(
+        claim_problems(ckpt, {TASK: circuit}, stated, en))
     rob[i] = replace(rob[3], subject=rob[3].subject.replace("eps 1/100", "eps 2/200"))
     assert "1 unsat record(s) are not the query their subject names" in "\n".join(
-        unplanned_records(ckpt, {TASK: circuit}, stated, rob))
+        claim_problems(ckpt, {TASK: circuit}, stated, rob))
+
+
+# --------------------------------------------------------------------------- a dishonest signer
+
+
+def _planner(root: Path, circuit: Circuit | None = None) -> tuple[Checkpoint, Planner]:
+    ckpt = load_checkpoint(root / "checkpoint")
+    circuit = circuit or Circuit.full(ckpt.config.n_layers, ckpt.config.n_heads, "block", TASK)
+    return ckpt, Planner(ExactModel(ckpt.config, ckpt.weights), circuit, get_task(TASK))
+
+
+def _records_of(root: Path) -> list[QueryRecord]:
+    return read_sidecar(sidecar_path(_cert(root)))
+
+
+def test_a_false_verified_is_refuted_by_exact_evaluation(farm_dir: Path, tmp_path: Path) -> None:
+    """Defect 1: a circuit with no edge into the logits, its planned queries all recorded
+    unsat and re-signed: exact evaluation refutes its claims."""
+    swapped = Circuit(2, 1, "block", frozenset({("emb", "attn_0")}), TASK)
+    _, planner = _planner(farm_dir, swapped)
+    records = _unsat(planner.functional_equivalence())
+
+    def swap(p: dict[str, Any]) -> None:
+        p["circuits"][0] = swapped.to_json_dict()
+
+    cert = _resigned(farm_dir, tmp_path, swap, records=records)
+    assert re.search(r"functional_equivalence/quote_close: \d+ unsat record\(s\) answer claims "
+                     r"that exact evaluation refutes", _problems(farm_dir, cert))
+
+
+def _failed_fe(counterexample: Any) -> tuple[Callable[[dict[str, Any]], None],
+                                             list[QueryRecord]]:
+    """Input 3 made a counterexample: its record sat, the counts and status to match."""
+    def edit(p: dict[str, Any]) -> None:
+        entry = p["properties"][0]
+        entry.update(status="FAILED", counterexamples=[counterexample])
+        entry["counts"].update(unsat=127, sat=1, counterexamples=1)
+    return edit, []
+
+
+@pytest.mark.parametrize("made_up", ["margin", "garbage"])
+def test_a_made_up_counterexample_does_not_replay(farm_dir: Path, tmp_path: Path,
+                                                  made_up: str) -> None:
+    """Defect 2: a FAILED property whose counterexample no input has."""
+    records = _records_of(farm_dir)
+    records[3] = replace(records[3], verdict="sat")
+    cx = "garbage" if made_up == "garbage" else {
+        "subject": records[3].subject, "prompts": [[1, 2, 5, 5, 6, 10]],
+        "exact_margins": ["-1/2"]}
+    edit, _ = _failed_fe(cx)
+    problems = _problems(farm_dir, _resigned(farm_dir, tmp_path, edit, records=records))
+    assert ("counterexample 0 is 'garbage', not an object naming its subject" in problems
+            if made_up == "garbage" else
+            re.search(r"counterexample 0 \('input 3 .*'\) does not replay exactly: the claim "
+                      r"holds exactly", problems))
+
+
+def test_an_edge_necessity_finding_needs_no_witness_to_exist(farm_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """Defect 2: an edge a witness makes necessary, reported as a finding (no query)."""
+    ckpt, planner = _planner(farm_dir)
+    queries, findings = planner.edge_necessity()
+    fake, kept = queries[0], queries[1:]
+    stated = [{"subject": f.subject, "reason": f.detail} for f in findings]
+    stated.append({"subject": f"edge {fake.edge[0]}->{fake.edge[1]}",
+                   "reason": findings[0].detail if findings else "no witness"})
+    n = len(queries) + len(findings)
+    entry = _entry(EDGE_NECESSITY, n, "FAILED", counterexamples=stated)
+    problems = "\n".join(claim_problems(ckpt, {TASK: planner.circuit}, [entry], _unsat(kept)))
+    assert re.search(rf"counterexample {len(stated) - 1} \('edge {fake.edge[0]}->"
+                     rf"{fake.edge[1]}'\) does not replay exactly: input \d+ changes the "
+                     "decision when the edge is removed", problems)
+    assert f"counterexample {len(stated) - 1} " in problems and "counterexample 0 " not in \
+        problems.replace(f"counterexample {len(stated) - 1} ", "")  # true findings pass
+
+
+def test_content_invariance_instances_are_its_plan_not_its_records(farm_dir: Path) -> None:
+    """Defect 3: a record given twice raises the instance count only on paper."""
+    ckpt, planner = _planner(farm_dir)
+    ci = _unsat(planner.content_invariance())
+    honest = [_entry(CONTENT_INVARIANCE, len(ci))]
+    assert claim_problems(ckpt, {TASK: planner.circuit}, honest, ci) == []
+    problems = "\n".join(claim_problems(ckpt, {TASK: planner.circuit},
+                                        [_entry(CONTENT_INVARIANCE, len(ci) + 1)],
+                                        [*ci, ci[7]]))
+    assert f"{len(ci) + 1} instances, but its plan for this circuit has {len(ci)}" in problems
+    assert "1 instance(s) have more than one query record" in problems
+
+
+def _radius(p: dict[str, Any]) -> None:
+    p["properties"][0]["radius"] = {"precision": "1/1000", "upper": "1", "minimum": "1",
+                                    "per_input": []}
+
+
+UNCHECKED_FIELDS = {  # defect 3
+    "radius": (_radius, r"states certified radii, which no query record backs"),
+    "float32_gap": (lambda p: p["replay"].update(float32_gap=0.0),
+                    r"replay: float32_gap 0, the float32 runtime here differs"),
+    "n_heads": (lambda p: p["circuits"][0].update(n_heads=2),
+                r"circuit 0: n_heads is 2, the model has 1"),
+    "threshold": (lambda p: p["circuits"][0].update(threshold=0.05),
+                  r"circuit 0: ACDC at threshold 0.05 gives edges .*, not the circuit's"),
+    "candidate_kl": (lambda p: p["circuits"][0].update(threshold=-1.0, candidate_kl=0.5),
+                     r"circuit 0: candidate_kl is 0.5, scoring the circuit gives 0.0"),
+    "checkpoint.file": (lambda p: p["checkpoint"].update(file="other.bin"),
+                        r"checkpoint: file is 'other.bin'"),
+    "counts a list": (lambda p: p["properties"][0].update(counts=[1, 2]),  # defect 4
+                      r"counts must be an object of non-negative integers"),
+}
+
+
+@pytest.mark.parametrize("case", UNCHECKED_FIELDS)
+def test_every_signed_field_is_re_derived(farm_dir: Path, tmp_path: Path, case: str) -> None:
+    edit, message = UNCHECKED_FIELDS[case]
+    assert re.search(message, _problems(farm_dir, _resigned(farm_dir, tmp_path, edit)))
+
+
+def test_an_envelope_with_a_duplicate_key_is_refused(farm_dir: Path, tmp_path: Path,
+                                                     capsys) -> None:
+    """Defect 4: json keeps the last `payload`; the checker must not read either."""
+    text = _cert(farm_dir).read_text()
+    cert = tmp_path / "certificate.dsse.json"
+    cert.write_text(text.replace('"payload":', '"payload": "e30=", "payload":', 1))
+    assert main(["check", str(cert), "--pubkey", str(farm_dir / "key.pub")]) == 2
+    assert "duplicate key(s) 'payload'" in capsys.readouterr().err
+
+
+def test_a_renamed_certificate_is_found_with_its_sidecar(farm_dir: Path, tmp_path: Path,
+                                                         capsys) -> None:
+    """Defect 4: the sidecar is bound by hash, so a renamed pair checks; a certificate
+    renamed alone is named with the sidecar it lacks."""
+    cert = tmp_path / "renamed.dsse.json"
+    shutil.copy(_cert(farm_dir), cert)
+    args = ["check", str(cert), "--pubkey", str(farm_dir / "key.pub"), "--checkpoint",
+            str(farm_dir / "checkpoint")]
+    assert main(args) == 2
+    assert re.search(r"query records: neither .*renamed.queries.parquet nor "
+                     r".*certificate.queries.parquet .* exists", capsys.readouterr().err)
+    shutil.copy(sidecar_path(_cert(farm_dir)), sidecar_path(cert))
+    assert main(args) == 0

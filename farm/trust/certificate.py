@@ -52,7 +52,7 @@ from farm.model.circuit import Circuit, require_zero_ablation
 from farm.model.gpt import LEAKY_SLOPE
 from farm.model.replay import ReplayReport, replay
 from farm.tasks.registry import DEFAULT_TASKS, get_task
-from farm.trust.binding import Stated, unplanned_records
+from farm.trust.binding import claim_problems
 from farm.trust.lean_export import (
     LEAN_PACKAGE,
     NO_TOOLCHAIN,
@@ -62,7 +62,14 @@ from farm.trust.lean_export import (
     run_lake_build,
     write_module,
 )
-from farm.trust.signing import canonical_json, file_subject, sign_statement, verify_statement
+from farm.trust.provenance import provenance_problems, require_provenance
+from farm.trust.signing import (
+    canonical_json,
+    file_subject,
+    reject_duplicate_keys,
+    sign_statement,
+    verify_statement,
+)
 from farm.verify.local import QueryRecord
 
 CERTIFICATE_FILE = "certificate.dsse.json"
@@ -212,7 +219,7 @@ def property_entry(result: Mapping[str, Any], records: Sequence[QueryRecord], ta
     return {"property": prop, "task": task, "status": result["status"], "counts": counts,
             "counterexamples": result["counterexamples"], "problems": result["problems"],
             **({"epsilon": result.get("epsilon")} if prop == ROBUSTNESS else {}),
-            "radius": result.get("radius"), "wins": result["wins"],
+            "wins": result["wins"],  # no radius: its bisection has no records behind it
             "solver_seconds": result["solver_seconds"], "seconds": result["seconds"],
             "cached": result["cached"]}
 
@@ -273,6 +280,7 @@ def assemble(ckpt: Checkpoint, report: ReplayReport, circuits: Sequence[Circuit]
         if circuit.metadata.get("checkpoint_sha256", ckpt.sha256) != ckpt.sha256:
             raise FarmError(f"the {circuit.task} circuit was extracted from another checkpoint")
         require_zero_ablation(circuit, f"the {circuit.task} circuit")
+        require_provenance(ckpt, circuit)
     entries = []
     for result in map(_result_json, results):
         prop, task = result.get("property"), result.get("task")
@@ -290,7 +298,7 @@ def assemble(ckpt: Checkpoint, report: ReplayReport, circuits: Sequence[Circuit]
     if any(n > 1 for n in groups.values()) or {(r.property, r.task) for r in records} - set(groups):
         raise FarmError("each (property, task) needs exactly one result, and every query "
                         "record a result it belongs to")
-    unplanned = unplanned_records(ckpt, by_task, _stated(entries), records)
+    unplanned = claim_problems(ckpt, by_task, entries, records)
     if unplanned:
         raise FarmError(f"refusing to certify: {'; '.join(unplanned)}")
     created = (created_at or datetime.now(UTC)).astimezone(UTC)
@@ -431,16 +439,27 @@ def issue(checkpoint_dir: str | os.PathLike[str], circuits: Sequence[Circuit],
 # --------------------------------------------------------------------------- checking
 
 
+COUNT_KEYS = ("instances", "queries", "escalated", "unsat", "sat", "unknown", "errors",
+              "counterexamples")
+
+
+def _counts_shape(name: str, counts: Any) -> str:
+    """Why `counts` is not an object of the count keys, each a non-negative integer ("" if
+    it is)."""
+    if not isinstance(counts, Mapping) or set(counts) != set(COUNT_KEYS) or not all(
+            type(counts[k]) is int and counts[k] >= 0 for k in COUNT_KEYS):
+        return (f"{name}: counts must be an object of non-negative integers "
+                f"{', '.join(COUNT_KEYS)}, not {str(counts)[:80]}")
+    return ""
+
+
 def _count_problems(prop: str, task: str, status: Any, counts: Mapping[str, Any],
                     records: Sequence[QueryRecord]) -> list[str]:
     """Whether counts, status and the per-query records tell one story (as `farm.verify.local.fold`
     folds them: ERROR > FAILED > UNKNOWN > VERIFIED)."""
     name = f"property {prop}/{task}"
-    keys = ("instances", "queries", "escalated", "unsat", "sat", "unknown", "errors",
-            "counterexamples")
-    if not isinstance(counts, Mapping) or set(counts) != set(keys) or not all(
-            type(counts[k]) is int and counts[k] >= 0 for k in keys):
-        return [f"{name}: counts must be non-negative integers {', '.join(keys)}"]
+    if shape := _counts_shape(name, counts):
+        return [shape]
     c = counts
     verdicts = Counter(r.verdict for r in records)
     problems = []
@@ -478,12 +497,6 @@ def _count_problems(prop: str, task: str, status: Any, counts: Mapping[str, Any]
 
 
 _SUBJECT_EPSILON = re.compile(r" eps (\S+) (?:guided|full)\Z")  # `Planner.robustness_query`
-
-
-def _stated(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], Stated]:
-    """Each property entry's status and, for robustness, its ε."""
-    return {(e["property"], e["task"]): (e["status"], _fraction(e.get("epsilon")))
-            for e in entries}
 
 
 def _epsilon_problems(prop: str, task: str, epsilon: Any, records: Sequence[QueryRecord]
@@ -622,7 +635,10 @@ def _check_properties(pred: Mapping[str, Any], records: list[QueryRecord]) -> li
         edges[circuit.task] = len(circuit.edges)
     rows = {t["name"]: t["rows"] for t in pred["tasks"]}
     seen = set()
-    for entry in pred.get("properties") or []:
+    for k, entry in enumerate(pred.get("properties") or []):
+        if not isinstance(entry, Mapping):
+            problems.append(f"properties: entry {k} is not an object")
+            continue
         prop, task = entry.get("property"), entry.get("task")
         name = f"property {prop}/{task}"
         if prop not in (FUNCTIONAL_EQUIVALENCE, EDGE_NECESSITY, CONTENT_INVARIANCE,
@@ -632,8 +648,14 @@ def _check_properties(pred: Mapping[str, Any], records: list[QueryRecord]) -> li
         if (prop, task) in seen:
             problems.append(f"{name}: listed twice")
         seen.add((prop, task))
-        counts = entry.get("counts") or {}
+        counts = entry.get("counts")
         mine = [r for r in records if (r.property, r.task) == (prop, task)]
+        if shape := _counts_shape(name, counts):
+            problems.append(shape)
+            continue
+        if not isinstance(entry.get("counterexamples"), list):
+            problems.append(f"{name}: counterexamples must be a list")
+            continue
         if counts.get("instances") != _instances(prop, rows[task], edges[task],
                                                  counts["queries"] - counts["escalated"]):
             problems.append(f"{name}: {counts.get('instances')} instances, but the task has "
@@ -643,11 +665,10 @@ def _check_properties(pred: Mapping[str, Any], records: list[QueryRecord]) -> li
                             f"not the {len(entry.get('counterexamples') or [])} listed")
         problems += _count_problems(prop, task, entry.get("status"), counts, mine)
         problems += _epsilon_problems(prop, task, entry.get("epsilon"), mine)
-        radius = entry.get("radius")
-        if radius is not None and (len(radius["per_input"]) != rows[task] or Fraction(
-                radius["minimum"]) != min(Fraction(r["certified"]) for r in radius["per_input"])):
-            problems.append(f"{name}: certified radii do not cover the task's inputs or their "
-                            "minimum is misstated")
+        if entry.get("radius") is not None:
+            problems.append(f"{name}: states certified radii, which no query record backs (the "
+                            "radius search's answers are not in the sidecar); certify again: "
+                            "farm certify leaves them out")
     stray = {(r.property, r.task) for r in records} - seen
     if stray:
         problems.append(f"query records: no property entry for {sorted(stray)}")
@@ -675,7 +696,7 @@ def read_envelope(path: str | os.PathLike[str], what: str = "certificate") -> An
     except (OSError, UnicodeDecodeError) as err:
         raise FarmError(f"cannot read {what} {path}: {err}") from err
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=reject_duplicate_keys(f"{what} {path}"))
     except json.JSONDecodeError as err:
         raise FarmError(f"{what} {path} is not JSON (truncated?): {err}") from None
 
@@ -699,6 +720,21 @@ def check_certificate(path: str | os.PathLike[str], public_key: str | os.PathLik
         raise FarmError(f"malformed certificate: {type(err).__name__}: {err}") from err
 
 
+def _sidecar(path: Path, subjects: Mapping[str, str]) -> tuple[Path, str]:
+    """The query-record sidecar and the DSSE subject that binds it by hash: beside the
+    certificate under its own stem (so a certificate renamed with its sidecar checks), or
+    under the name it was signed with."""
+    names = [n for n in subjects if n.endswith(SIDECAR_SUFFIX)]
+    if len(names) != 1:
+        raise FarmError(f"certificate's DSSE subjects {sorted(subjects)} must name exactly one "
+                        f"query-record sidecar (*{SIDECAR_SUFFIX})")
+    for candidate in dict.fromkeys((sidecar_path(path), path.parent / names[0])):
+        if candidate.is_file():
+            return candidate, names[0]
+    raise FarmError(f"query records: neither {sidecar_path(path)} nor {path.parent / names[0]} "
+                    f"(the name the certificate was signed with) exists")
+
+
 def _check(path: Path, statement: Mapping[str, Any], checkpoint_dir: str | os.PathLike[str]
            | None, require_lean: bool, require_verified: bool) -> CheckReport:
     pred = statement["predicate"]
@@ -718,6 +754,9 @@ def _check(path: Path, statement: Mapping[str, Any], checkpoint_dir: str | os.Pa
     if not Path(checkpoint_dir).is_dir():
         raise FarmError(f"checkpoint directory {checkpoint_dir} does not exist (--checkpoint)")
     stated = pred["checkpoint"].get("sha256")
+    if pred["checkpoint"].get("file") != WEIGHTS_FILE:
+        problems.append(f"checkpoint: file is {pred['checkpoint'].get('file')!r}, but the "
+                        f"SHA-256 is checked against the checkpoint's {WEIGHTS_FILE}")
     weights = file_subject(Path(checkpoint_dir) / WEIGHTS_FILE)["digest"]["sha256"]
     if subjects.get(WEIGHTS_FILE) != stated:
         problems.append(f"checkpoint: the certificate states SHA-256 {stated}, its DSSE "
@@ -727,13 +766,13 @@ def _check(path: Path, statement: Mapping[str, Any], checkpoint_dir: str | os.Pa
             f"checkpoint: {checkpoint_dir}/{WEIGHTS_FILE} has SHA-256 {weights}, the "
             f"certificate is for {stated} (modified weights or another checkpoint)"], pred)
     ckpt = load_checkpoint(checkpoint_dir)
-    sidecar = sidecar_path(path)
+    sidecar, subject = _sidecar(path, subjects)
     sidecar_sha = file_subject(sidecar)["digest"]["sha256"]
-    if not sidecar_sha == pred["queries"].get("sha256") == subjects.get(sidecar.name):
+    if not sidecar_sha == pred["queries"].get("sha256") == subjects[subject]:
         return CheckReport(problems + [
             f"query records: {sidecar} has SHA-256 {sidecar_sha}, the certificate states "
-            f"{pred['queries'].get('sha256')} and its DSSE subject {subjects.get(sidecar.name)}"],
-            pred)
+            f"{pred['queries'].get('sha256')} and its DSSE subject {subject} "
+            f"{subjects[subject]}"], pred)
     records = read_sidecar(sidecar)
     if len(records) != pred["queries"].get("records"):
         problems.append(f"query records: {len(records)} in {sidecar}, the certificate states "
@@ -761,11 +800,19 @@ def _check(path: Path, statement: Mapping[str, Any], checkpoint_dir: str | os.Pa
         problems.append(f"replay: min_margin_float {pred['replay'].get('min_margin_float')!r} "
                         f"is not the exact minimum margin as a float, "
                         f"{float(report.min_margin)!r}")
+    gap = report.float32_gap if math.isfinite(report.float32_gap) else None
+    if pred["replay"].get("float32_gap") != gap:
+        problems.append(f"replay: float32_gap {pred['replay'].get('float32_gap')!r}, the float32 "
+                        f"runtime here differs from the exact logits by at most {gap!r}")
     problems += _check_properties(pred, records)
     if not problems:  # the records belong to these circuits and properties: re-plan them
-        circuits = {c.task: c for i, data in enumerate(pred["circuits"])
-                    if (c := Circuit.from_json_dict(data, f"circuit {i}")).task}
-        problems += unplanned_records(ckpt, circuits, _stated(pred["properties"]), records)
+        parsed = [Circuit.from_json_dict(data, f"circuit {i}")
+                  for i, data in enumerate(pred["circuits"])]
+        circuits = {c.task: c for c in parsed if c.task}
+        for i, circuit in enumerate(parsed):
+            problems += provenance_problems(ckpt, circuit, f"circuit {i}")
+        if not problems:  # a circuit that does not fit the model is not planned
+            problems += claim_problems(ckpt, circuits, pred["properties"], records)
     lean = pred["lean"]
     if lean.get("certificate_fingerprint") != fingerprint(pred):
         problems.append(f"lean: the Lean module was generated for certificate "

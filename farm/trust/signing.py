@@ -17,7 +17,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -209,11 +209,17 @@ def _b64decode(text: Any, what: str) -> bytes:
         raise FarmError(f"malformed envelope: {what} is not valid base64 ({err})") from err
 
 
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise FarmError(f"malformed payload: duplicate key in JSON object {sorted(keys)}")
-    return dict(pairs)
+def reject_duplicate_keys(what: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A json `object_pairs_hook` refusing a key given twice in one object: json keeps the
+    last, so a second `payload` or `predicate` could hide behind the one that was read."""
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise FarmError(f"malformed {what}: duplicate key(s) {', '.join(map(repr, twice))} "
+                            f"in one JSON object")
+        return dict(pairs)
+    return hook
 
 
 def verify_statement(envelope: Any, public_key_path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -254,7 +260,8 @@ def verify_statement(envelope: Any, public_key_path: str | os.PathLike[str]) -> 
         raise FarmError(f"signed by another key: keyid(s) {', '.join(map(str, claimed_ids))}; "
                         f"expected {expected_id}")
     try:
-        statement = json.loads(body.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
+        statement = json.loads(body.decode("utf-8"),
+                               object_pairs_hook=reject_duplicate_keys("payload"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise FarmError(f"malformed payload: not UTF-8 JSON ({err})") from err
     try:

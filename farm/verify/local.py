@@ -244,11 +244,7 @@ def judge(q: PlannedQuery, rec: Record, model: ExactModel) -> Outcome:
                                  f"{len(lacking)} of its variables (first {lacking[0]})"})
     solver_margins = tuple(rec.model.get(v) for v in q.margin_vars)
     if isinstance(q.replay, Fixed):
-        margins = q.replay.margins
-        detail = {"subject": q.subject, "prompts": [list(p) for p in q.prompts],
-                  "exact_margins": [str(m) for m in _target_margins(q, margins)]}
-        if q.edge is not None:
-            detail["edge"] = list(q.edge)
+        margins, detail = q.replay.margins, fixed_detail(q)
     else:
         margins, branch, detail = _replay_eta(q, q.replay, rec.model, model)
         if detail.get("beyond_epsilon"):
@@ -260,7 +256,7 @@ def judge(q: PlannedQuery, rec: Record, model: ExactModel) -> Outcome:
             return Outcome("inconclusive", {**detail, "reason": "η leaves the final norm's "
                                             "branch without changing the decision"})
     if solver_margins != margins:
-        shown = _target_margins(q, solver_margins)  # in the sign `detail` states margins
+        shown = target_margins(q.task, q.prompts, solver_margins)  # as `detail` states them
         return Outcome("error", {**detail, "solver_margins": [str(m) for m in shown],
                                  "reason": "SAT model's margins differ from exact replay: "
                                            + _CONTRADICTION})
@@ -282,44 +278,69 @@ def reusable(q: PlannedQuery, rec: Record | None, model: ExactModel | None) -> b
     return judge(q, rec, model).kind != "error"  # type: ignore[arg-type]  # Fixed: unused
 
 
+def fixed_detail(q: PlannedQuery) -> dict[str, Any]:
+    """A constant-input query's counterexample as reported: its subject, prompts and exact
+    margins (and edge), all known when planned, so a checker rebuilds it without a solver."""
+    assert isinstance(q.replay, Fixed)
+    detail = {"subject": q.subject, "prompts": [list(p) for p in q.prompts],
+              "exact_margins": [str(m) for m in target_margins(q.task, q.prompts,
+                                                                q.replay.margins)]}
+    if q.edge is not None:
+        detail["edge"] = list(q.edge)
+    return detail
+
+
 def _replay_eta(q: PlannedQuery, p: Perturbed, solver_model: Mapping[str, Fraction],
                 model: ExactModel) -> tuple[tuple[Fraction, ...], tuple | None, dict[str, Any]]:
-    """The exact margin at r_E(x) + η (final norm, lm_head in Fractions) and the norm's branch.
-
-    η is the solver's point less r_E(x) (the solver's offsets are from the query's
-    centre). A point outside the query's ball replays to no margins, which no solver
-    margin matches; one inside it but outside the ε-ball replays to none either, and
-    says so (`beyond_epsilon`).
-    """
+    """`replay_eta` of the solver's point: η is that point less r_E(x) (the solver's
+    offsets are from the query's centre). A point outside the query's ball replays to no
+    margins, which no solver margin matches."""
     offsets = [solver_model[v] for v in p.eta_vars]
-    r = [c + e for c, e in zip(p.centre, offsets, strict=True)]
-    eta = [a - b for a, b in zip(r, p.residual, strict=True)]
-    detail: dict[str, Any] = {"subject": q.subject, "prompts": [list(x) for x in q.prompts],
-                              "epsilon": str(p.epsilon), "eta": [str(e) for e in eta],
-                              "eta_float": [float(e) for e in eta]}
+    eta = [c + e - r for c, e, r in zip(p.centre, offsets, p.residual, strict=True)]
     if max(abs(e) for e in offsets) > p.ball:
-        return (), None, {**detail, "reason": "η outside the query's ball"}
-    if max(abs(e) for e in eta) > p.epsilon:
+        return (), None, {**_eta_detail(q.subject, q.prompts, p.epsilon, eta),
+                          "reason": "η outside the query's ball"}
+    return replay_eta(model, q.task, q.subject, q.prompts, p.residual, p.epsilon, eta)
+
+
+def _eta_detail(subject: str, prompts: Sequence[Sequence[int]], epsilon: Fraction,
+                eta: Sequence[Fraction]) -> dict[str, Any]:
+    return {"subject": subject, "prompts": [list(x) for x in prompts], "epsilon": str(epsilon),
+            "eta": [str(e) for e in eta], "eta_float": [float(e) for e in eta]}
+
+
+def replay_eta(model: ExactModel, task: str, subject: str, prompts: Sequence[Sequence[int]],
+               residual: Sequence[Fraction], epsilon: Fraction, eta: Sequence[Fraction]
+               ) -> tuple[tuple[Fraction, ...], tuple | None, dict[str, Any]]:
+    """The exact margin logit[c0] − logit[c1] at r_E(x) + η (final norm, lm_head in
+    Fractions), the norm's branch, and the counterexample detail as reported; shared by
+    `judge` and the certificate checker, so what one states the other rebuilds.
+
+    An η outside the ε-ball replays to no margins, and says so (`beyond_epsilon`).
+    """
+    detail = _eta_detail(subject, prompts, epsilon, eta)
+    if max(abs(e) for e in eta) > epsilon:
         return (), None, {**detail, "beyond_epsilon": True}
+    r: Sequence[Fraction] = [a + e for a, e in zip(residual, eta, strict=True)]
     branch = None
     if model.norm_final is not None:
         r, branch = band_norm(r, *model.norm_final, model.cfg.half_low, model.cfg.half_high)
     logits = model.lm_head(r)
-    c0, c1 = get_task(q.task).candidates
+    c0, c1 = get_task(task).candidates
     margin = logits[c0] - logits[c1]
-    (shown,) = _target_margins(q, (margin,))
+    (shown,) = target_margins(task, prompts[:1], (margin,))
     detail |= {"exact_margin": str(shown), "exact_margin_float": float(shown)}
     return (margin,), branch, detail
 
 
-def _target_margins(q: PlannedQuery, margins: Sequence[Fraction | None]
-                    ) -> list[Fraction | None]:
+def target_margins(task_name: str, prompts: Sequence[Sequence[int]],
+                   margins: Sequence[Fraction | None]) -> list[Fraction | None]:
     """Margins as SPEC and `farm replay` state them, logit[target] − logit[alternate] per
     run (negative: the run decides wrongly); the planner's are logit[c0] − logit[c1]. A
     margin the solver's model lacks stays None."""
-    task = get_task(q.task)
-    return [m if m is None or task.target(p) == task.candidates[0] else -m
-            for p, m in zip(q.prompts, margins, strict=True)]
+    task = get_task(task_name)
+    return [m if m is None or task.target(tuple(p)) == task.candidates[0] else -m
+            for p, m in zip(prompts, margins, strict=True)]
 
 
 # --------------------------------------------------------------------------- folding
