@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import importlib.metadata
 import json
 import re
 import shutil
@@ -135,6 +136,8 @@ def test_a_real_certificate_is_accepted(farm_dir: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "OK" in out and "256 rows" in out
     assert "functional_equivalence/quote_close VERIFIED" in out
+    for tool, dist in (("z3", "z3-solver"), ("cvc5", "cvc5"), ("ray", "ray")):  # made with
+        assert f"{tool} {importlib.metadata.version(dist)}" in out
     assert main(["check", cert, "--pubkey", str(farm_dir / "key.pub"), "--require-lean"]) == 1
     assert "the Lean check is required but its outcome is 'not run" in capsys.readouterr().out
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from typing import Any
 
 from farm.trust.certificate import check_certificate
 
@@ -33,6 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def made_with(pred: Mapping[str, Any]) -> str:
+    """The solver, Ray and torch versions the signer recorded: to rerun its queries with the
+    same tools (signed, not re-derived: a checker cannot know what ran elsewhere)."""
+    software = pred.get("software")
+    if not isinstance(software, Mapping):
+        return "made with: not recorded"
+    names = ("z3", "cvc5", "ray", "torch", "python", "farm_git_revision")
+    return "made with: " + ", ".join(f"{n} {software[n]}" for n in names if n in software)
+
+
 def run(args: argparse.Namespace) -> int:
     report = check_certificate(args.certificate, args.pubkey, args.checkpoint,
                                args.require_lean, args.require_verified)
@@ -41,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"REJECTED {args.certificate}: {len(report.problems)} problem(s)")
         for problem in report.problems:
             print(f"  {problem}")
+        print(f"  {made_with(pred)}")
         return 1
     verdicts = ", ".join(f"{p['property']}/{p['task']} {p['status']}"
                          + (f" at ε = {p['epsilon']}" if "epsilon" in p else "")
@@ -49,4 +62,5 @@ def run(args: argparse.Namespace) -> int:
           f"; {len(pred['rows'])} rows re-derived, exact margins equal (minimum "
           f"{pred['replay']['min_margin_float']:.6g}); {pred['queries']['records']} query "
           f"records; {verdicts}; Lean: {pred['lean']['outcome']}")
+    print(f"  {made_with(pred)}")
     return 0
