@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Literal
@@ -34,6 +34,7 @@ from encoders.circuit import EncodedRun, encode_run
 from encoders.lazy import Lazy
 from encoders.ops import Settled, band_norm_full, band_norm_guided
 from encoders.smtlib import Affine, Formula, Query, and_, eq, ge, gt, le, lt, not_, or_
+from farm.errors import FarmError
 from farm.model.circuit import Circuit, Edge
 from farm.model.exact import BandNormBranch, ExactModel, RowResult
 from farm.model.gpt import GPTConfig
@@ -195,6 +196,9 @@ class Planner:
         # overlaps evaluating the later prompts
         self.results: Sequence[RowResult] = Lazy(len(self.prompts),
                                                  lambda i: self.runs.row(self.prompts[i]))
+        if len(task.candidates) != 2:
+            raise FarmError(f"task {task.name} has {len(task.candidates)} candidates; the SMT "
+                            "encodings decide two-candidate tasks")
         self.c0, self.c1 = task.candidates
         self.branches: dict[tuple[int, ...], Trace] = (  # empty: the exact runs' own traces
             traces.traces_of(circuit, self.prompts) if traces is not None else {})
@@ -307,9 +311,9 @@ class Planner:
         anchor that ties has no decision to share: its class is asked pair by pair
         against it, as `pairwise` asks every pair.
         """
-        classes: dict[int, list[int]] = {}
+        classes: dict[Hashable, list[int]] = {}
         for i, prompt in enumerate(self.prompts):
-            classes.setdefault(prompt[self.task.opener_position], []).append(i)
+            classes.setdefault(self.task.features(prompt), []).append(i)
         for members in classes.values():
             if len(members) == 1:
                 continue  # a class of one has no pair to check

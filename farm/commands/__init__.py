@@ -13,6 +13,18 @@ from pathlib import Path
 
 from farm.errors import FarmError
 from farm.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from farm.tasks.registry import canonical, task_help
+
+TASK_HELP = (f"a task spec, family or family:k=v,... (e.g. quote_close:len=10,fillers=8); "
+             f"families and their defaults: {task_help()}")
+
+
+def task_spec(text: str) -> str:
+    """argparse type of a task: its canonical name, or the reason it is no task."""
+    try:
+        return canonical(text)
+    except FarmError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def output_file(text: str) -> str:

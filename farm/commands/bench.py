@@ -26,12 +26,19 @@ from tqdm import tqdm
 from encoders.properties import FUNCTIONAL_EQUIVALENCE, PlannedQuery, Planner
 from encoders.solvers import BACKENDS, SolverPool
 from farm.atomic import write_text_atomic
-from farm.commands import count_or_zero, output_dir, positive_float, positive_int
+from farm.commands import (
+    TASK_HELP,
+    count_or_zero,
+    output_dir,
+    positive_float,
+    positive_int,
+    task_spec,
+)
 from farm.commands.verify import parse_properties, positive_fraction
 from farm.errors import FarmError
 from farm.model.checkpoint import load_checkpoint
 from farm.model.exact import ExactModel
-from farm.tasks.registry import DEFAULT_TASKS, get_task, task_names
+from farm.tasks.registry import DEFAULT_TASKS, get_task
 from farm.verify.local import (
     DEFAULT_JOBS,
     LocalFarm,
@@ -63,8 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--circuit", action="append", default=[],
                    help="TASK=circuit.json (repeatable); tasks without one use the full "
                         "circuit")
-    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=task_names(),
-                   help="tasks to benchmark (default: %(default)s)")
+    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), type=task_spec,
+                   help=f"tasks to benchmark, each {TASK_HELP} (default: %(default)s)")
     p.add_argument("--properties", nargs="+", default=["all"], metavar="PROPERTY",
                    help="as for farm verify (default: all)")
     p.add_argument("--epsilon", default="0.01",

@@ -10,12 +10,11 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from farm.atomic import write_text_atomic
-from farm.commands import output_dir
+from farm.commands import TASK_HELP, output_dir, task_spec
 from farm.discovery.acdc import THRESHOLDS, SweepRow, extract
 from farm.model.checkpoint import load_checkpoint
 from farm.model.circuit import save_circuit
 from farm.model.controlled import ABLATIONS
-from farm.tasks.registry import task_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(every tried edge of the winning run, then the necessity removals, noted "
                     "'removed: not decision-necessary') and sweep.csv to --out.")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (farm train)")
-    p.add_argument("--task", required=True, help=f"task to explain: {', '.join(task_names())}")
+    p.add_argument("--task", required=True, type=task_spec, help=f"task to explain: {TASK_HELP}")
     p.add_argument("--out", type=output_dir, help="output directory (default: circuits/TASK)")
     p.add_argument("--granularity", choices=("block", "head"), default="block",
                    help="block: one attention node per layer; head: one node per head, fed "

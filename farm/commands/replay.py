@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 from farm.atomic import write_text_atomic
-from farm.commands import output_file
+from farm.commands import TASK_HELP, output_file, task_spec
 from farm.model.checkpoint import load_checkpoint
 from farm.model.replay import replay
-from farm.tasks.registry import DEFAULT_TASKS, task_names
+from farm.tasks.registry import DEFAULT_TASKS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,8 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "task pass counts, the minimum margin, and the float32 runtime's gap to the "
                     "exact logits. Exit status 1 if any row fails.")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=task_names(),
-                   help="tasks whose domain rows are replayed (default: %(default)s)")
+    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), type=task_spec,
+                   help=f"tasks whose domain rows are replayed, each {TASK_HELP} "
+                        "(default: %(default)s)")
     p.add_argument("--json", dest="json_out", type=output_file,
                    help="also write per-row exact margins here")
     p.set_defaults(func=run)

@@ -229,7 +229,7 @@ def trained(spec: JobSpec, out: Path, actor: Callable[[], Any], log: Any) -> Che
     except (OSError, ValueError, FarmError):
         pass  # nothing (usable) to reuse: train
     config, weights, info = ray.get(actor().train.remote(
-        GPTConfig(**spec.train.get("model", {})),
+        GPTConfig(**{"seq_len": get_task(spec.tasks[0]).seq_len, **spec.train.get("model", {})}),
         TrainConfig(tasks=spec.tasks, **{k: v for k, v in spec.train.items() if k != "model"})))
     ckpt = Checkpoint(config, weights)
     if info["accuracy"] < 1.0:

@@ -6,15 +6,17 @@ import argparse
 import time
 
 from farm.commands import (
+    TASK_HELP,
     output_dir,
     positive_float,
     positive_int,
     refuse_to_replace_checkpoint,
+    task_spec,
 )
 from farm.model.checkpoint import Checkpoint, save_checkpoint
 from farm.model.gpt import ATTN_VARIANTS, NORM_VARIANTS, GPTConfig
 from farm.model.train import TrainConfig, train
-from farm.tasks.registry import DEFAULT_TASKS, task_names
+from farm.tasks.registry import DEFAULT_TASKS, get_task
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,13 +27,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "model.safetensors + config.json. Deterministic for a seed; uses CUDA when "
                     "present.")
     p.add_argument("--out", required=True, type=output_dir, help="checkpoint directory to write")
-    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=task_names(),
-                   help="tasks trained jointly (default: %(default)s)")
+    p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), type=task_spec,
+                   help=f"tasks trained jointly (one length), each {TASK_HELP} "
+                        "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
                    help="training seed: the same seed trains the same weights on CPU (default 0)")
     p.add_argument("--heads", type=positive_int, default=1,
                    help="attention heads per layer (default 1, the paper size)")
     p.add_argument("--layers", type=positive_int, default=2, help="transformer blocks (default 2)")
+    p.add_argument("--width", type=positive_int, default=16,
+                   help="residual width d_model, a multiple of --heads (default 16)")
+    p.add_argument("--mlp", type=positive_int, default=64, help="MLP width d_mlp (default 64)")
     p.add_argument("--norm", choices=NORM_VARIANTS, default="signed_l1_band_norm",
                    help="normalisation: the piecewise-linear Signed L1 BandNorm (verifiable), "
                         "none, or a standard one for the surrogate path (default %(default)s)")
@@ -54,8 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     refuse_to_replace_checkpoint(args.out, args.force)
-    model_cfg = GPTConfig(n_layers=args.layers, n_heads=args.heads, norm_variant=args.norm,
-                          attn_variant=args.attn, activation=args.activation)
+    model_cfg = GPTConfig(n_layers=args.layers, n_heads=args.heads, d_model=args.width,
+                          d_mlp=args.mlp, seq_len=get_task(args.tasks[0]).seq_len,
+                          norm_variant=args.norm, attn_variant=args.attn,
+                          activation=args.activation)
     cfg = TrainConfig(tasks=tuple(args.tasks), seed=args.seed, max_steps=args.max_steps,
                       margin_goal=args.margin, hinge=1.5 * args.margin, device=args.device)
     start = time.perf_counter()

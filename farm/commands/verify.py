@@ -14,12 +14,19 @@ from encoders.cache import ResultCache
 from encoders.properties import PROPERTIES, ROBUSTNESS, Planner
 from encoders.solvers import MODES
 from farm.atomic import write_text_atomic
-from farm.commands import output_dir, output_file, positive_float, positive_int
+from farm.commands import (
+    TASK_HELP,
+    output_dir,
+    output_file,
+    positive_float,
+    positive_int,
+    task_spec,
+)
 from farm.errors import FarmError
 from farm.model.checkpoint import load_checkpoint
 from farm.model.exact import ExactModel
 from farm.model.tracing import TraceReader
-from farm.tasks.registry import get_task, task_names
+from farm.tasks.registry import get_task
 from farm.verify.local import (
     DEFAULT_JOBS,
     LocalFarm,
@@ -44,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory")
     p.add_argument("--circuit", required=True,
                    help="circuit.json (farm extract), or 'full' for every edge")
-    p.add_argument("--task", required=True, help=f"task: {', '.join(task_names())}")
+    p.add_argument("--task", required=True, type=task_spec, help=TASK_HELP)
     p.add_argument("--properties", nargs="+", default=["all"], metavar="PROPERTY",
                    help=f"some of {', '.join(PROPERTIES)} (or their full names), separated by "
                         "spaces or commas, or all (default: all)")
@@ -130,13 +137,14 @@ def format_table(results: list[PropertyResult], solver_time: bool = False) -> st
     """One row per (task, property), for people. The last column is the property's wall
     time, or with `solver_time` its solvers' summed time (a job interleaves properties
     across actors, so it has no wall time per property)."""
-    head = (f"{'task':<13}{'property':<24}{'status':<10}{'queries':>8}{'unsat':>7}{'sat':>5}"
+    width = max([13, *(len(r.task) + 1 for r in results)])  # a family's name can be long
+    head = (f"{'task':<{width}}{'property':<24}{'status':<10}{'queries':>8}{'unsat':>7}{'sat':>5}"
             f"{'unknown':>8}{'cached':>7}{'z3 wins':>8}{'cvc5 wins':>10}"
             f"{'solver s' if solver_time else 'time s':>9}")
     lines = [head, "-" * len(head)]
     for r in results:
         seconds = sum(r.solver_seconds.values()) if solver_time else r.seconds
-        lines.append(f"{r.task:<13}{r.property:<24}{r.status:<10}{r.queries:>8}{r.unsat:>7}"
+        lines.append(f"{r.task:<{width}}{r.property:<24}{r.status:<10}{r.queries:>8}{r.unsat:>7}"
                      f"{r.sat:>5}{r.unknown:>8}{r.cached:>7}{r.wins['z3']:>8}"
                      f"{r.wins['cvc5']:>10}{seconds:>9.2f}")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from farm.errors import FarmError
 from farm.model.gpt import GPTConfig, VerifiableGPT
-from farm.tasks.registry import DEFAULT_TASKS, domain_rows
+from farm.tasks.registry import DEFAULT_TASKS, domain_rows, get_task
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,11 @@ def single_thread(device: torch.device) -> Iterator[None]:
 
 def domain_tensors(tasks: Sequence[str], device: torch.device
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Prompts, targets and alternates of the whole domain, in canonical order."""
+    """Prompts, targets and alternates of the whole domain, in canonical order (tasks of
+    one length: a model answers at the last position of a full window)."""
+    lengths = {t: get_task(t).seq_len for t in tasks}
+    if len(set(lengths.values())) > 1:
+        raise FarmError(f"tasks trained together need one length, not {lengths}")
     rows = domain_rows(tasks)
     prompts = torch.tensor([r.prompt for r in rows], device=device)
     targets = torch.tensor([r.target for r in rows], device=device)

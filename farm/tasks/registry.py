@@ -1,112 +1,124 @@
-"""Tasks: vocabulary, exhaustive domains, reference programs, candidate sets.
+"""Task families by name, and task specs: a family plus parameters.
 
-A task is data, not code paths: a `Task` knows its prompts in canonical order,
-its reference program P (a lookup from the decisive token to the target) and
-its candidate set T. New tasks register themselves with `register` and every
-consumer (training, exact replay, encoders, certificates) picks them up by name.
+A spec is one string on the command line, `family` or `family:k=v,k=v`
+(`quote_close:len=10,fillers=8`), or in a job spec a mapping `{family: {k: v}}`.
+Parameters are whole numbers; those left out take the family's defaults. Each task
+has one canonical name: the family alone when every parameter is its default
+(so SPEC's `quote_close` and `bracket_type` keep their names, rows, query texts
+and hashes), else the family with every parameter in its declared order.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 from farm.errors import FarmError
-
-PAD, BOS, TASK_QUOTE, TASK_BRACKET = 0, 1, 2, 3
-FILLERS = (5, 6, 7, 8)  # A B C D
-SINGLE_QUOTE, DOUBLE_QUOTE = 9, 10
-OPEN_SQUARE, OPEN_CURLY, CLOSE_SQUARE, CLOSE_CURLY = 11, 12, 13, 14
-TOKEN_NAMES = {PAD: "PAD", BOS: "BOS", TASK_QUOTE: "TASK_QUOTE", TASK_BRACKET: "TASK_BRACKET",
-               5: "A", 6: "B", 7: "C", 8: "D", SINGLE_QUOTE: "'", DOUBLE_QUOTE: '"',
-               OPEN_SQUARE: "[", OPEN_CURLY: "{", CLOSE_SQUARE: "]", CLOSE_CURLY: "}"}
+from farm.tasks.depth import BracketDepth
+from farm.tasks.lookup import Lookup
+from farm.tasks.task import Prompt, Task
+from farm.tasks.vocab import (
+    CLOSE_CURLY,
+    CLOSE_SQUARE,
+    DOUBLE_QUOTE,
+    OPEN_CURLY,
+    OPEN_SQUARE,
+    SINGLE_QUOTE,
+    TASK_BRACKET,
+    TASK_QUOTE,
+)
 
 
 @dataclass(frozen=True)
-class Task:
-    """A prompt family `[BOS, task_token, x1, opener, x2, x3]` closed by a lookup program."""
-
+class Family:
     name: str
-    task_token: int
-    program: dict[int, int]  # opener -> target: the reference program P
-    fillers: tuple[int, ...] = FILLERS
-    n_before: int = 1  # fillers between the task token and the opener
-    n_after: int = 2  # fillers after the opener
-
-    @property
-    def openers(self) -> tuple[int, ...]:
-        return tuple(self.program)
-
-    @property
-    def candidates(self) -> tuple[int, ...]:
-        """The candidate set T, in ascending token order."""
-        return tuple(sorted(set(self.program.values())))
-
-    @property
-    def seq_len(self) -> int:
-        return 2 + self.n_before + 1 + self.n_after
-
-    @property
-    def opener_position(self) -> int:
-        return 2 + self.n_before
-
-    def domain(self) -> list[tuple[int, ...]]:
-        """Every prompt, in canonical order: fillers outermost (lexicographic), opener innermost."""
-        rows = []
-        for fill in itertools.product(self.fillers, repeat=self.n_before + self.n_after):
-            for opener in self.openers:
-                before, after = fill[: self.n_before], fill[self.n_before:]
-                rows.append((BOS, self.task_token, *before, opener, *after))
-        return rows
-
-    def target(self, prompt: tuple[int, ...]) -> int:
-        """P(x): the reference program's answer for a prompt."""
-        return self.program[prompt[self.opener_position]]
-
-    def alternate(self, prompt: tuple[int, ...]) -> int:
-        """The other candidate: the token a wrong decision would pick."""
-        target = self.target(prompt)
-        (other,) = [t for t in self.candidates if t != target]
-        return other
-
-    def same_class(self, a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-        """The content-invariance relation R: prompts sharing the decisive token."""
-        return a[self.opener_position] == b[self.opener_position]
+    summary: str
+    defaults: Mapping[str, int]  # parameter -> default, in the order names are written
+    build: Callable[..., Task]  # (canonical name, **parameters) -> Task
 
 
-_REGISTRY: dict[str, Task] = {}
+FAMILIES = {f.name: f for f in (
+    Family("quote_close", "close the quote the prompt opened", {"len": 6, "fillers": 4},
+           lambda name, len, fillers: Lookup(name, TASK_QUOTE, {SINGLE_QUOTE: SINGLE_QUOTE,
+                                             DOUBLE_QUOTE: DOUBLE_QUOTE}, len, fillers)),
+    Family("bracket_type", "close the bracket the prompt opened", {"len": 6, "fillers": 4},
+           lambda name, len, fillers: Lookup(name, TASK_BRACKET, {OPEN_SQUARE: CLOSE_SQUARE,
+                                             OPEN_CURLY: CLOSE_CURLY}, len, fillers)),
+    Family("bracket_depth", "may ')' come next: brackets well nested and one still open",
+           {"len": 6, "fillers": 1}, lambda name, len, fillers: BracketDepth(name, len, fillers)),
+)}
+DEFAULT_TASKS = ("quote_close", "bracket_type")
+_SPEC = re.compile(r"([a-z_][a-z0-9_]*)(?::(.*))?\Z")
 
 
-def register(task: Task) -> Task:
-    if task.name in _REGISTRY:
-        raise ValueError(f"task {task.name!r} is already registered")
-    if len(task.candidates) != 2:
-        raise ValueError(f"task {task.name!r}: the decision needs exactly two candidates")
-    _REGISTRY[task.name] = task
-    return task
+def canonical(spec: str | Mapping[str, Any]) -> str:
+    """The canonical name of a task spec (a string, or a job spec's {family: {k: v}})."""
+    family, given = _parse(spec)
+    params = {**family.defaults, **given}
+    if params == dict(family.defaults):
+        return family.name
+    return family.name + ":" + ",".join(f"{k}={params[k]}" for k in family.defaults)
 
 
-def get_task(name: str) -> Task:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise FarmError(f"unknown task {name!r}; known tasks: {', '.join(_REGISTRY)}") from None
+def _parse(spec: str | Mapping[str, Any]) -> tuple[Family, dict[str, int]]:
+    if isinstance(spec, Mapping):
+        if len(spec) != 1 or not isinstance(name := next(iter(spec)), str) or not isinstance(
+                params := spec[name] or {}, Mapping):
+            raise FarmError(f"task {dict(spec)!r}: expected {{family: {{parameter: value}}}}")
+        given: dict[str, Any] = dict(params)
+    else:
+        if not isinstance(spec, str) or not (match := _SPEC.match(spec.strip())):
+            raise FarmError(f"task {spec!r}: expected family or family:k=v,k=v")
+        name, text = match.groups()
+        given = {}
+        for item in filter(None, (text or "").split(",")):
+            key, sep, value = item.partition("=")
+            if not sep or key.strip() in given:
+                raise FarmError(f"task {spec!r}: {item!r} is not a new k=v parameter")
+            given[key.strip()] = value.strip()
+    family = FAMILIES.get(name)
+    if family is None:
+        raise FarmError(f"unknown task {name!r}; known families: {', '.join(FAMILIES)} "
+                        "(write family or family:k=v,...)")
+    unknown = set(given) - set(family.defaults)
+    if unknown:
+        raise FarmError(f"task {family.name}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+                        f"it takes {', '.join(family.defaults)}")
+    values = {}
+    for key, value in given.items():
+        if isinstance(value, bool) or not str(value).isdigit():
+            raise FarmError(f"task {family.name}: {key} must be a whole number, got {value!r}")
+        values[key] = int(value)
+    return family, values
+
+
+@lru_cache(maxsize=256)
+def _build(name: str) -> Task:
+    family, given = _parse(name)
+    return family.build(name, **{**family.defaults, **given})
+
+
+def get_task(spec: str | Mapping[str, Any]) -> Task:
+    """The task a spec names (one object per canonical name)."""
+    return _build(canonical(spec))
 
 
 def task_names() -> list[str]:
-    return list(_REGISTRY)
+    """The families, for help texts (any of their parameterisations is a task too)."""
+    return list(FAMILIES)
 
 
-def get_tasks(names: Iterable[str]) -> list[Task]:
-    return [get_task(n) for n in names]
+def task_help() -> str:
+    """One line per family: its name, parameters with defaults, and what it asks."""
+    return "; ".join(f"{f.name}:" + ",".join(f"{k}={v}" for k, v in f.defaults.items())
+                     + f" ({f.summary})" for f in FAMILIES.values())
 
 
-QUOTE_CLOSE = register(Task("quote_close", TASK_QUOTE,
-                            {SINGLE_QUOTE: SINGLE_QUOTE, DOUBLE_QUOTE: DOUBLE_QUOTE}))
-BRACKET_TYPE = register(Task("bracket_type", TASK_BRACKET,
-                             {OPEN_SQUARE: CLOSE_SQUARE, OPEN_CURLY: CLOSE_CURLY}))
-DEFAULT_TASKS = ("quote_close", "bracket_type")
+def get_tasks(specs: Iterable[str]) -> list[Task]:
+    return [get_task(s) for s in specs]
 
 
 @dataclass(frozen=True)
@@ -115,7 +127,7 @@ class Row:
 
     index: int
     task: Task
-    prompt: tuple[int, ...]
+    prompt: Prompt
 
     @property
     def target(self) -> int:
@@ -127,7 +139,8 @@ class Row:
 
 
 def domain_rows(tasks: Iterable[str] = DEFAULT_TASKS) -> list[Row]:
-    """The exhaustive domain of the given tasks in canonical order (quote rows, then bracket)."""
+    """The domains of the given tasks in canonical order, one after another (SPEC: quote
+    rows, then bracket rows), as rows: for the small domains that are replayed whole."""
     rows: list[Row] = []
     for task in get_tasks(tasks):
         start = len(rows)

@@ -39,7 +39,7 @@ from encoders.solvers import MODES, SolverPool
 from farm.errors import FarmError
 from farm.model.gpt import GPTConfig
 from farm.model.train import TrainConfig
-from farm.tasks.registry import task_names
+from farm.tasks.registry import canonical
 from farm.verify.local import _solve_one
 
 PROPERTY_NAMES = tuple(PROPERTIES.values())
@@ -97,6 +97,7 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
     if not isinstance(data, dict):
         raise FarmError(f"{where}: expected a mapping of job fields")
     _refuse_unknown(data, {f.name for f in fields(JobSpec)}, where, "field")
+    data = _canonical_tasks(data, where)
     _check_types(data, JobSpec, where)
     spec = JobSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
     exact = {}
@@ -109,7 +110,6 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
     checks = [
         (bool(spec.tasks), "tasks must name at least one task"),
         (bool(props), "properties must name at least one property"),
-        (all(t in task_names() for t in spec.tasks), f"tasks must be among {task_names()}"),
         (all(p in PROPERTY_NAMES for p in props),
          f"properties must be among {list(PROPERTY_NAMES)} (or {list(PROPERTIES)})"),
         (spec.solver in MODES, f"solver must be one of {list(MODES)}"),
@@ -144,6 +144,25 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
     key = spec.signing_key and resolve(spec.signing_key)
     return replace(spec, **exact, properties=props, circuits=circuits,
                    checkpoint=checkpoint, out=resolve(spec.out), signing_key=key)
+
+
+def _canonical_tasks(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Tasks (and circuits' keys) by canonical name: each written as a spec string or a
+    mapping {family: {parameter: value}}, and refused by name if it is no task."""
+    def name(spec: Any) -> Any:
+        if not isinstance(spec, str | dict):
+            return spec  # the type check names it
+        try:
+            return canonical(spec)
+        except FarmError as err:
+            raise FarmError(f"{where}: tasks: {err}") from None
+
+    data = dict(data)
+    if isinstance(data.get("tasks"), list):
+        data["tasks"] = [name(t) for t in data["tasks"]]
+    if isinstance(data.get("circuits"), dict):
+        data["circuits"] = {name(t): p for t, p in data["circuits"].items()}
+    return data
 
 
 def _check_train_options(train: dict[str, Any], where: str) -> None:

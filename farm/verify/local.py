@@ -578,8 +578,8 @@ def first_round_count(planner: Planner, prop: str, options: VerifyOptions) -> in
     necessity: one per retained edge, less those no input witnesses)."""
     if prop == EDGE_NECESSITY:
         return len(planner.circuit.edges)
-    if prop == CONTENT_INVARIANCE:  # per opener class of m > 1 inputs: m, or m(m-1)/2 pairs
-        sizes = Counter(p[planner.task.opener_position] for p in planner.prompts).values()
+    if prop == CONTENT_INVARIANCE:  # per class of m > 1 inputs: m, or m(m-1)/2 pairs
+        sizes = Counter(planner.task.features(p) for p in planner.prompts).values()
         return sum(m * (m - 1) // 2 if options.pairwise else m  # m: one less if the anchor ties
                    for m in sizes if m > 1)
     if prop in (FUNCTIONAL_EQUIVALENCE, ROBUSTNESS):

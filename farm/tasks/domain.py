@@ -1,0 +1,103 @@
+"""Domains as indexable product spaces: a million prompts, never a list of them.
+
+A task's domain is the product of what each position may hold (one token where it
+is fixed). Its canonical order is a mixed-radix count: `significance` lists the
+positions from the most significant digit to the least, and each digit runs over
+its position's tokens in the order given. Today's lookup tasks (SPEC §1: fillers
+outermost in lexicographic order, opener innermost) are the filler positions left
+to right, then the opener. Index ↔ prompt is arithmetic, so shards are index
+ranges and a batch is one vectorised decode.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import overload
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ProductDomain(Sequence[tuple[int, ...]]):
+    positions: tuple[tuple[int, ...], ...]  # the tokens each position ranges over, in order
+    significance: tuple[int, ...]  # the varying positions, most significant first
+
+    def __post_init__(self) -> None:
+        varying = {i for i, tokens in enumerate(self.positions) if len(tokens) > 1}
+        if sorted(self.significance) != sorted(varying) or not all(self.positions):
+            raise ValueError(f"significance {self.significance} must list each varying "
+                             f"position of {self.positions} once")
+        for tokens in self.positions:
+            if len(set(tokens)) != len(tokens):
+                raise ValueError(f"a position repeats a token: {tokens}")
+
+    @property
+    def seq_len(self) -> int:
+        return len(self.positions)
+
+    def __len__(self) -> int:
+        return math.prod(len(tokens) for tokens in self.positions)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[int, ...]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[int, ...]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[int, ...] | list[tuple[int, ...]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is outside a domain of {len(self)} prompts")
+        rest = index % len(self)
+        prompt = [tokens[0] for tokens in self.positions]
+        for position in reversed(self.significance):
+            rest, digit = divmod(rest, len(self.positions[position]))
+            prompt[position] = self.positions[position][digit]
+        return tuple(prompt)
+
+    def index(self, prompt: Sequence[int], start: int = 0, stop: int | None = None) -> int:
+        """The canonical index of `prompt`; ValueError if it is not in the domain."""
+        if len(prompt) != self.seq_len:
+            raise ValueError(f"{tuple(prompt)} has {len(prompt)} tokens, the domain "
+                             f"{self.seq_len}")
+        for position, tokens in enumerate(self.positions):
+            if prompt[position] not in tokens:
+                raise ValueError(f"{tuple(prompt)} is not in the domain: position {position} "
+                                 f"holds one of {tokens}")
+        index = 0
+        for position in self.significance:
+            tokens = self.positions[position]
+            index = index * len(tokens) + tokens.index(prompt[position])
+        if not (start <= index < (len(self) if stop is None else stop)):
+            raise ValueError(f"{tuple(prompt)} is not in positions {start}..{stop}")
+        return index
+
+    def __contains__(self, prompt: object) -> bool:
+        try:
+            self.index(prompt)  # type: ignore[arg-type]
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        prompt = [tokens[0] for tokens in self.positions]
+        for digits in itertools.product(*(self.positions[p] for p in self.significance)):
+            for position, token in zip(self.significance, digits, strict=True):
+                prompt[position] = token
+            yield tuple(prompt)
+
+    def batch(self, start: int, stop: int) -> np.ndarray:
+        """Prompts start..stop-1 as an int64 array [stop - start, seq_len], decoded at once."""
+        stop = min(stop, len(self))
+        rest = np.arange(start, max(start, stop), dtype=np.int64)
+        out = np.empty((len(rest), self.seq_len), dtype=np.int64)
+        for position, tokens in enumerate(self.positions):
+            out[:, position] = tokens[0]
+        for position in reversed(self.significance):
+            tokens = np.asarray(self.positions[position], dtype=np.int64)
+            rest, digit = np.divmod(rest, len(tokens))
+            out[:, position] = tokens[digit]
+        return out

@@ -1,0 +1,65 @@
+"""What every task is, whatever its family: the interface the model, the encoders, the
+screen and the certificates rely on.
+
+A task is a family instance (`quote_close:len=10,fillers=8`): a domain of prompts, a
+reference program P over the whole prompt, a candidate set T (any size of at least
+two), and the features P reads, which define the content-invariance relation: two
+prompts are of one class when P reads the same features in both.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Mapping, Sequence
+from fractions import Fraction
+
+from farm.errors import FarmError
+from farm.tasks.domain import ProductDomain
+
+Prompt = tuple[int, ...]
+
+
+class Task(ABC):
+    name: str  # the canonical spec: the family alone for its defaults, else family:k=v,...
+
+    @property
+    @abstractmethod
+    def candidates(self) -> tuple[int, ...]:
+        """The candidate set T, ascending: the decision is the argmax over it."""
+
+    @abstractmethod
+    def domain(self) -> ProductDomain:
+        """Every prompt, in canonical order, indexable and never materialised."""
+
+    @abstractmethod
+    def target(self, prompt: Prompt) -> int:
+        """P(x): the reference program's answer, a function of the whole prompt."""
+
+    @abstractmethod
+    def features(self, prompt: Prompt) -> Hashable:
+        """What P reads of the prompt: prompts with equal features are of one class."""
+
+    @property
+    def seq_len(self) -> int:
+        return self.domain().seq_len
+
+    def same_class(self, a: Prompt, b: Prompt) -> bool:
+        """The content-invariance relation R."""
+        return self.features(a) == self.features(b)
+
+    def alternate(self, prompt: Prompt) -> int:
+        """The other candidate of a two-candidate task: what a wrong decision picks."""
+        others = [t for t in self.candidates if t != self.target(prompt)]
+        if len(others) != 1:
+            raise FarmError(f"task {self.name} has {len(self.candidates)} candidates: a margin "
+                            "is against the best other one (margin()), not one alternate")
+        return others[0]
+
+    def margin(self, logits: Mapping[int, Fraction] | Sequence[float], prompt: Prompt
+               ) -> Fraction | float:
+        """logit[target] minus the best other candidate's (SPEC's margin for |T| = 2)."""
+        target = self.target(prompt)
+        return logits[target] - max(logits[t] for t in self.candidates if t != target)
+
+    def __repr__(self) -> str:
+        return f"Task({self.name})"

@@ -1,0 +1,28 @@
+"""Token ids (SPEC §1), and where the task families' extra tokens live.
+
+SPEC fixes 0..14 and leaves 4 and 15..31 unused. The families take their new tokens
+from the unused ones, so every default prompt keeps its ids: 4 is the bracket_depth
+task token, 19 and 20 are `(` and `)`, and fillers past the fourth are drawn from
+FILLER_POOL in order (E F G H = 15..18, then 21..31).
+"""
+
+from __future__ import annotations
+
+PAD, BOS, TASK_QUOTE, TASK_BRACKET, TASK_DEPTH = 0, 1, 2, 3, 4
+SINGLE_QUOTE, DOUBLE_QUOTE = 9, 10
+OPEN_SQUARE, OPEN_CURLY, CLOSE_SQUARE, CLOSE_CURLY = 11, 12, 13, 14
+OPEN_PAREN, CLOSE_PAREN = 19, 20
+FILLER_POOL = (5, 6, 7, 8, 15, 16, 17, 18, *range(21, 32))
+VOCAB_SIZE = 32
+
+TOKEN_NAMES = {PAD: "PAD", BOS: "BOS", TASK_QUOTE: "TASK_QUOTE", TASK_BRACKET: "TASK_BRACKET",
+               TASK_DEPTH: "TASK_DEPTH", SINGLE_QUOTE: "'", DOUBLE_QUOTE: '"',
+               OPEN_SQUARE: "[", OPEN_CURLY: "{", CLOSE_SQUARE: "]", CLOSE_CURLY: "}",
+               OPEN_PAREN: "(", CLOSE_PAREN: ")",
+               **{t: f"F{i}" for i, t in enumerate(FILLER_POOL)},
+               5: "A", 6: "B", 7: "C", 8: "D"}
+
+
+def fillers(count: int) -> tuple[int, ...]:
+    """The first `count` filler tokens (SPEC's A B C D first)."""
+    return FILLER_POOL[:count]
