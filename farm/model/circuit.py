@@ -84,11 +84,14 @@ class Circuit:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        allowed = set(graph_edges(self.nodes))
+        nodes = self.nodes
+        allowed = set(graph_edges(nodes))
         for edge in sorted(self.edges):
             if edge not in allowed:
+                absent = [n for n in edge if n not in nodes]
                 raise FarmError(f"circuit edge {edge[0]} -> {edge[1]} is not an edge of the "
-                                f"{self.n_layers}-layer {self.granularity}-level graph")
+                                f"{self.n_layers}-layer {self.granularity}-level graph"
+                                + (f": it has no node {absent[0]}" if absent else ""))
 
     @classmethod
     def full(cls, n_layers: int, n_heads: int = 1, granularity: Granularity = "block",
@@ -168,7 +171,12 @@ class Circuit:
             raise FarmError(f"{source}: field 'n_heads' must be a positive integer")
         expected = graph_nodes(n_layers, n_heads, granularity)
         if nodes != expected:
-            raise FarmError(f"{source}: field 'nodes' is {nodes}, expected {expected}")
+            graph = f"the {n_layers}-layer, {n_heads}-head {granularity}-level graph"
+            if extra := [n for n in nodes if n not in expected]:
+                raise FarmError(f"{source}: field 'nodes' names {', '.join(extra)}, which "
+                                f"{graph} does not have")
+            raise FarmError(f"{source}: field 'nodes' is {nodes}, expected {expected} "
+                            f"({graph})")
         if not isinstance(data["edges"], list):
             raise FarmError(f"{source}: field 'edges' must be a list of {{source, target}}")
         edges = set()
@@ -192,6 +200,27 @@ class Circuit:
             raise FarmError(f"{source}: num_edges is {data['num_edges']} but {len(edges)} "
                             "distinct edges are listed")
         return circuit
+
+
+def require_fits(circuit: Circuit, n_layers: int, n_heads: int, source: str = "circuit",
+                 model: str = "the model", sha256: str | None = None) -> None:
+    """Refuse a circuit drawn for another model than one of these dimensions (and, given
+    its sha256, another checkpoint), naming first the nodes the model lacks: evaluating
+    or planning it would read those nodes as something they are not."""
+    have = {*graph_nodes(n_layers, n_heads, "block"), *graph_nodes(n_layers, n_heads, "head")}
+    if unknown := [n for n in circuit.nodes if n not in have]:
+        heads = f"{n_heads} head{'s' if n_heads > 1 else ''}"
+        raise FarmError(f"{source} names node(s) {', '.join(unknown)}, which {model} "
+                        f"({n_layers} layers, {heads} per layer) does not have")
+    if circuit.n_layers != n_layers:
+        raise FarmError(f"{source} has {circuit.n_layers} layers, {model} has {n_layers}")
+    if circuit.granularity == "head" and circuit.n_heads != n_heads:
+        raise FarmError(f"{source} has {circuit.n_heads} heads per layer, {model} has "
+                        f"{n_heads}")
+    recorded = circuit.metadata.get("checkpoint_sha256")
+    if sha256 is not None and recorded is not None and recorded != sha256:
+        raise FarmError(f"{source} was extracted from checkpoint {recorded[:16]}…, not "
+                        f"{sha256[:16]}…")
 
 
 def require_zero_ablation(circuit: Circuit, source: str) -> None:
