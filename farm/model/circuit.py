@@ -47,12 +47,16 @@ def parse_node(name: str) -> NodeRef:
     raise FarmError(f"unknown circuit node {name!r}")
 
 
+def head_node(layer: int, head: int) -> str:
+    return f"attn_{layer}_h_{head}"
+
+
 def graph_nodes(n_layers: int, n_heads: int, granularity: Granularity) -> list[str]:
     """All nodes in topological order."""
     nodes = ["emb"]
     for layer in range(n_layers):
         if granularity == "head":
-            nodes += [f"attn_{layer}_h_{h}" for h in range(n_heads)]
+            nodes += [head_node(layer, h) for h in range(n_heads)]
         else:
             nodes.append(f"attn_{layer}")
         nodes.append(f"mlp_{layer}")
@@ -202,6 +206,29 @@ class Circuit:
         return circuit
 
 
+def at_head_granularity(circuit: Circuit, n_heads: int) -> Circuit:
+    """The same circuit with each attention node split into its heads (`attn_l_h_k`).
+
+    A block-level attention edge becomes the edges of all its layer's heads: every head
+    then reads the block's input and every consumer receives W_o over all heads, so zero
+    ablation evaluates it exactly as before (SPEC §3). Upstream's verifier evaluates this
+    form soundly and mis-evaluates block-level attention nodes.
+    """
+    if circuit.granularity == "head":
+        if circuit.n_heads != n_heads:
+            raise FarmError(f"circuit is already at head granularity with {circuit.n_heads} "
+                            f"heads per layer, not {n_heads}")
+        return circuit
+
+    def split(node: str) -> list[str]:
+        ref = parse_node(node)
+        return ([head_node(ref.layer, h) for h in range(n_heads)] if ref.kind == "attn"
+                else [node])
+
+    edges = frozenset((s, t) for a, b in circuit.edges for s in split(a) for t in split(b))
+    return Circuit(circuit.n_layers, n_heads, "head", edges, circuit.task, circuit.metadata)
+
+
 def require_fits(circuit: Circuit, n_layers: int, n_heads: int, source: str = "circuit",
                  model: str = "the model", sha256: str | None = None) -> None:
     """Refuse a circuit drawn for another model than one of these dimensions (and, given
@@ -246,17 +273,22 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def load_circuit(path: str | Path) -> Circuit:
+def read_circuit_json(path: str | Path) -> Any:
+    """A circuit file's JSON, unchecked: for callers that need to know which fields it
+    states (an upstream file may leave n_heads out)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise FarmError(f"circuit file {path} does not exist") from None
     except IsADirectoryError:
         raise FarmError(f"circuit file {path} is a directory; give its circuit.json") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise FarmError(f"circuit file {path} is not valid JSON: {err}") from None
-    return Circuit.from_json_dict(data, source=str(path))
+
+
+def load_circuit(path: str | Path) -> Circuit:
+    return Circuit.from_json_dict(read_circuit_json(path), source=str(path))
 
 
 def save_circuit(circuit: Circuit, path: str | Path) -> None:
