@@ -95,10 +95,16 @@ def test_mean_ablated_heads_still_pass_through_w_o():
 
 def test_mismatched_circuit_is_refused():
     model = random_model(n_heads=2)
-    with pytest.raises(FarmError, match="3 layers, model has 2"):
+    with pytest.raises(FarmError, match=r"names node\(s\) attn_2, mlp_2, which the model "
+                                        r"\(2 layers, 2 heads per layer\) does not have"):
         controlled_forward(model, Circuit.full(3), TOKENS)
-    with pytest.raises(FarmError, match="4 heads per layer, model has 2"):
+    with pytest.raises(FarmError, match=r"names node\(s\) attn_0_h_2, attn_0_h_3, attn_1_h_2, "
+                                        "attn_1_h_3, which"):
         controlled_forward(model, Circuit.full(2, 4, "head"), TOKENS)
+    with pytest.raises(FarmError, match="circuit has 1 layers, the model has 2"):
+        controlled_forward(model, Circuit.full(1), TOKENS)
+    with pytest.raises(FarmError, match="circuit has 1 heads per layer, the model has 2"):
+        controlled_forward(model, Circuit.full(2, 1, "head"), TOKENS)
 
 
 def test_flip_screen_names_the_rows_whose_exact_decision_changes(trained):

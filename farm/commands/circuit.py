@@ -1,4 +1,5 @@
-"""`farm circuit show`: print a circuit and draw it as a layered graph (PNG)."""
+"""`farm circuit show`: print a circuit and draw it as a layered graph (PNG).
+`farm circuit export`: write a circuit in the form the upstream verifier reads as meant."""
 
 from __future__ import annotations
 
@@ -9,13 +10,26 @@ from pathlib import Path
 
 from farm.commands import output_file
 from farm.errors import FarmError
-from farm.model.circuit import Circuit, Edge, graph_edges, load_circuit, parse_node
+from farm.model.checkpoint import load_checkpoint
+from farm.model.circuit import (
+    Circuit,
+    Edge,
+    at_head_granularity,
+    graph_edges,
+    load_circuit,
+    parse_node,
+    read_circuit_json,
+    require_fits,
+    save_circuit,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("circuit", help="inspect circuit.json files",
+    p = subparsers.add_parser("circuit", help="inspect and export circuit.json files",
                               description="Inspect circuits written by `farm extract` or "
-                                          "imported from upstream circuit.json files.")
+                                          "imported from upstream circuit.json files, and "
+                                          "export them in the form upstream's verifier reads "
+                                          "as meant.")
     sub = p.add_subparsers(dest="circuit_command", required=True, metavar="SUBCOMMAND")
     show = sub.add_parser(
         "show", help="print a circuit's edges and optionally render it as a PNG",
@@ -27,6 +41,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--png", type=output_file, help="write the graph drawing here")
     show.add_argument("--edge-log", help="edge_log.json from `farm extract`, for edge labels")
     show.set_defaults(func=run_show)
+    export = sub.add_parser(
+        "export", help="write a circuit at head granularity, for the upstream verifier",
+        description="Write CIRCUIT with every attention node split into its heads "
+                    "(attn_L_h_H), the form the upstream verifier (verifiable-transformers' "
+                    "scripts/small/verify.py) evaluates soundly; it mis-evaluates block-level "
+                    "nodes (attn_L). A block-level attention edge becomes the edges of all its "
+                    "layer's heads; emb, mlp_L and logits keep their names, and the meaning is "
+                    "unchanged: read back, it gives the same exact margins on every input. The "
+                    "number of heads comes from --checkpoint, else from the circuit's n_heads.")
+    export.add_argument("circuit", metavar="CIRCUIT",
+                        help="circuit.json (block or head granularity)")
+    export.add_argument("--out", type=output_file, required=True,
+                        help="where to write the head-granularity circuit.json")
+    export.add_argument("--checkpoint",
+                        help="checkpoint the circuit is for: gives the number of heads, and "
+                             "the circuit is refused unless its nodes exist in it")
+    export.set_defaults(func=run_export)
 
 
 def load_edge_deltas(path: str, circuit: Circuit) -> dict[Edge, float]:
@@ -132,4 +163,25 @@ def run_show(args: argparse.Namespace) -> int:
     if args.png:
         render(circuit, args.png, deltas)
         print(f"wrote {args.png}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    data = read_circuit_json(args.circuit)
+    circuit = Circuit.from_json_dict(data, source=str(args.circuit))
+    if args.checkpoint:
+        ckpt = load_checkpoint(args.checkpoint)
+        n_heads = ckpt.config.n_heads
+        require_fits(circuit, ckpt.config.n_layers, n_heads, f"circuit {args.circuit}",
+                     "the checkpoint", ckpt.sha256)
+    elif circuit.granularity == "block" and "n_heads" not in data:
+        raise FarmError(f"circuit {args.circuit} does not record n_heads, so how many heads "
+                        "its attention nodes stand for is unknown; give --checkpoint")
+    else:
+        n_heads = circuit.n_heads
+    exported = at_head_granularity(circuit, n_heads)
+    save_circuit(exported, args.out)
+    print(f"wrote {args.out}: {len(exported.edges)} edges at head granularity "
+          f"({n_heads} head{'s' if n_heads > 1 else ''} per layer), from {len(circuit.edges)} "
+          f"{circuit.granularity}-level edges")
     return 0

@@ -47,12 +47,16 @@ def parse_node(name: str) -> NodeRef:
     raise FarmError(f"unknown circuit node {name!r}")
 
 
+def head_node(layer: int, head: int) -> str:
+    return f"attn_{layer}_h_{head}"
+
+
 def graph_nodes(n_layers: int, n_heads: int, granularity: Granularity) -> list[str]:
     """All nodes in topological order."""
     nodes = ["emb"]
     for layer in range(n_layers):
         if granularity == "head":
-            nodes += [f"attn_{layer}_h_{h}" for h in range(n_heads)]
+            nodes += [head_node(layer, h) for h in range(n_heads)]
         else:
             nodes.append(f"attn_{layer}")
         nodes.append(f"mlp_{layer}")
@@ -84,11 +88,14 @@ class Circuit:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        allowed = set(graph_edges(self.nodes))
+        nodes = self.nodes
+        allowed = set(graph_edges(nodes))
         for edge in sorted(self.edges):
             if edge not in allowed:
+                absent = [n for n in edge if n not in nodes]
                 raise FarmError(f"circuit edge {edge[0]} -> {edge[1]} is not an edge of the "
-                                f"{self.n_layers}-layer {self.granularity}-level graph")
+                                f"{self.n_layers}-layer {self.granularity}-level graph"
+                                + (f": it has no node {absent[0]}" if absent else ""))
 
     @classmethod
     def full(cls, n_layers: int, n_heads: int = 1, granularity: Granularity = "block",
@@ -168,7 +175,12 @@ class Circuit:
             raise FarmError(f"{source}: field 'n_heads' must be a positive integer")
         expected = graph_nodes(n_layers, n_heads, granularity)
         if nodes != expected:
-            raise FarmError(f"{source}: field 'nodes' is {nodes}, expected {expected}")
+            graph = f"the {n_layers}-layer, {n_heads}-head {granularity}-level graph"
+            if extra := [n for n in nodes if n not in expected]:
+                raise FarmError(f"{source}: field 'nodes' names {', '.join(extra)}, which "
+                                f"{graph} does not have")
+            raise FarmError(f"{source}: field 'nodes' is {nodes}, expected {expected} "
+                            f"({graph})")
         if not isinstance(data["edges"], list):
             raise FarmError(f"{source}: field 'edges' must be a list of {{source, target}}")
         edges = set()
@@ -194,6 +206,50 @@ class Circuit:
         return circuit
 
 
+def at_head_granularity(circuit: Circuit, n_heads: int) -> Circuit:
+    """The same circuit with each attention node split into its heads (`attn_l_h_k`).
+
+    A block-level attention edge becomes the edges of all its layer's heads: every head
+    then reads the block's input and every consumer receives W_o over all heads, so zero
+    ablation evaluates it exactly as before (SPEC §3). Upstream's verifier evaluates this
+    form soundly and mis-evaluates block-level attention nodes.
+    """
+    if circuit.granularity == "head":
+        if circuit.n_heads != n_heads:
+            raise FarmError(f"circuit is already at head granularity with {circuit.n_heads} "
+                            f"heads per layer, not {n_heads}")
+        return circuit
+
+    def split(node: str) -> list[str]:
+        ref = parse_node(node)
+        return ([head_node(ref.layer, h) for h in range(n_heads)] if ref.kind == "attn"
+                else [node])
+
+    edges = frozenset((s, t) for a, b in circuit.edges for s in split(a) for t in split(b))
+    return Circuit(circuit.n_layers, n_heads, "head", edges, circuit.task, circuit.metadata)
+
+
+def require_fits(circuit: Circuit, n_layers: int, n_heads: int, source: str = "circuit",
+                 model: str = "the model", sha256: str | None = None) -> None:
+    """Refuse a circuit drawn for another model than one of these dimensions (and, given
+    its sha256, another checkpoint), naming first the nodes the model lacks: evaluating
+    or planning it would read those nodes as something they are not."""
+    have = {*graph_nodes(n_layers, n_heads, "block"), *graph_nodes(n_layers, n_heads, "head")}
+    if unknown := [n for n in circuit.nodes if n not in have]:
+        heads = f"{n_heads} head{'s' if n_heads > 1 else ''}"
+        raise FarmError(f"{source} names node(s) {', '.join(unknown)}, which {model} "
+                        f"({n_layers} layers, {heads} per layer) does not have")
+    if circuit.n_layers != n_layers:
+        raise FarmError(f"{source} has {circuit.n_layers} layers, {model} has {n_layers}")
+    if circuit.granularity == "head" and circuit.n_heads != n_heads:
+        raise FarmError(f"{source} has {circuit.n_heads} heads per layer, {model} has "
+                        f"{n_heads}")
+    recorded = circuit.metadata.get("checkpoint_sha256")
+    if sha256 is not None and recorded is not None and recorded != sha256:
+        raise FarmError(f"{source} was extracted from checkpoint {recorded[:16]}…, not "
+                        f"{sha256[:16]}…")
+
+
 def require_zero_ablation(circuit: Circuit, source: str) -> None:
     """Refuse a circuit extracted under another ablation: the exact semantics, the
     encoders and certificates are those of zero ablation (SPEC §3)."""
@@ -217,17 +273,22 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def load_circuit(path: str | Path) -> Circuit:
+def read_circuit_json(path: str | Path) -> Any:
+    """A circuit file's JSON, unchecked: for callers that need to know which fields it
+    states (an upstream file may leave n_heads out)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise FarmError(f"circuit file {path} does not exist") from None
     except IsADirectoryError:
         raise FarmError(f"circuit file {path} is a directory; give its circuit.json") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise FarmError(f"circuit file {path} is not valid JSON: {err}") from None
-    return Circuit.from_json_dict(data, source=str(path))
+
+
+def load_circuit(path: str | Path) -> Circuit:
+    return Circuit.from_json_dict(read_circuit_json(path), source=str(path))
 
 
 def save_circuit(circuit: Circuit, path: str | Path) -> None:

@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 
 from farm.errors import FarmError
-from farm.model.circuit import Circuit, graph_edges, parse_node
+from farm.model.circuit import Circuit, graph_edges, parse_node, require_fits
 from farm.model.gpt import VerifiableGPT
 
 Ablation = Literal["zero", "mean"]
@@ -52,12 +52,7 @@ class ControlledOutput:
 
 def check_compatible(model: VerifiableGPT, circuit: Circuit) -> None:
     """Refuse a circuit drawn for a different graph than the model's."""
-    cfg = model.cfg
-    if circuit.n_layers != cfg.n_layers:
-        raise FarmError(f"circuit has {circuit.n_layers} layers, model has {cfg.n_layers}")
-    if circuit.granularity == "head" and circuit.n_heads != cfg.n_heads:
-        raise FarmError(f"circuit has {circuit.n_heads} heads per layer, model has "
-                        f"{cfg.n_heads}")
+    require_fits(circuit, model.cfg.n_layers, model.cfg.n_heads)
 
 
 def controlled_forward(model: VerifiableGPT, circuit: Circuit, tokens: torch.Tensor,

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from farm.errors import FarmError
-from farm.model.circuit import Circuit, parse_node
+from farm.model.circuit import Circuit, parse_node, require_fits
 from farm.model.gpt import LEAKY_SLOPE, GPTConfig
 
 Vector = list[Fraction]
@@ -288,12 +288,7 @@ class ExactModel:
     def runs(self, circuit: Circuit | None = None) -> CircuitRun:
         """The circuit's exact run of any prompt, on demand (`CircuitRun.row`)."""
         circuit = circuit or Circuit.full(self.cfg.n_layers)
-        if circuit.n_layers != self.cfg.n_layers:
-            raise FarmError(f"circuit has {circuit.n_layers} layers, model has "
-                            f"{self.cfg.n_layers}")
-        if circuit.granularity == "head" and circuit.n_heads != self.cfg.n_heads:
-            raise FarmError(f"circuit has {circuit.n_heads} heads per layer, model has "
-                            f"{self.cfg.n_heads}")
+        require_fits(circuit, self.cfg.n_layers, self.cfg.n_heads)
         return CircuitRun(self, circuit)
 
 

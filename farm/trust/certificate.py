@@ -48,7 +48,7 @@ from encoders.properties import (
 from farm.atomic import write_bytes_atomic, write_text_atomic
 from farm.errors import FarmError
 from farm.model.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
-from farm.model.circuit import Circuit, require_zero_ablation
+from farm.model.circuit import Circuit, require_fits, require_zero_ablation
 from farm.model.gpt import LEAKY_SLOPE
 from farm.model.replay import ReplayReport, replay
 from farm.tasks.registry import DEFAULT_TASKS, get_task
@@ -277,8 +277,8 @@ def assemble(ckpt: Checkpoint, report: ReplayReport, circuits: Sequence[Circuit]
     if None in by_task or len(by_task) != len(circuits):
         raise FarmError("every circuit must name its task, and each task have one circuit")
     for circuit in circuits:
-        if circuit.metadata.get("checkpoint_sha256", ckpt.sha256) != ckpt.sha256:
-            raise FarmError(f"the {circuit.task} circuit was extracted from another checkpoint")
+        require_fits(circuit, ckpt.config.n_layers, ckpt.config.n_heads,
+                     f"the {circuit.task} circuit", "the checkpoint", ckpt.sha256)
         require_zero_ablation(circuit, f"the {circuit.task} circuit")
         require_provenance(ckpt, circuit)
     entries = []

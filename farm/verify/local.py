@@ -47,7 +47,7 @@ from encoders.properties import (
 from encoders.solvers import RaceHistory, SolverDisagreement, SolverPool, SolverUnavailable
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint
-from farm.model.circuit import Circuit, load_circuit, require_zero_ablation
+from farm.model.circuit import Circuit, load_circuit, require_fits, require_zero_ablation
 from farm.model.controlled import FlipScreen
 from farm.model.exact import ExactModel, band_norm
 from farm.tasks.registry import get_task
@@ -473,18 +473,10 @@ def resolve_circuit(spec: str, ckpt: Checkpoint, task: str) -> Circuit:
         return Circuit.full(cfg.n_layers, cfg.n_heads, "block", task)
     circuit = load_circuit(spec)
     require_zero_ablation(circuit, f"circuit {spec}")
-    if circuit.n_layers != cfg.n_layers:
-        raise FarmError(f"circuit {spec} has {circuit.n_layers} layers, the checkpoint has "
-                        f"{cfg.n_layers}")
-    if circuit.granularity == "head" and circuit.n_heads != cfg.n_heads:
-        raise FarmError(f"circuit {spec} has {circuit.n_heads} heads per layer, the checkpoint "
-                        f"has {cfg.n_heads}")
+    require_fits(circuit, cfg.n_layers, cfg.n_heads, f"circuit {spec}", "the checkpoint",
+                 ckpt.sha256)
     if circuit.task is not None and circuit.task != task:
         raise FarmError(f"circuit {spec} was extracted for task {circuit.task}, not {task}")
-    recorded = circuit.metadata.get("checkpoint_sha256")
-    if recorded is not None and recorded != ckpt.sha256:
-        raise FarmError(f"circuit {spec} was extracted from checkpoint {recorded[:16]}…, not "
-                        f"{ckpt.sha256[:16]}…")
     return circuit
 
 
