@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from farm.errors import FarmError
 from farm.model.gpt import GPTConfig
 from farm.model.train import TrainConfig, candidate_margins, domain_tensors, train
 
@@ -36,3 +37,21 @@ def test_other_variants_train(variant):
     with torch.no_grad():
         margins = candidate_margins(result.model(prompts), targets, alternates)
     assert margins.min().item() == pytest.approx(result.min_margin)
+
+
+def test_a_domain_larger_than_a_batch_trains_by_minibatches_until_a_full_pass_clears():
+    task = "quote_close:len=8,fillers=4"  # 2,048 inputs, minibatches of 256
+    cfg = TrainConfig(tasks=(task,), seed=0, batch_size=256, max_steps=3000)
+    result = train(GPTConfig(seq_len=8), cfg, progress=False)
+    assert result.accuracy == 1.0 and result.min_margin >= cfg.margin_goal
+    prompts, targets, alternates = domain_tensors((task,), torch.device("cpu"))
+    assert len(prompts) == 2048
+    with torch.no_grad():  # the stopping rule saw every input, not the last minibatch
+        margins = candidate_margins(result.model(prompts), targets, alternates)
+    assert margins.min().item() >= cfg.margin_goal
+
+
+def test_tasks_of_two_lengths_are_not_trained_together():
+    with pytest.raises(FarmError, match="one length"):
+        train(GPTConfig(seq_len=8), TrainConfig(tasks=("quote_close", "bracket_type:len=8")),
+              progress=False)

@@ -2,24 +2,28 @@
 
 Upstream stopped at the first step with 100% candidate accuracy, leaving minimum
 margins near 0.02: one float rounding away from a tie, and no room for the
-robustness ball. We train full-batch on the whole domain with a hinge on the
-candidate margin and stop only when the *smallest* margin clears the goal.
+robustness ball. We train with a hinge on the candidate margin and stop only when
+the *smallest* margin over the whole domain clears the goal: full-batch where the
+domain is small (every step sees every input), by random minibatches drawn from
+the streamed domain where it is not (millions of inputs), checked by full passes.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
 from farm.errors import FarmError
 from farm.model.gpt import GPTConfig, VerifiableGPT
-from farm.tasks.registry import DEFAULT_TASKS, domain_rows, get_task
+from farm.tasks.registry import DEFAULT_TASKS, get_tasks
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     margin_goal: float = 1.0  # stop once every row's candidate margin is at least this
     hinge: float = 1.5  # margins below this are pushed up (a little above the goal)
+    # a domain up to this size trains full-batch; a larger one by random minibatches of
+    # this size, and stops only once a full pass clears the goal
+    batch_size: int = 65536
     device: str = "auto"  # "auto" picks CUDA when present
 
 
@@ -71,18 +78,41 @@ def single_thread(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+class DomainStream:
+    """The tasks' domains as one index space (task after task, each in canonical order),
+    decoded on demand: a random minibatch, or the whole in chunks, never a list."""
+
+    def __init__(self, tasks: Sequence[str], device: torch.device) -> None:
+        self.tasks, self.device = get_tasks(tasks), device
+        lengths = {t.name: t.seq_len for t in self.tasks}
+        if len(set(lengths.values())) > 1:
+            raise FarmError(f"tasks trained together need one length, not {lengths}")
+        self.seq_len = self.tasks[0].seq_len
+        self.offsets = np.cumsum([0, *(len(t.domain()) for t in self.tasks)])
+        self.size = int(self.offsets[-1])
+
+    def rows(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prompts, targets and alternates of the rows at `indices`."""
+        which = np.searchsorted(self.offsets, indices, side="right") - 1
+        prompts = np.empty((len(indices), self.seq_len), dtype=np.int64)
+        targets, alternates = np.empty(len(indices), np.int64), np.empty(len(indices), np.int64)
+        for k, task in enumerate(self.tasks):
+            if (mine := which == k).any():
+                prompts[mine] = task.domain().take(indices[mine] - self.offsets[k])
+                targets[mine] = task.targets(prompts[mine])
+                alternates[mine] = task.alternates(prompts[mine])
+        return tuple(torch.from_numpy(a).to(self.device) for a in (prompts, targets, alternates))
+
+    def chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for start in range(0, self.size, size):
+            yield self.rows(np.arange(start, min(start + size, self.size)))
+
+
 def domain_tensors(tasks: Sequence[str], device: torch.device
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Prompts, targets and alternates of the whole domain, in canonical order (tasks of
-    one length: a model answers at the last position of a full window)."""
-    lengths = {t: get_task(t).seq_len for t in tasks}
-    if len(set(lengths.values())) > 1:
-        raise FarmError(f"tasks trained together need one length, not {lengths}")
-    rows = domain_rows(tasks)
-    prompts = torch.tensor([r.prompt for r in rows], device=device)
-    targets = torch.tensor([r.target for r in rows], device=device)
-    alternates = torch.tensor([r.alternate for r in rows], device=device)
-    return prompts, targets, alternates
+    """Prompts, targets and alternates of the whole domain, in canonical order."""
+    stream = DomainStream(tasks, device)
+    return stream.rows(np.arange(stream.size))
 
 
 def candidate_margins(logits: torch.Tensor, targets: torch.Tensor,
@@ -106,27 +136,42 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig = TrainConfig(), progress: bool
 def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progress: bool
            ) -> TrainResult:
     model = VerifiableGPT(model_cfg).to(device)
-    prompts, targets, alternates = domain_tensors(cfg.tasks, device)
-    if prompts.shape[1] > model_cfg.seq_len:
-        raise FarmError(f"tasks need seq_len {prompts.shape[1]}, model has {model_cfg.seq_len}")
+    stream = DomainStream(cfg.tasks, device)
+    if stream.seq_len > model_cfg.seq_len:
+        raise FarmError(f"tasks need seq_len {stream.seq_len}, model has {model_cfg.seq_len}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[tuple[int, float, float]] = []
+    full = stream.size <= cfg.batch_size  # the whole domain in every step
+    whole = stream.rows(np.arange(stream.size)) if full else None
+    draw = np.random.default_rng(cfg.seed)
     bar = tqdm(range(1, cfg.max_steps + 1), desc="train", disable=not progress, leave=False)
     for step in bar:
+        prompts, targets, alternates = whole or stream.rows(
+            draw.integers(0, stream.size, cfg.batch_size))
         margins = candidate_margins(model(prompts), targets, alternates)
         loss = F.softplus(-margins).mean() + F.relu(cfg.hinge - margins).mean()
         min_margin = margins.min().item()
         history.append((step, loss.item(), min_margin))
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", min_margin=f"{min_margin:.3f}")
-        if min_margin >= cfg.margin_goal:
+        if min_margin >= cfg.margin_goal and (full or _pass(model, stream, cfg)[0]
+                                              >= cfg.margin_goal):
             break  # before stepping: the returned model is the one just measured
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     bar.close()
     model.eval()
+    min_margin, accuracy = _pass(model, stream, cfg)
+    return TrainResult(model.cpu(), step, min_margin, accuracy, history)
+
+
+def _pass(model: VerifiableGPT, stream: DomainStream, cfg: TrainConfig) -> tuple[float, float]:
+    """Minimum margin and accuracy over the whole domain: a minibatch's margins say nothing
+    of the inputs it did not draw, so only a full pass may stop training."""
+    low, right = math.inf, 0
     with torch.no_grad():
-        margins = candidate_margins(model(prompts), targets, alternates)
-    return TrainResult(model.cpu(), step, margins.min().item(),
-                       (margins > 0).float().mean().item(), history)
+        for prompts, targets, alternates in stream.chunks(cfg.batch_size):
+            margins = candidate_margins(model(prompts), targets, alternates)
+            low, right = min(low, margins.min().item()), right + int((margins > 0).sum())
+    return low, right / stream.size

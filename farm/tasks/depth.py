@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 from farm.errors import FarmError
 from farm.tasks.domain import ProductDomain
 from farm.tasks.task import Prompt, Task
@@ -51,6 +53,12 @@ class BracketDepth(Task):
             depth += (token == OPEN_PAREN) - (token == CLOSE_PAREN)
             nested = nested and depth >= 0
         return nested, depth
+
+    def targets(self, prompts: np.ndarray) -> np.ndarray:
+        steps = (prompts[:, 2:] == OPEN_PAREN).astype(np.int64) - (prompts[:, 2:] == CLOSE_PAREN)
+        depth = np.cumsum(steps, axis=1)
+        open_now = (depth.min(axis=1) >= 0) & (depth[:, -1] > 0)
+        return np.where(open_now, CLOSE_PAREN, OPEN_PAREN)
 
     def target(self, prompt: Prompt) -> int:
         nested, depth = self.features(prompt)

@@ -91,8 +91,13 @@ class ProductDomain(Sequence[tuple[int, ...]]):
 
     def batch(self, start: int, stop: int) -> np.ndarray:
         """Prompts start..stop-1 as an int64 array [stop - start, seq_len], decoded at once."""
-        stop = min(stop, len(self))
-        rest = np.arange(start, max(start, stop), dtype=np.int64)
+        return self.take(np.arange(start, max(start, min(stop, len(self))), dtype=np.int64))
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """The prompts at `indices` (any order: a random minibatch) as an int64 array."""
+        rest = np.asarray(indices, dtype=np.int64)
+        if rest.size and (rest.min() < 0 or rest.max() >= len(self)):
+            raise IndexError(f"indices outside a domain of {len(self)} prompts")
         out = np.empty((len(rest), self.seq_len), dtype=np.int64)
         for position, tokens in enumerate(self.positions):
             out[:, position] = tokens[0]

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 from farm.errors import FarmError
 from farm.tasks.domain import ProductDomain
 from farm.tasks.task import Prompt, Task
@@ -60,6 +62,11 @@ class Lookup(Task):
 
     def target(self, prompt: Prompt) -> int:
         return self.program[prompt[OPENER_POSITION]]
+
+    def targets(self, prompts: np.ndarray) -> np.ndarray:
+        table = np.zeros(max(self.program) + 1, dtype=np.int64)
+        table[list(self.program)] = list(self.program.values())
+        return table[prompts[:, OPENER_POSITION]]
 
     def features(self, prompt: Prompt) -> int:
         return prompt[OPENER_POSITION]

@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
 from fractions import Fraction
 
+import numpy as np
+
 from farm.errors import FarmError
 from farm.tasks.domain import ProductDomain
 
@@ -38,6 +40,18 @@ class Task(ABC):
     @abstractmethod
     def features(self, prompt: Prompt) -> Hashable:
         """What P reads of the prompt: prompts with equal features are of one class."""
+
+    def targets(self, prompts: np.ndarray) -> np.ndarray:
+        """P over a batch [n, seq_len]; families override it with a vectorised program."""
+        return np.fromiter((self.target(tuple(p)) for p in prompts.tolist()), np.int64,
+                           len(prompts))
+
+    def alternates(self, prompts: np.ndarray) -> np.ndarray:
+        """The other candidate over a batch, for two-candidate tasks (see `alternate`)."""
+        if len(self.candidates) != 2:
+            self.alternate(tuple(prompts[0]))  # names why there is no single alternate
+        low, high = self.candidates
+        return np.where(self.targets(prompts) == low, high, low)
 
     @property
     def seq_len(self) -> int:
