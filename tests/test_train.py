@@ -41,7 +41,8 @@ def test_other_variants_train(variant):
 
 def test_a_domain_larger_than_a_batch_trains_by_minibatches_until_a_full_pass_clears():
     task = "quote_close:len=8,fillers=4"  # 2,048 inputs, minibatches of 256
-    cfg = TrainConfig(tasks=(task,), seed=0, batch_size=256, max_steps=3000)
+    cfg = TrainConfig(tasks=(task,), seed=0, full_batch_max=256, batch_size=256, check_every=20,
+                      max_steps=3000)
     result = train(GPTConfig(seq_len=8), cfg, progress=False)
     assert result.accuracy == 1.0 and result.min_margin >= cfg.margin_goal
     prompts, targets, alternates = domain_tensors((task,), torch.device("cpu"))

@@ -35,9 +35,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     margin_goal: float = 1.0  # stop once every row's candidate margin is at least this
     hinge: float = 1.5  # margins below this are pushed up (a little above the goal)
-    # a domain up to this size trains full-batch; a larger one by random minibatches of
-    # this size, and stops only once a full pass clears the goal
-    batch_size: int = 65536
+    # a domain up to full_batch_max inputs trains full-batch; a larger one by random
+    # minibatches of batch_size, and stops only once a full pass clears the goal (tried
+    # when a minibatch does, at most once every check_every steps: a pass is costly)
+    full_batch_max: int = 65536
+    batch_size: int = 4096
+    check_every: int = 100
     device: str = "auto"  # "auto" picks CUDA when present
 
 
@@ -141,7 +144,8 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
         raise FarmError(f"tasks need seq_len {stream.seq_len}, model has {model_cfg.seq_len}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[tuple[int, float, float]] = []
-    full = stream.size <= cfg.batch_size  # the whole domain in every step
+    full = stream.size <= cfg.full_batch_max  # the whole domain in every step
+    checked = -cfg.check_every
     whole = stream.rows(np.arange(stream.size)) if full else None
     draw = np.random.default_rng(cfg.seed)
     bar = tqdm(range(1, cfg.max_steps + 1), desc="train", disable=not progress, leave=False)
@@ -154,9 +158,10 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
         history.append((step, loss.item(), min_margin))
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", min_margin=f"{min_margin:.3f}")
-        if min_margin >= cfg.margin_goal and (full or _pass(model, stream, cfg)[0]
-                                              >= cfg.margin_goal):
-            break  # before stepping: the returned model is the one just measured
+        if min_margin >= cfg.margin_goal and (full or step - checked >= cfg.check_every):
+            checked = step  # before stepping: the returned model is the one just measured
+            if full or _pass(model, stream, cfg)[0] >= cfg.margin_goal:
+                break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -171,7 +176,8 @@ def _pass(model: VerifiableGPT, stream: DomainStream, cfg: TrainConfig) -> tuple
     of the inputs it did not draw, so only a full pass may stop training."""
     low, right = math.inf, 0
     with torch.no_grad():
-        for prompts, targets, alternates in stream.chunks(cfg.batch_size):
+        for prompts, targets, alternates in stream.chunks(max(cfg.batch_size,
+                                                              cfg.full_batch_max)):
             margins = candidate_margins(model(prompts), targets, alternates)
             low, right = min(low, margins.min().item()), right + int((margins > 0).sum())
     return low, right / stream.size
