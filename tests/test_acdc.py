@@ -190,9 +190,12 @@ def _refused(argv, capsys) -> str:
 
 
 def test_unknown_task_is_named(extracted, tmp_path, capsys):
-    err = _refused(["extract", "--checkpoint", str(extracted[0]), "--task", "no_such_task",
-                    "--out", str(tmp_path)], capsys)
-    assert "unknown task 'no_such_task'; known tasks: quote_close, bracket_type" in err
+    with pytest.raises(SystemExit) as exit_:  # argparse refuses it: one line, status 2
+        main(["extract", "--checkpoint", str(extracted[0]), "--task", "no_such_task",
+              "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "unknown task 'no_such_task'; known families: quote_close, bracket_type, " \
+        "bracket_depth" in capsys.readouterr().err
 
 
 def test_broken_or_mismatched_circuit_files_are_refused(extracted, tmp_path, capsys):
