@@ -1,0 +1,283 @@
+"""The screen: a batched interval forward pass of a model or circuit over concrete prompts.
+
+It routes values along a circuit's retained edges exactly as `farm.model.exact`
+does (zero ablation; a layer's retained heads share one W_o and b_o; only nodes
+with a retained path to the logits are evaluated) and returns, for every prompt,
+an interval containing the exact margin logit[target] − max over the other
+candidates. Positions are evaluated once per distinct causal prefix in the batch
+(SCALE principle 2): position t of a prompt depends only on tokens 0..t, and
+consecutive prompts of a product domain share most of their prefixes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from farm.errors import FarmError
+from farm.model.circuit import Circuit, graph_edges, parse_node
+from farm.model.gpt import LEAKY_SLOPE, GPTConfig
+from farm.screen.bandnorm import band_norm
+from farm.screen.interval import (
+    U2,
+    Iv,
+    add,
+    affine,
+    div,
+    dot,
+    leaky_relu,
+    sparsemax,
+    up,
+)
+
+
+@dataclass(frozen=True)
+class ScreenResult:
+    """Per prompt: lo ≤ exact margin ≤ hi (lo = −inf, hi = inf where not decisive)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Decided correctly: the exact margin is certainly positive."""
+        return self.lo > 0
+
+    @property
+    def wrong(self) -> np.ndarray:
+        """Decided wrongly: the margin is certainly ≤ 0 (a tie fails too, SPEC §1)."""
+        return self.hi <= 0
+
+    @property
+    def decisive(self) -> np.ndarray:
+        return self.correct | self.wrong
+
+
+@dataclass(frozen=True)
+class Prefixes:
+    """The distinct causal prefixes of a batch: at position t, `ids[t][i]` is prompt i's
+    prefix among `tokens[t]` (each prefix's last token), and `anc[t][j]` maps those
+    prefixes to their ancestors at position j ≤ t."""
+
+    ids: list[np.ndarray]
+    tokens: list[np.ndarray]
+    anc: list[list[np.ndarray]]
+
+    @classmethod
+    def of(cls, prompts: np.ndarray, vocab: int) -> Prefixes:
+        ids, tokens, anc = [], [], []
+        parent_ids = np.zeros(len(prompts), dtype=np.int64)
+        for t in range(prompts.shape[1]):
+            codes, inverse = np.unique(parent_ids * vocab + prompts[:, t], return_inverse=True)
+            parent = codes // vocab
+            ids.append(inverse.reshape(-1))
+            tokens.append(codes % vocab)
+            anc.append([a[parent] for a in anc[-1]] + [np.arange(len(codes))] if anc
+                       else [np.arange(len(codes))])
+            parent_ids = ids[-1]
+        return cls(ids, tokens, anc)
+
+
+class Screen:
+    """A circuit's sound interval evaluator (the full model without a circuit)."""
+
+    def __init__(self, config: GPTConfig, weights: Mapping[str, np.ndarray],
+                 circuit: Circuit | None = None):
+        if not config.is_piecewise_linear:
+            raise FarmError("the screen needs the exact-verifiable model (BandNorm or none, "
+                            "sparsemax, leaky_relu)")
+        circuit = circuit or Circuit.full(config.n_layers)
+        if circuit.n_layers != config.n_layers or (
+                circuit.granularity == "head" and circuit.n_heads != config.n_heads):
+            raise FarmError("the circuit's graph is not the model's")
+        self.cfg, self.circuit = config, circuit
+
+        def exact(name: str) -> np.ndarray:  # a float32 weight at its exact value
+            return np.asarray(weights[name], dtype=np.float32).astype(np.float64)
+
+        self.wte, self.wpe = exact("wte.weight"), exact("wpe.weight")
+        self.layers = []
+        for i in range(config.n_layers):
+            p = f"blocks.{i}."
+            self.layers.append({
+                name: (exact(f"{p}{mod}.weight").T.copy(), exact(f"{p}{mod}.bias"))
+                for name, mod in (("q", "attn.q"), ("k", "attn.k"), ("v", "attn.v"),
+                                  ("o", "attn.o"), ("up", "mlp.up"), ("down", "mlp.down"))})
+        self.norms = {}
+        if config.norm_variant != "none":
+            for key in [f"blocks.{i}.{n}" for i in range(config.n_layers)
+                        for n in ("norm_attn", "norm_mlp")] + ["norm_final"]:
+                self.norms[key] = (exact(f"{key}.norm.weight"), exact(f"{key}.norm.bias"))
+        self.half = (Iv.of_rational(float(config.half_low)),
+                     Iv.of_rational(float(config.half_high)))
+        self.lm_head = exact("lm_head.weight")
+        self.lm_bias = (exact("lm_head.bias") if "lm_head.bias" in weights
+                        else np.zeros(config.vocab_size))
+        self.live = circuit.feeding_logits()
+        self.parents = {n: circuit.parents(n) for n in circuit.nodes}
+        self.all_positions = self._needs_all_positions()
+
+    def _needs_all_positions(self) -> set[str]:
+        """Nodes whose output is read at every position: those feeding an attention node
+        (its keys and values), directly or through an MLP; the rest only at the last."""
+        children: dict[str, list[str]] = {n: [] for n in self.circuit.nodes}
+        for s, t in graph_edges(self.circuit.nodes):
+            if (s, t) in self.circuit.edges and t in self.live | {"logits"}:
+                children[s].append(t)
+        found: set[str] = set()
+        for node in reversed(self.circuit.nodes):
+            if any(parse_node(c).kind == "attn" or c in found for c in children[node]):
+                found.add(node)
+        return found
+
+    # ------------------------------------------------------------------ the forward pass
+
+    def _norm(self, key: str, x: Iv, ok: np.ndarray) -> Iv:
+        if key not in self.norms:
+            return x
+        out, certain = band_norm(x, *self.norms[key], *self.half)
+        ok &= certain
+        return out
+
+    def _input(self, node: str, t: int, outputs: dict, heads: dict, rows: int) -> Iv:
+        """Σ retained parents at position t; a layer's retained heads share one W_o."""
+        d = self.cfg.d_model
+        terms: list[Iv] = []
+        by_layer: dict[int, list[int]] = {}
+        for parent in self.parents[node]:
+            ref = parse_node(parent)
+            if ref.kind == "attn":
+                by_layer.setdefault(ref.layer, []).extend(ref.heads(self.cfg.n_heads))
+            else:
+                terms.append(outputs[parent][t])
+        dh = self.cfg.head_dim
+        for layer, hs in by_layer.items():
+            concat = Iv.point(np.zeros((rows, d)))
+            for h in hs:
+                concat.m[:, h * dh:(h + 1) * dh] = heads[layer, h][t].m
+                concat.r[:, h * dh:(h + 1) * dh] = heads[layer, h][t].r
+            terms.append(affine(concat, *self.layers[layer]["o"]))
+        if not terms:  # no retained parent: zero ablation feeds an exact zero
+            return Iv.point(np.zeros((rows, d)))
+        acc = terms[0]
+        for term in terms[1:]:
+            acc = add(acc, term)
+        return acc
+
+    def _emb(self, pre: Prefixes, t: int) -> Iv:
+        m = self.wte[pre.tokens[t]] + self.wpe[t]
+        return Iv(m, up(U2 * np.abs(m)))
+
+    def run(self, prompts: np.ndarray, targets: np.ndarray, candidates: Sequence[int]
+            ) -> ScreenResult:
+        """Margin intervals for prompts [n, seq_len] (all one length) and their targets."""
+        prompts = np.asarray(prompts, dtype=np.int64)
+        targets = np.asarray(targets, dtype=np.int64)
+        cfg = self.cfg
+        if prompts.ndim != 2 or not 1 <= prompts.shape[1] <= cfg.seq_len:
+            raise FarmError(f"prompts must be [n, 1..{cfg.seq_len}], got {prompts.shape}")
+        if prompts.size and (prompts.min() < 0 or prompts.max() >= cfg.vocab_size):
+            raise FarmError("a prompt has a token outside the vocabulary")
+        if not np.isin(targets, candidates).all() or len(set(candidates)) < 2:
+            raise FarmError("every target must be one of at least two candidates")
+        with np.errstate(all="ignore"):  # inf/nan only ever make an input not decisive
+            return self._run(prompts, targets, list(candidates))
+
+    def _run(self, prompts: np.ndarray, targets: np.ndarray, candidates: list[int]
+             ) -> ScreenResult:
+        cfg, T = self.cfg, prompts.shape[1]
+        pre = Prefixes.of(prompts, cfg.vocab_size)
+        last = T - 1
+        sizes = [len(tok) for tok in pre.tokens]
+        ok = [np.ones(s, dtype=bool) for s in sizes]
+        outputs: dict[str, dict[int, Iv]] = {"emb": {t: self._emb(pre, t) for t in range(T)}}
+        heads: dict[tuple[int, int], dict[int, Iv]] = {}
+        dh = cfg.head_dim
+        for layer, params in enumerate(self.layers):
+            for node in self.circuit.nodes:
+                ref = parse_node(node)
+                if ref.kind != "attn" or ref.layer != layer or node not in self.live:
+                    continue
+                wanted = range(T) if node in self.all_positions else [last]
+                keys: dict[int, dict[int, Iv]] = {h: {} for h in ref.heads(cfg.n_heads)}
+                values: dict[int, dict[int, Iv]] = {h: {} for h in ref.heads(cfg.n_heads)}
+                normed = {}
+                for t in range(T):
+                    x = self._input(node, t, outputs, heads, sizes[t])
+                    normed[t] = self._norm(f"blocks.{layer}.norm_attn", x, ok[t])
+                    for h in keys:
+                        cols = slice(h * dh, (h + 1) * dh)
+                        keys[h][t] = _head_affine(normed[t], params["k"], cols)
+                        values[h][t] = _head_affine(normed[t], params["v"], cols)
+                for h in keys:
+                    out = heads.setdefault((layer, h), {})
+                    for t in wanted:
+                        q = _head_affine(normed[t], params["q"], slice(h * dh, (h + 1) * dh))
+                        out[t] = self._attend(q, keys[h], values[h], pre.anc[t])
+            node = f"mlp_{layer}"
+            if node not in self.live:
+                continue
+            outputs[node] = {}
+            for t in range(T) if node in self.all_positions else [last]:
+                x = self._input(node, t, outputs, heads, sizes[t])
+                n = self._norm(f"blocks.{layer}.norm_mlp", x, ok[t])
+                hidden = leaky_relu(affine(n, *params["up"]), LEAKY_SLOPE.denominator)
+                outputs[node][t] = affine(hidden, *params["down"])
+        final = self._norm("norm_final", self._input("logits", last, outputs, heads,
+                                                      sizes[last]), ok[last])
+        certain = ok[last].copy()
+        for t in range(last):  # an uncertain branch anywhere in the prefix
+            certain &= ok[t][pre.anc[last][t]]
+        i = pre.ids[last]
+        return self._margins(final[i], targets, candidates, certain[i])
+
+    def _attend(self, q: Iv, keys: dict[int, Iv], values: dict[int, Iv],
+                anc: list[np.ndarray]) -> Iv:
+        """Sparsemax attention of the queries of one position's prefixes over their
+        causal prefix (keys and values gathered from each ancestor position)."""
+        k = Iv(np.stack([keys[j].m[a] for j, a in enumerate(anc)], 1),
+               np.stack([keys[j].r[a] for j, a in enumerate(anc)], 1))
+        v = Iv(np.stack([values[j].m[a] for j, a in enumerate(anc)], 1),
+               np.stack([values[j].r[a] for j, a in enumerate(anc)], 1))
+        dh = q.m.shape[-1]
+        scores = div(dot(q, k, "nd,njd->nj", dh), np.float64(self.cfg.attn_scale))
+        weights = sparsemax(scores, np.ones(scores.m.shape, dtype=bool))
+        return dot(weights, v, "nj,njd->nd", len(anc))
+
+    def _margins(self, y: Iv, targets: np.ndarray, candidates: list[int],
+                 certain: np.ndarray) -> ScreenResult:
+        """logit[target] − max over the other candidates, via difference rows of lm_head
+        (no cancellation of two large logits in float)."""
+        lo = np.full(len(targets), np.inf)
+        hi = np.full(len(targets), np.inf)
+        for t in candidates:
+            rows = targets == t
+            for c in candidates:
+                if c == t or not rows.any():
+                    continue
+                w = self.lm_head[t] - self.lm_head[c]
+                b = self.lm_bias[t] - self.lm_bias[c]
+                # each difference is one rounding of two exact floats
+                w_iv = Iv(w, up(U2 * np.abs(w)))
+                b_iv = Iv(np.asarray(b), up(np.asarray(U2 * abs(b))))
+                pair = add(dot(y[rows], w_iv, "nd,d->n", len(w)), b_iv)
+                p_lo, p_hi = pair.ends()
+                lo[rows] = np.minimum(lo[rows], p_lo)
+                hi[rows] = np.minimum(hi[rows], p_hi)
+        sound = certain & np.isfinite(lo) & np.isfinite(hi)
+        return ScreenResult(np.where(sound, lo, -np.inf), np.where(sound, hi, np.inf))
+
+
+def _head_affine(x: Iv, params: tuple[np.ndarray, np.ndarray], cols: slice) -> Iv:
+    """One head's slice of q, k or v."""
+    wt, b = params
+    return affine(x, wt[:, cols], b[cols])
+
+
+def screen(config: GPTConfig, weights: Mapping[str, np.ndarray], prompts: np.ndarray,
+           targets: np.ndarray, candidates: Sequence[int], circuit: Circuit | None = None
+           ) -> ScreenResult:
+    """One-call form of `Screen(...).run(...)`."""
+    return Screen(config, weights, circuit).run(prompts, targets, candidates)
