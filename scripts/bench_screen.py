@@ -16,24 +16,12 @@ import argparse
 import resource
 import time
 
-import numpy as np
 import torch
 
 from farm.model.checkpoint import load_checkpoint
 from farm.model.gpt import GPTConfig, VerifiableGPT
 from farm.screen import Screen
-from farm.tasks.lookup import Lookup
 from farm.tasks.registry import get_task
-
-
-def _targets(task, prompts: np.ndarray) -> np.ndarray:
-    """Targets of a batch: vectorised for lookups (the opener's image), else per prompt."""
-    if isinstance(task, Lookup):
-        table = np.zeros(max(task.program) + 1, dtype=np.int64)
-        for opener, target in task.program.items():
-            table[opener] = target
-        return table[prompts[:, task.opener_position]]
-    return np.array([task.target(tuple(map(int, p))) for p in prompts])
 
 
 def main() -> None:
@@ -66,7 +54,7 @@ def main() -> None:
     start = time.perf_counter()
     for lo in range(0, total, args.batch):
         prompts = domain.batch(lo, min(lo + args.batch, total))
-        result = screen.run(prompts, _targets(task, prompts), task.candidates)
+        result = screen.run(prompts, task.targets(prompts), task.candidates)
         undecided += int((~result.decisive).sum())
         correct += int(result.correct.sum())
         if result.decisive.any():

@@ -19,7 +19,7 @@ from tests.conftest import random_model, weights_of
 def _domain(name: str) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     task = get_task(name)
     prompts = task.domain().batch(0, len(task.domain()))
-    return prompts, np.array([task.target(tuple(map(int, p))) for p in prompts]), task.candidates
+    return prompts, task.targets(prompts), task.candidates
 
 
 def _exact_margins(cfg: GPTConfig, weights: dict, prompts: np.ndarray, targets: np.ndarray,

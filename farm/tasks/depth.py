@@ -50,7 +50,7 @@ class BracketDepth(Task):
         """(well nested so far, final depth)."""
         depth, nested = 0, True
         for token in prompt[2:]:
-            depth += (token == OPEN_PAREN) - (token == CLOSE_PAREN)
+            depth += int(token == OPEN_PAREN) - int(token == CLOSE_PAREN)
             nested = nested and depth >= 0
         return nested, depth
 
