@@ -171,11 +171,6 @@ class Affine:
         return Iv(m, _up_inplace(r))
 
 
-def affine(x: Iv, wt: np.ndarray, bias: np.ndarray | None) -> Iv:
-    """x @ wt + bias for exact float64 weights wt [in, out] (a torch weight transposed)."""
-    return Affine.of(wt, bias)(x)
-
-
 def scale_shift(x: Iv, gain: np.ndarray, shift: np.ndarray) -> Iv:
     """gain ⊙ x + shift elementwise (BandNorm's γ and β), exact float64 parameters."""
     g = gain * x.m
