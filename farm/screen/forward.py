@@ -22,9 +22,10 @@ from farm.model.gpt import LEAKY_SLOPE, GPTConfig
 from farm.screen.bandnorm import band_norm
 from farm.screen.interval import (
     U2,
+    Affine,
     Iv,
+    Operand,
     add,
-    affine,
     div,
     dot,
     leaky_relu,
@@ -102,7 +103,7 @@ class Screen:
         for i in range(config.n_layers):
             p = f"blocks.{i}."
             self.layers.append({
-                name: (exact(f"{p}{mod}.weight").T.copy(), exact(f"{p}{mod}.bias"))
+                name: Affine.of(exact(f"{p}{mod}.weight").T, exact(f"{p}{mod}.bias"))
                 for name, mod in (("q", "attn.q"), ("k", "attn.k"), ("v", "attn.v"),
                                   ("o", "attn.o"), ("up", "mlp.up"), ("down", "mlp.down"))})
         self.norms = {}
@@ -118,6 +119,21 @@ class Screen:
         self.live = circuit.feeding_logits()
         self.parents = {n: circuit.parents(n) for n in circuit.nodes}
         self.all_positions = self._needs_all_positions()
+        self._qkv: dict[tuple[int, int, int], tuple[Affine, Affine]] = {}
+
+    def _head_maps(self, layer: int, heads: Sequence[int]) -> tuple[Affine, Affine]:
+        """For the contiguous heads of one attention node: the map onto their keys and
+        values side by side, and onto their queries, keys and values side by side."""
+        dh = self.cfg.head_dim
+        key = (layer, heads[0], heads[-1] + 1)
+        if key not in self._qkv:
+            cols = slice(heads[0] * dh, (heads[-1] + 1) * dh)
+            q, k, v = (self.layers[layer][n].columns(cols) for n in ("q", "k", "v"))
+            kv = Affine.of(np.hstack([k.wt, v.wt]), np.concatenate([k.bias, v.bias]))
+            qkv = Affine.of(np.hstack([q.wt, k.wt, v.wt]),
+                            np.concatenate([q.bias, k.bias, v.bias]))
+            self._qkv[key] = kv, qkv
+        return self._qkv[key]
 
     def _needs_all_positions(self) -> set[str]:
         """Nodes whose output is read at every position: those feeding an attention node
@@ -158,7 +174,7 @@ class Screen:
             for h in hs:
                 concat.m[:, h * dh:(h + 1) * dh] = heads[layer, h][t].m
                 concat.r[:, h * dh:(h + 1) * dh] = heads[layer, h][t].r
-            terms.append(affine(concat, *self.layers[layer]["o"]))
+            terms.append(self.layers[layer]["o"](concat))
         if not terms:  # no retained parent: zero ablation feeds an exact zero
             return Iv.point(np.zeros((rows, d)))
         acc = terms[0]
@@ -195,27 +211,38 @@ class Screen:
         outputs: dict[str, dict[int, Iv]] = {"emb": {t: self._emb(pre, t) for t in range(T)}}
         heads: dict[tuple[int, int], dict[int, Iv]] = {}
         dh = cfg.head_dim
+        flat = _flat_ancestors(pre)
         for layer, params in enumerate(self.layers):
             for node in self.circuit.nodes:
                 ref = parse_node(node)
                 if ref.kind != "attn" or ref.layer != layer or node not in self.live:
                     continue
-                wanted = range(T) if node in self.all_positions else [last]
-                keys: dict[int, dict[int, Iv]] = {h: {} for h in ref.heads(cfg.n_heads)}
-                values: dict[int, dict[int, Iv]] = {h: {} for h in ref.heads(cfg.n_heads)}
-                normed = {}
+                hs = list(ref.heads(cfg.n_heads))
+                width = len(hs) * dh
+                kv_map, qkv_map = self._head_maps(layer, hs)
+                wanted = set(range(T) if node in self.all_positions else [last])
+                queries: dict[int, Iv] = {}
+                kvs: list[Iv] = []
                 for t in range(T):
                     x = self._input(node, t, outputs, heads, sizes[t])
-                    normed[t] = self._norm(f"blocks.{layer}.norm_attn", x, ok[t])
-                    for h in keys:
-                        cols = slice(h * dh, (h + 1) * dh)
-                        keys[h][t] = _head_affine(normed[t], params["k"], cols)
-                        values[h][t] = _head_affine(normed[t], params["v"], cols)
-                for h in keys:
-                    out = heads.setdefault((layer, h), {})
-                    for t in wanted:
-                        q = _head_affine(normed[t], params["q"], slice(h * dh, (h + 1) * dh))
-                        out[t] = self._attend(q, keys[h], values[h], pre.anc[t])
+                    normed = self._norm(f"blocks.{layer}.norm_attn", x, ok[t])
+                    if t in wanted:
+                        qkv = qkv_map(normed)
+                        queries[t] = qkv[:, :width]
+                        kvs.append(qkv[:, width:])
+                    else:
+                        kvs.append(kv_map(normed))
+                # every position's keys and values in one table, each row prepared once
+                table = Iv(np.concatenate([kv.m for kv in kvs]),
+                           np.concatenate([kv.r for kv in kvs]))
+                keys = Operand.of(table[:, :width], dh)
+                values = Operand.of(table[:, width:], cfg.seq_len)
+                for t in sorted(wanted):
+                    k, v = keys.rows(flat[t]), values.rows(flat[t])
+                    for i, h in enumerate(hs):
+                        cols = slice(i * dh, (i + 1) * dh)
+                        heads.setdefault((layer, h), {})[t] = self._attend(
+                            queries[t][:, cols], k[..., cols], v[..., cols])
             node = f"mlp_{layer}"
             if node not in self.live:
                 continue
@@ -223,8 +250,8 @@ class Screen:
             for t in range(T) if node in self.all_positions else [last]:
                 x = self._input(node, t, outputs, heads, sizes[t])
                 n = self._norm(f"blocks.{layer}.norm_mlp", x, ok[t])
-                hidden = leaky_relu(affine(n, *params["up"]), LEAKY_SLOPE.denominator)
-                outputs[node][t] = affine(hidden, *params["down"])
+                hidden = leaky_relu(params["up"](n), LEAKY_SLOPE.denominator)
+                outputs[node][t] = params["down"](hidden)
         final = self._norm("norm_final", self._input("logits", last, outputs, heads,
                                                       sizes[last]), ok[last])
         certain = ok[last].copy()
@@ -233,18 +260,12 @@ class Screen:
         i = pre.ids[last]
         return self._margins(final[i], targets, candidates, certain[i])
 
-    def _attend(self, q: Iv, keys: dict[int, Iv], values: dict[int, Iv],
-                anc: list[np.ndarray]) -> Iv:
-        """Sparsemax attention of the queries of one position's prefixes over their
-        causal prefix (keys and values gathered from each ancestor position)."""
-        k = Iv(np.stack([keys[j].m[a] for j, a in enumerate(anc)], 1),
-               np.stack([keys[j].r[a] for j, a in enumerate(anc)], 1))
-        v = Iv(np.stack([values[j].m[a] for j, a in enumerate(anc)], 1),
-               np.stack([values[j].r[a] for j, a in enumerate(anc)], 1))
-        dh = q.m.shape[-1]
-        scores = div(dot(q, k, "nd,njd->nj", dh), np.float64(self.cfg.attn_scale))
+    def _attend(self, q: Iv, k: Operand, v: Operand) -> Iv:
+        """Sparsemax attention of the queries q [n, dh] of one position's prefixes over
+        their causal prefix: k and v [n, t + 1, dh], each prefix's ancestors' rows."""
+        scores = div(dot(q, k, "nd,njd->nj"), np.float64(self.cfg.attn_scale))
         weights = sparsemax(scores, np.ones(scores.m.shape, dtype=bool))
-        return dot(weights, v, "nj,njd->nd", len(anc))
+        return dot(weights, v, "nj,njd->nd")
 
     def _margins(self, y: Iv, targets: np.ndarray, candidates: list[int],
                  certain: np.ndarray) -> ScreenResult:
@@ -270,10 +291,11 @@ class Screen:
         return ScreenResult(np.where(sound, lo, -np.inf), np.where(sound, hi, np.inf))
 
 
-def _head_affine(x: Iv, params: tuple[np.ndarray, np.ndarray], cols: slice) -> Iv:
-    """One head's slice of q, k or v."""
-    wt, b = params
-    return affine(x, wt[:, cols], b[cols])
+def _flat_ancestors(pre: Prefixes) -> list[np.ndarray]:
+    """Per position t, [prefixes at t, t + 1]: each prefix's ancestors at positions 0..t
+    as rows of a table that stacks every position's prefixes in order."""
+    starts = np.cumsum([0] + [len(tok) for tok in pre.tokens])
+    return [np.stack([starts[j] + a for j, a in enumerate(anc)], 1) for anc in pre.anc]
 
 
 def screen(config: GPTConfig, weights: Mapping[str, np.ndarray], prompts: np.ndarray,

@@ -41,6 +41,13 @@ def up(r: np.ndarray) -> np.ndarray:
     return r * SLACK + TINY
 
 
+def _up_inplace(r: np.ndarray) -> np.ndarray:
+    """`up` on a fresh temporary, overwriting it (the same two roundings)."""
+    r *= SLACK
+    r += TINY
+    return r
+
+
 @dataclass(frozen=True)
 class Iv:
     """Intervals as midpoint and radius arrays of one shape: |exact − m| ≤ r."""
@@ -126,14 +133,42 @@ def center(a: Iv) -> Iv:
     return Iv(m, np.where(exact_zero, 0.0, r))  # a zero-ablated input centres to exact 0
 
 
-def affine(x: Iv, wt: np.ndarray, bias: np.ndarray | None) -> Iv:
-    """x @ wt + bias for exact float64 weights wt [in, out] (a torch weight transposed)."""
-    n = wt.shape[0]
-    aw = np.abs(wt)
-    m = x.m @ wt
-    if bias is not None:
-        m += bias
-    return Iv(m, up((x.r + gamma(n + 1) * np.abs(x.m)) @ aw + U2 * np.abs(m)))
+@dataclass(frozen=True)
+class Affine:
+    """x ↦ x @ wt + bias for exact float64 weights wt [in, out] (a torch weight
+    transposed), with |wt| and γ computed once rather than per call."""
+
+    wt: np.ndarray
+    bias: np.ndarray | None
+    abs_wt: np.ndarray
+    gamma: float
+
+    @classmethod
+    def of(cls, wt: np.ndarray, bias: np.ndarray | None) -> Affine:
+        wt = np.ascontiguousarray(wt, dtype=np.float64)
+        bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float64)
+        return cls(wt, bias, np.abs(wt), gamma(wt.shape[0] + 1))
+
+    def columns(self, cols: slice) -> Affine:
+        """The maps onto output coordinates `cols` only (one head's q, k or v)."""
+        return Affine.of(self.wt[:, cols], None if self.bias is None else self.bias[cols])
+
+    def __call__(self, x: Iv) -> Iv:
+        """|x@wt − x_m@wt| ≤ r_x@|wt|; the midpoint's dot product (n terms, plus the bias:
+        n + 1) rounds by ≤ γ_{n+1}|x_m|@|wt|; the bias' addition rounds by ≤ u|m|. So
+        r = (r_x + γ|x_m|)@|wt| + 2u|m|, the same bound as ever, computed with fewer
+        temporaries (in-place operations round exactly as their out-of-place forms)."""
+        m = x.m @ self.wt
+        if self.bias is not None:
+            m += self.bias
+        r = np.abs(x.m)
+        r *= self.gamma
+        r += x.r
+        r = r @ self.abs_wt
+        mag = np.abs(m)
+        mag *= U2
+        r += mag
+        return Iv(m, _up_inplace(r))
 
 
 def scale_shift(x: Iv, gain: np.ndarray, shift: np.ndarray) -> Iv:
@@ -143,16 +178,44 @@ def scale_shift(x: Iv, gain: np.ndarray, shift: np.ndarray) -> Iv:
     return Iv(m, up(np.abs(gain) * x.r + U2 * (np.abs(g) + np.abs(m))))
 
 
-def dot(a: Iv, b: Iv, spec: str, length: int) -> Iv:
-    """An einsum contraction of two interval arrays over `length` terms.
+@dataclass(frozen=True)
+class Operand:
+    """The right-hand side of `dot`, prepared once for any contraction of at most
+    `length` terms: its midpoint m, ra = r + γ_length·|m| and rb = |m| + r. A key or
+    value row of attention is prepared once and contracted against many queries."""
+
+    m: np.ndarray
+    ra: np.ndarray
+    rb: np.ndarray
+
+    @classmethod
+    def of(cls, b: Iv, length: int) -> Operand:
+        bm = np.abs(b.m)
+        return cls(np.ascontiguousarray(b.m), b.r + gamma(length) * bm, bm + b.r)
+
+    def rows(self, index: np.ndarray) -> Operand:
+        """The rows `index` (any shape) of a 2-d operand: [*index.shape, columns]."""
+        return Operand(*(np.take(a, index, axis=0) for a in (self.m, self.ra, self.rb)))
+
+    def __getitem__(self, index: object) -> Operand:
+        return Operand(self.m[index], self.ra[index], self.rb[index])
+
+
+def dot(a: Iv, b: Iv | Operand, spec: str, length: int | None = None) -> Iv:
+    """An einsum contraction of two interval arrays over at most `length` terms.
 
     |ab − a_m b_m| ≤ |a_m| r_b + r_a |b_m| + r_a r_b, plus γ Σ|a_m||b_m| for the
-    rounding of the midpoint's sum; folded into two contractions.
+    rounding of the midpoint's sum; folded into two contractions:
+    Σ|a_m|(r_b + γ|b_m|) + Σ r_a(|b_m| + r_b). γ_n grows with n, so an Operand
+    prepared for a longer contraction than it meets still bounds the rounding.
     """
-    am, bm = np.abs(a.m), np.abs(b.m)
+    if isinstance(b, Iv):
+        assert length is not None
+        b = Operand.of(b, length)
     m = np.einsum(spec, a.m, b.m)
-    r = np.einsum(spec, am, b.r + gamma(length) * bm) + np.einsum(spec, a.r, bm + b.r)
-    return Iv(m, up(r))
+    r = np.einsum(spec, np.abs(a.m), b.ra)
+    r += np.einsum(spec, a.r, b.rb)
+    return Iv(m, _up_inplace(r))
 
 
 def leaky_relu(x: Iv, slope_den: int) -> Iv:
