@@ -14,8 +14,8 @@ import sys
 
 from farm.errors import FarmError
 
-COMMANDS = ("train", "weights", "replay", "keygen", "extract", "circuit", "verify", "bench", "run",
-            "certify", "check")
+COMMANDS = ("train", "weights", "replay", "screen", "keygen", "extract", "circuit", "verify",
+            "bench", "run", "certify", "check")
 
 
 def build_parser() -> argparse.ArgumentParser:

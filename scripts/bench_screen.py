@@ -20,15 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLAS
 
 import torch
 
-from farm.model.checkpoint import load_checkpoint
+from farm.model.checkpoint import Checkpoint, load_checkpoint
 from farm.model.gpt import GPTConfig, VerifiableGPT
-from farm.screen import Screen
+from farm.screen.sweep import sweep
 from farm.tasks.registry import get_task
 
 
@@ -44,36 +43,23 @@ def main() -> None:
     args = parser.parse_args()
 
     task = get_task(args.task)
-    domain = task.domain()
     if args.checkpoint:
         ckpt = load_checkpoint(args.checkpoint)
-        cfg, weights = ckpt.config, dict(ckpt.weights)
     else:
         torch.manual_seed(args.seed)
-        cfg = GPTConfig(seq_len=domain.seq_len)
-        model = VerifiableGPT(cfg)
+        model = VerifiableGPT(GPTConfig(seq_len=task.seq_len))
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p) * args.scale)
-        weights = {k: v.numpy() for k, v in model.state_dict().items()}
-    screen = Screen(cfg, weights)
-    total = min(len(domain), args.limit or len(domain))
-    undecided, correct, widest = 0, 0, 0.0
-    start = time.perf_counter()
-    for lo in range(0, total, args.batch):
-        prompts = domain.batch(lo, min(lo + args.batch, total))
-        result = screen.run(prompts, task.targets(prompts), task.candidates)
-        undecided += int((~result.decisive).sum())
-        correct += int(result.correct.sum())
-        if result.decisive.any():
-            widest = max(widest, float((result.hi - result.lo)[result.decisive].max()))
-    seconds = time.perf_counter() - start
+        ckpt = Checkpoint.from_model(model)
+    found = sweep(ckpt, task, batch=args.batch, limit=args.limit)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"task {task.name}: {total:,} of {len(domain):,} prompts, batch {args.batch}, "
-          f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'random model'}")
-    print(f"{seconds:.1f} s, {total / seconds:,.0f} inputs/s; not decisive {undecided} "
-          f"({undecided / total:.2e}); decided correct {correct}; widest decisive interval "
-          f"{widest:.2e}; peak RSS {peak_mib:,.0f} MiB")
+    print(f"task {task.name}: {found.screened:,} of {found.domain:,} prompts, batch "
+          f"{args.batch}, {'checkpoint ' + args.checkpoint if args.checkpoint else 'random model'}")
+    print(f"{found.seconds:.1f} s, {found.rate:,.0f} inputs/s; not decisive "
+          f"{found.not_decisive} ({found.not_decisive / found.screened:.2e}); decided correct "
+          f"{found.correct}; widest decisive interval {found.widest:.2e}; peak RSS "
+          f"{peak_mib:,.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from farm.model.circuit import Circuit
+from farm.cli import main
+from farm.model.checkpoint import Checkpoint, save_checkpoint
+from farm.model.circuit import Circuit, save_circuit
 from farm.model.exact import ExactModel
 from farm.model.gpt import GPTConfig, VerifiableGPT
 from farm.screen import Screen
@@ -148,3 +150,19 @@ def test_trained_model_is_decided_by_the_screen(trained, task: str) -> None:
     assert result.decisive.mean() >= 0.99
     exact_correct = np.array([m > 0 for m in margins])
     assert np.array_equal(result.correct, exact_correct & result.decisive)
+
+
+def test_farm_screen_decides_the_domain_and_names_what_it_could_not(trained, tmp_path, capsys):
+    ckpt = tmp_path / "checkpoint"
+    save_checkpoint(Checkpoint.from_model(trained.model), ckpt)
+    assert main(["screen", "--checkpoint", str(ckpt), "--task", "quote_close", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "screened 128 of 128 inputs of quote_close" in out
+    assert "decided correctly 128; wrongly 0; not decisive 0" in out
+    # nothing reaches the logits but the embedding: a circuit that decides many inputs wrongly
+    blind = tmp_path / "blind.json"
+    save_circuit(Circuit(2, 1, "block", frozenset({("emb", "logits")}), "quote_close"), blind)
+    assert main(["screen", "--checkpoint", str(ckpt), "--task", "quote_close", "--circuit",
+                 str(blind), "--limit", "64", "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "screened 64 of 128 inputs" in out and "first wrongly decided: " in out

@@ -1,0 +1,67 @@
+"""A task's whole domain (or a prefix of it) through the screen, batch by batch.
+
+The domain is decoded one batch at a time (`ProductDomain.batch`), so a sweep of
+millions of inputs holds one batch of prompts and intervals in memory, never the
+domain. What comes back is what a user or a planner needs next: how many inputs
+the screen decided each way, and which it could not decide (those go to the exact
+evaluator).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from farm.model.checkpoint import Checkpoint
+from farm.model.circuit import Circuit
+from farm.screen.forward import Screen
+from farm.tasks.task import Task
+
+KEEP = 1000  # indices of undecided and wrong inputs kept, per kind: enough to name them
+
+
+@dataclass
+class Sweep:
+    task: str
+    screened: int  # inputs screened (the domain, or the first `limit`)
+    domain: int  # inputs in the domain
+    correct: int  # certainly decided as P decides (exact margin > 0)
+    wrong: int  # certainly not (exact margin ≤ 0)
+    undecided: list[int] = field(default_factory=list)  # domain indices, the first KEEP
+    wrong_at: list[int] = field(default_factory=list)  # domain indices, the first KEEP
+    widest: float = 0.0  # the widest decisive interval: how tight the bound ran
+    seconds: float = 0.0
+
+    @property
+    def not_decisive(self) -> int:
+        return self.screened - self.correct - self.wrong
+
+    @property
+    def rate(self) -> float:
+        return self.screened / self.seconds if self.seconds > 0 else 0.0
+
+
+def sweep(ckpt: Checkpoint, task: Task, circuit: Circuit | None = None, batch: int = 16384,
+          limit: int | None = None, on_batch: Callable[[int], None] = lambda n: None) -> Sweep:
+    """Screen the first `limit` inputs of `task`'s domain (all by default) under `circuit`
+    (the full model by default); `on_batch` hears how many inputs each batch screened."""
+    domain = task.domain()
+    total = min(len(domain), limit if limit is not None else len(domain))
+    screen = Screen(ckpt.config, dict(ckpt.weights), circuit)
+    out = Sweep(task.name, total, len(domain), 0, 0)
+    start = time.perf_counter()
+    for first in range(0, total, batch):
+        prompts = domain.batch(first, min(first + batch, total))
+        result = screen.run(prompts, task.targets(prompts), task.candidates)
+        out.correct += int(result.correct.sum())
+        out.wrong += int(result.wrong.sum())
+        for kept, where in ((out.undecided, ~result.decisive), (out.wrong_at, result.wrong)):
+            kept += (first + np.flatnonzero(where)[:KEEP - len(kept)]).tolist()
+        if result.decisive.any():
+            out.widest = max(out.widest, float((result.hi - result.lo)[result.decisive].max()))
+        on_batch(len(prompts))
+    out.seconds = time.perf_counter() - start
+    return out
