@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -148,12 +149,15 @@ class Cluster:
         return submission
 
     def status(self, submission: str) -> str:
-        proc = self.client("status", submission, timeout=60)
-        for state in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING"):
-            if f"'{submission}' {state.lower()}" in proc.stdout.lower() or \
-                    f"status: {state}" in proc.stdout:
+        """The job's state as `ray job status` words it ("Job 'X' succeeded", "failed",
+        "was stopped", or "Status for job 'X': RUNNING"); its whole output otherwise."""
+        said = self.client("status", submission, timeout=60).stdout
+        for state, words in (("SUCCEEDED", "succeeded"), ("FAILED", "failed"),
+                             ("STOPPED", "was stopped")):
+            if f"Job '{submission}' {words}" in said:
                 return state
-        return proc.stdout + proc.stderr
+        found = re.search(rf"Status for job '{re.escape(submission)}': (\w+)", said)
+        return found[1] if found else said
 
     def logs(self, submission: str) -> str:
         return self.client("logs", submission, timeout=60).stdout
