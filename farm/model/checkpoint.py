@@ -33,7 +33,7 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
-from farm.atomic import stage_bytes
+from farm.atomic import stage_bytes, write_bytes_atomic
 from farm.errors import FarmError
 from farm.model.gpt import ACTIVATIONS, ATTN_VARIANTS, NORM_VARIANTS, GPTConfig, VerifiableGPT
 
@@ -155,16 +155,6 @@ class Checkpoint:
 # --------------------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` in one step: readers see the old file or the new one."""
-    tmp = stage_bytes(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """JSON object hook: a repeated key would silently hide one of its values."""
     result: dict[str, Any] = {}
@@ -236,14 +226,14 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> str:
         old_weights = weights_path.read_bytes() if weights_path.is_file() else None
         staged_config = stage_bytes(config_path, config_text)
         try:
-            _atomic_write(weights_path, ckpt.weights_bytes())
+            write_bytes_atomic(weights_path, ckpt.weights_bytes())
             try:
                 os.replace(staged_config, config_path)
             except BaseException:
                 if old_weights is None:
                     weights_path.unlink(missing_ok=True)
                 else:
-                    _atomic_write(weights_path, old_weights)
+                    write_bytes_atomic(weights_path, old_weights)
                 raise
         finally:
             staged_config.unlink(missing_ok=True)
@@ -375,7 +365,7 @@ def export_smt_weights(ckpt: Checkpoint, path: str | os.PathLike[str]) -> None:
         entries.append(f"  {json.dumps(key)}: {_json_array(array)}")
     target = Path(path)
     try:
-        _atomic_write(target, ("{\n" + ",\n".join(entries) + "\n}\n").encode())
+        write_bytes_atomic(target, ("{\n" + ",\n".join(entries) + "\n}\n").encode())
     except OSError as err:
         raise FarmError(f"cannot write {target}: {err}") from err
 

@@ -103,7 +103,7 @@ class DomainStream:
             if (mine := which == k).any():
                 prompts[mine] = task.domain().take(indices[mine] - self.offsets[k])
                 targets[mine] = task.targets(prompts[mine])
-                alternates[mine] = task.alternates(prompts[mine])
+                alternates[mine] = task.alternates(targets[mine])
         return tuple(torch.from_numpy(a).to(self.device) for a in (prompts, targets, alternates))
 
     def chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

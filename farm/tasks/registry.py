@@ -106,11 +106,6 @@ def get_task(spec: str | Mapping[str, Any]) -> Task:
     return _build(canonical(spec))
 
 
-def task_names() -> list[str]:
-    """The families, for help texts (any of their parameterisations is a task too)."""
-    return list(FAMILIES)
-
-
 def task_help() -> str:
     """One line per family: its name, parameters with defaults, and what it asks."""
     return "; ".join(f"{f.name}:" + ",".join(f"{k}={v}" for k, v in f.defaults.items())

@@ -10,8 +10,7 @@ prompts are of one class when P reads the same features in both.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping, Sequence
-from fractions import Fraction
+from collections.abc import Hashable
 
 import numpy as np
 
@@ -46,12 +45,10 @@ class Task(ABC):
         return np.fromiter((self.target(tuple(p)) for p in prompts.tolist()), np.int64,
                            len(prompts))
 
-    def alternates(self, prompts: np.ndarray) -> np.ndarray:
-        """The other candidate over a batch, for two-candidate tasks (see `alternate`)."""
-        if len(self.candidates) != 2:
-            self.alternate(tuple(prompts[0]))  # names why there is no single alternate
-        low, high = self.candidates
-        return np.where(self.targets(prompts) == low, high, low)
+    def alternates(self, targets: np.ndarray) -> np.ndarray:
+        """The other candidate of each target in a batch (see `alternate`)."""
+        low, high = self._pair()
+        return np.where(targets == low, high, low)
 
     @property
     def seq_len(self) -> int:
@@ -63,17 +60,15 @@ class Task(ABC):
 
     def alternate(self, prompt: Prompt) -> int:
         """The other candidate of a two-candidate task: what a wrong decision picks."""
-        others = [t for t in self.candidates if t != self.target(prompt)]
-        if len(others) != 1:
-            raise FarmError(f"task {self.name} has {len(self.candidates)} candidates: a margin "
-                            "is against the best other one (margin()), not one alternate")
-        return others[0]
+        low, high = self._pair()
+        return high if self.target(prompt) == low else low
 
-    def margin(self, logits: Mapping[int, Fraction] | Sequence[float], prompt: Prompt
-               ) -> Fraction | float:
-        """logit[target] minus the best other candidate's (SPEC's margin for |T| = 2)."""
-        target = self.target(prompt)
-        return logits[target] - max(logits[t] for t in self.candidates if t != target)
+    def _pair(self) -> tuple[int, int]:
+        if len(self.candidates) != 2:
+            raise FarmError(f"task {self.name} has {len(self.candidates)} candidates: its margin "
+                            "is against the best other one, not one alternate")
+        low, high = self.candidates
+        return low, high
 
     def __repr__(self) -> str:
         return f"Task({self.name})"

@@ -13,14 +13,6 @@ SINGLE_QUOTE, DOUBLE_QUOTE = 9, 10
 OPEN_SQUARE, OPEN_CURLY, CLOSE_SQUARE, CLOSE_CURLY = 11, 12, 13, 14
 OPEN_PAREN, CLOSE_PAREN = 19, 20
 FILLER_POOL = (5, 6, 7, 8, 15, 16, 17, 18, *range(21, 32))
-VOCAB_SIZE = 32
-
-TOKEN_NAMES = {PAD: "PAD", BOS: "BOS", TASK_QUOTE: "TASK_QUOTE", TASK_BRACKET: "TASK_BRACKET",
-               TASK_DEPTH: "TASK_DEPTH", SINGLE_QUOTE: "'", DOUBLE_QUOTE: '"',
-               OPEN_SQUARE: "[", OPEN_CURLY: "{", CLOSE_SQUARE: "]", CLOSE_CURLY: "}",
-               OPEN_PAREN: "(", CLOSE_PAREN: ")",
-               **{t: f"F{i}" for i, t in enumerate(FILLER_POOL)},
-               5: "A", 6: "B", 7: "C", 8: "D"}
 
 
 def fillers(count: int) -> tuple[int, ...]:

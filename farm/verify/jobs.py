@@ -483,7 +483,15 @@ def job_stats(fresh: Sequence[Record], total: int, seconds: float, actors: int,
         [{"property": r.property, "task": r.task, "subject": r.subject, "status": r.status,
           "winner": r.winner, "seconds": round(cost(r), 4), "hash": r.query_hash[:16]}
          for r in top],
-        dict(sum((Counter({r.node: len(r.solved)}) for r in reports), Counter())))
+        solved_by_node(reports))
+
+
+def solved_by_node(reports: Sequence[ShardReport]) -> dict[str, int]:
+    """Queries sent to a solver per Ray node: where a cluster's work went."""
+    counts: Counter[str] = Counter()
+    for r in reports:
+        counts[r.node] += len(r.solved)
+    return dict(counts)
 
 
 def stats_lines(stats: JobStats) -> str:
