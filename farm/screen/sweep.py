@@ -10,14 +10,18 @@ evaluator).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm import tqdm
 
 from farm.model.checkpoint import Checkpoint
 from farm.model.circuit import Circuit
+from farm.model.gpt import GPTConfig, VerifiableGPT
+from farm.model.train import FullPass, TrainConfig, pick_device
 from farm.screen.forward import Screen
+from farm.tasks.registry import get_tasks
 from farm.tasks.task import Task
 
 KEEP = 1000  # indices of undecided and wrong inputs kept, per kind: enough to name them
@@ -65,3 +69,42 @@ def sweep(ckpt: Checkpoint, task: Task, circuit: Circuit | None = None, batch: i
         on_batch(len(prompts))
     out.seconds = time.perf_counter() - start
     return out
+
+
+def margin_floor(config: GPTConfig, weights: Mapping[str, np.ndarray], tasks: Sequence[Task],
+                 batch: int = 65536, progress: bool = False) -> tuple[float, float]:
+    """Over every input of the tasks' domains: the least lower bound the screen proves on
+    the exact margin (−inf where it cannot decide), and the fraction it proves correct.
+
+    Never optimistic, so a trainer may stop on it: the floor is at most the true minimum.
+    """
+    screen = Screen(config, weights)
+    floor, correct, total = np.inf, 0, sum(len(t.domain()) for t in tasks)
+    with tqdm(total=total, desc="full pass (screen)", unit="in", leave=False,
+              disable=not progress, dynamic_ncols=True) as bar:
+        for task in tasks:
+            domain = task.domain()
+            for first in range(0, len(domain), batch):
+                prompts = domain.batch(first, min(first + batch, len(domain)))
+                found = screen.run(prompts, task.targets(prompts), task.candidates)
+                floor = min(floor, float(found.lo.min()))
+                correct += int(found.correct.sum())
+                bar.update(len(prompts))
+    return floor, correct / total
+
+
+def training_pass(config: GPTConfig, cfg: TrainConfig) -> FullPass | None:
+    """The full pass a minibatch trainer should stop on, where the screen is the faster
+    one (a piecewise-linear model trained on CPU: one numpy pass instead of torch forwards
+    in chunks, and the margins it bounds are the exact ones); None where the domain trains
+    full-batch or torch's pass is the better one."""
+    found = get_tasks(cfg.tasks)
+    if (sum(len(t.domain()) for t in found) <= cfg.full_batch_max
+            or not config.is_piecewise_linear or pick_device(cfg.device).type != "cpu"):
+        return None
+
+    def measure(model: VerifiableGPT) -> tuple[float, float]:
+        weights = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        return margin_floor(config, weights, found, progress=True)
+
+    return measure
