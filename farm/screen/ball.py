@@ -1,30 +1,28 @@
 """Robustness without a solver: a sound floor of the margin over the ε-ball of r_E(x).
 
 SPEC §4's robustness asks that for every η with ‖η‖∞ ≤ ε the final norm and lm_head
-on r_E(x) + η decide P(x). The screen knows r_E(x) only as an interval m ± r, so
-the ball lies inside the box B = m ± R, R = r + ε. BandNorm is affine on each of its
-branches; where one branch holds over a part of B, the margin there is
+on r_E(x) + η decide P(x). The screen knows r_E(x) only as an interval m ± r and the
+exact margin there as [lo, hi]; the ball lies inside the box B = m ± (r + ε).
+BandNorm is piecewise affine, so on a segment inside one piece β the margin moves
+by a_β·Δx, a_β that piece's gradient. Three floors, each a proof, tried from the
+cheapest on the rows still open:
 
-    margin(x) = margin_β(m) + a_β·(x − m),   margin_β that branch's affine map,
+1. Where no side can be lifted anywhere in B (each side's sum stays ≥ half_low),
+   BandNorm is continuous on B: max(±c, 0) and the Euclidean projection are, only
+   the lift's support jumps. Along the segment from r_E(x) to x the margin then
+   moves by Σ_k a_βk·Δx_k over the pieces it crosses, so it is at least
+   lo − Σ_i A_i ε for any A_i ≥ |a_β,i| over every piece B allows: bounded here
+   from the signs, projections and supports B allows, without enumerating them.
+2. Where one branch holds over all of B (checked as `band_norm` checks any box),
+   margin(x) = margin(r_E) + a·(x − r_E) exactly: lo − Σ|a_i|ε. Plain intervals
+   through BandNorm on B give another floor; the larger is kept.
+3. A row with at most `UNSURE_SIGNS` centred coordinates of unsure sign is bounded
+   on every assignment of them (+, − or 0): on the branches with those signs
+   (`band_norm(signs=...)`, every other fact certain over B) the margin is an
+   affine map's, at least its value at m less Σ|a_i|(r_i + ε).
 
-so it is at least margin_β(m) − Σ|a_β,i|R_i. margin_β(m) and the gradient a_β come
-from interval arithmetic with rigorous rounding bounds (`interval`), so the floor is
-a proof. Which branches B can meet: the signs of the centred coordinates are the
-usual cause of a change of branch inside the ball (each moves by up to 2ε), so a
-row with at most `UNSURE_SIGNS` coordinates of unsure sign is bounded on every
-assignment of them (+, − or 0); every other fact of each such branch (projection,
-support, lift) must be certain over B (`band_norm(signs=...)`), else the row is not
-proved. Plain intervals through BandNorm lose the correlation between coordinates
-(the centring, each side's sum) and give a looser floor; the larger is kept.
-
-Where neither side can be lifted anywhere in B (each side's sum stays ≥ half_low),
-BandNorm is continuous on B: max(±c, 0) and the Euclidean projection are, only the
-lift's support jumps. A continuous piecewise-affine f satisfies f(x) − f(m) =
-Σ_k a_βk·(x − m)Δt_k along the segment from m to x, each a_βk the gradient of a
-piece the segment crosses, so f(x) ≥ f(m) − Σ_i A_i R_i for any A_i ≥ |a_β,i| over
-all pieces. `_continuous_floor` bounds A over every sign, projection and support
-B allows, without enumerating them, and needs only the branch at m itself: this
-proves rows whose projection or support is unsure inside the ball.
+Every quantity is an interval with rigorous rounding bounds (`interval`); an ε that
+is not a float is widened to the next float above (`radius_above`).
 """
 
 from __future__ import annotations
@@ -53,7 +51,7 @@ from farm.screen.interval import (
 
 Pair = tuple[np.ndarray, Iv, Iv]  # rows, difference row of lm_head, difference of biases
 Norm = tuple[np.ndarray, np.ndarray, Iv, Iv]  # gain, shift, half_low, half_high
-UNSURE_SIGNS = 2  # a row with more centred coordinates of unknown sign is not proved
+UNSURE_SIGNS = 2  # floor 3 is tried on rows with at most this many unsure signs
 
 
 def radius_above(epsilon: Fraction) -> float:
@@ -65,39 +63,28 @@ def radius_above(epsilon: Fraction) -> float:
     return f if Fraction(f) >= epsilon else float(np.nextafter(f, np.inf))
 
 
-def robust(residual: Iv, radius: float, norm: Norm | None, pairs: Sequence[Pair]
-           ) -> np.ndarray:
-    """Per row of `residual` [n, d] (intervals holding r_E(x)): whether every pair's
-    margin is certainly positive on the whole ball of `radius` around r_E(x)."""
+def robust(residual: Iv, lo: np.ndarray, radius: float, norm: Norm | None,
+           pairs: Sequence[Pair]) -> np.ndarray:
+    """Per row of `residual` [n, d] (intervals holding r_E(x)), with `lo` a lower bound
+    of the exact margin at r_E(x) (−inf where unknown): whether every pair's margin is
+    certainly positive on the whole ball of `radius` around r_E(x)."""
     box = Iv(residual.m, up(residual.r + radius))
-    if norm is None:
-        floor, certain = _floor(box, None, None, pairs)
-        return certain & (floor > 0)
+    if norm is None:  # the margin is affine in x: lo − Σ|w_i|ε over every pair
+        return _drop(lo, [(rows, w) for rows, w, _ in pairs], radius) > 0
     c = center(box)
+    proved = _continuous_floor(c, lo, radius, norm, pairs) > 0
     pos, neg = certainly_pos(c), certainly_neg(c)
-    unsure = ~(pos | neg)
-    count = unsure.sum(-1)
-    floor, certain = _continuous_floor(box, c, norm, pairs)
-    proved = certain & (floor > 0)
-    sure = count == 0
-    floor, certain = _floor(box[sure], norm, (pos[sure], neg[sure]), _subset(pairs, sure))
-    proved[sure] |= certain & (floor > 0)
-    some = np.flatnonzero((count > 0) & (count <= UNSURE_SIGNS))
-    if not len(some):
-        return proved
-    # the columns of each row's unsure coordinates (repeated where it has fewer)
-    slots = np.argsort(~unsure[some], axis=-1, kind="stable")[:, :UNSURE_SIGNS]
-    slots = np.where(np.arange(UNSURE_SIGNS) < count[some, None], slots, slots[:, :1])
-    lowest = np.full(len(some), np.inf)
-    every = np.ones(len(some), dtype=bool)
-    rows = np.arange(len(some))[:, None]
-    for assignment in itertools.product((1, -1, 0), repeat=UNSURE_SIGNS):
-        p, n = pos[some], neg[some]
-        p[rows, slots] = np.array(assignment) == 1
-        n[rows, slots] = np.array(assignment) == -1
-        f, ok = _floor(box[some], norm, (p, n), _subset(pairs, some))
-        lowest, every = np.minimum(lowest, f), every & ok
-    proved[some] |= every & (lowest > 0)
+    unsure = (~(pos | neg)).sum(-1)
+    rest = np.flatnonzero(~proved & (unsure == 0) & (lo > 0))
+    sub_pairs = _subset(pairs, rest)
+    y_box, branch = band_norm(box[rest], *norm)
+    floor = _drop(lo[rest], [(rows, branch.rows(rows).pullback(w, norm[0]))
+                             for rows, w, _ in sub_pairs], radius)
+    floor = np.maximum(floor, _floor_of(y_box, sub_pairs))
+    proved[rest] = branch.certain & (floor > 0)
+    rest = np.flatnonzero(~proved & (unsure > 0) & (unsure <= UNSURE_SIGNS) & (lo > 0))
+    if len(rest):
+        proved[rest] = _every_sign(box[rest], pos[rest], neg[rest], norm, _subset(pairs, rest))
     return proved
 
 
@@ -105,58 +92,51 @@ def _subset(pairs: Sequence[Pair], rows: np.ndarray) -> list[Pair]:
     return [(where[rows], w, b) for where, w, b in pairs]
 
 
-def _floor(box: Iv, norm: Norm | None, signs: tuple[np.ndarray, np.ndarray] | None,
-           pairs: Sequence[Pair]) -> tuple[np.ndarray, np.ndarray]:
-    """The least margin over the box on the branches with `signs` (all of it without a
-    norm), and where those branches are certain there."""
-    centre = Iv.point(box.m)
-    if norm is None:
-        y_box, y_centre, branch = box, centre, None
-        certain = np.ones(len(box.m), dtype=bool)
-    else:
-        y_box, branch = band_norm(box, *norm, signs=signs)
-        y_centre, at_centre = band_norm(centre, *norm, signs=signs)
-        certain = branch.certain & at_centre.certain
-    d = box.m.shape[-1]
-    floor = np.full(len(box.m), np.inf)
+def _floor_of(y: Iv, pairs: Sequence[Pair]) -> np.ndarray:
+    """The least of the pairs' margins over the normed rows y (lower interval ends)."""
+    floor = np.full(len(y.m), np.inf)
     for rows, w, b in pairs:
-        if not rows.any():
-            continue
-        grad = w if branch is None else branch.rows(rows).pullback(w, norm[0])
-        spread = up(((np.abs(grad.m) + grad.r) * box.r[rows]).sum(-1))
-        at_m, _ = add(dot(y_centre[rows], w, "nd,d->n", d), b).ends()
-        linear = np.nextafter(at_m - spread, -np.inf)
-        plain, _ = add(dot(y_box[rows], w, "nd,d->n", d), b).ends()
-        floor[rows] = np.minimum(floor[rows], np.maximum(linear, plain))
-    return floor, certain
+        if rows.any():
+            end, _ = add(dot(y[rows], w, "nd,d->n", len(w.m)), b).ends()
+            floor[rows] = np.minimum(floor[rows], end)
+    return floor
 
 
-def _continuous_floor(box: Iv, c: Iv, norm: Norm, pairs: Sequence[Pair]
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """The least margin over the box where BandNorm is continuous on it (no side can be
-    lifted), by the bound on the pieces' gradients in the module docstring; and where
-    that holds (and m's own branch is certain)."""
-    gain, shift, half_low, half_high = norm
-    y_centre, at_centre = band_norm(Iv.point(box.m), *norm)
+def _drop(lo: np.ndarray, grads: Sequence[tuple[np.ndarray, Iv]], radius: float
+          ) -> np.ndarray:
+    """lo less the most any pair's margin can fall over an ∞-ball of `radius` on which
+    its gradient is `grad`: Σ|grad_i|·radius, rounded down."""
+    floor = np.full(len(lo), np.inf)
+    for rows, grad in grads:
+        if rows.any():
+            fall = up((np.abs(grad.m) + grad.r).sum(-1) * radius)
+            floor[rows] = np.nextafter(lo[rows] - fall, -np.inf)
+    return floor
+
+
+def _continuous_floor(c: Iv, lo: np.ndarray, radius: float, norm: Norm,
+                      pairs: Sequence[Pair]) -> np.ndarray:
+    """Floor 1 (module docstring) from the centred box c; −inf where a side may lift."""
+    gain, _, half_low, half_high = norm
     c_lo, c_hi = c.ends()
-    certain = at_centre.certain.copy()
+    continuous = np.ones(len(lo), dtype=bool)
     sides = []
-    for lo, hi in ((c_lo, c_hi), (-c_hi, -c_lo)):  # p from c, n from −c
-        s_lo, s_hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+    for s_lo, s_hi in ((c_lo, c_hi), (-c_hi, -c_lo)):  # p from c, n from −c
+        s_lo, s_hi = np.maximum(s_lo, 0.0), np.maximum(s_hi, 0.0)
         least, most = total(Iv.point(s_lo)), total(Iv.point(s_hi))
-        certain &= certainly_pos(sub(least, half_low))  # Σs ≥ half_low, and H > half_low
+        continuous &= certainly_pos(sub(least, half_low))  # and projected: Σ = H > half_low
         sides.append((s_hi > 0, ~certainly_neg(sub(most, half_high)),
                       ~certainly_pos(sub(least, half_high))))
-    d = box.m.shape[-1]
-    floor = np.full(len(box.m), np.inf)
-    for rows, w, b in pairs:
-        if not rows.any():
-            continue
+    d = c.m.shape[-1]
+    grads = []
+    for rows, w, _ in pairs:
+        # ⟨w, BandNorm⟩'s gradient is centre(v), v_i = Σ_sides J_side^T g, g = centre(w ⊙ γ):
+        # g_i on a side's kept coordinates K, or g_i − mean_K(g) where the side projects
+        # onto K; K ⊆ the side's possible coordinates; 0 off K
         g_lo, g_hi = center(scale_shift(w, gain, np.zeros_like(gain))).ends()
-        v_lo, v_hi = np.zeros((int(rows.sum()), d)), np.zeros((int(rows.sum()), d))
+        v_lo = v_hi = np.zeros((int(rows.sum()), d))
         for member, may_project, may_not in sides:
             member = member[rows]
-            # a side's pullback: g_i (not projected), g_i − mean_K(g) (projected onto K)
             mean_lo = np.where(member, g_lo, np.inf).min(-1, keepdims=True)
             mean_hi = np.where(member, g_hi, -np.inf).max(-1, keepdims=True)
             proj = may_project[rows, None] & member
@@ -165,12 +145,37 @@ def _continuous_floor(box: Iv, c: Iv, norm: Norm, pairs: Sequence[Pair]
             v_hi = np.maximum(v_hi, np.where(proj, np.nextafter(g_hi - mean_lo, np.inf), 0.0))
             v_lo = np.minimum(v_lo, np.where(plain, g_lo, 0.0))
             v_hi = np.maximum(v_hi, np.where(plain, g_hi, 0.0))
-        # the gradient is v − mean(v)
         _, top = div(total(Iv.point(v_hi)), float(d)).ends()
         bottom, _ = div(total(Iv.point(v_lo)), float(d)).ends()
         bound = np.maximum(np.abs(np.nextafter(v_lo - top[:, None], -np.inf)),
                            np.abs(np.nextafter(v_hi - bottom[:, None], np.inf)))
-        spread = up((bound * box.r[rows]).sum(-1))
-        at_m, _ = add(dot(y_centre[rows], w, "nd,d->n", d), b).ends()
-        floor[rows] = np.minimum(floor[rows], np.nextafter(at_m - spread, -np.inf))
-    return floor, certain
+        grads.append((rows, Iv(bound, np.zeros_like(bound))))
+    return np.where(continuous, _drop(lo, grads, radius), -np.inf)
+
+
+def _every_sign(box: Iv, pos: np.ndarray, neg: np.ndarray, norm: Norm,
+                pairs: Sequence[Pair]) -> np.ndarray:
+    """Floor 3 (module docstring) on rows with 1..UNSURE_SIGNS unsure signs."""
+    unsure = ~(pos | neg)
+    count = unsure.sum(-1)
+    # the columns of each row's unsure coordinates (the first repeated where fewer)
+    slots = np.argsort(~unsure, axis=-1, kind="stable")[:, :UNSURE_SIGNS]
+    slots = np.where(np.arange(UNSURE_SIGNS) < count[:, None], slots, slots[:, :1])
+    rows = np.arange(len(box.m))[:, None]
+    centre = Iv.point(box.m)
+    proved = np.ones(len(box.m), dtype=bool)
+    for assignment in itertools.product((1, -1, 0), repeat=UNSURE_SIGNS):
+        p, n = pos.copy(), neg.copy()
+        p[rows, slots] = np.array(assignment) == 1
+        n[rows, slots] = np.array(assignment) == -1
+        _, branch = band_norm(box, *norm, signs=(p, n))
+        y_centre, at_centre = band_norm(centre, *norm, signs=(p, n))
+        floor = np.full(len(box.m), np.inf)
+        for where, w, b in pairs:
+            if where.any():
+                grad = branch.rows(where).pullback(w, norm[0])
+                fall = up(((np.abs(grad.m) + grad.r) * box.r[where]).sum(-1))
+                at_m, _ = add(dot(y_centre[where], w, "nd,d->n", len(w.m)), b).ends()
+                floor[where] = np.minimum(floor[where], np.nextafter(at_m - fall, -np.inf))
+        proved &= branch.certain & at_centre.certain & (floor > 0)
+    return proved

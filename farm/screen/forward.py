@@ -269,7 +269,7 @@ class Screen:
         if radius is None:
             return result
         norm = self.norms.get("norm_final")
-        proved = robust(residual[i], radius, norm and (*norm, *self.half),
+        proved = robust(residual[i], result.lo, radius, norm and (*norm, *self.half),
                         list(self._differences(targets, candidates)))
         return ScreenResult(result.lo, result.hi, proved & result.correct)
 
