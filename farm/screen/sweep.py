@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 from tqdm import tqdm
@@ -38,6 +39,9 @@ class Sweep:
     wrong_at: list[int] = field(default_factory=list)  # domain indices, the first KEEP
     widest: float = 0.0  # the widest decisive interval: how tight the bound ran
     seconds: float = 0.0
+    epsilon: Fraction | None = None  # the robustness radius asked for, if any
+    robust: int = 0  # proved to decide P(x) on the whole ε-ball of r_E(x)
+    not_robust_at: list[int] = field(default_factory=list)  # correct, not proved; first KEEP
 
     @property
     def not_decisive(self) -> int:
@@ -49,20 +53,26 @@ class Sweep:
 
 
 def sweep(ckpt: Checkpoint, task: Task, circuit: Circuit | None = None, batch: int = 16384,
-          limit: int | None = None, on_batch: Callable[[int], None] = lambda n: None) -> Sweep:
+          limit: int | None = None, on_batch: Callable[[int], None] = lambda n: None,
+          epsilon: Fraction | None = None) -> Sweep:
     """Screen the first `limit` inputs of `task`'s domain (all by default) under `circuit`
-    (the full model by default); `on_batch` hears how many inputs each batch screened."""
+    (the full model by default), and with `epsilon` prove what it can of robustness;
+    `on_batch` hears how many inputs each batch screened."""
     domain = task.domain()
     total = min(len(domain), limit if limit is not None else len(domain))
     screen = Screen(ckpt.config, dict(ckpt.weights), circuit)
-    out = Sweep(task.name, total, len(domain), 0, 0)
+    out = Sweep(task.name, total, len(domain), 0, 0, epsilon=epsilon)
     start = time.perf_counter()
     for first in range(0, total, batch):
         prompts = domain.batch(first, min(first + batch, total))
-        result = screen.run(prompts, task.targets(prompts), task.candidates)
+        result = screen.run(prompts, task.targets(prompts), task.candidates, epsilon)
         out.correct += int(result.correct.sum())
         out.wrong += int(result.wrong.sum())
-        for kept, where in ((out.undecided, ~result.decisive), (out.wrong_at, result.wrong)):
+        kinds = [(out.undecided, ~result.decisive), (out.wrong_at, result.wrong)]
+        if result.robust is not None:
+            out.robust += int(result.robust.sum())
+            kinds.append((out.not_robust_at, result.correct & ~result.robust))
+        for kept, where in kinds:
             kept += (first + np.flatnonzero(where)[:KEEP - len(kept)]).tolist()
         if result.decisive.any():
             out.widest = max(out.widest, float((result.hi - result.lo)[result.decisive].max()))
