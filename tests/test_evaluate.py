@@ -6,6 +6,7 @@ that decided it, and counterexamples replay exactly.
 """
 
 import json
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from tests.conftest import random_model, weights_of
 from tests.test_verify import BRACKET, QUOTE
 
 CONCRETE = ("functional_equivalence", "content_invariance", "edge_necessity")
+BROKEN = QUOTE[0][:-1] + [("emb", "logits")]  # the opener never reaches the output
 
 
 def evaluator(ckpt: Checkpoint, task: str, edges=None) -> Evaluator:
@@ -82,8 +84,7 @@ def test_extracted_circuits_agree_with_the_solver_route(trained_ckpt, task, circ
 def test_a_broken_circuit_fails_with_every_failure_counted_and_replayed(trained_ckpt):
     """Without attn_1 -> logits the opener never reaches the output: some inputs decide
     wrongly. The count is exact arithmetic's, each listed one replays to a margin ≤ 0."""
-    edges = QUOTE[0][:-1] + [("emb", "logits")]
-    ev = evaluator(trained_ckpt, "quote_close", edges)
+    ev = evaluator(trained_ckpt, "quote_close", BROKEN)
     fe = ev.functional_equivalence()
     task = get_task("quote_close")
     rows = ev.model.run(task.domain(), ev.circuit)
@@ -153,3 +154,25 @@ def test_certify_refuses_results_of_the_screen_route_and_says_how(trained_ckpt, 
                  "--no-lean"]) == 2
     assert "farm verify --route solver" in capsys.readouterr().err
     assert not cert.exists()
+
+
+@pytest.mark.parametrize(("edges", "status"), [(QUOTE[0], "VERIFIED"), (BROKEN, "FAILED")])
+def test_robustness_by_the_ball_bound_then_the_solvers(trained_ckpt, tmp_path, edges, status):
+    """The screen proves what its bound over the ε-ball can; the solvers answer the rest,
+    each counterexample an η replayed exactly; every input counted once."""
+    ckpt_dir = tmp_path / "checkpoint"
+    save_checkpoint(trained_ckpt, ckpt_dir)
+    save_circuit(Circuit(2, 1, "block", frozenset(edges), "quote_close"), tmp_path / "c.json")
+    out = tmp_path / "result.json"
+    code = main(["verify", "--checkpoint", str(ckpt_dir), "--circuit", str(tmp_path / "c.json"),
+                 "--task", "quote_close", "--properties", "rob", "--solver", "cvc5", "--quiet",
+                 "--out", str(out)])
+    (rob,) = json.loads(out.read_text())["results"]
+    assert (code == 0) == (status == "VERIFIED") and rob["status"] == status
+    routes = rob["routes"]
+    assert sum(routes.values()) == 128 and routes.get("solver", 0) == rob["queries"] - rob[
+        "escalated"]
+    assert rob["failing"] == len(rob["counterexamples"]) <= routes.get("solver", 0)
+    for cex in rob["counterexamples"]:
+        assert Fraction(cex["exact_margin"]) <= 0
+        assert max(abs(Fraction(e)) for e in cex["eta"]) <= Fraction(1, 100)

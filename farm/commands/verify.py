@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--properties", nargs="+", default=["all"], metavar="PROPERTY",
                    help=f"some of {', '.join(PROPERTIES)} (or their full names), separated by "
                         "spaces or commas, or all (default: all)")
-    p.add_argument("--route", choices=("screen", "solver"), default="solver",
+    p.add_argument("--route", choices=("screen", "solver"), default="screen",
                    help="screen: decide concrete inputs by evaluation (the sound interval "
                         "screen, exact arithmetic where it is not decisive) and robustness by "
                         "the screen's bound over the ε-ball, asking the solvers only what is "
@@ -77,9 +77,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="robustness radius in the ∞-norm on the final residual, read as an "
                         "exact decimal (default: %(default)s)")
     p.add_argument("--pairwise", action="store_true",
-                   help="content invariance over every same-class pair, instead of every "
-                        "member against the decision of its class's anchor (the same queries "
-                        "as functional equivalence wherever the anchor decides correctly)")
+                   help="--route solver: content invariance over every same-class pair, "
+                        "instead of every member against the decision of its class's anchor "
+                        "(the same queries as functional equivalence wherever the anchor "
+                        "decides correctly); the screen route decides every member exactly, "
+                        "which settles every pair")
     p.add_argument("--radius", action="store_true",
                    help="also find each input's largest certified robustness radius: "
                         "from --epsilon, double while the input is robust, then bisect "
@@ -99,8 +101,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "cvc5's; on 2 cores a race gives half the CPU to a z3 that times "
                         "out, and 8 quote inputs certified smaller radii in 25%% more time)")
     p.add_argument("--encoding", choices=("guided", "full"), default="guided",
-                   help="guided: traced branches plus guards; full: every case split "
-                        "(default: %(default)s)")
+                   help="solver queries' encoding: guided: traced branches plus guards; "
+                        "full: every case split (default: %(default)s)")
     p.add_argument("--trace", metavar="PATH",
                    help="branch trace of this circuit on the task's domain (Parquet, as farm "
                         "run writes to OUT/traces/TASK.parquet): guided queries take the "
@@ -215,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
         solvers = functools.cache(lambda: opened.enter_context(
             LocalFarm(args.solver, args.timeout, args.jobs)))
         if args.route == "screen":
-            results = evaluate_task(ckpt, circuit, task, properties, solvers, cache, options)
+            results = evaluate_task(ckpt, circuit, task, properties, solvers, cache, options,
+                                    encoding=args.encoding, traces=traces)
         else:
             planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, task,
                               args.encoding, traces=traces,

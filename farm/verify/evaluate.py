@@ -32,12 +32,14 @@ from encoders.properties import (
     FUNCTIONAL_EQUIVALENCE,
     NO_WITNESS,
     ROBUSTNESS,
+    EncodeMode,
     Planner,
 )
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint
 from farm.model.circuit import Circuit, Edge
 from farm.model.exact import ExactModel, RowResult
+from farm.model.tracing import TraceReader
 from farm.screen import Screen
 from farm.tasks.task import Task
 from farm.verify.local import (
@@ -251,31 +253,34 @@ class Evaluator:
 
 def evaluate_task(ckpt: Checkpoint, circuit: Circuit, task: Task, properties: Sequence[str],
                   solvers: Callable[[], Farm], cache: ResultCache | None = None,
-                  options: VerifyOptions | None = None, batch: int = BATCH
+                  options: VerifyOptions | None = None, batch: int = BATCH,
+                  encoding: EncodeMode = "guided", traces: TraceReader | None = None
                   ) -> list[PropertyResult]:
     """The requested properties of one (circuit, task), concrete inputs by evaluation and
     robustness by the screen's ball bound; `solvers()` opens the farm that answers what
-    the screen leaves, only if it leaves anything (solver processes take seconds to start)."""
+    the screen leaves, only if it leaves anything (solver processes take seconds to start).
+    `encoding` and `traces` are the solver queries' (`Planner`'s)."""
     options = options or VerifyOptions()
     evaluator = Evaluator(ckpt, circuit, task, batch=batch, progress=options.progress)
     results = []
     for prop in properties:
         if prop == ROBUSTNESS:
-            results.append(robustness(evaluator, solvers, cache, options))
+            planner = Planner(evaluator.model, circuit, task, encoding, traces=traces)
+            results.append(robustness(evaluator, planner, solvers, cache, options))
         else:
             results.append(getattr(evaluator, prop)())
     return results
 
 
-def robustness(evaluator: Evaluator, solvers: Callable[[], Farm], cache: ResultCache | None,
-               options: VerifyOptions) -> PropertyResult:
+def robustness(evaluator: Evaluator, planner: Planner, solvers: Callable[[], Farm],
+               cache: ResultCache | None, options: VerifyOptions) -> PropertyResult:
     """Robustness at `options.epsilon`: proved by the screen's ball bound where it holds,
-    the rest asked of the solvers (guided, then fully encoded where inconclusive)."""
+    the rest asked of the solvers as `planner` plans them (guided, then fully encoded
+    where inconclusive)."""
     start, eps = time.perf_counter(), options.epsilon
     robust = evaluator.robust_by_screen(eps)
     rest = {int(i): eps for i in np.flatnonzero(~robust)}
     judged = []
-    planner = Planner(evaluator.model, evaluator.circuit, evaluator.task)
     if rest:
         label = f"{evaluator.task.name} robustness (solvers)" if options.progress else None
         judged, _ = robustness_outcomes(planner, rest, solvers(), cache, ROBUSTNESS, label)
