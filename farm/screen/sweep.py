@@ -82,13 +82,15 @@ def sweep(ckpt: Checkpoint, task: Task, circuit: Circuit | None = None, batch: i
 
 
 def margin_floor(config: GPTConfig, weights: Mapping[str, np.ndarray], tasks: Sequence[Task],
-                 batch: int = 65536, progress: bool = False) -> tuple[float, float]:
+                 batch: int = 65536, progress: bool = False, circuit: Circuit | None = None
+                 ) -> tuple[float, float]:
     """Over every input of the tasks' domains: the least lower bound the screen proves on
-    the exact margin (−inf where it cannot decide), and the fraction it proves correct.
+    the exact margin of the model (or `circuit`), −inf where it cannot decide, and the
+    fraction it proves correct.
 
     Never optimistic, so a trainer may stop on it: the floor is at most the true minimum.
     """
-    screen = Screen(config, weights)
+    screen = Screen(config, weights, circuit)
     floor, correct, total = np.inf, 0, sum(len(t.domain()) for t in tasks)
     with tqdm(total=total, desc="full pass (screen)", unit="in", leave=False,
               disable=not progress, dynamic_ncols=True) as bar:
