@@ -125,7 +125,9 @@ def candidate_margins(logits: torch.Tensor, targets: torch.Tensor,
     return (last.gather(1, targets[:, None]) - last.gather(1, alternates[:, None]))[:, 0]
 
 
-FullPass = Callable[[VerifiableGPT], tuple[float, float]]  # model -> (min margin, accuracy)
+# (model, give_up_below) -> (min margin, accuracy); it may stop early (and say only that
+# the minimum is below) once the minimum is below give_up_below
+FullPass = Callable[[VerifiableGPT, float], tuple[float, float]]
 
 
 def train(model_cfg: GPTConfig, cfg: TrainConfig = TrainConfig(), progress: bool = True,
@@ -156,7 +158,7 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
     checked = -cfg.check_every
     whole = stream.rows(np.arange(stream.size)) if full else None
     draw = np.random.default_rng(cfg.seed)
-    measure = full_pass or (lambda m: _pass(m, stream, cfg))
+    measure = full_pass or (lambda m, _: _pass(m, stream, cfg))
     bar = tqdm(range(1, cfg.max_steps + 1), desc="train", disable=not progress, leave=False)
     for step in bar:
         prompts, targets, alternates = whole or stream.rows(
@@ -169,14 +171,14 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
             bar.set_postfix(loss=f"{loss.item():.4f}", min_margin=f"{min_margin:.3f}")
         if min_margin >= cfg.margin_goal and (full or step - checked >= cfg.check_every):
             checked = step  # before stepping: the returned model is the one just measured
-            if full or measure(model)[0] >= cfg.margin_goal:
+            if full or measure(model, cfg.margin_goal)[0] >= cfg.margin_goal:
                 break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     bar.close()
     model.eval()
-    min_margin, accuracy = _pass(model, stream, cfg) if full else measure(model)
+    min_margin, accuracy = _pass(model, stream, cfg) if full else measure(model, -math.inf)
     return TrainResult(model.cpu(), step, min_margin, accuracy, history)
 
 

@@ -82,16 +82,18 @@ def sweep(ckpt: Checkpoint, task: Task, circuit: Circuit | None = None, batch: i
 
 
 def margin_floor(config: GPTConfig, weights: Mapping[str, np.ndarray], tasks: Sequence[Task],
-                 batch: int = 65536, progress: bool = False, circuit: Circuit | None = None
-                 ) -> tuple[float, float]:
+                 batch: int = 65536, progress: bool = False, circuit: Circuit | None = None,
+                 give_up_below: float = -np.inf) -> tuple[float, float]:
     """Over every input of the tasks' domains: the least lower bound the screen proves on
     the exact margin of the model (or `circuit`), −inf where it cannot decide, and the
-    fraction it proves correct.
+    fraction it proves correct (of the inputs screened: the pass ends early once the floor
+    is below `give_up_below`, all a trainer needs to know to go on training).
 
     Never optimistic, so a trainer may stop on it: the floor is at most the true minimum.
     """
     screen = Screen(config, weights, circuit)
-    floor, correct, total = np.inf, 0, sum(len(t.domain()) for t in tasks)
+    floor, correct, screened = np.inf, 0, 0
+    total = sum(len(t.domain()) for t in tasks)
     with tqdm(total=total, desc="full pass (screen)", unit="in", leave=False,
               disable=not progress, dynamic_ncols=True) as bar:
         for task in tasks:
@@ -101,7 +103,10 @@ def margin_floor(config: GPTConfig, weights: Mapping[str, np.ndarray], tasks: Se
                 found = screen.run(prompts, task.targets(prompts), task.candidates)
                 floor = min(floor, float(found.lo.min()))
                 correct += int(found.correct.sum())
+                screened += len(prompts)
                 bar.update(len(prompts))
+                if floor < give_up_below:
+                    return floor, correct / screened
     return floor, correct / total
 
 
@@ -115,8 +120,8 @@ def training_pass(config: GPTConfig, cfg: TrainConfig) -> FullPass | None:
             or not config.is_piecewise_linear or pick_device(cfg.device).type != "cpu"):
         return None
 
-    def measure(model: VerifiableGPT) -> tuple[float, float]:
+    def measure(model: VerifiableGPT, give_up_below: float) -> tuple[float, float]:
         weights = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-        return margin_floor(config, weights, found, progress=True)
+        return margin_floor(config, weights, found, progress=True, give_up_below=give_up_below)
 
     return measure
