@@ -60,3 +60,13 @@ def test_bad_parameters_are_refused(spec: str) -> None:
 def test_a_tie_must_repeat_an_earlier_position_with_its_tokens() -> None:
     with pytest.raises(ValueError, match="tie"):
         ProductDomain(((1,), (2, 3), (2, 4)), (1,), ((2, 1),))
+
+
+def test_rivals_are_every_other_candidate_and_the_alternate_of_two() -> None:
+    task = get_task("induction:vocab=4,period=2")
+    assert task.rivals(np.array([22, 21])).tolist() == [[21, 23, 24], [22, 23, 24]]
+    lookup = get_task("quote_close")
+    targets = lookup.targets(lookup.domain().batch(0, 8))
+    assert lookup.rivals(targets)[:, 0].tolist() == lookup.alternates(targets).tolist()
+    with pytest.raises(FarmError, match="outside the candidates"):
+        task.rivals(np.array([5]))
