@@ -30,7 +30,7 @@ def induction_checkpoint(gain: float = 16.0) -> Checkpoint:
     """A hand-built 2-layer model whose layer-1 head is a perfect induction head: each
     query from position 3 on attends to the position period − 1 = 3 back (a score gap of
     gain/√32) and copies that token into dims the unembedding reads (logit 10)."""
-    cfg = GPTConfig(seq_len=9, d_model=32, d_mlp=1, norm_variant="none")
+    cfg = GPTConfig(seq_len=8, d_model=32, d_mlp=0, norm_variant="none")
     model = VerifiableGPT(cfg)
     with torch.no_grad():
         for p in model.parameters():
@@ -62,15 +62,15 @@ def text(checkpoint: Checkpoint) -> str:
 def test_certificate_states_the_exact_stripe_copying_and_decision(text: str) -> None:
     cert = parse(text)
     prompt = TASK.domain()[1234]
-    target = prompt[1]
-    assert cert.seq == 9 and cert.active == (8,) and cert.prev[8] == 5
-    assert cert.weight[8, 5] == 1 and cert.eps == 0 and cert.eps_at[8] == 0
-    assert sum(cert.weight[8, k] for k in range(9)) == 1
+    target = prompt[4]
+    assert cert.seq == 8 and cert.active == (7,) and cert.prev[7] == 4
+    assert cert.weight[7, 4] == 1 and cert.eps == 0 and cert.eps_at[7] == 0
+    assert sum(cert.weight[7, k] for k in range(8)) == 1
     assert cert.margin == Fraction(16) / Fraction(float(torch.tensor(32.0).sqrt().item()))
     assert cert.direction[0] == target and cert.direction[1] != target
-    assert logit_diff_bound(cert) == 10 == cert.val[5]
+    assert logit_diff_bound(cert) == 10 == cert.val[4]
     farm = {words[0]: words[1:] for words in cert.farm}
-    assert farm["query"] == ("8", "5", str(target))
+    assert farm["query"] == ("7", "4", str(target))
     assert farm["decision"][0] == str(target) and Fraction(farm["decision"][2]) == 10
     assert farm["certified"] == ("yes",)
     copy = [Fraction(w[3]) for w in cert.farm if w[0] == "copy-lb"]
@@ -94,12 +94,12 @@ def test_nfp_rules_accept_ours_and_parse_round_trips(text: str) -> None:
 
 
 @pytest.mark.parametrize("edit, complaint", [
-    (("seq 9", "seq 9\nseq 9"), "seq must appear once"),
+    (("seq 8", "seq 8\nseq 8"), "seq must appear once"),
     (("eps 0", "eps 0.0"), "no decimals"),
     (("eps 0", "eps 0 # exact"), "eps must appear once"),
-    (("prev 8 5", "prev 8 9"), "out of range"),
-    (("weight 8 5 1\n", ""), "weight has 80 of its 81"),
-    (("val 5 10", "val 5 10\nval 5 10"), "val 5 twice"),
+    (("prev 7 4", "prev 7 8"), "out of range"),
+    (("weight 7 4 1\n", ""), "weight has 63 of its 64"),
+    (("val 4 10", "val 4 10\nval 4 10"), "val 4 twice"),
 ])
 def test_nfp_lexing_is_as_strict_as_nfp(text: str, edit: tuple[str, str], complaint: str
                                         ) -> None:
@@ -119,14 +119,14 @@ def _swap(text: str, pattern: str, replacement: str) -> str:
 
 
 @pytest.mark.parametrize("pattern, replacement, complaint", [
-    (r"^weight-bound 8 6 0$", "weight-bound 8 6 1/2", "weight-bound 8 6 is 1/2"),
-    (r"^prev 8 5$", "prev 8 1", "prev 8 is 1"),
-    (r"^# farm query 8 5 (\d+)$", r"# farm query 8 1 \1", "not on the induction stripe"),
+    (r"^weight-bound 7 6 0$", "weight-bound 7 6 1/2", "weight-bound 7 6 is 1/2"),
+    (r"^prev 7 4$", "prev 7 1", "prev 7 is 1"),
+    (r"^# farm query 7 4 (\d+)$", r"# farm query 7 1 \1", "not on the induction stripe"),
     (r"^margin (\S+)$", r"margin 3", "margin is 3"),
     (r"^eps 0$", "eps 1/100", "eps is 1/100"),
-    (r"^(# farm copy-lb 8 \d+) 10$", r"\1 11", "farm line 7"),
+    (r"^(# farm copy-lb 7 \d+) 10$", r"\1 11", "farm line 7"),
     (r"^(# farm decision \d+ \d+) 10$", r"\1 12", "farm line"),
-    (r"^score 8 2 0$", "score 8 2 -1", "score 8 2 is -1"),
+    (r"^score 7 2 0$", "score 7 2 -1", "score 7 2 is -1"),
     (r"^# farm checkpoint \w+$", "# farm checkpoint " + "0" * 64, "not this one"),
     (r"^# farm prompt 1234 1 ", "# farm prompt 1235 1 ", "prompt 1235 of induction is"),
 ])
@@ -141,9 +141,9 @@ def test_checker_rejects_every_tampered_number(checkpoint: Checkpoint, text: str
 def test_a_loosened_weight_bound_passes_nfp_but_not_the_farm(checkpoint: Checkpoint,
                                                              text: str) -> None:
     """NFP only asks a bound to be above its weight: the binding to the weights is ours."""
-    loose = parse(_swap(text, r"^weight-bound 8 5 1$", "weight-bound 8 5 2"))
+    loose = parse(_swap(text, r"^weight-bound 7 4 1$", "weight-bound 7 4 2"))
     assert rejections(loose) == []
-    with pytest.raises(FarmError, match="weight-bound 8 5 is 2"):
+    with pytest.raises(FarmError, match="weight-bound 7 4 is 2"):
         check_certificate(loose, checkpoint, "cert")
 
 
@@ -151,9 +151,9 @@ def test_a_weak_head_is_stated_but_not_certified() -> None:
     """A score gap below sparsemax's 1 spreads weight, and ε > 0 is stated exactly; a head
     that looks elsewhere gets a certificate that says so, and is not certified."""
     weak = InductionProver(induction_checkpoint(gain=2.0), TASK, HEAD).certificate(1234)
-    assert 0 < weak.eps < 1 and weak.weight[8, 5] == 1 - weak.eps
+    assert 0 < weak.eps < 1 and weak.weight[7, 4] == 1 - weak.eps
     off = InductionProver(induction_checkpoint(gain=-16.0), TASK, HEAD).certificate(1234)
-    assert off.weight[8, 5] == 0 and off.margin < 0
+    assert off.weight[7, 4] == 0 and off.margin < 0
     assert ("certified", "no") in off.farm and rejections(off)
 
 
@@ -180,9 +180,9 @@ def test_domain_certify_and_check(checkpoint: Checkpoint, tmp_path: Path) -> Non
 def test_unsupported_models_are_refused() -> None:
     with pytest.raises(FarmError, match="sparsemax"):
         InductionProver(Checkpoint.from_model(VerifiableGPT(GPTConfig(
-            seq_len=9, attn_variant="softmax", norm_variant="none"))), TASK, HEAD)
+            seq_len=8, attn_variant="softmax", norm_variant="none"))), TASK, HEAD)
     with pytest.raises(FarmError, match="norm"):
-        InductionProver(Checkpoint.from_model(VerifiableGPT(GPTConfig(seq_len=9))), TASK, HEAD)
+        InductionProver(Checkpoint.from_model(VerifiableGPT(GPTConfig(seq_len=8))), TASK, HEAD)
     with pytest.raises(FarmError, match="L2H0"):
         InductionProver(induction_checkpoint(), TASK, HeadRef(2, 0))
 
@@ -198,9 +198,9 @@ def test_command_line(checkpoint: Checkpoint, tmp_path: Path,
     assert main(["induction", "check", "--checkpoint", str(ckpt), str(out)]) == 0
     assert "OK" in capsys.readouterr().out
     item = out / "items" / "3.cert"
-    item.write_text(item.read_text().replace("\nweight-bound 8 5 1\n", "\nweight-bound 8 5 2\n"))
+    item.write_text(item.read_text().replace("\nweight-bound 7 4 1\n", "\nweight-bound 7 4 2\n"))
     assert main(["induction", "check", "--checkpoint", str(ckpt), str(out)]) == 2
-    assert "weight-bound 8 5 is 2" in capsys.readouterr().err
+    assert "weight-bound 7 4 is 2" in capsys.readouterr().err
     assert main(["induction", "heads", "--checkpoint", str(ckpt)]) == 0
     first = capsys.readouterr().out.splitlines()[1].split()
     assert first[0] == "L1H0" and float(first[2]) == 1.0

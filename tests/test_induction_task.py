@@ -14,21 +14,21 @@ from farm.tasks.vocab import BOS, FILLER_POOL
 def test_default_domain_is_every_pattern_of_four_over_eight_tokens() -> None:
     task = get_task("induction")
     domain = task.domain()
-    assert (task.name, len(domain), task.seq_len) == ("induction", 8 ** 4, 9)
+    assert (task.name, len(domain), task.seq_len) == ("induction", 8 ** 4, 8)
     assert task.candidates == tuple(range(21, 29))
-    assert domain[0] == (BOS, *[21] * 8)
+    assert domain[0] == (BOS, *[21] * 7)
     prompts = {p for p in domain}
     assert len(prompts) == 4096
     for prompt in list(prompts)[:200]:
-        assert prompt[1:5] == prompt[5:9] and set(prompt[1:]) <= set(task.candidates)
+        assert prompt[1:4] == prompt[5:8] and set(prompt[1:]) <= set(task.candidates)
 
 
 def test_target_is_the_token_after_the_previous_occurrence_of_the_last_token() -> None:
     task = get_task("induction")
-    prompt = (BOS, 24, 21, 27, 22, 24, 21, 27, 22)
-    assert task.target(prompt) == 24 == prompt[prompt.index(22, 1) + 1]
-    assert [tuple(e) for e in task.stripe(prompt)] == [(5, 2, 21), (6, 3, 27), (7, 4, 22),
-                                                        (8, 5, 24)]
+    prompt = (BOS, 24, 21, 27, 22, 24, 21, 27)
+    assert task.target(prompt) == 22 == prompt[prompt.index(27, 1) + 1]
+    assert prompt.count(22) == 1  # seen once: only one period back
+    assert [tuple(e) for e in task.stripe(prompt)] == [(5, 2, 21), (6, 3, 27), (7, 4, 22)]
     assert task.decision(prompt) == task.stripe(prompt)[-1]
     batch = task.domain().batch(100, 400)
     assert task.targets(batch).tolist() == [task.target(tuple(p)) for p in batch.tolist()]
@@ -42,6 +42,7 @@ def test_index_and_batch_agree_and_untied_prompts_are_outside() -> None:
     assert [domain[i] for i in (7, 124, 0)] == [tuple(p) for p in batch.tolist()]
     broken = list(domain[7])
     broken[-1] = broken[-1] + 1 if broken[-1] != 25 else 21
+    assert len(broken) == 6
     assert tuple(broken) not in domain
 
 
@@ -51,7 +52,7 @@ def test_pattern_tokens_are_the_family_own_ids() -> None:
 
 
 @pytest.mark.parametrize("spec", ["induction:vocab=1", "induction:vocab=16",
-                                  "induction:period=0"])
+                                  "induction:period=1"])
 def test_bad_parameters_are_refused(spec: str) -> None:
     with pytest.raises(FarmError, match="induction"):
         get_task(spec)
