@@ -124,7 +124,7 @@ def _swap(text: str, pattern: str, replacement: str) -> str:
     (r"^# farm query 7 4 (\d+)$", r"# farm query 7 1 \1", "not on the induction stripe"),
     (r"^margin (\S+)$", r"margin 3", "margin is 3"),
     (r"^eps 0$", "eps 1/100", "eps is 1/100"),
-    (r"^(# farm copy-lb 7 \d+) 10$", r"\1 11", "farm line 7"),
+    (r"^(# farm copy-lb 7 \d+) 10$", r"\1 11", "farm line 8"),
     (r"^(# farm decision \d+ \d+) 10$", r"\1 12", "farm line"),
     (r"^score 7 2 0$", "score 7 2 -1", "score 7 2 is -1"),
     (r"^# farm checkpoint \w+$", "# farm checkpoint " + "0" * 64, "not this one"),
@@ -155,13 +155,16 @@ def test_a_weak_head_is_stated_but_not_certified() -> None:
     off = InductionProver(induction_checkpoint(gain=-16.0), TASK, HEAD).certificate(1234)
     assert off.weight[7, 4] == 0 and off.margin < 0
     assert ("certified", "no") in off.farm and rejections(off)
+    assert logit_diff_bound(off) < 0 and off.direction is None  # NFP would refuse the pair
+    assert ("direction", str(TASK.domain()[1234][4]), str(off.farm[5][2])) == off.farm[5]
 
 
 def test_domain_certify_and_check(checkpoint: Checkpoint, tmp_path: Path) -> None:
     out = tmp_path / "certs"
     summary, seconds = certify_domain(checkpoint, TASK, HEAD, out, range(64), progress=False)
     assert (summary.prompts, summary.certified) == (64, 64) and seconds > 0
-    assert summary.max_eps == 0 and summary.min_logit_diff == 10 == summary.min_decision
+    assert summary.max_eps == 0 and summary.min_copy == 10 == summary.min_decision
+    assert summary.min_nfp_logit_diff == 10 and summary.nfp_directions == 64
     assert summary.mean_stripe_weight == 1
     batch = (out / "batch.nfp").read_text().splitlines()
     assert batch[:5] == ["min-active 1", f"min-margin {summary.min_margin}", "max-eps 0",
@@ -208,3 +211,24 @@ def test_command_line(checkpoint: Checkpoint, tmp_path: Path,
     assert main(["induction", "plot", "--checkpoint", str(ckpt), "--head", "L1H0",
                  "--prompt", "1234", "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_trained_attention_only_model_certifies_and_checks(tmp_path: Path) -> None:
+    """`farm train` trains the induction task (eight-way decisions against the best rival)
+    and the checker re-derives certificates of a real model, whatever they conclude."""
+    ckpt, out = tmp_path / "ckpt", tmp_path / "certs"
+    small = ["--task", "induction:vocab=4,period=3"]
+    assert main(["train", "--tasks", small[1], "--norm", "none", "--mlp", "0", "--width", "16",
+                 "--margin", "4", "--no-attn-bias", "--no-unembed-bias",
+                 "--out", str(ckpt)]) == 0
+    code = main(["induction", "certify", "--checkpoint", str(ckpt), *small, "--head", "L0H0",
+                 "--out", str(out), "--prompts", "12"])
+    assert code in (0, 1) and len(list((out / "items").iterdir())) == 12
+    assert main(["induction", "check", "--checkpoint", str(ckpt), str(out)]) == 0
+    for item in (out / "items").iterdir():  # sound, and never below NFP's bound
+        cert = parse(item.read_text())
+        farm = {words[0]: words[1:] for words in cert.farm}
+        negative, q = farm["direction"][1], cert.active[0]
+        ours = next(Fraction(w[3]) for w in cert.farm if w[:3] == ("copy-lb", str(q), negative))
+        effect = sum(cert.weight[q, k] * cert.val[k] for k in range(cert.seq))
+        assert effect >= ours >= logit_diff_bound(cert)

@@ -103,9 +103,10 @@ def _report(summary: DomainSummary) -> None:
           f"{summary.task}: min score margin {float(summary.min_margin):.4g}, max eps "
           f"{float(summary.max_eps):.4g}, mean stripe weight "
           f"{float(summary.mean_stripe_weight):.4g}, copying bound min "
-          f"{float(summary.min_logit_diff):.4g} / mean {float(summary.mean_logit_diff):.4g}, "
-          f"decision margin min {float(summary.min_decision):.4g} (exact values in "
-          "summary.json)")
+          f"{float(summary.min_copy):.4g} / mean {float(summary.mean_copy):.4g} (NFP's bound "
+          f"min {float(summary.min_nfp_logit_diff):.4g}, direction stated in "
+          f"{summary.nfp_directions}), decision margin min {float(summary.min_decision):.4g} "
+          "(exact values in summary.json)")
 
 
 def run_certify(args: argparse.Namespace) -> int:

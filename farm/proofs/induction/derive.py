@@ -8,10 +8,12 @@ key k and target t:
 - the stripe: ε_q = 1 − w[q, k], and the score margin s[q, k] − max_{j≠k} s[q, j];
 - the copying: for each other candidate c, the head's direct contribution to
   logit_t − logit_c, Σ_j w[q, j]·val_c[j] with val_c[j] = (U_t − U_c)·W_O^h v_j, is at
-  least val_c[k] − ε_q·(hi_c − lo_c), lo_c and hi_c the extreme values over the
-  prompt's keys (the weights off k sum to ε_q). This is NFP's logit-difference bound
-  for the direction (t, c); it is exact only for a model without a final norm, where
-  the logits are linear in the residual, so others are refused;
+  least val_c[k] − ε_q·(val_c[k] − lo_c), lo_c the lowest value over the prompt's keys
+  (the weights off k sum to ε_q and each of their values is at least lo_c). NFP's
+  logit-difference bound, val_c[k] − ε_q·(hi_c − lo_c), is never larger; the file
+  states the direction (t, c) of the weakest c, for NFP to check its own bound, only
+  where that bound is not negative. Both speak of the logits only for a model without
+  a final norm, where they are linear in the residual, so others are refused;
 - the decision: logit_t − max over the other candidates, exactly.
 
 Masked keys (after q) get weight 0 and, since NFP's file has no mask, the row's
@@ -30,7 +32,7 @@ import numpy as np
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint
 from farm.model.exact import CircuitRun, ExactModel, RowResult, exact
-from farm.proofs.induction.nfp import NfpCertificate, rat, rejections
+from farm.proofs.induction.nfp import NfpCertificate, logit_diff_bound, rat, rejections
 from farm.tasks.induction import Induction, StripeEntry
 
 VERSION = "1"
@@ -117,7 +119,7 @@ class InductionProver:
         values = [row.positions[k].values[layer, h] for k in range(seq)]
         vals = {c: [self._direct(target, c, v) for v in values]
                 for c in self.task.candidates if c != target}
-        copy = {(e.query, c): val[e.key] - eps_at[e.query] * (max(val) - min(val))
+        copy = {(e.query, c): val[e.key] - eps_at[e.query] * (val[e.key] - min(val))
                 for e in queries for c, val in vals.items()}
         negative = min(vals, key=lambda c: (min(copy[e.query, c] for e in queries), c))
         val = vals[negative]
@@ -133,9 +135,11 @@ class InductionProver:
             val=dict(enumerate(val)), val_lo=dict(enumerate(val)), val_hi=dict(enumerate(val)),
             score=score, weight=weight, weight_bound=dict(weight),
             direction=(target, negative))
+        if logit_diff_bound(cert) < 0:
+            cert.direction = None  # NFP's looser bound would reject what ours proves
         farm = [("induction-certificate", VERSION), ("checkpoint", self.checkpoint.sha256),
                 ("task", self.task.name), ("prompt", str(index), *map(str, prompt)),
-                ("head", str(layer), str(h))]
+                ("head", str(layer), str(h)), ("direction", str(target), str(negative))]
         farm += [("query", str(e.query), str(e.key), str(e.target)) for e in queries]
         farm += [("copy-lb", str(q), str(c), rat(bound)) for (q, c), bound in copy.items()]
         farm += [("decision", str(target), str(runner_up), rat(decision))]

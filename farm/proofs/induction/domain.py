@@ -2,8 +2,9 @@
 
 `certify_domain` writes one NFP-format certificate per prompt (`items/<index>.cert`),
 the NFP batch file (`batch.nfp`) whose gates are the aggregates the items meet
-(the minimum score margin, the maximum ε, the minimum and mean logit-difference
-bound: NFP's checker re-checks each), and `summary.json`. The folder appears whole
+(the minimum score margin, the maximum ε, the minimum NFP logit-difference bound,
+and its mean where every item states a direction: NFP's checker re-checks each),
+and `summary.json`. The folder appears whole
 or not at all. `check_domain` re-derives every item from the checkpoint and
 recomputes the aggregates.
 """
@@ -44,8 +45,11 @@ class DomainSummary:
     certified: int  # prompts whose stripe, copying and decision all hold
     min_margin: Fraction  # smallest score gap of the induction key over the others
     max_eps: Fraction
-    min_logit_diff: Fraction  # smallest copying bound (NFP's logit-difference bound)
-    mean_logit_diff: Fraction
+    min_copy: Fraction  # smallest copying bound over prompts and rival candidates
+    mean_copy: Fraction  # mean over prompts of each prompt's smallest copying bound
+    min_nfp_logit_diff: Fraction  # the same for NFP's looser logit-difference bound
+    mean_nfp_logit_diff: Fraction
+    nfp_directions: int  # items stating a direction (NFP's bound not negative)
     mean_stripe_weight: Fraction  # mean attention on the induction key
     min_decision: Fraction  # smallest exact logit margin of the model's decision
 
@@ -55,31 +59,41 @@ class DomainSummary:
                      if isinstance(v, Fraction)}
 
     def batch_gates(self) -> dict[str, Fraction | int]:
-        return {"min-active": 1, "min-margin": self.min_margin, "max-eps": self.max_eps,
-                "min-logit-diff": self.min_logit_diff,
-                "min-avg-logit-diff": self.mean_logit_diff}
+        gates: dict[str, Fraction | int] = {
+            "min-active": 1, "min-margin": self.min_margin, "max-eps": self.max_eps,
+            "min-logit-diff": self.min_nfp_logit_diff}
+        if self.nfp_directions == self.prompts:  # NFP averages only over stated directions
+            gates["min-avg-logit-diff"] = self.mean_nfp_logit_diff
+        return gates
 
 
 class _Aggregate:
     def __init__(self) -> None:
-        self.items: list[tuple[NfpCertificate, bool, Fraction]] = []
+        self.items: list[tuple[NfpCertificate, bool, Fraction, Fraction]] = []
 
     def add(self, cert: NfpCertificate) -> None:
         decision = next(Fraction(words[2]) for name, *words in cert.farm if name == "decision")
+        copy = min(Fraction(words[2]) for name, *words in cert.farm if name == "copy-lb")
         certified = ("certified", "yes") in cert.farm
-        self.items.append((cert, certified, decision))
+        self.items.append((cert, certified, decision, copy))
 
     def summary(self, task: Induction, head: HeadRef, checkpoint: Checkpoint) -> DomainSummary:
         if not self.items:
             raise FarmError("no prompts to certify")
-        certs = [c for c, _, _ in self.items]
+        certs = [c for c, _, _, _ in self.items]
+        copies = [copy for _, _, _, copy in self.items]
         bounds = [logit_diff_bound(c) for c in certs]
         stripe = [c.weight[q, c.prev[q]] for c in certs for q in c.active]
         return DomainSummary(
             task.name, str(head), checkpoint.sha256, len(certs),
-            sum(ok for _, ok, _ in self.items), min(c.margin for c in certs),
-            max(c.eps for c in certs), min(bounds), sum(bounds, Fraction(0)) / len(bounds),
-            sum(stripe, Fraction(0)) / len(stripe), min(d for _, _, d in self.items))
+            sum(ok for _, ok, _, _ in self.items), min(c.margin for c in certs),
+            max(c.eps for c in certs), min(copies), _mean(copies), min(bounds), _mean(bounds),
+            sum(c.direction is not None for c in certs), _mean(stripe),
+            min(d for _, _, d, _ in self.items))
+
+
+def _mean(values: list[Fraction]) -> Fraction:
+    return sum(values, Fraction(0)) / len(values)
 
 
 def certify_domain(checkpoint: Checkpoint, task: Induction, head: HeadRef, out: Path,
