@@ -32,7 +32,13 @@ import numpy as np
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint
 from farm.model.exact import CircuitRun, ExactModel, RowResult, exact
-from farm.proofs.induction.nfp import NfpCertificate, logit_diff_bound, rat, rejections
+from farm.proofs.induction.nfp import (
+    Matrix,
+    NfpCertificate,
+    logit_diff_bound,
+    rat,
+    rejections,
+)
 from farm.tasks.induction import Induction, StripeEntry
 
 VERSION = "1"
@@ -101,22 +107,12 @@ class InductionProver:
             raise FarmError("an NFP certificate has one direction: its active queries must "
                             "share a target")
         row = self.run(prompt)
-        layer, h = self.head.layer, self.head.head
-        seq = len(prompt)
-        score, weight = {}, {}
-        for q in range(seq):
-            here = row.positions[q]
-            history = row.positions[:q + 1]
-            visible = self.runs.scores(here.queries[layer, h], history, layer, h)
-            lowest = min(visible)
-            for k in range(seq):
-                score[q, k] = visible[k] if k <= q else lowest
-                weight[q, k] = here.patterns[layer, h][k] if k <= q else Fraction(0)
+        seq, target = len(prompt), queries[0].target
+        score, weight = self._attention(row)
         prev = {q: max(range(q + 1), key=lambda k, q=q: (weight[q, k], -k)) for q in range(seq)}
         prev |= {e.query: e.key for e in queries}
         eps_at = {q: 1 - weight[q, prev[q]] for q in range(seq)}
-        target = queries[0].target
-        values = [row.positions[k].values[layer, h] for k in range(seq)]
+        values = [row.positions[k].values[self.head.layer, self.head.head] for k in range(seq)]
         vals = {c: [self._direct(target, c, v) for v in values]
                 for c in self.task.candidates if c != target}
         copy = {(e.query, c): val[e.key] - eps_at[e.query] * (val[e.key] - min(val))
@@ -137,16 +133,30 @@ class InductionProver:
             direction=(target, negative))
         if logit_diff_bound(cert) < 0:
             cert.direction = None  # NFP's looser bound would reject what ours proves
-        farm = [("induction-certificate", VERSION), ("checkpoint", self.checkpoint.sha256),
-                ("task", self.task.name), ("prompt", str(index), *map(str, prompt)),
-                ("head", str(layer), str(h)), ("direction", str(target), str(negative))]
-        farm += [("query", str(e.query), str(e.key), str(e.target)) for e in queries]
-        farm += [("copy-lb", str(q), str(c), rat(bound)) for (q, c), bound in copy.items()]
-        farm += [("decision", str(target), str(runner_up), rat(decision))]
         certified = not rejections(cert) and min(copy.values()) > 0 and decision > 0
-        farm += [("certified", "yes" if certified else "no")]
-        cert.farm = farm
+        cert.farm = [
+            ("induction-certificate", VERSION), ("checkpoint", self.checkpoint.sha256),
+            ("task", self.task.name), ("prompt", str(index), *map(str, prompt)),
+            ("head", str(self.head.layer), str(self.head.head)),
+            ("direction", str(target), str(negative)),
+            *(("query", str(e.query), str(e.key), str(e.target)) for e in queries),
+            *(("copy-lb", str(q), str(c), rat(bound)) for (q, c), bound in copy.items()),
+            ("decision", str(target), str(runner_up), rat(decision)),
+            ("certified", "yes" if certified else "no")]
         return cert
+
+    def _attention(self, row: RowResult) -> tuple[Matrix, Matrix]:
+        """The head's exact scores and weights at every query; masked keys get weight 0 and
+        the row's lowest visible score (NFP's file has no mask)."""
+        layer, h = self.head.layer, self.head.head
+        seq = len(row.positions)
+        score, weight = {}, {}
+        for q, here in enumerate(row.positions):
+            visible = self.runs.scores(here.queries[layer, h], row.positions[:q + 1], layer, h)
+            for k in range(seq):
+                score[q, k] = visible[k] if k <= q else min(visible)
+                weight[q, k] = here.patterns[layer, h][k] if k <= q else Fraction(0)
+        return score, weight
 
     def _direct(self, target: int, other: int, value: Sequence[Fraction]) -> Fraction:
         """(U_target − U_other)·W_O^h v: the head's direct effect on one logit difference."""
