@@ -25,7 +25,7 @@ start=$(date +%s.%N)
 mid=$(date +%s.%N)
 .venv/bin/farm induction check --checkpoint "$out/checkpoint" "$out/certs"
 end=$(date +%s.%N)
-.venv/bin/farm induction plot --checkpoint "$out/checkpoint" --head "$head" --prompt 1234 \
+.venv/bin/farm induction plot --checkpoint "$out/checkpoint" --head "$head" --prompt 83 \
   --out "$out/stripe.png"
 python3 -c "import sys; c, k = float(sys.argv[2]) - float(sys.argv[1]), \
 float(sys.argv[3]) - float(sys.argv[2]); print(f'wall: certify {c:.1f} s, check {k:.1f} s \
