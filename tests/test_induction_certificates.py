@@ -165,6 +165,7 @@ def test_domain_certify_and_check(checkpoint: Checkpoint, tmp_path: Path) -> Non
     assert (summary.prompts, summary.certified) == (64, 64) and seconds > 0
     assert summary.max_eps == 0 and summary.min_copy == 10 == summary.min_decision
     assert summary.min_nfp_logit_diff == 10 and summary.nfp_directions == 64
+    assert summary.nfp_accepted == 64
     assert summary.mean_stripe_weight == 1
     batch = (out / "batch.nfp").read_text().splitlines()
     assert batch[:5] == ["min-active 1", f"min-margin {summary.min_margin}", "max-eps 0",

@@ -106,7 +106,8 @@ def _report(summary: DomainSummary) -> None:
           f"{float(summary.min_copy):.4g} / mean {float(summary.mean_copy):.4g} (NFP's bound "
           f"min {float(summary.min_nfp_logit_diff):.4g}, direction stated in "
           f"{summary.nfp_directions}), decision margin min {float(summary.min_decision):.4g} "
-          "(exact values in summary.json)")
+          f"(exact values in summary.json); NFP's rules accept {summary.nfp_accepted} items "
+          "under the batch's gates")
 
 
 def run_certify(args: argparse.Namespace) -> int:

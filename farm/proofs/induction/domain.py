@@ -27,7 +27,14 @@ from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint
 from farm.proofs.induction.check import check_certificate
 from farm.proofs.induction.derive import HeadRef, InductionProver
-from farm.proofs.induction.nfp import Batch, NfpCertificate, logit_diff_bound, parse
+from farm.proofs.induction.nfp import (
+    Batch,
+    Gates,
+    NfpCertificate,
+    logit_diff_bound,
+    parse,
+    rejections,
+)
 from farm.tasks.induction import Induction
 
 ITEMS, BATCH, SUMMARY = "items", "batch.nfp", "summary.json"
@@ -50,6 +57,7 @@ class DomainSummary:
     min_nfp_logit_diff: Fraction  # the same for NFP's looser logit-difference bound
     mean_nfp_logit_diff: Fraction
     nfp_directions: int  # items stating a direction (NFP's bound not negative)
+    nfp_accepted: int  # items NFP's rules accept under the batch's gates (`nfp.rejections`)
     mean_stripe_weight: Fraction  # mean attention on the induction key
     min_decision: Fraction  # smallest exact logit margin of the model's decision
 
@@ -84,11 +92,13 @@ class _Aggregate:
         copies = [copy for _, _, _, copy in self.items]
         bounds = [logit_diff_bound(c) for c in certs]
         stripe = [c.weight[q, c.prev[q]] for c in certs for q in c.active]
+        gates = Gates(min(c.margin for c in certs), max(c.eps for c in certs), 1, min(bounds))
         return DomainSummary(
             task.name, str(head), checkpoint.sha256, len(certs),
-            sum(ok for _, ok, _, _ in self.items), min(c.margin for c in certs),
-            max(c.eps for c in certs), min(copies), _mean(copies), min(bounds), _mean(bounds),
-            sum(c.direction is not None for c in certs), _mean(stripe),
+            sum(ok for _, ok, _, _ in self.items), gates.min_margin, gates.max_eps,
+            min(copies), _mean(copies), min(bounds), _mean(bounds),
+            sum(c.direction is not None for c in certs),
+            sum(not rejections(c, gates) for c in certs), _mean(stripe),
             min(d for _, _, d, _ in self.items))
 
 

@@ -107,7 +107,7 @@ def parse(text: str, where: str = "certificate") -> NfpCertificate:
     for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         at = f"{where} line {number}"
-        if line.startswith(FARM.strip()):
+        if line.startswith(FARM):
             fields["farm"].append(tuple(line[len(FARM):].split()))  # type: ignore[union-attr]
             continue
         if not line or line.startswith("#"):
