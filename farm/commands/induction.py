@@ -112,7 +112,7 @@ def _report(summary: DomainSummary) -> None:
 
 def run_certify(args: argparse.Namespace) -> int:
     task = _task(args.task)
-    indices = range(args.prompts or len(task.domain()))
+    indices = range(min(args.prompts or len(task.domain()), len(task.domain())))
     summary, seconds = certify_domain(load_checkpoint(args.checkpoint), task, args.head,
                                       Path(args.out), indices)
     _report(summary)

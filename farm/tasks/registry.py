@@ -50,8 +50,8 @@ FAMILIES = {f.name: f for f in (
                                              OPEN_CURLY: CLOSE_CURLY}, len, fillers)),
     Family("bracket_depth", "may ')' come next: brackets well nested and one still open",
            {"len": 6, "fillers": 1}, lambda name, len, fillers: BracketDepth(name, len, fillers)),
-    Family("induction", "continue a pattern shown twice: copy the token after the previous "
-           "occurrence", {"vocab": 8, "period": 4},
+    Family("induction", "a pattern, then again up to its last token: copy the token one "
+           "period back", {"vocab": 8, "period": 4},
            lambda name, vocab, period: Induction(name, vocab, period)),
 )}
 DEFAULT_TASKS = ("quote_close", "bracket_type")
