@@ -38,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", type=positive_int, default=2, help="transformer blocks (default 2)")
     p.add_argument("--width", type=positive_int, default=16,
                    help="residual width d_model, a multiple of --heads (default 16)")
-    p.add_argument("--mlp", type=positive_int, default=64, help="MLP width d_mlp (default 64)")
+    p.add_argument("--mlp", type=mlp_width, default=64,
+                   help="MLP width d_mlp; 0 makes attention-only blocks, as in the Max-of-K and "
+                        "induction-head models (default 64)")
     p.add_argument("--norm", choices=NORM_VARIANTS, default="signed_l1_band_norm",
                    help="normalisation: the piecewise-linear Signed L1 BandNorm (verifiable), "
                         "none, or a standard one for the surrogate path (default %(default)s)")
@@ -47,6 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "%(default)s)")
     p.add_argument("--activation", choices=("leaky_relu", "gelu"), default="leaky_relu",
                    help="MLP activation: leaky_relu (verifiable) or gelu (default %(default)s)")
+    p.add_argument("--no-attn-bias", dest="attn_bias", action="store_false",
+                   help="attention projections W_q, W_k, W_v, W_o without biases (frozen at "
+                        "zero, as in the Max-of-K model)")
+    p.add_argument("--no-unembed-bias", dest="lm_head_bias", action="store_false",
+                   help="unembedding without a bias (frozen at zero)")
     p.add_argument("--margin", type=positive_float, default=1.0,
                    help="stop once the minimum candidate margin reaches this (default 1.0)")
     p.add_argument("--max-steps", type=positive_int, default=4000,
@@ -59,12 +66,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def mlp_width(text: str) -> int:
+    """argparse type of d_mlp: a width, or 0 for attention-only blocks."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: expected 0 (attention-only) or a width")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     refuse_to_replace_checkpoint(args.out, args.force)
     model_cfg = GPTConfig(n_layers=args.layers, n_heads=args.heads, d_model=args.width,
                           d_mlp=args.mlp, seq_len=get_task(args.tasks[0]).seq_len,
                           norm_variant=args.norm, attn_variant=args.attn,
-                          activation=args.activation)
+                          activation=args.activation, attn_bias=args.attn_bias,
+                          lm_head_bias=args.lm_head_bias)
     cfg = TrainConfig(tasks=tuple(args.tasks), seed=args.seed, max_steps=args.max_steps,
                       margin_goal=args.margin, hinge=1.5 * args.margin, device=args.device)
     start = time.perf_counter()

@@ -35,7 +35,14 @@ from safetensors import SafetensorError
 
 from farm.atomic import stage_bytes, write_bytes_atomic
 from farm.errors import FarmError
-from farm.model.gpt import ACTIVATIONS, ATTN_VARIANTS, NORM_VARIANTS, GPTConfig, VerifiableGPT
+from farm.model.gpt import (
+    ACTIVATIONS,
+    ADDED_FIELDS,
+    ATTN_VARIANTS,
+    NORM_VARIANTS,
+    GPTConfig,
+    VerifiableGPT,
+)
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -192,9 +199,11 @@ def _require_fields(data: Mapping[str, Any], required: list[str], where: str) ->
 
 
 def _config_from_dict(data: Any, where: str) -> GPTConfig:
-    """A GPTConfig from JSON with every field present and of its default's exact type."""
+    """A GPTConfig from JSON with every field present (but those added later, which default)
+    and of its default's exact type."""
     if not isinstance(data, dict):
         raise FarmError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    data = {**{name: value for name, value in ADDED_FIELDS.items() if name not in data}, **data}
     config_fields = list(fields(GPTConfig))
     _require_fields(data, [f.name for f in config_fields], where)
     for f in config_fields:
@@ -346,6 +355,9 @@ def _json_array(array: np.ndarray) -> str:
 def export_smt_weights(ckpt: Checkpoint, path: str | os.PathLike[str]) -> None:
     """Write `ckpt` as upstream smt_weights.json (atomically), exact to the bit."""
     config = ckpt.config
+    if config.attention_only or not config.attn_bias:
+        raise FarmError("smt_weights.json holds only models with MLP blocks and attention "
+                        "biases; this one is attention-only or has no attention biases")
     names = [(key, name) for key, name in _smt_tensor_names(config)
              if name in ckpt.weights or _identity_norm(name, config) is not None]
     unmapped = sorted(set(ckpt.weights) - {name for _, name in names})

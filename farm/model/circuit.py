@@ -104,6 +104,14 @@ class Circuit:
         nodes = graph_nodes(n_layers, n_heads, granularity)
         return cls(n_layers, n_heads, granularity, frozenset(graph_edges(nodes)), task)
 
+    @classmethod
+    def attention_only(cls, n_layers: int, n_heads: int = 1) -> Circuit:
+        """The whole of an attention-only model: every edge but those of the MLP nodes,
+        which it does not have (a zero-ablated MLP contributes nothing)."""
+        full = cls.full(n_layers, n_heads)
+        edges = frozenset(e for e in full.edges if all(parse_node(n).kind != "mlp" for n in e))
+        return cls(n_layers, n_heads, "block", edges)
+
     @property
     def nodes(self) -> list[str]:
         return graph_nodes(self.n_layers, self.n_heads, self.granularity)

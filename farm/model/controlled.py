@@ -23,7 +23,7 @@ import torch
 
 from farm.errors import FarmError
 from farm.model.circuit import Circuit, graph_edges, parse_node, require_fits
-from farm.model.gpt import VerifiableGPT
+from farm.model.gpt import VerifiableGPT, require_mlp_blocks
 
 Ablation = Literal["zero", "mean"]
 ABLATIONS: tuple[Ablation, ...] = ("zero", "mean")
@@ -52,6 +52,7 @@ class ControlledOutput:
 
 def check_compatible(model: VerifiableGPT, circuit: Circuit) -> None:
     """Refuse a circuit drawn for a different graph than the model's."""
+    require_mlp_blocks(model.cfg, "circuits")
     require_fits(circuit, model.cfg.n_layers, model.cfg.n_heads)
 
 

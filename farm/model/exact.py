@@ -25,7 +25,7 @@ import numpy as np
 
 from farm.errors import FarmError
 from farm.model.circuit import Circuit, parse_node, require_fits
-from farm.model.gpt import LEAKY_SLOPE, GPTConfig
+from farm.model.gpt import LEAKY_SLOPE, GPTConfig, require_mlp_blocks
 
 Vector = list[Fraction]
 ZERO = Fraction(0)
@@ -254,12 +254,15 @@ class ExactModel:
         self.layers = []
         for i in range(config.n_layers):
             p = f"blocks.{i}."
+            modules = [("q", "attn.q"), ("k", "attn.k"), ("v", "attn.v"), ("o", "attn.o")]
+            norms = ["norm_attn"]
+            if not config.attention_only:
+                modules += [("up", "mlp.up"), ("down", "mlp.down")]
+                norms += ["norm_mlp"]
             self.layers.append({
-                name: ExactAffine(weights[f"{p}{mod}.weight"], weights[f"{p}{mod}.bias"])
-                for name, mod in (("q", "attn.q"), ("k", "attn.k"), ("v", "attn.v"),
-                                  ("o", "attn.o"), ("up", "mlp.up"), ("down", "mlp.down"))
-            } | {"norm_attn": self._norm_params(weights, f"{p}norm_attn"),
-                 "norm_mlp": self._norm_params(weights, f"{p}norm_mlp")})
+                name: ExactAffine(weights[f"{p}{mod}.weight"], weights.get(f"{p}{mod}.bias"))
+                for name, mod in modules
+            } | {norm: self._norm_params(weights, f"{p}{norm}") for norm in norms})
         self.norm_final = self._norm_params(weights, "norm_final")
         self.lm_head = ExactAffine(weights["lm_head.weight"], weights.get("lm_head.bias"))
 
@@ -287,6 +290,10 @@ class ExactModel:
 
     def runs(self, circuit: Circuit | None = None) -> CircuitRun:
         """The circuit's exact run of any prompt, on demand (`CircuitRun.row`)."""
+        if circuit is None and self.cfg.attention_only:
+            circuit = Circuit.attention_only(self.cfg.n_layers)
+        elif circuit is not None:
+            require_mlp_blocks(self.cfg, "circuits")
         circuit = circuit or Circuit.full(self.cfg.n_layers)
         require_fits(circuit, self.cfg.n_layers, self.cfg.n_heads)
         return CircuitRun(self, circuit)

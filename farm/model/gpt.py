@@ -43,6 +43,7 @@ class GPTConfig:
     attn_variant: str = "sparsemax"
     activation: str = "leaky_relu"
     lm_head_bias: bool = True
+    attn_bias: bool = True  # False: W_q, W_k, W_v, W_o without biases (frozen at zero)
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -54,9 +55,14 @@ class GPTConfig:
                 raise FarmError(f"config field {name!r} is {getattr(self, name)!r}; "
                                 f"expected one of {', '.join(allowed)}")
         for name in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads", "d_mlp"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise FarmError(f"config field {name!r} must be a positive integer, got {value!r}")
+            value, least = getattr(self, name), 0 if name == "d_mlp" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                kind = "non-negative" if least == 0 else "positive"
+                raise FarmError(f"config field {name!r} must be a {kind} integer, got {value!r}")
+        for name in ("lm_head_bias", "attn_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise FarmError(f"config field {name!r} must be true or false, "
+                                f"got {getattr(self, name)!r}")
         if self.d_model % self.n_heads:
             raise FarmError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
 
@@ -80,13 +86,21 @@ class GPTConfig:
         return float(np.float32(math.sqrt(self.head_dim)))
 
     @property
+    def attention_only(self) -> bool:
+        """No MLP blocks (d_mlp = 0): the Max-of-K and induction-head models."""
+        return self.d_mlp == 0
+
+    @property
     def is_piecewise_linear(self) -> bool:
         """True when the model is in the exact-verifiable family (SMT, exact evaluator)."""
         return (self.norm_variant != "layer_norm" and self.attn_variant == "sparsemax"
                 and self.activation == "leaky_relu")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, leaving out later additions at their defaults: a model that does not
+        use them keeps the config.json (and certificates) it had before they existed."""
+        return {name: value for name, value in asdict(self).items()
+                if not (name in ADDED_FIELDS and value == ADDED_FIELDS[name])}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
@@ -95,6 +109,16 @@ class GPTConfig:
         if unknown:
             raise FarmError(f"unknown config field(s): {', '.join(unknown)}")
         return cls(**data)
+
+
+# Fields added after checkpoints were first written, with the default an absent one means.
+ADDED_FIELDS: dict[str, Any] = {"attn_bias": True}
+
+
+def require_mlp_blocks(config: GPTConfig, what: str) -> None:
+    """Refuse an attention-only model where `what` is built on the MLP-block graph."""
+    if config.attention_only:
+        raise FarmError(f"{what}: attention-only models (d_mlp = 0) are not supported yet")
 
 
 # --------------------------------------------------------------------------- operators
@@ -181,7 +205,7 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
-        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d, bias=cfg.attn_bias) for _ in range(4))
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
         self.hook_scores, self.hook_pattern = HookPoint(), HookPoint()
         self.hook_z = HookPoint()  # per-head results before W_o: the circuit's head nodes
@@ -224,20 +248,27 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: h = x + Attn(Norm(x)); h = h + MLP(Norm(h))."""
+    """Pre-norm residual block: h = x + Attn(Norm(x)); h = h + MLP(Norm(h)).
+    An attention-only block (d_mlp = 0) stops after the attention."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
+        self.has_mlp = not cfg.attention_only
         self.norm_attn, self.attn = Norm(cfg), Attention(cfg)
-        self.norm_mlp, self.mlp = Norm(cfg), MLP(cfg)
+        if self.has_mlp:
+            self.norm_mlp, self.mlp = Norm(cfg), MLP(cfg)
         self.hook_resid_pre, self.hook_attn_out = HookPoint(), HookPoint()
-        self.hook_resid_mid, self.hook_mlp_out = HookPoint(), HookPoint()
+        self.hook_resid_mid = HookPoint()
+        if self.has_mlp:
+            self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.hook_resid_pre(x)
         h = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.norm_attn(x))))
-        return self.hook_resid_post(h + self.hook_mlp_out(self.mlp(self.norm_mlp(h))))
+        if self.has_mlp:
+            h = h + self.hook_mlp_out(self.mlp(self.norm_mlp(h)))
+        return self.hook_resid_post(h)
 
 
 class VerifiableGPT(nn.Module):

@@ -93,18 +93,23 @@ class DomainStream:
         self.seq_len = self.tasks[0].seq_len
         self.offsets = np.cumsum([0, *(len(t.domain()) for t in self.tasks)])
         self.size = int(self.offsets[-1])
+        self.rival_count = max(len(t.candidates) for t in self.tasks) - 1
 
     def rows(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Prompts, targets and alternates of the rows at `indices`."""
+        """Prompts, targets and rivals (each target's other candidates, a task with fewer
+        padded by repeating its first) of the rows at `indices`."""
         which = np.searchsorted(self.offsets, indices, side="right") - 1
         prompts = np.empty((len(indices), self.seq_len), dtype=np.int64)
-        targets, alternates = np.empty(len(indices), np.int64), np.empty(len(indices), np.int64)
+        targets = np.empty(len(indices), np.int64)
+        rivals = np.empty((len(indices), self.rival_count), np.int64)
         for k, task in enumerate(self.tasks):
             if (mine := which == k).any():
                 prompts[mine] = task.domain().take(indices[mine] - self.offsets[k])
                 targets[mine] = task.targets(prompts[mine])
-                alternates[mine] = task.alternates(targets[mine])
-        return tuple(torch.from_numpy(a).to(self.device) for a in (prompts, targets, alternates))
+                own = task.rivals(targets[mine])
+                rivals[mine] = np.pad(own, ((0, 0), (0, self.rival_count - own.shape[1])),
+                                      mode="edge")
+        return tuple(torch.from_numpy(a).to(self.device) for a in (prompts, targets, rivals))
 
     def chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for start in range(0, self.size, size):
@@ -113,16 +118,17 @@ class DomainStream:
 
 def domain_tensors(tasks: Sequence[str], device: torch.device
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Prompts, targets and alternates of the whole domain, in canonical order."""
+    """Prompts, targets and rivals of the whole domain, in canonical order."""
     stream = DomainStream(tasks, device)
     return stream.rows(np.arange(stream.size))
 
 
 def candidate_margins(logits: torch.Tensor, targets: torch.Tensor,
-                      alternates: torch.Tensor) -> torch.Tensor:
-    """logit[target] − logit[alternate] at the last position, per row."""
+                      rivals: torch.Tensor) -> torch.Tensor:
+    """logit[target] − the best rival's logit at the last position, per row (with two
+    candidates, the one alternate's)."""
     last = logits[:, -1]
-    return (last.gather(1, targets[:, None]) - last.gather(1, alternates[:, None]))[:, 0]
+    return last.gather(1, targets[:, None])[:, 0] - last.gather(1, rivals).max(1).values
 
 
 # (model, give_up_below) -> (min margin, accuracy); it may stop early (and say only that
@@ -161,9 +167,9 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
     measure = full_pass or (lambda m, _: _pass(m, stream, cfg))
     bar = tqdm(range(1, cfg.max_steps + 1), desc="train", disable=not progress, leave=False)
     for step in bar:
-        prompts, targets, alternates = whole or stream.rows(
+        prompts, targets, rivals = whole or stream.rows(
             draw.integers(0, stream.size, cfg.batch_size))
-        margins = candidate_margins(model(prompts), targets, alternates)
+        margins = candidate_margins(model(prompts), targets, rivals)
         loss = F.softplus(-margins).mean() + F.relu(cfg.hinge - margins).mean()
         min_margin = margins.min().item()
         history.append((step, loss.item(), min_margin))
@@ -187,8 +193,8 @@ def _pass(model: VerifiableGPT, stream: DomainStream, cfg: TrainConfig) -> tuple
     of the inputs it did not draw, so only a full pass may stop training."""
     low, right = math.inf, 0
     with torch.no_grad():
-        for prompts, targets, alternates in stream.chunks(max(cfg.batch_size,
+        for prompts, targets, rivals in stream.chunks(max(cfg.batch_size,
                                                               cfg.full_batch_max)):
-            margins = candidate_margins(model(prompts), targets, alternates)
+            margins = candidate_margins(model(prompts), targets, rivals)
             low, right = min(low, margins.min().item()), right + int((margins > 0).sum())
     return low, right / stream.size

@@ -19,7 +19,7 @@ import numpy as np
 
 from farm.errors import FarmError
 from farm.model.circuit import Circuit, graph_edges, parse_node
-from farm.model.gpt import LEAKY_SLOPE, GPTConfig
+from farm.model.gpt import LEAKY_SLOPE, GPTConfig, require_mlp_blocks
 from farm.screen.ball import Pair, radius_above, robust
 from farm.screen.bandnorm import band_norm
 from farm.screen.interval import (
@@ -93,6 +93,7 @@ class Screen:
         if not config.is_piecewise_linear:
             raise FarmError("the screen needs the exact-verifiable model (BandNorm or none, "
                             "sparsemax, leaky_relu)")
+        require_mlp_blocks(config, "the screen")
         circuit = circuit or Circuit.full(config.n_layers)
         if circuit.n_layers != config.n_layers or (
                 circuit.granularity == "head" and circuit.n_heads != config.n_heads):

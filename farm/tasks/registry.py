@@ -18,6 +18,7 @@ from typing import Any
 
 from farm.errors import FarmError
 from farm.tasks.depth import BracketDepth
+from farm.tasks.induction import Induction
 from farm.tasks.lookup import Lookup
 from farm.tasks.task import Prompt, Task
 from farm.tasks.vocab import (
@@ -49,6 +50,9 @@ FAMILIES = {f.name: f for f in (
                                              OPEN_CURLY: CLOSE_CURLY}, len, fillers)),
     Family("bracket_depth", "may ')' come next: brackets well nested and one still open",
            {"len": 6, "fillers": 1}, lambda name, len, fillers: BracketDepth(name, len, fillers)),
+    Family("induction", "a pattern, then again up to its last token: copy the token one "
+           "period back", {"vocab": 8, "period": 4},
+           lambda name, vocab, period: Induction(name, vocab, period)),
 )}
 DEFAULT_TASKS = ("quote_close", "bracket_type")
 _SPEC = re.compile(r"([a-z_][a-z0-9_]*)(?::(.*))?\Z")

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from farm.errors import FarmError
-from farm.model.gpt import GPTConfig, VerifiableGPT
+from farm.model.gpt import GPTConfig, VerifiableGPT, require_mlp_blocks
 
 LEAN_PACKAGE = Path(__file__).resolve().parents[2] / "lean"
 NO_TOOLCHAIN = "no Lean toolchain (lake not on PATH)"
@@ -235,6 +235,7 @@ def render_module(export: LeanExport) -> str:
         raise FarmError("the Lean replay covers the piecewise-linear family only (BandNorm or "
                         f"no norm, sparsemax, LeakyReLU); this config has {cfg.norm_variant}, "
                         f"{cfg.attn_variant}, {cfg.activation}")
+    require_mlp_blocks(cfg, "the Lean replay")
     keys = _check_weights(cfg, export.weights)
     checkpoint = _fingerprint(export.checkpoint_sha256, "checkpoint SHA-256")
     fingerprint = _fingerprint(export.certificate_fingerprint, "certificate fingerprint")
