@@ -232,12 +232,23 @@ def _attacks(model: ExactModel, weights: dict, residual: list[Fraction], epsilon
 @pytest.mark.parametrize("epsilon", [Fraction(1, 100), Fraction(1, 20), Fraction(1, 5)])
 def test_inputs_called_robust_keep_their_decision_on_every_eta_replayed(cfg: dict,
                                                                         epsilon: Fraction):
-    model = random_model(seed=1, **cfg)
+    _assert_robust_survives_attacks(random_model(seed=1, **cfg), epsilon, None)
+
+
+@pytest.mark.parametrize("which", [1, 2, 3])
+def test_robustness_of_circuits_survives_eta_replayed(which: int):
+    """r_E(x) of a circuit that drops edges (zero ablation) is bounded as well."""
+    model = random_model(seed=2, n_heads=2)
+    _assert_robust_survives_attacks(model, Fraction(1, 20), _circuits(model.cfg)[which])
+
+
+def _assert_robust_survives_attacks(model: VerifiableGPT, epsilon: Fraction,
+                                    circuit: Circuit | None) -> None:
     weights = weights_of(model)
     prompts, targets, candidates = _domain("quote_close")
     exact = ExactModel(model.cfg, weights)
-    rows = exact.run([tuple(p) for p in prompts])
-    result = Screen(model.cfg, weights).run(prompts, targets, candidates, epsilon)
+    rows = exact.run([tuple(p) for p in prompts], circuit)
+    result = Screen(model.cfg, weights, circuit).run(prompts, targets, candidates, epsilon)
     assert result.robust is not None and not (result.robust & ~result.correct).any()
     assert result.robust.sum() >= 5  # sound, and not by proving nothing
     rng = np.random.default_rng(0)
