@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
@@ -19,6 +20,7 @@ from farm.screen import Screen
 from farm.screen.ball import radius_above
 from farm.screen.bandnorm import band_norm as interval_band_norm
 from farm.screen.interval import Iv
+from farm.screen.sweep import sweep
 from farm.tasks.registry import get_task
 from tests.conftest import random_model, weights_of
 
@@ -312,3 +314,12 @@ def test_farm_screen_counts_the_inputs_it_proves_robust(trained, tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["screen", "--checkpoint", str(ckpt), "--task", "bracket_type", "--epsilon",
               "-0.01", "--quiet"])
+
+
+def test_a_sweep_in_two_processes_finds_what_one_process_finds():
+    ckpt = Checkpoint.from_model(random_model(seed=1))
+    task = get_task("quote_close")
+    one, two = (sweep(ckpt, task, batch=24, epsilon=Fraction(1, 20), processes=n)
+                for n in (1, 2))
+    assert one.correct + one.wrong == 128 and 0 < one.robust < one.correct
+    assert replace(one, seconds=0.0) == replace(two, seconds=0.0)
