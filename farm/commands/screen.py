@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "ε read as an exact decimal or fraction, e.g. 0.01")
     p.add_argument("--processes", type=positive_int, default=1,
                    help="worker processes screening batches side by side, at most one per "
-                        "core (default %(default)s)")
+                        "core; each takes seconds to start, so for domains of millions "
+                        "(default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
