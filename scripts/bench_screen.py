@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16384, help="prompts per batch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=float, default=0.1, help="random weights' spread")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="worker processes, each screening whole batches")
     parser.add_argument("--epsilon", type=Fraction, default=None,
                         help="also prove robustness on this ε-ball (e.g. 0.01)")
     args = parser.parse_args()
@@ -56,10 +58,13 @@ def main() -> None:
             for p in model.parameters():
                 p.add_(torch.randn_like(p) * args.scale)
         ckpt = Checkpoint.from_model(model)
-    found = sweep(ckpt, task, batch=args.batch, limit=args.limit, epsilon=args.epsilon)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    found = sweep(ckpt, task, batch=args.batch, limit=args.limit, epsilon=args.epsilon,
+                  processes=args.processes)
+    peak_mib = max(resource.getrusage(who).ru_maxrss  # the largest process's
+                   for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+    model = "checkpoint " + args.checkpoint if args.checkpoint else "random model"
     print(f"task {task.name}: {found.screened:,} of {found.domain:,} prompts, batch "
-          f"{args.batch}, {'checkpoint ' + args.checkpoint if args.checkpoint else 'random model'}")
+          f"{args.batch}, {args.processes} process(es), {model}")
     print(f"{found.seconds:.1f} s, {found.rate:,.0f} inputs/s; not decisive "
           f"{found.not_decisive} ({found.not_decisive / found.screened:.2e}); decided correct "
           f"{found.correct}; widest decisive interval {found.widest:.2e}; peak RSS "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
@@ -19,6 +20,7 @@ from farm.screen import Screen
 from farm.screen.ball import radius_above
 from farm.screen.bandnorm import band_norm as interval_band_norm
 from farm.screen.interval import Iv
+from farm.screen.sweep import sweep
 from farm.tasks.registry import get_task
 from tests.conftest import random_model, weights_of
 
@@ -232,12 +234,23 @@ def _attacks(model: ExactModel, weights: dict, residual: list[Fraction], epsilon
 @pytest.mark.parametrize("epsilon", [Fraction(1, 100), Fraction(1, 20), Fraction(1, 5)])
 def test_inputs_called_robust_keep_their_decision_on_every_eta_replayed(cfg: dict,
                                                                         epsilon: Fraction):
-    model = random_model(seed=1, **cfg)
+    _assert_robust_survives_attacks(random_model(seed=1, **cfg), epsilon, None)
+
+
+@pytest.mark.parametrize("which", [1, 2, 3])
+def test_robustness_of_circuits_survives_eta_replayed(which: int):
+    """r_E(x) of a circuit that drops edges (zero ablation) is bounded as well."""
+    model = random_model(seed=2, n_heads=2)
+    _assert_robust_survives_attacks(model, Fraction(1, 20), _circuits(model.cfg)[which])
+
+
+def _assert_robust_survives_attacks(model: VerifiableGPT, epsilon: Fraction,
+                                    circuit: Circuit | None) -> None:
     weights = weights_of(model)
     prompts, targets, candidates = _domain("quote_close")
     exact = ExactModel(model.cfg, weights)
-    rows = exact.run([tuple(p) for p in prompts])
-    result = Screen(model.cfg, weights).run(prompts, targets, candidates, epsilon)
+    rows = exact.run([tuple(p) for p in prompts], circuit)
+    result = Screen(model.cfg, weights, circuit).run(prompts, targets, candidates, epsilon)
     assert result.robust is not None and not (result.robust & ~result.correct).any()
     assert result.robust.sum() >= 5  # sound, and not by proving nothing
     rng = np.random.default_rng(0)
@@ -301,3 +314,12 @@ def test_farm_screen_counts_the_inputs_it_proves_robust(trained, tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["screen", "--checkpoint", str(ckpt), "--task", "bracket_type", "--epsilon",
               "-0.01", "--quiet"])
+
+
+def test_a_sweep_in_two_processes_finds_what_one_process_finds():
+    ckpt = Checkpoint.from_model(random_model(seed=1))
+    task = get_task("quote_close")
+    one, two = (sweep(ckpt, task, batch=24, epsilon=Fraction(1, 20), processes=n)
+                for n in (1, 2))
+    assert one.correct + one.wrong == 128 and 0 < one.robust < one.correct
+    assert replace(one, seconds=0.0) == replace(two, seconds=0.0)

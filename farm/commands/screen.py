@@ -39,6 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", type=nonnegative_fraction,
                    help="also prove robustness on the ε-ball (∞-norm) of the final residual, "
                         "ε read as an exact decimal or fraction, e.g. 0.01")
+    p.add_argument("--processes", type=positive_int, default=1,
+                   help="worker processes screening batches side by side, at most one per "
+                        "core; each takes seconds to start, so for domains of millions "
+                        "(default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -50,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     total = min(len(task.domain()), args.limit or len(task.domain()))
     with tqdm(total=total, desc=f"screen {task.name}", unit="in", disable=args.quiet,
               leave=False) as bar:
-        found = sweep(ckpt, task, circuit, args.batch, args.limit, bar.update, args.epsilon)
+        found = sweep(ckpt, task, circuit, args.batch, args.limit, bar.update, args.epsilon,
+                      args.processes)
     print(f"screened {found.screened:,} of {found.domain:,} inputs of {task.name} in "
           f"{found.seconds:.1f} s ({found.rate:,.0f} inputs/s), circuit {args.circuit}")
     print(f"decided correctly {found.correct:,}; wrongly {found.wrong:,}; "

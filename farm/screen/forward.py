@@ -187,8 +187,8 @@ class Screen:
             acc = add(acc, term)
         return acc
 
-    def _emb(self, pre: Prefixes, t: int) -> Iv:
-        m = self.wte[pre.tokens[t]] + self.wpe[t]
+    def _emb(self, tokens: np.ndarray, t: int) -> Iv:
+        m = self.wte[tokens] + self.wpe[t]
         return Iv(m, up(U2 * np.abs(m)))
 
     def run(self, prompts: np.ndarray, targets: np.ndarray, candidates: Sequence[int],
@@ -216,7 +216,8 @@ class Screen:
         last = T - 1
         sizes = [len(tok) for tok in pre.tokens]
         ok = [np.ones(s, dtype=bool) for s in sizes]
-        outputs: dict[str, dict[int, Iv]] = {"emb": {t: self._emb(pre, t) for t in range(T)}}
+        outputs: dict[str, dict[int, Iv]] = {"emb": {t: self._emb(pre.tokens[t], t)
+                                                      for t in range(T)}}
         heads: dict[tuple[int, int], dict[int, Iv]] = {}
         dh = cfg.head_dim
         flat = _flat_ancestors(pre)
@@ -231,22 +232,32 @@ class Screen:
                 wanted = set(range(T) if node in self.all_positions else [last])
                 queries: dict[int, Iv] = {}
                 kvs: list[Iv] = []
+                # a node that reads only the embedding sees one of `vocab` rows at t: its
+                # norm and maps are evaluated once per token, its keys and values are
+                # gathered from that small table, its queries per prefix's last token
+                tokenwise = set(self.parents[node]) == {"emb"}
+                vocab = np.arange(cfg.vocab_size)
                 for t in range(T):
-                    x = self._input(node, t, outputs, heads, sizes[t])
-                    normed = self._norm(f"blocks.{layer}.norm_attn", x, ok[t])
-                    if t in wanted:
-                        qkv = qkv_map(normed)
-                        queries[t] = qkv[:, :width]
-                        kvs.append(qkv[:, width:])
+                    if tokenwise:
+                        x, here = self._emb(vocab, t), np.ones(len(vocab), dtype=bool)
                     else:
-                        kvs.append(kv_map(normed))
+                        x, here = self._input(node, t, outputs, heads, sizes[t]), ok[t]
+                    normed = self._norm(f"blocks.{layer}.norm_attn", x, here)
+                    mapped = (qkv_map if t in wanted or tokenwise else kv_map)(normed)
+                    if tokenwise:
+                        ok[t] &= here[pre.tokens[t]]
+                    if t in wanted:
+                        queries[t] = mapped[pre.tokens[t], :width] if tokenwise \
+                            else mapped[:, :width]
+                    kvs.append(mapped[:, -2 * width:])
                 # every position's keys and values in one table, each row prepared once
                 table = Iv(np.concatenate([kv.m for kv in kvs]),
                            np.concatenate([kv.r for kv in kvs]))
                 keys = Operand.of(table[:, :width], dh)
                 values = Operand.of(table[:, width:], cfg.seq_len)
+                index = _token_rows(pre, cfg.vocab_size) if tokenwise else flat
                 for t in sorted(wanted):
-                    k, v = keys.rows(flat[t]), values.rows(flat[t])
+                    k, v = keys.rows(index[t]), values.rows(index[t])
                     for i, h in enumerate(hs):
                         cols = slice(i * dh, (i + 1) * dh)
                         heads.setdefault((layer, h), {})[t] = self._attend(
@@ -315,6 +326,13 @@ def _flat_ancestors(pre: Prefixes) -> list[np.ndarray]:
     as rows of a table that stacks every position's prefixes in order."""
     starts = np.cumsum([0] + [len(tok) for tok in pre.tokens])
     return [np.stack([starts[j] + a for j, a in enumerate(anc)], 1) for anc in pre.anc]
+
+
+def _token_rows(pre: Prefixes, vocab: int) -> list[np.ndarray]:
+    """`_flat_ancestors` for a table of `vocab` rows per position: per position t,
+    [prefixes at t, t + 1], the row of each ancestor's token at positions 0..t."""
+    return [np.stack([j * vocab + pre.tokens[j][a] for j, a in enumerate(anc)], 1)
+            for anc in pre.anc]
 
 
 def screen(config: GPTConfig, weights: Mapping[str, np.ndarray], prompts: np.ndarray,

@@ -10,9 +10,11 @@ evaluator).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
+from multiprocessing import get_context
 
 import numpy as np
 from tqdm import tqdm
@@ -54,31 +56,82 @@ class Sweep:
 
 def sweep(ckpt: Checkpoint, task: Task, circuit: Circuit | None = None, batch: int = 16384,
           limit: int | None = None, on_batch: Callable[[int], None] = lambda n: None,
-          epsilon: Fraction | None = None) -> Sweep:
+          epsilon: Fraction | None = None, processes: int = 1) -> Sweep:
     """Screen the first `limit` inputs of `task`'s domain (all by default) under `circuit`
     (the full model by default), and with `epsilon` prove what it can of robustness;
-    `on_batch` hears how many inputs each batch screened."""
+    `on_batch` hears how many inputs each batch screened. `processes` > 1 screens
+    batches in that many worker processes (one per core: numpy runs one thread)."""
     domain = task.domain()
     total = min(len(domain), limit if limit is not None else len(domain))
-    screen = Screen(ckpt.config, dict(ckpt.weights), circuit)
     out = Sweep(task.name, total, len(domain), 0, 0, epsilon=epsilon)
+    firsts = range(0, total, batch)
+    job = (ckpt.config, dict(ckpt.weights), circuit, task, batch, total, epsilon)
     start = time.perf_counter()
-    for first in range(0, total, batch):
-        prompts = domain.batch(first, min(first + batch, total))
-        result = screen.run(prompts, task.targets(prompts), task.candidates, epsilon)
-        out.correct += int(result.correct.sum())
-        out.wrong += int(result.wrong.sum())
-        kinds = [(out.undecided, ~result.decisive), (out.wrong_at, result.wrong)]
-        if result.robust is not None:
-            out.robust += int(result.robust.sum())
-            kinds.append((out.not_robust_at, result.correct & ~result.robust))
-        for kept, where in kinds:
-            kept += (first + np.flatnonzero(where)[:KEEP - len(kept)]).tolist()
-        if result.decisive.any():
-            out.widest = max(out.widest, float((result.hi - result.lo)[result.decisive].max()))
-        on_batch(len(prompts))
+    if processes == 1:
+        _fold(out, map(_Job(*job), firsts), on_batch)
+    else:
+        with ProcessPoolExecutor(processes, mp_context=get_context("spawn"),
+                                 initializer=_start_worker, initargs=job) as pool:
+            _fold(out, pool.map(_in_worker, firsts), on_batch)
     out.seconds = time.perf_counter() - start
     return out
+
+
+@dataclass
+class _Batch:
+    """What one batch adds to a `Sweep`: counts, and the first KEEP indices of each kind."""
+
+    screened: int
+    correct: int
+    wrong: int
+    robust: int
+    kept: tuple[list[int], ...]  # undecided, wrong_at, not_robust_at
+    widest: float
+
+
+class _Job:
+    """One sweep's screen, screening the batch that starts at a given index."""
+
+    def __init__(self, config: GPTConfig, weights: dict, circuit: Circuit | None, task: Task,
+                 batch: int, total: int, epsilon: Fraction | None):
+        self.screen = Screen(config, weights, circuit)
+        self.task, self.batch, self.total, self.epsilon = task, batch, total, epsilon
+
+    def __call__(self, first: int) -> _Batch:
+        task = self.task
+        prompts = task.domain().batch(first, min(first + self.batch, self.total))
+        result = self.screen.run(prompts, task.targets(prompts), task.candidates, self.epsilon)
+        kinds = [~result.decisive, result.wrong,
+                 result.correct & ~result.robust if result.robust is not None else []]
+        widest = float((result.hi - result.lo)[result.decisive].max()) \
+            if result.decisive.any() else 0.0
+        return _Batch(len(prompts), int(result.correct.sum()), int(result.wrong.sum()),
+                      0 if result.robust is None else int(result.robust.sum()),
+                      tuple((first + np.flatnonzero(k)[:KEEP]).tolist() for k in kinds),
+                      widest)
+
+
+_job: list[_Job] = []  # a worker process's job, made once by `_start_worker`
+
+
+def _start_worker(*job: object) -> None:
+    _job.append(_Job(*job))  # type: ignore[arg-type]
+
+
+def _in_worker(first: int) -> _Batch:
+    return _job[0](first)
+
+
+def _fold(out: Sweep, outcomes: Iterable[_Batch], on_batch: Callable[[int], None]) -> None:
+    for b in outcomes:
+        out.correct += b.correct
+        out.wrong += b.wrong
+        out.robust += b.robust
+        for kept, found in zip((out.undecided, out.wrong_at, out.not_robust_at), b.kept,
+                               strict=True):
+            kept += found[:KEEP - len(kept)]
+        out.widest = max(out.widest, b.widest)
+        on_batch(b.screened)
 
 
 def margin_floor(config: GPTConfig, weights: Mapping[str, np.ndarray], tasks: Sequence[Task],
