@@ -176,3 +176,18 @@ def test_robustness_by_the_ball_bound_then_the_solvers(trained_ckpt, tmp_path, e
     for cex in rob["counterexamples"]:
         assert Fraction(cex["exact_margin"]) <= 0
         assert max(abs(Fraction(e)) for e in cex["eta"]) <= Fraction(1, 100)
+
+
+def test_robustness_inputs_over_the_solver_budget_are_unknown_and_counted(trained_ckpt,
+                                                                          tmp_path):
+    ckpt_dir = tmp_path / "checkpoint"
+    save_checkpoint(trained_ckpt, ckpt_dir)
+    save_circuit(Circuit(2, 1, "block", frozenset(BROKEN), "quote_close"), tmp_path / "c.json")
+    out = tmp_path / "result.json"
+    main(["verify", "--checkpoint", str(ckpt_dir), "--circuit", str(tmp_path / "c.json"),
+          "--task", "quote_close", "--properties", "rob", "--solver", "cvc5", "--quiet",
+          "--solver-inputs", "1", "--out", str(out)])
+    (rob,) = json.loads(out.read_text())["results"]
+    left = 128 - rob["routes"]["screen"]
+    assert rob["routes"]["solver"] == 1 and rob["routes"]["undecided"] == left - 1 > 0
+    assert rob["unknown"] >= left - 1 and "--solver-inputs" in rob["problems"][-1]["reason"]

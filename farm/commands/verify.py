@@ -70,6 +70,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "the screen's bound over the ε-ball, asking the solvers only what is "
                         "left; solver: one SMT query per input, pair and edge, as certificates "
                         "record them (default: %(default)s)")
+    p.add_argument("--solver-inputs", type=positive_int, metavar="N",
+                   help="--route screen: ask the solvers about at most N of the robustness "
+                        "inputs the screen's ball bound leaves (the first in domain order); "
+                        "the rest are counted UNKNOWN (default: all of them)")
     p.add_argument("--solver", choices=MODES, default="race",
                    help="race: first definitive answer wins; both: run both and cross-check "
                         "(default: %(default)s)")
@@ -206,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         radius=args.radius, radius_upper=positive_fraction(args.radius_max, "--radius-max"),
         radius_precision=positive_fraction(args.radius_precision, "--radius-precision"),
         radius_timeout=args.radius_timeout, radius_solver=args.radius_solver,
-        progress=not args.quiet)
+        progress=not args.quiet, solver_inputs=args.solver_inputs)
     ckpt = load_checkpoint(args.checkpoint)
     circuit = resolve_circuit(args.circuit, ckpt, task.name)
     traces = TraceReader(args.trace, ckpt.sha256) if args.trace else None

@@ -51,7 +51,7 @@ from farm.verify.local import (
     robustness_outcomes,
 )
 
-ROUTES = ("screen", "exact", "solver")
+ROUTES = ("screen", "exact", "solver", "undecided")  # undecided: robustness over budget
 SCREEN, EXACT = 0, 1  # indices into ROUTES, as the route arrays hold them
 TIE = -1  # the decision of a run whose best candidates tie (never a correct decision)
 BATCH = 65536  # prompts per screen call: consecutive, so they share their prefixes
@@ -137,14 +137,14 @@ class Evaluator:
     def row(self, i: int, circuit: Circuit | None = None) -> RowResult:
         return self.model.runs(circuit or self.circuit).row(self.domain[i])
 
-    def _subject(self, i: int) -> str:  # as `Planner` names an input
+    def subject(self, i: int) -> str:  # as `Planner` names an input
         return f"input {i} {list(self.domain[i])}"
 
     def _input_detail(self, i: int) -> dict[str, Any]:
         """A wrong input as reported: its prompt and exact margin, replayed here."""
         target = int(self.task.target(self.domain[i]))
         margin = exact_margin(self.row(i), target, self.candidates)
-        return {"subject": self._subject(i), "prompts": [list(self.domain[i])],
+        return {"subject": self.subject(i), "prompts": [list(self.domain[i])],
                 "exact_margins": [str(margin)], "exact_margin_float": float(margin)}
 
     # ------------------------------------------------------------------ the properties
@@ -197,7 +197,7 @@ class Evaluator:
                 listed.append({"subject": name, "reason": NO_WITNESS})
             else:
                 witnesses.append({"edge": list(edge), "input": i, "route": ROUTES[route],
-                                  "subject": f"{name} witness {self._subject(i)}"})
+                                  "subject": f"{name} witness {self.subject(i)}"})
         result = self._result(EDGE_NECESSITY, np.asarray(routes, dtype=np.uint8), listed,
                               len(listed), start)
         result.witnesses = witnesses
@@ -216,7 +216,7 @@ class Evaluator:
                 i = first + int(strict[found.wrong][0])
                 if not self._differs(i, ablated):
                     raise FarmError(f"the screen and exact evaluation disagree on {edge} "
-                                    f"witness {self._subject(i)}: a bug in farm.screen")
+                                    f"witness {self.subject(i)}: a bug in farm.screen")
                 return i, SCREEN
             undecided.append(first + np.setdiff1d(np.arange(len(prompts)),
                                                   strict[found.decisive]))
@@ -279,17 +279,27 @@ def robustness(evaluator: Evaluator, planner: Planner, solvers: Callable[[], Far
     where inconclusive)."""
     start, eps = time.perf_counter(), options.epsilon
     robust = evaluator.robust_by_screen(eps)
-    rest = {int(i): eps for i in np.flatnonzero(~robust)}
+    left = np.flatnonzero(~robust)
+    asked = left[:options.solver_inputs]
     judged = []
-    if rest:
+    if len(asked):
         label = f"{evaluator.task.name} robustness (solvers)" if options.progress else None
-        judged, _ = robustness_outcomes(planner, rest, solvers(), cache, ROBUSTNESS, label)
+        judged, _ = robustness_outcomes(planner, dict.fromkeys(map(int, asked), eps),
+                                        solvers(), cache, ROBUSTNESS, label)
     result = fold(ROBUSTNESS, evaluator.task.name, judged)
+    if unasked := len(left) - len(asked):  # over the budget: undecided, and said so
+        result.unknown += unasked
+        first = evaluator.subject(int(left[len(asked)]))
+        result.problems.append({"subject": f"{unasked} inputs from {first}", "reason":
+                                "neither the screen's ball bound proved them nor were the "
+                                "solvers asked (--solver-inputs)"})
+        if result.status == "VERIFIED":
+            result.status = "UNKNOWN"
     if options.radius:  # every input's radius is a search of the solvers' (`certified_radii`)
         result.radius = radius_search(planner, solvers(), cache, options)
     result.epsilon = str(eps)
-    result.routes = {r: n for r, n in (("screen", int(robust.sum())), ("solver", len(rest)))
-                     if n}
+    result.routes = {r: n for r, n in (("screen", int(robust.sum())), ("solver", len(asked)),
+                                       ("undecided", unasked)) if n}
     result.failing = len(result.counterexamples)
     result.seconds = time.perf_counter() - start
     return result

@@ -500,6 +500,8 @@ class VerifyOptions:
     radius_timeout: float | None = None  # per query of the radius search; None: the farm's
     radius_solver: str | None = None  # solver mode of the radius search; None: the farm's
     progress: bool = True
+    solver_inputs: int | None = None  # screen route: robustness inputs the solvers are asked
+    # about at most (those the screen leaves, in domain order); the rest stay UNKNOWN
 
 
 def verify_task(planner: Planner, properties: Sequence[str], farm: LocalFarm,
