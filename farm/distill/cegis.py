@@ -164,6 +164,8 @@ class Distillation:
     python_checked: int  # domain inputs on which the printed source gave the DSL's answer
     reason: str  # why the loop stopped, in words
     seconds: float
+    max_size: int  # the search's bounds, to run it again
+    per_round: int
 
 
 def distill(ckpt: Checkpoint, circuit: Circuit, task: Task, max_size: int = 10,
@@ -203,7 +205,7 @@ def distill(ckpt: Checkpoint, circuit: Circuit, task: Task, max_size: int = 10,
     last = checks[-1].program if checks else None
     python_checked = printed_agrees(last, task, batch) if proved and last else 0
     return Distillation(task.name, last, proved, checks, examples, enumerated,
-                        python_checked, reason, time.perf_counter() - start)
+                        python_checked, reason, time.perf_counter() - start, max_size, per_round)
 
 
 def printed_agrees(program: Program, task: Task, batch: int = 16384) -> int:
