@@ -450,7 +450,7 @@ def parse_program(data: Any) -> Program:
     """A program from its JSON form (`Program.to_json`); FarmError naming what is wrong."""
     try:
         return _decode_node(data)
-    except (TypeError, ValueError, KeyError, IndexError) as err:
+    except (FarmError, TypeError, ValueError, KeyError, IndexError) as err:
         raise FarmError(f"not a DSL program: {data!r} ({err})") from None
 
 
