@@ -187,3 +187,24 @@ def test_distill_refuses_a_circuit_of_another_task(circuits, capsys, tmp_path):
                  "bracket_type", "--out", str(tmp_path / "p.json"), "--quiet"]) == 2
     assert "extracted for task quote_close" in capsys.readouterr().err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_proof_record_is_rederived_and_tampering_is_named(circuits, tmp_path, capsys):
+    ckpt, circuit = circuits["bracket_type"]
+    base = ["distill", "--checkpoint", str(ckpt), "--circuit", str(circuit),
+            "--task", "bracket_type", "--quiet"]
+    out = tmp_path / "program.json"
+    assert main([*base, "--out", str(out)]) == 0
+    assert main([*base, "--recheck", str(out)]) == 0
+    assert "CHECKS" in capsys.readouterr().out
+
+    record = json.loads(out.read_text())
+    record["program"]["dsl"] = ["at", 3]  # the quote lookup: wrong for brackets
+    record["search"]["examples"][0]["logits"] = {"13": "1", "14": "0"}
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(record))
+    assert main([*base, "--recheck", str(forged)]) == 1
+    printed = capsys.readouterr().out
+    assert "REJECTED" in printed and "not the program's printed form" in printed
+    assert "disagrees with the circuit on 128 input(s)" in printed
+    assert "does not replay" in printed

@@ -9,9 +9,11 @@ from tqdm import tqdm
 
 from farm.commands import TASK_HELP, output_file, positive_int, task_spec
 from farm.distill import distill, program_source
-from farm.distill.record import proof_record, write_record
+from farm.distill.recheck import recheck
+from farm.distill.record import proof_record, read_record, write_record
 from farm.errors import FarmError
-from farm.model.checkpoint import load_checkpoint
+from farm.model.checkpoint import Checkpoint, load_checkpoint
+from farm.model.circuit import Circuit
 from farm.tasks.registry import get_task
 from farm.verify.local import resolve_circuit
 
@@ -41,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="counterexamples taken per refuted candidate (default %(default)s)")
     p.add_argument("--batch", type=positive_int, default=16384,
                    help="inputs per screened batch (default %(default)s)")
+    p.add_argument("--recheck", metavar="RECORD",
+                   help="instead of searching, re-derive a proof record (program.json) for "
+                        "this checkpoint, circuit and task: the program, its printed source, "
+                        "its agreement on the whole domain and every counterexample's exact "
+                        "replay; exit status 1 with each problem named")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -50,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     circuit = resolve_circuit(args.circuit, ckpt, task.name)
     circuit_file = None if args.circuit == "full" else args.circuit
+    if args.recheck:
+        return recheck_record(args.recheck, ckpt, circuit, task.name)
     if circuit_file is None and args.out is None:
         raise FarmError("--circuit full needs --out: there is no circuit file to write beside")
     out = Path(args.out) if args.out else Path(args.circuit).parent / "program.json"
@@ -65,3 +74,18 @@ def run(args: argparse.Namespace) -> int:
           f"used, {result.enumerated:,} programs enumerated, {result.seconds:.2f} s; "
           f"wrote {out}")
     return 0 if result.proved else 1
+
+
+def recheck_record(path: str, ckpt: Checkpoint, circuit: Circuit, task: str) -> int:
+    record = read_record(path)
+    if record.get("task") != task:
+        raise FarmError(f"{path} is a record for task {record.get('task')!r}, not {task}")
+    problems = recheck(record, ckpt, circuit)
+    for problem in problems:
+        print(f"  {problem}")
+    if problems:
+        print(f"REJECTED {path}: {len(problems)} problem(s)")
+    else:
+        print(f"CHECKS {path}: the program agrees with the circuit on all "
+              f"{record['evidence']['domain']:,} inputs of {task}, re-derived")
+    return 1 if problems else 0

@@ -15,6 +15,7 @@ from typing import Any
 from farm.atomic import write_text_atomic
 from farm.distill.cegis import Distillation
 from farm.distill.dsl import program_source
+from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint
 from farm.model.circuit import Circuit
 
@@ -66,6 +67,16 @@ def proof_record(result: Distillation, ckpt: Checkpoint, circuit: Circuit,
 
 def write_record(record: dict[str, Any], path: str | Path) -> None:
     write_text_atomic(Path(path), json.dumps(record, indent=1) + "\n")
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    try:
+        record = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FarmError(f"{path}: not a JSON proof record ({err})") from None
+    if not isinstance(record, dict):
+        raise FarmError(f"{path}: a proof record is a JSON object")
+    return record
 
 
 def _file_sha256(path: str | None) -> str | None:
