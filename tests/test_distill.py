@@ -208,3 +208,29 @@ def test_a_proof_record_is_rederived_and_tampering_is_named(circuits, tmp_path, 
     assert "REJECTED" in printed and "not the program's printed form" in printed
     assert "disagrees with the circuit on 128 input(s)" in printed
     assert "does not replay" in printed
+
+
+def test_a_signed_program_checks_and_the_checker_names_other_files(circuits, tmp_path, capsys):
+    ckpt, circuit = circuits["bracket_depth"]
+    assert main(["keygen", "--out-dir", str(tmp_path / "keys")]) == 0
+    out = tmp_path / "program.json"
+    assert main(["distill", "--checkpoint", str(ckpt), "--circuit", str(circuit), "--task",
+                 "bracket_depth", "--out", str(out), "--sign",
+                 str(tmp_path / "keys" / "farm_ed25519.pem"), "--quiet"]) == 0
+    envelope, pub = tmp_path / "program.dsse.json", tmp_path / "keys" / "farm_ed25519.pub"
+    capsys.readouterr()
+    assert main(["check", str(envelope), "--pubkey", str(pub)]) == 0
+    assert "agrees with the circuit on all 81 inputs of bracket_depth, re-derived" in \
+        capsys.readouterr().out
+
+    other_ckpt, other_circuit = circuits["quote_close"]
+    assert main(["check", str(envelope), "--pubkey", str(pub), "--checkpoint",
+                 str(other_ckpt), "--circuit", str(other_circuit)]) == 1
+    printed = capsys.readouterr().out
+    assert "is not the signed model.safetensors" in printed
+    assert "is not the signed circuit.json" in printed
+
+    forged = json.loads(envelope.read_text())
+    forged["payload"] = forged["payload"][:-8] + "AAAAAAA="
+    (tmp_path / "forged.dsse.json").write_text(json.dumps(forged))
+    assert main(["check", str(tmp_path / "forged.dsse.json"), "--pubkey", str(pub)]) == 2

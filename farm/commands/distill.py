@@ -15,6 +15,8 @@ from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint, load_checkpoint
 from farm.model.circuit import Circuit
 from farm.tasks.registry import get_task
+from farm.trust.distilled import sign_distillation
+from farm.trust.signing import load_private_key
 from farm.verify.local import resolve_circuit
 
 
@@ -43,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="counterexamples taken per refuted candidate (default %(default)s)")
     p.add_argument("--batch", type=positive_int, default=16384,
                    help="inputs per screened batch (default %(default)s)")
+    p.add_argument("--sign", metavar="KEY",
+                   help="also sign a proved record with this Ed25519 key (farm keygen): "
+                        "writes RECORD.dsse.json beside it, bound to the checkpoint and "
+                        "circuit files by hash, for farm check")
     p.add_argument("--recheck", metavar="RECORD",
                    help="instead of searching, re-derive a proof record (program.json) for "
                         "this checkpoint, circuit and task: the program, its printed source, "
@@ -53,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sign:
+        load_private_key(args.sign)  # refused now, not after the search
     ckpt = load_checkpoint(args.checkpoint)
     task = get_task(args.task)
     circuit = resolve_circuit(args.circuit, ckpt, task.name)
@@ -65,7 +73,13 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(desc=f"distill {task.name}", unit="in", disable=args.quiet, leave=False) as bar:
         result = distill(ckpt, circuit, task, args.max_size, args.batch, args.per_round,
                          bar.update, lambda p: bar.set_postfix_str(f"size {p.size}: {p}"[:60]))
-    write_record(proof_record(result, ckpt, circuit, circuit_file), out)
+    record = proof_record(result, ckpt, args.checkpoint, circuit, circuit_file)
+    write_record(record, out)
+    if args.sign and result.proved:
+        envelope = out.with_suffix(".dsse.json")
+        write_record(sign_distillation(record, args.checkpoint, circuit_file, args.sign),
+                     envelope)
+        print(f"signed: {envelope} (farm check {envelope} --pubkey ...)")
     if result.program is not None:
         print(program_source(result.program, f"{'Proved' if result.proved else 'Refuted'} "
                                              f"on {task.name}: {result.reason}."))

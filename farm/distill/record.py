@@ -26,8 +26,9 @@ METHOD = ("exhaustive over the finite domain: each input decided by the sound in
           "counterexample replayed exactly")
 
 
-def proof_record(result: Distillation, ckpt: Checkpoint, circuit: Circuit,
-                 circuit_file: str | None) -> dict[str, Any]:
+def proof_record(result: Distillation, ckpt: Checkpoint, checkpoint_dir: str,
+                 circuit: Circuit, circuit_file: str | None) -> dict[str, Any]:
+    """The record; the paths as given (`farm check` looks there unless told otherwise)."""
     program, final = result.program, (result.checks[-1] if result.checks else None)
     status = "proved" if result.proved else "refuted" if program else "not found"
     return {
@@ -40,6 +41,7 @@ def proof_record(result: Distillation, ckpt: Checkpoint, circuit: Circuit,
         "method": METHOD,
         "reason": result.reason,
         "checkpoint_sha256": ckpt.sha256,
+        "checkpoint_path": checkpoint_dir,
         "circuit": {"file": circuit_file,
                     "sha256": _file_sha256(circuit_file),
                     "edges": [list(e) for e in circuit.ordered_edges()]},
