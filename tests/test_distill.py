@@ -20,10 +20,9 @@ from farm.distill.dsl import (
     Compare,
     Const,
     Count,
-    First,
+    Find,
     If,
     Is,
-    Last,
     Machine,
     Not,
     Odd,
@@ -33,23 +32,24 @@ from farm.distill.dsl import (
 from farm.distill.search import Motifs, smallest_consistent
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from farm.model.circuit import load_circuit, save_circuit
+from farm.model.circuit import Circuit, load_circuit, save_circuit
 from farm.model.exact import ExactModel
 from farm.model.gpt import GPTConfig
 from farm.model.train import TrainConfig, train
 from farm.tasks.registry import get_task
 from farm.tasks.vocab import CLOSE_CURLY, CLOSE_PAREN, CLOSE_SQUARE, OPEN_PAREN, OPEN_SQUARE
+from tests.conftest import random_model, weights_of
 
 LPAREN, RPAREN = TokenClass("lparen", frozenset({OPEN_PAREN})), \
     TokenClass("rparen", frozenset({CLOSE_PAREN}))
 FILLERS = TokenClass("fillers", frozenset({5, 6}))
 DEPTH = Count("final", LPAREN, RPAREN)
 EVERY_NODE = [  # each node kind at least once, as a whole program
-    Const(CLOSE_PAREN), At(3), First(FILLERS), Last(FILLERS), Closer(At(2)),
+    Const(CLOSE_PAREN), At(3), Find("first", FILLERS), Find("last", FILLERS), Closer(At(2)),
     If(And(Compare(DEPTH, ">=", 1), Compare(Count("lowest", LPAREN, RPAREN), "==", 0)),
        Const(CLOSE_PAREN), Const(OPEN_PAREN)),
     If(Or(Odd(Count("final", FILLERS, None)), Not(Is(At(2), OPEN_PAREN))),
-       Last(LPAREN), Closer(First(LPAREN))),
+       Find("last", LPAREN), Closer(Find("first", LPAREN))),
     If(Machine(LPAREN, "set", RPAREN, "flip"), Const(OPEN_PAREN),
        If(Compare(Count("highest", RPAREN, None), "<=", 1), At(4), Const(CLOSE_PAREN))),
 ]
@@ -234,3 +234,20 @@ def test_a_signed_program_checks_and_the_checker_names_other_files(circuits, tmp
     forged["payload"] = forged["payload"][:-8] + "AAAAAAA="
     (tmp_path / "forged.dsse.json").write_text(json.dumps(forged))
     assert main(["check", str(tmp_path / "forged.dsse.json"), "--pubkey", str(pub)]) == 2
+
+
+def test_inputs_the_screen_cannot_decide_are_decided_exactly():
+    """An untrained model with wide weights leaves the screen undecided on every input:
+    the judge must then agree with exact arithmetic alone."""
+    model = random_model(seed=0, scale=1.0)
+    ckpt, task = Checkpoint.from_model(model), get_task("bracket_type")
+    circuit = Circuit.full(ckpt.config.n_layers)
+    judge = Judge(ckpt, circuit, task)
+    prompts = task.domain().batch(0, len(task.domain()))
+    assert not judge.screen.run(prompts, task.targets(prompts), task.candidates).decisive.any()
+    check = check_program(Const(CLOSE_SQUARE), judge)
+    assert check.by_screen == 0 and check.by_exact > 0
+    exact = ExactModel(ckpt.config, weights_of(model))
+    decided_square = sum(row.logits[CLOSE_SQUARE] > row.logits[CLOSE_CURLY]
+                         for row in exact.run(task.domain()))
+    assert (check.by_exact, check.disagreements) == (decided_square, 128 - decided_square)

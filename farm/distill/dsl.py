@@ -40,7 +40,7 @@ from farm.tasks.vocab import (
 )
 
 Kind = Literal["tok", "int", "bool"]
-NO_TOKEN = PAD  # what First/Last give when no token of the class occurs
+NO_TOKEN = PAD  # what Find gives when no token of the class occurs
 CLOSER = {OPEN_SQUARE: CLOSE_SQUARE, OPEN_CURLY: CLOSE_CURLY, OPEN_PAREN: CLOSE_PAREN}
 TOKEN_NAMES = {PAD: "PAD", BOS: "BOS", TASK_QUOTE: "TASK_QUOTE", TASK_BRACKET: "TASK_BRACKET",
                TASK_DEPTH: "TASK_DEPTH", SINGLE_QUOTE: "'", DOUBLE_QUOTE: '"', OPEN_SQUARE: "[",
@@ -147,36 +147,27 @@ class At(Program):
 
 
 @dataclass(frozen=True)
-class First(Program):
-    """The first token of a class in the prompt (PAD if none occurs)."""
+class Find(Program):
+    """The first (or last) token of a class in the prompt; PAD if none occurs."""
 
-    kind, tag = "tok", "first"
+    kind, tag = "tok", "find"
+    which: str  # "first" or "last"
     of: TokenClass
 
-    def apply(self, prompts: np.ndarray, *args: np.ndarray) -> np.ndarray:
-        return _first_of(prompts, self.of.mask(prompts))
-
-    def python(self, out: Emitter) -> str:
-        return f"next((t for t in prompt if {self.of.test('t')}), {NO_TOKEN})"
-
-
-@dataclass(frozen=True)
-class Last(Program):
-    """The last token of a class in the prompt (PAD if none occurs)."""
-
-    kind, tag = "tok", "last"
-    of: TokenClass
+    def __post_init__(self) -> None:
+        if self.which not in ("first", "last"):
+            raise FarmError(f"find: which is first or last, not {self.which!r}")
 
     def apply(self, prompts: np.ndarray, *args: np.ndarray) -> np.ndarray:
-        return _first_of(prompts[:, ::-1], self.of.mask(prompts[:, ::-1]))
+        if self.which == "last":
+            prompts = prompts[:, ::-1]
+        mask = self.of.mask(prompts)
+        found = prompts[np.arange(len(prompts)), mask.argmax(axis=1)]
+        return np.where(mask.any(axis=1), found, NO_TOKEN)
 
     def python(self, out: Emitter) -> str:
-        return f"next((t for t in reversed(prompt) if {self.of.test('t')}), {NO_TOKEN})"
-
-
-def _first_of(prompts: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    found = prompts[np.arange(len(prompts)), mask.argmax(axis=1)]
-    return np.where(mask.any(axis=1), found, NO_TOKEN)
+        tokens = "prompt" if self.which == "first" else "reversed(prompt)"
+        return f"next((t for t in {tokens} if {self.of.test('t')}), {NO_TOKEN})"
 
 
 @dataclass(frozen=True)
@@ -366,35 +357,35 @@ class Not(Program):
 
 
 @dataclass(frozen=True)
-class And(Program):
-    kind, tag = "bool", "and"
+class _Junction(Program):
+    """Two truths joined by `word` (and, or)."""
+
+    kind = "bool"
     takes = ("bool", "bool")
+    word: ClassVar[str]
+    join: ClassVar[Callable[[np.ndarray, np.ndarray], np.ndarray]]
     left: Program
     right: Program
 
     def apply(self, prompts: np.ndarray, *args: np.ndarray) -> np.ndarray:
-        return args[0] & args[1]
+        return type(self).join(args[0], args[1])
 
     def python(self, out: Emitter) -> str:
-        return f"({self.left.python(out)}) and ({self.right.python(out)})"
+        return f"({self.left.python(out)}) {self.word} ({self.right.python(out)})"
 
 
-@dataclass(frozen=True)
-class Or(Program):
-    kind, tag = "bool", "or"
-    takes = ("bool", "bool")
-    left: Program
-    right: Program
+class And(_Junction):
+    tag = word = "and"
+    join = np.logical_and
 
-    def apply(self, prompts: np.ndarray, *args: np.ndarray) -> np.ndarray:
-        return args[0] | args[1]
 
-    def python(self, out: Emitter) -> str:
-        return f"({self.left.python(out)}) or ({self.right.python(out)})"
+class Or(_Junction):
+    tag = word = "or"
+    join = np.logical_or
 
 
 NODES: dict[str, type[Program]] = {cls.tag: cls for cls in (
-    Const, At, First, Last, Closer, If, Count, Is, Compare, Odd, Machine, Not, And, Or)}
+    Const, At, Find, Closer, If, Count, Is, Compare, Odd, Machine, Not, And, Or)}
 
 
 # ------------------------------------------------------------------------------- text forms

@@ -27,11 +27,10 @@ from farm.distill.dsl import (
     Compare,
     Const,
     Count,
-    First,
+    Find,
     If,
     Is,
     Kind,
-    Last,
     Machine,
     Not,
     Odd,
@@ -93,8 +92,8 @@ class Motifs:
         yield from (Const(t) for t in self.outputs)
         yield from (At(p) for p in self.positions)
         for c in self.classes:
-            yield First(c)
-            yield Last(c)
+            yield Find("first", c)
+            yield Find("last", c)
         for stat in ("final", "lowest", "highest"):
             for plus in self.classes:
                 yield Count(stat, plus, None)
