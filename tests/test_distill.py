@@ -9,10 +9,19 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import ray
 
+from actors.distill import ray_checker
 from farm.cli import main
 from farm.discovery.acdc import extract
-from farm.distill import Judge, check_program, compile_program, parse_program, program_source
+from farm.distill import (
+    Judge,
+    check_program,
+    compile_program,
+    distill,
+    parse_program,
+    program_source,
+)
 from farm.distill.dsl import (
     And,
     At,
@@ -251,3 +260,22 @@ def test_inputs_the_screen_cannot_decide_are_decided_exactly():
     decided_square = sum(row.logits[CLOSE_SQUARE] > row.logits[CLOSE_CURLY]
                          for row in exact.run(task.domain()))
     assert (check.by_exact, check.disagreements) == (decided_square, 128 - decided_square)
+
+
+def test_candidate_checks_as_units_on_ray_find_what_a_local_check_finds(circuits):
+    """The same loop with its checks spread over two real Ray actors, 16 inputs a unit:
+    the same candidates, counterexamples, program and evidence as on this process."""
+    ckpt_dir, circuit_file = circuits["bracket_depth"]
+    ckpt, circuit, task = load_checkpoint(ckpt_dir), load_circuit(circuit_file), \
+        get_task("bracket_depth")
+    here = distill(ckpt, circuit, task, batch=16)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        there = distill(ckpt, circuit, task, batch=16,
+                        checker=ray_checker(ckpt, circuit, task, actors=2, unit=16))
+    finally:
+        ray.shutdown()
+    assert there.proved and here.proved and there.program == here.program
+    assert there.examples == here.examples
+    assert [(c.checked, c.by_screen, c.by_exact, c.disagreements) for c in there.checks] == \
+        [(c.checked, c.by_screen, c.by_exact, c.disagreements) for c in here.checks]

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from actors.distill import ray_checker
 from farm.commands import TASK_HELP, output_file, positive_int, task_spec
+from farm.commands.run import connect
 from farm.distill import distill, program_source
 from farm.distill.recheck import recheck
 from farm.distill.record import proof_record, read_record, write_record
@@ -45,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="counterexamples taken per refuted candidate (default %(default)s)")
     p.add_argument("--batch", type=positive_int, default=16384,
                    help="inputs per screened batch (default %(default)s)")
+    p.add_argument("--ray", type=positive_int, metavar="ACTORS",
+                   help="check candidates as units of --batch inputs on this many Ray actors "
+                        "(the cluster at RAY_ADDRESS, else an embedded Ray with that many "
+                        "CPUs); default: on this process")
     p.add_argument("--sign", metavar="KEY",
                    help="also sign a proved record with this Ed25519 key (farm keygen): "
                         "writes RECORD.dsse.json beside it, bound to the checkpoint and "
@@ -70,9 +76,14 @@ def run(args: argparse.Namespace) -> int:
     if circuit_file is None and args.out is None:
         raise FarmError("--circuit full needs --out: there is no circuit file to write beside")
     out = Path(args.out) if args.out else Path(args.circuit).parent / "program.json"
+    checker = None
+    if args.ray:
+        connect(args.ray)
+        checker = ray_checker(ckpt, circuit, task, args.ray, args.batch)
     with tqdm(desc=f"distill {task.name}", unit="in", disable=args.quiet, leave=False) as bar:
         result = distill(ckpt, circuit, task, args.max_size, args.batch, args.per_round,
-                         bar.update, lambda p: bar.set_postfix_str(f"size {p.size}: {p}"[:60]))
+                         bar.update, lambda p: bar.set_postfix_str(f"size {p.size}: {p}"[:60]),
+                         checker)
     record = proof_record(result, ckpt, args.checkpoint, circuit, circuit_file)
     write_record(record, out)
     if args.sign and result.proved:

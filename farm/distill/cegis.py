@@ -24,7 +24,7 @@ symbolic encoding of DSL programs belongs to the cube-query issue and is not her
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -119,36 +119,59 @@ class Judge:
         return Counterexample(index, prompt, answer, decision, logits)
 
 
+KEEP = 8  # counterexamples a full check keeps: enough to name the disagreement
+
+Checker = Callable[[Program, "int | None", Callable[[int], None]], Check]  # (program,
+# stop_after, on_batch) -> Check: how the loop holds a candidate to the circuit
+
+
+def check_unit(program: Program, judge: Judge, start: int, stop: int, keep: int) -> Check:
+    """One unit of work: domain inputs start..stop-1, with up to `keep` counterexamples
+    (replayed exactly) spread over its disagreements."""
+    prompts = judge.task.domain().batch(start, stop)
+    unit = Check(program, len(judge.task.domain()), checked=len(prompts))
+    began = time.perf_counter()
+    answers = program.evaluate(prompts)
+    agree, unit.by_screen, unit.by_exact = judge.agrees(prompts, answers)
+    bad = np.flatnonzero(~agree)
+    unit.disagreements = len(bad)
+    if keep and len(bad):
+        unit.counterexamples = [
+            judge.replay(start + int(i), tuple(prompts[i].tolist()), int(answers[i]))
+            for i in bad[np.unique(np.linspace(0, len(bad) - 1, keep).astype(int))]]
+    unit.seconds = time.perf_counter() - began
+    return unit
+
+
+def fold(program: Program, domain: int, units: Iterable[Check], stop_after: int | None,
+         on_batch: Callable[[int], None] = lambda n: None) -> Check:
+    """Units in canonical order into one check: with `stop_after`, up to that many
+    counterexamples from the first unit that has any, and no unit after it."""
+    total, keep = Check(program, domain), stop_after or KEEP
+    for unit in units:
+        total.checked += unit.checked
+        total.by_screen += unit.by_screen
+        total.by_exact += unit.by_exact
+        total.disagreements += unit.disagreements
+        total.counterexamples += unit.counterexamples[:keep - len(total.counterexamples)]
+        total.seconds += unit.seconds
+        on_batch(unit.checked)
+        if stop_after is not None and unit.disagreements:
+            break
+    return total
+
+
 def check_program(program: Program, judge: Judge, batch: int = 16384,
                   stop_after: int | None = None,
                   on_batch: Callable[[int], None] = lambda n: None) -> Check:
     """Hold `program` to the circuit on the task's domain, batch by batch in canonical
-    order. Keeps (and replays) up to `stop_after` counterexamples, spread over the first
-    batch that has any, and stops there; with None it covers the whole domain and keeps
-    the first few."""
-    domain = judge.task.domain()
-    check = Check(program, len(domain))
-    keep = stop_after or 8
-    start = time.perf_counter()
-    for first in range(0, len(domain), batch):
-        prompts = domain.batch(first, first + batch)
-        answers = program.evaluate(prompts)
-        agree, by_screen, by_exact = judge.agrees(prompts, answers)
-        bad = np.flatnonzero(~agree)
-        check.checked += len(prompts)
-        check.by_screen += by_screen
-        check.by_exact += by_exact
-        check.disagreements += len(bad)
-        room = keep - len(check.counterexamples)
-        if room > 0 and len(bad):
-            for i in bad[np.unique(np.linspace(0, len(bad) - 1, room).astype(int))]:
-                check.counterexamples.append(judge.replay(
-                    first + int(i), tuple(prompts[i].tolist()), int(answers[i])))
-        on_batch(len(prompts))
-        if stop_after is not None and len(bad):
-            break
-    check.seconds = time.perf_counter() - start
-    return check
+    order, on this process. Keeps (and replays) up to `stop_after` counterexamples,
+    spread over the first batch that has any, and stops there; with None it covers the
+    whole domain and keeps the first few."""
+    size = len(judge.task.domain())
+    units = (check_unit(program, judge, first, first + batch, stop_after or KEEP)
+             for first in range(0, size, batch))
+    return fold(program, size, units, stop_after, on_batch)
 
 
 @dataclass
@@ -171,11 +194,16 @@ class Distillation:
 def distill(ckpt: Checkpoint, circuit: Circuit, task: Task, max_size: int = 10,
             batch: int = 16384, per_round: int = 4,
             on_batch: Callable[[int], None] = lambda n: None,
-            on_candidate: Callable[[Program], None] = lambda p: None) -> Distillation:
+            on_candidate: Callable[[Program], None] = lambda p: None,
+            checker: Checker | None = None) -> Distillation:
     """CEGIS from no examples: each round takes up to `per_round` counterexamples into
-    the example set; `on_batch` hears how many inputs each checked batch covered."""
+    the example set; `on_batch` hears how many inputs each checked batch covered.
+    `checker` holds candidates to the circuit (default: `check_program` here; the Ray
+    actors of `actors.distill` run the same units across a cluster)."""
     start = time.perf_counter()
     judge = Judge(ckpt, circuit, task)
+    checker = checker or (lambda program, stop_after, heard: check_program(
+        program, judge, batch, stop_after, heard))
     motifs = Motifs.of(task)
     examples: list[Counterexample] = []
     checks: list[Check] = []
@@ -191,7 +219,7 @@ def distill(ckpt: Checkpoint, circuit: Circuit, task: Task, max_size: int = 10,
                       f"the {len(examples)} counterexamples")
             break
         on_candidate(program)
-        check = check_program(program, judge, batch, per_round, on_batch)
+        check = checker(program, per_round, on_batch)
         checks.append(check)
         if check.proved:
             reason = (f"agrees with the circuit on all {check.domain:,} inputs "
