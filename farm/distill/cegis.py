@@ -121,8 +121,8 @@ class Judge:
 
 KEEP = 8  # counterexamples a full check keeps: enough to name the disagreement
 
-Checker = Callable[[Program, "int | None", Callable[[int], None]], Check]  # (program,
-# stop_after, on_batch) -> Check: how the loop holds a candidate to the circuit
+# How the loop holds a candidate to the circuit: (program, stop_after, on_batch) -> Check.
+Checker = Callable[[Program, int | None, Callable[[int], None]], Check]
 
 
 def check_unit(program: Program, judge: Judge, start: int, stop: int, keep: int) -> Check:
