@@ -279,3 +279,19 @@ def test_candidate_checks_as_units_on_ray_find_what_a_local_check_finds(circuits
     assert there.examples == here.examples
     assert [(c.checked, c.by_screen, c.by_exact, c.disagreements) for c in there.checks] == \
         [(c.checked, c.by_screen, c.by_exact, c.disagreements) for c in here.checks]
+
+
+def test_no_program_within_the_size_limit_is_reported_with_its_counterexamples(
+        circuits, tmp_path, capsys):
+    ckpt, circuit = circuits["bracket_depth"]
+    out = tmp_path / "program.json"
+    assert main(["distill", "--checkpoint", str(ckpt), "--circuit", str(circuit), "--task",
+                 "bracket_depth", "--max-size", "4", "--out", str(out), "--quiet"]) == 1
+    assert "NOT FOUND: no program of size at most 4" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert record["status"] == "refuted" and record["claim"] is None
+    assert record["evidence"]["disagreements"] > 0 and record["evidence"]["counterexamples"]
+    assert all(cx["program"] != cx["circuit"] for cx in record["search"]["examples"])
+    assert main(["distill", "--checkpoint", str(ckpt), "--circuit", str(circuit), "--task",
+                 "bracket_depth", "--recheck", str(out)]) == 1
+    assert "the record proves nothing: status refuted" in capsys.readouterr().out
