@@ -14,6 +14,7 @@ A program's size is its number of nodes: the search enumerates by it.
 
 from __future__ import annotations
 
+import textwrap
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
@@ -400,7 +401,8 @@ def program_source(program: Program, doc: str = "") -> str:
     tokens = sorted(set(_tokens(program)))
     lines = ["def program(prompt):"]
     if doc:
-        lines.append(f'    """{doc}"""')
+        text = textwrap.wrap(f'"""{doc}"""', 84)
+        lines += ["    " + line for line in text]
     if tokens:
         lines.append("    # tokens: " + ", ".join(f"{t} {TOKEN_NAMES.get(t, '?')}" for t in tokens))
     for block in out.blocks.values():
