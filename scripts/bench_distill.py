@@ -8,8 +8,10 @@ For each (checkpoint, circuit, task) prints a Markdown table row: the domain siz
 program found (proved on the whole domain, or not), its size in DSL nodes, candidates
 checked against the circuit, counterexamples used, programs the searches enumerated,
 and the wall time of the whole loop (search, screen, exact fallback, replay, and the
-run of the printed source on every input). OpenBLAS runs single-threaded, as in
-bench_screen.py (the screen's products are tiny).
+run of the printed source on every input). With --each-edge-removed, a row for the
+circuit without each of its edges in turn: what the circuit computes once that edge
+is gone. OpenBLAS runs single-threaded, as in bench_screen.py (the screen's products
+are tiny).
 """
 
 from __future__ import annotations
@@ -30,21 +32,26 @@ def main() -> None:
     parser.add_argument("--run", nargs=3, action="append", required=True,
                         metavar=("CHECKPOINT", "CIRCUIT", "TASK"))
     parser.add_argument("--max-size", type=int, default=10)
+    parser.add_argument("--each-edge-removed", action="store_true",
+                        help="distill each circuit without each of its edges instead")
     args = parser.parse_args()
-    print("| task | inputs | program | size | proved | candidates | counterexamples "
+    print("| task | circuit | inputs | program | size | proved | candidates | counterexamples "
           "| enumerated | by screen / exact | wall |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for ckpt_dir, circuit_file, spec in args.run:
-        task = get_task(spec)
-        result = distill(load_checkpoint(ckpt_dir), load_circuit(circuit_file), task,
-                         args.max_size)
-        final = result.checks[-1]
-        print(f"| {task.name} | {len(task.domain()):,} | `{result.program}` | "
-              f"{result.program.size} | {'yes' if result.proved else 'no'} | "
-              f"{len(result.checks)} | {len(result.examples)} | {result.enumerated:,} | "
-              f"{final.by_screen:,} / {final.by_exact:,} | {result.seconds:.2f} s |",
-              flush=True)
-
+        task, ckpt, circuit = get_task(spec), load_checkpoint(ckpt_dir), load_circuit(circuit_file)
+        variants = [(f"{len(circuit.edges)} edges", circuit)]
+        if args.each_edge_removed:
+            variants = [(f"without {a} -> {b}", circuit.without((a, b)))
+                        for a, b in circuit.ordered_edges()]
+        for name, variant in variants:
+            result = distill(ckpt, variant, task, args.max_size)
+            final = result.checks[-1]
+            print(f"| {task.name} | {name} | {len(task.domain()):,} | `{result.program}` | "
+                  f"{result.program.size} | {'yes' if result.proved else 'no'} | "
+                  f"{len(result.checks)} | {len(result.examples)} | {result.enumerated:,} | "
+                  f"{final.by_screen:,} / {final.by_exact:,} | {result.seconds:.2f} s |",
+                  flush=True)
 
 if __name__ == "__main__":
     main()
