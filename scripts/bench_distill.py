@@ -23,14 +23,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLA
 
 from farm.distill import distill
 from farm.model.checkpoint import load_checkpoint
-from farm.model.circuit import load_circuit
+from farm.model.circuit import Circuit, load_circuit
 from farm.tasks.registry import get_task
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", nargs=3, action="append", required=True,
-                        metavar=("CHECKPOINT", "CIRCUIT", "TASK"))
+                        metavar=("CHECKPOINT", "CIRCUIT", "TASK"),
+                        help="a checkpoint, its circuit.json (or 'full': the model) and task")
     parser.add_argument("--max-size", type=int, default=10)
     parser.add_argument("--each-edge-removed", action="store_true",
                         help="distill each circuit without each of its edges instead")
@@ -39,7 +40,9 @@ def main() -> None:
           "| enumerated | by screen / exact | wall |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for ckpt_dir, circuit_file, spec in args.run:
-        task, ckpt, circuit = get_task(spec), load_checkpoint(ckpt_dir), load_circuit(circuit_file)
+        task, ckpt = get_task(spec), load_checkpoint(ckpt_dir)
+        circuit = (Circuit.full(ckpt.config.n_layers, ckpt.config.n_heads, "block", task.name)
+                   if circuit_file == "full" else load_circuit(circuit_file))
         variants = [(f"{len(circuit.edges)} edges", circuit)]
         if args.each_edge_removed:
             variants = [(f"without {a} -> {b}", circuit.without((a, b)))
