@@ -53,8 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "CPUs); default: on this process")
     p.add_argument("--sign", metavar="KEY",
                    help="also sign a proved record with this Ed25519 key (farm keygen): "
-                        "writes RECORD.dsse.json beside it, bound to the checkpoint and "
-                        "circuit files by hash, for farm check")
+                        "writes it again as a DSSE envelope, .dsse.json for .json (program."
+                        "dsse.json), bound to the checkpoint and circuit files by hash, for "
+                        "farm check")
     p.add_argument("--recheck", metavar="RECORD",
                    help="instead of searching, re-derive a proof record (program.json) for "
                         "this checkpoint, circuit and task: the program, its printed source, "
