@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         write_record(sign_distillation(record, args.checkpoint, circuit_file, args.sign),
                      envelope)
         print(f"signed: {envelope} (farm check {envelope} --pubkey ...)")
+    elif args.sign:
+        print("not signed: nothing was proved")
     if result.program is not None:
         print(program_source(result.program, f"{'Proved' if result.proved else 'Refuted'} "
                                              f"on {task.name}: {result.reason}."))
