@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -125,19 +125,27 @@ def candidate_margins(logits: torch.Tensor, targets: torch.Tensor,
     return (last.gather(1, targets[:, None]) - last.gather(1, alternates[:, None]))[:, 0]
 
 
-def train(model_cfg: GPTConfig, cfg: TrainConfig = TrainConfig(), progress: bool = True
-          ) -> TrainResult:
-    """Train until 100% candidate accuracy with minimum margin ≥ margin_goal."""
+FullPass = Callable[[VerifiableGPT], tuple[float, float]]  # model -> (min margin, accuracy)
+
+
+def train(model_cfg: GPTConfig, cfg: TrainConfig = TrainConfig(), progress: bool = True,
+          full_pass: FullPass | None = None) -> TrainResult:
+    """Train until 100% candidate accuracy with minimum margin ≥ margin_goal.
+
+    `full_pass` measures a minibatch-trained model over the whole domain (default: the
+    torch forward in chunks). A caller may give a faster one that is never optimistic,
+    e.g. the sound screen's lower bounds on the exact margins (`farm train` does on CPU).
+    """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     device = pick_device(cfg.device)
     with single_thread(device):
-        return _train(model_cfg, cfg, device, progress)
+        return _train(model_cfg, cfg, device, progress, full_pass)
 
 
-def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progress: bool
-           ) -> TrainResult:
+def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progress: bool,
+           full_pass: FullPass | None) -> TrainResult:
     model = VerifiableGPT(model_cfg).to(device)
     stream = DomainStream(cfg.tasks, device)
     if stream.seq_len > model_cfg.seq_len:
@@ -148,6 +156,7 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
     checked = -cfg.check_every
     whole = stream.rows(np.arange(stream.size)) if full else None
     draw = np.random.default_rng(cfg.seed)
+    measure = full_pass or (lambda m: _pass(m, stream, cfg))
     bar = tqdm(range(1, cfg.max_steps + 1), desc="train", disable=not progress, leave=False)
     for step in bar:
         prompts, targets, alternates = whole or stream.rows(
@@ -160,14 +169,14 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
             bar.set_postfix(loss=f"{loss.item():.4f}", min_margin=f"{min_margin:.3f}")
         if min_margin >= cfg.margin_goal and (full or step - checked >= cfg.check_every):
             checked = step  # before stepping: the returned model is the one just measured
-            if full or _pass(model, stream, cfg)[0] >= cfg.margin_goal:
+            if full or measure(model)[0] >= cfg.margin_goal:
                 break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     bar.close()
     model.eval()
-    min_margin, accuracy = _pass(model, stream, cfg)
+    min_margin, accuracy = _pass(model, stream, cfg) if full else measure(model)
     return TrainResult(model.cpu(), step, min_margin, accuracy, history)
 
 

@@ -45,6 +45,15 @@ class Task(ABC):
         return np.fromiter((self.target(tuple(p)) for p in prompts.tolist()), np.int64,
                            len(prompts))
 
+    def feature_codes(self, prompts: np.ndarray) -> np.ndarray:
+        """An integer per prompt of a batch, equal exactly where `features` are equal: the
+        classes of R, vectorised. Codes are this task object's own (never stored); the
+        default numbers features in order of first sight, families with integer features
+        override it."""
+        seen = self.__dict__.setdefault("_feature_codes", {})
+        return np.fromiter((seen.setdefault(self.features(tuple(p)), len(seen))
+                            for p in prompts.tolist()), np.int64, len(prompts))
+
     def alternates(self, targets: np.ndarray) -> np.ndarray:
         """The other candidate of each target in a batch (see `alternate`)."""
         low, high = self._pair()
