@@ -38,6 +38,7 @@ from farm.model.circuit import Circuit
 from farm.model.exact import CircuitRun, ExactModel
 from farm.screen import Screen
 from farm.tasks.task import Task
+from farm.verify.evaluate import TIE, exact_decision
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,8 @@ class Judge:
 
     def decision(self, prompt: tuple[int, ...]) -> int | None:
         """The circuit's exact decision: the unique best candidate (None on a tie)."""
-        logits = self.logits(prompt)
-        best = max(logits.values())
-        winners = [t for t, v in logits.items() if v == best]
-        return winners[0] if len(winners) == 1 else None
+        decision = exact_decision(self.exact.row(prompt), self.candidates)
+        return None if decision == TIE else decision
 
     def agrees(self, prompts: np.ndarray, answers: np.ndarray) -> tuple[np.ndarray, int, int]:
         """Per prompt, whether the circuit decides `answers` (proved either way); with how
