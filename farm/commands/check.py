@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from farm.trust.certificate import check_certificate
+from farm.trust.distilled import DISTILLED_PREDICATE_TYPE, check_distillation, predicate_type_of
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint",
                    help="checkpoint directory (default: the path the certificate records, "
                         "relative to it)")
+    p.add_argument("--circuit",
+                   help="for a signed distilled program (farm distill --sign): the circuit "
+                        "file (default: the path its record gives)")
     p.add_argument("--require-lean", action="store_true",
                    help="also fail unless the recorded Lean check outcome is ok")
     p.add_argument("--require-verified", action="store_true",
@@ -46,6 +50,8 @@ def made_with(pred: Mapping[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if predicate_type_of(args.certificate) == DISTILLED_PREDICATE_TYPE:
+        return run_distilled(args)
     report = check_certificate(args.certificate, args.pubkey, args.checkpoint,
                                args.require_lean, args.require_verified)
     pred = report.predicate
@@ -63,4 +69,21 @@ def run(args: argparse.Namespace) -> int:
           f"{pred['replay']['min_margin_float']:.6g}); {pred['queries']['records']} query "
           f"records; {verdicts}; Lean: {pred['lean']['outcome']}")
     print(f"  {made_with(pred)}")
+    return 0
+
+
+def run_distilled(args: argparse.Namespace) -> int:
+    """A signed distilled program: the signature, its subjects, and the record re-derived
+    (the program held to the circuit on the whole domain again)."""
+    report = check_distillation(args.certificate, args.pubkey, args.checkpoint, args.circuit)
+    record = report.record
+    if not report.ok:
+        print(f"REJECTED {args.certificate}: {len(report.problems)} problem(s)")
+        for problem in report.problems:
+            print(f"  {problem}")
+        return 1
+    print(f"OK {args.certificate}: signature valid; checkpoint "
+          f"{record['checkpoint_sha256'][:16]}…; the program (size {record['program']['size']}) "
+          f"agrees with the circuit on all {record['evidence']['domain']:,} inputs of "
+          f"{record['task']}, re-derived; every counterexample replays")
     return 0

@@ -169,15 +169,16 @@ def _check_subjects(subjects: Any) -> list[dict[str, Any]]:
     return subjects
 
 
-def make_statement(predicate: Mapping[str, Any],
-                   subjects: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The in-toto Statement v1 binding `predicate` (the certificate) to the subject files."""
+def make_statement(predicate: Mapping[str, Any], subjects: Sequence[Mapping[str, Any]],
+                   predicate_type: str = PREDICATE_TYPE) -> dict[str, Any]:
+    """The in-toto Statement v1 binding `predicate` (the certificate, or another signed
+    claim of its own `predicate_type`) to the subject files."""
     if not isinstance(predicate, Mapping):
         raise FarmError(f"predicate must be a JSON object, got {type(predicate).__name__}")
     return {
         "_type": STATEMENT_TYPE,
         "subject": _check_subjects([dict(s) for s in subjects]),
-        "predicateType": PREDICATE_TYPE,
+        "predicateType": predicate_type,
         "predicate": dict(predicate),
     }
 
@@ -186,10 +187,11 @@ def make_statement(predicate: Mapping[str, Any],
 
 
 def sign_statement(predicate: Mapping[str, Any], subjects: Sequence[Mapping[str, Any]],
-                   private_key_path: str | os.PathLike[str]) -> dict[str, Any]:
+                   private_key_path: str | os.PathLike[str],
+                   predicate_type: str = PREDICATE_TYPE) -> dict[str, Any]:
     """Sign the Statement for `predicate` and `subjects`; returns the DSSE envelope (a dict)."""
     key = load_private_key(private_key_path)
-    body = canonical_json(make_statement(predicate, subjects))
+    body = canonical_json(make_statement(predicate, subjects, predicate_type))
     signature = key.sign(pae(PAYLOAD_TYPE, body))
     return {
         "payloadType": PAYLOAD_TYPE,
@@ -222,8 +224,10 @@ def reject_duplicate_keys(what: str) -> Callable[[list[tuple[str, Any]]], dict[s
     return hook
 
 
-def verify_statement(envelope: Any, public_key_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Verify a DSSE envelope against a public key and return the whole in-toto Statement.
+def verify_statement(envelope: Any, public_key_path: str | os.PathLike[str],
+                     predicate_type: str = PREDICATE_TYPE) -> dict[str, Any]:
+    """Verify a DSSE envelope against a public key and return the whole in-toto Statement
+    (whose predicateType must be `predicate_type`).
 
     Checks, in order: envelope shape, payloadType, an Ed25519 signature by this key
     over PAE(payloadType, payload), canonical (RFC 8785) payload bytes, Statement shape.
@@ -273,9 +277,9 @@ def verify_statement(envelope: Any, public_key_path: str | os.PathLike[str]) -> 
                         "of their own JSON")
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise FarmError(f"payload is not an in-toto Statement ({STATEMENT_TYPE})")
-    if statement.get("predicateType") != PREDICATE_TYPE:
+    if statement.get("predicateType") != predicate_type:
         raise FarmError(f"wrong predicateType {statement.get('predicateType')!r}; "
-                        f"expected {PREDICATE_TYPE!r}")
+                        f"expected {predicate_type!r}")
     if not isinstance(statement.get("predicate"), dict):
         raise FarmError("statement predicate must be a JSON object")
     _check_subjects(statement.get("subject"))
