@@ -13,7 +13,6 @@ from fractions import Fraction
 from pathlib import Path
 
 from farm.errors import FarmError
-from farm.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from farm.tasks.registry import canonical, task_help
 
 TASK_HELP = (f"a task spec, family or family:k=v,... (e.g. quote_close:len=10,fillers=8); "
@@ -61,6 +60,9 @@ def _creatable(folder: Path, text: str) -> None:
 def refuse_to_replace_checkpoint(out: str, force: bool) -> None:
     """A checkpoint is what circuits, results and certificates name by hash: replacing one
     in place is asked for (--force), never done in passing."""
+    # here, not at the top: the checkpoint module imports torch, which most commands lack
+    from farm.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+
     held = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if (Path(out) / name).exists()]
     if held and not force:
         raise FarmError(f"{out} already holds a checkpoint ({', '.join(held)}); choose "

@@ -53,7 +53,7 @@ MODES = (*BACKENDS, "race")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser(
-        "bench", help="benchmarks of the verification pipeline",
+        "bench",
         description="Benchmarks whose figures docs/BENCHMARKS.md records: `farm bench "
                     "solvers` times z3, cvc5 and the race per property and end to end.")
     kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")

@@ -19,7 +19,7 @@ from farm.trust.lean_export import LakeOutcome, LeanExport
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "certify", help="sign a certificate for a checkpoint and its verify results",
+        "certify",
         description="Derive the certificate from the checkpoint (model metadata, SHA-256), its "
                     "exact replay (one row per domain input with its exact margin), the "
                     "circuits and property results of the verify result files (from `farm "

@@ -12,7 +12,7 @@ from farm.trust.distilled import DISTILLED_PREDICATE_TYPE, check_distillation, p
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "check", help="verify a certificate's signature and re-check every predicate",
+        "check",
         description="Verify the DSSE/Ed25519 signature against PUBKEY, then re-derive what the "
                     "certificate claims from the checkpoint: its SHA-256 (against the "
                     "certificate and the DSSE subject), tensor names and shapes, the canonical "

@@ -25,7 +25,7 @@ from farm.model.circuit import (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("circuit", help="inspect and export circuit.json files",
+    p = subparsers.add_parser("circuit",
                               description="Inspect circuits written by `farm extract` or "
                                           "imported from upstream circuit.json files, and "
                                           "export them in the form upstream's verifier reads "

@@ -24,7 +24,7 @@ from farm.verify.local import resolve_circuit
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "distill", help="recover a small Python program the circuit provably computes",
+        "distill",
         description="Counterexample-guided synthesis over a DSL of transformer motifs (token "
                     "at a position, first/last token of a class, running counters and their "
                     "differences, parity, thresholds, two-state machines): the smallest "

@@ -20,7 +20,7 @@ from farm.tasks.registry import get_task
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "extract", help="discover a task's circuit with ACDC over a threshold sweep",
+        "extract",
         description="Run ACDC (SPEC §3) on the task's whole domain for each threshold in "
                     f"{list(THRESHOLDS)}: visit nodes in reverse topological order and drop "
                     "each incoming edge whose removal keeps candidate agreement at 1.0 and "

@@ -33,7 +33,7 @@ def head_ref(text: str) -> HeadRef:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "induction", help="induction-head certificates: find the head, certify, check, plot",
+        "induction",
         description="Certificates that an attention head is an induction head on every prompt "
                     "of an induction task, derived from the checkpoint in exact rationals and "
                     "written in NFP's induction-certificate text format.")

@@ -12,7 +12,6 @@ from farm.trust.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, generate_keypa
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "keygen",
-        help="create an Ed25519 signing key pair",
         description=f"Create an Ed25519 key pair for signing certificates: DIR/{PRIVATE_KEY_NAME} "
                     f"(PKCS#8 PEM, unencrypted, mode 0600: keep it secret) and "
                     f"DIR/{PUBLIC_KEY_NAME} (PEM, give it to whoever checks certificates). "

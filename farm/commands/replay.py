@@ -16,7 +16,7 @@ from farm.tasks.registry import DEFAULT_TASKS
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "replay", help="exact-rational replay of the whole domain: pass counts and margins",
+        "replay",
         description="Evaluate the checkpoint on every domain input in exact rational "
                     "arithmetic (float32 weights at their exact binary values) and report per-"
                     "task pass counts, the minimum margin, and the float32 runtime's gap to the "

@@ -80,8 +80,7 @@ TRAINED_FOR = "trained_for.json"  # in OUT: the training spec of OUT/checkpoint,
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "run", help="run a verification job (YAML spec) on Ray: train, extract, verify, "
-                    "sign",
+        "run",
         description="Run the job spec end to end on Ray: train or load the checkpoint, extract "
                     "or load one circuit per task, plan every property query, solve them on "
                     "solver actors (custom resource 'solver') with bounded in-flight shards, "

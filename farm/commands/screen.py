@@ -15,7 +15,7 @@ from farm.verify.local import resolve_circuit
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "screen", help="decide a task's inputs by sound interval evaluation, no solver",
+        "screen",
         description="Evaluate the checkpoint (or a circuit of it) on every input of a task's "
                     "domain with the sound batched screen: float64 intervals with rigorous "
                     "rounding bounds, each guaranteed to contain the input's exact margin. "

@@ -22,7 +22,7 @@ from farm.tasks.registry import DEFAULT_TASKS, get_task
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train", help="train a verifiable GPT on the tasks and save a checkpoint",
+        "train",
         description="Train full-batch on the exhaustive domain of the tasks until every row "
                     "is decided correctly with candidate margin at least --margin, then save "
                     "model.safetensors + config.json. Deterministic for a seed; uses CUDA when "

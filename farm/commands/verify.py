@@ -44,8 +44,7 @@ from farm.verify.local import (
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "verify", help="prove functional equivalence, edge necessity, content invariance and "
-                       "robustness of a circuit with Z3 and cvc5",
+        "verify",
         description="Decide the four properties of SPEC §4 for every input of the task's "
                     "domain. By default (--route screen) concrete inputs are evaluated: a "
                     "sound interval screen decides most, exact rational arithmetic the rest, "

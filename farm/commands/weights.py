@@ -15,7 +15,7 @@ from farm.model.checkpoint import (
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "weights", help="import or export upstream smt_weights.json",
+        "weights",
         description="Convert between a farm checkpoint (model.safetensors + config.json) and "
                     "the upstream tools' smt_weights.json, bit for bit: a weight that JSON "
                     "cannot carry exactly as float32 is refused, never rounded.")

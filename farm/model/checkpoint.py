@@ -52,8 +52,10 @@ EXTRA_FIELDS = ("program_heads",)  # upstream metadata carried through unchanged
 
 @lru_cache(maxsize=32)
 def _expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
-    """The state_dict names and shapes of VerifiableGPT(config), built on the meta device."""
-    with torch.device("meta"):
+    """The state_dict names and shapes of VerifiableGPT(config), from a throwaway CPU model:
+    no larger than the weights it checks, and not on the meta device, whose init imports
+    torch._dynamo (seconds, on every checkpoint load)."""
+    with torch.random.fork_rng(devices=[]):  # the throwaway init must not move the RNG
         model = VerifiableGPT(config)
     return {name: tuple(t.shape) for name, t in model.state_dict().items()}
 
