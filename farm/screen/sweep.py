@@ -9,6 +9,7 @@ evaluator).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from farm.model.checkpoint import Checkpoint
 from farm.model.circuit import Circuit
+from farm.model.exact import ExactModel
 from farm.model.gpt import GPTConfig, VerifiableGPT
 from farm.model.train import FullPass, TrainConfig, pick_device
 from farm.screen.forward import Screen
@@ -137,14 +139,17 @@ def _fold(out: Sweep, outcomes: Iterable[_Batch], on_batch: Callable[[int], None
 def margin_floor(config: GPTConfig, weights: Mapping[str, np.ndarray], tasks: Sequence[Task],
                  batch: int = 65536, progress: bool = False, circuit: Circuit | None = None,
                  give_up_below: float = -np.inf) -> tuple[float, float]:
-    """Over every input of the tasks' domains: the least lower bound the screen proves on
-    the exact margin of the model (or `circuit`), −inf where it cannot decide, and the
-    fraction it proves correct (of the inputs screened: the pass ends early once the floor
-    is below `give_up_below`, all a trainer needs to know to go on training).
+    """Over every input of the tasks' domains: a lower bound of the least exact margin of
+    the model (or `circuit`), and the fraction of inputs decided correctly. The screen
+    bounds each input; the few it cannot decide (a norm branch that may change inside
+    their interval) are evaluated exactly. The pass ends early once the floor is below
+    `give_up_below` (the fraction is then of the inputs seen): all a trainer needs to
+    know to go on training.
 
     Never optimistic, so a trainer may stop on it: the floor is at most the true minimum.
     """
     screen = Screen(config, weights, circuit)
+    runs = ExactModel(config, weights).runs(circuit)
     floor, correct, screened = np.inf, 0, 0
     total = sum(len(t.domain()) for t in tasks)
     with tqdm(total=total, desc="full pass (screen)", unit="in", leave=False,
@@ -153,9 +158,16 @@ def margin_floor(config: GPTConfig, weights: Mapping[str, np.ndarray], tasks: Se
             domain = task.domain()
             for first in range(0, len(domain), batch):
                 prompts = domain.batch(first, min(first + batch, len(domain)))
-                found = screen.run(prompts, task.targets(prompts), task.candidates)
-                floor = min(floor, float(found.lo.min()))
-                correct += int(found.correct.sum())
+                targets = task.targets(prompts)
+                found = screen.run(prompts, targets, task.candidates)
+                lo = found.lo.copy()
+                for k in np.flatnonzero(~found.decisive):
+                    logits = runs.row(tuple(prompts[k].tolist())).logits
+                    exact = logits[targets[k]] - max(logits[c] for c in task.candidates
+                                                     if c != targets[k])
+                    lo[k] = math.nextafter(float(exact), -math.inf)  # rounded down
+                floor = min(floor, float(lo.min()))
+                correct += int((lo > 0).sum())
                 screened += len(prompts)
                 bar.update(len(prompts))
                 if floor < give_up_below:
