@@ -87,24 +87,28 @@ class DomainStream:
 
     def __init__(self, tasks: Sequence[str], device: torch.device) -> None:
         self.tasks, self.device = get_tasks(tasks), device
-        lengths = {t.name: t.seq_len for t in self.tasks}
-        if len(set(lengths.values())) > 1:
-            raise FarmError(f"tasks trained together need one length, not {lengths}")
-        self.seq_len = self.tasks[0].seq_len
+        for attribute, what in (("seq_len", "length"), ("vocab_size", "vocabulary")):
+            values = {t.name: getattr(t, attribute) for t in self.tasks}
+            if len(set(values.values())) > 1:
+                raise FarmError(f"tasks trained together need one {what}, not {values}")
+        self.seq_len, self.vocab_size = self.tasks[0].seq_len, self.tasks[0].vocab_size
         self.offsets = np.cumsum([0, *(len(t.domain()) for t in self.tasks)])
         self.size = int(self.offsets[-1])
 
     def rows(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Prompts, targets and alternates of the rows at `indices`."""
+        """Prompts, targets and rivals of the rows at `indices`: rivals[i, c] is True where
+        c is one of row i's candidates other than its target."""
         which = np.searchsorted(self.offsets, indices, side="right") - 1
         prompts = np.empty((len(indices), self.seq_len), dtype=np.int64)
-        targets, alternates = np.empty(len(indices), np.int64), np.empty(len(indices), np.int64)
+        targets = np.empty(len(indices), np.int64)
+        rivals = np.zeros((len(indices), self.vocab_size), dtype=bool)
         for k, task in enumerate(self.tasks):
             if (mine := which == k).any():
                 prompts[mine] = task.domain().take(indices[mine] - self.offsets[k])
                 targets[mine] = task.targets(prompts[mine])
-                alternates[mine] = task.alternates(targets[mine])
-        return tuple(torch.from_numpy(a).to(self.device) for a in (prompts, targets, alternates))
+                rivals[np.ix_(mine, task.candidates)] = True
+        rivals[np.arange(len(indices)), targets] = False
+        return tuple(torch.from_numpy(a).to(self.device) for a in (prompts, targets, rivals))
 
     def chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for start in range(0, self.size, size):
@@ -113,16 +117,18 @@ class DomainStream:
 
 def domain_tensors(tasks: Sequence[str], device: torch.device
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Prompts, targets and alternates of the whole domain, in canonical order."""
+    """Prompts, targets and rivals of the whole domain, in canonical order."""
     stream = DomainStream(tasks, device)
     return stream.rows(np.arange(stream.size))
 
 
 def candidate_margins(logits: torch.Tensor, targets: torch.Tensor,
-                      alternates: torch.Tensor) -> torch.Tensor:
-    """logit[target] − logit[alternate] at the last position, per row."""
+                      rivals: torch.Tensor) -> torch.Tensor:
+    """logit[target] − the largest rival logit at the last position, per row (with two
+    candidates, the one rival is the alternate)."""
     last = logits[:, -1]
-    return (last.gather(1, targets[:, None]) - last.gather(1, alternates[:, None]))[:, 0]
+    best_rival = last.masked_fill(~rivals, float("-inf")).amax(-1)
+    return last.gather(1, targets[:, None])[:, 0] - best_rival
 
 
 def train(model_cfg: GPTConfig, cfg: TrainConfig = TrainConfig(), progress: bool = True
@@ -142,6 +148,9 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
     stream = DomainStream(cfg.tasks, device)
     if stream.seq_len > model_cfg.seq_len:
         raise FarmError(f"tasks need seq_len {stream.seq_len}, model has {model_cfg.seq_len}")
+    if stream.vocab_size != model_cfg.vocab_size:
+        raise FarmError(f"tasks need vocab_size {stream.vocab_size}, model has "
+                        f"{model_cfg.vocab_size}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[tuple[int, float, float]] = []
     full = stream.size <= cfg.full_batch_max  # the whole domain in every step
@@ -150,9 +159,9 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
     draw = np.random.default_rng(cfg.seed)
     bar = tqdm(range(1, cfg.max_steps + 1), desc="train", disable=not progress, leave=False)
     for step in bar:
-        prompts, targets, alternates = whole or stream.rows(
+        prompts, targets, rivals = whole or stream.rows(
             draw.integers(0, stream.size, cfg.batch_size))
-        margins = candidate_margins(model(prompts), targets, alternates)
+        margins = candidate_margins(model(prompts), targets, rivals)
         loss = F.softplus(-margins).mean() + F.relu(cfg.hinge - margins).mean()
         min_margin = margins.min().item()
         history.append((step, loss.item(), min_margin))
@@ -176,8 +185,8 @@ def _pass(model: VerifiableGPT, stream: DomainStream, cfg: TrainConfig) -> tuple
     of the inputs it did not draw, so only a full pass may stop training."""
     low, right = math.inf, 0
     with torch.no_grad():
-        for prompts, targets, alternates in stream.chunks(max(cfg.batch_size,
+        for prompts, targets, rivals in stream.chunks(max(cfg.batch_size,
                                                               cfg.full_batch_max)):
-            margins = candidate_margins(model(prompts), targets, alternates)
+            margins = candidate_margins(model(prompts), targets, rivals)
             low, right = min(low, margins.min().item()), right + int((margins > 0).sum())
     return low, right / stream.size

@@ -19,6 +19,7 @@ from typing import Any
 from farm.errors import FarmError
 from farm.tasks.depth import BracketDepth
 from farm.tasks.lookup import Lookup
+from farm.tasks.max_of_k import MaxOfK
 from farm.tasks.task import Prompt, Task
 from farm.tasks.vocab import (
     CLOSE_CURLY,
@@ -49,6 +50,8 @@ FAMILIES = {f.name: f for f in (
                                              OPEN_CURLY: CLOSE_CURLY}, len, fillers)),
     Family("bracket_depth", "may ')' come next: brackets well nested and one still open",
            {"len": 6, "fillers": 1}, lambda name, len, fillers: BracketDepth(name, len, fillers)),
+    Family("max_of_k", "the largest of k value tokens 0..vocab-1 (own vocabulary, no BOS)",
+           {"k": 4, "vocab": 64}, lambda name, k, vocab: MaxOfK(name, k, vocab)),
 )}
 DEFAULT_TASKS = ("quote_close", "bracket_type")
 _SPEC = re.compile(r"([a-z_][a-z0-9_]*)(?::(.*))?\Z")

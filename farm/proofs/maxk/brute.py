@@ -1,0 +1,118 @@
+"""Brute force: every input of the domain decided, soundly, at tens of FLOPs per input.
+
+A prompt (t_0, …, t_{K-1}) with maximum m is correct when F(c) = Σ_i w_i H_i(c) > 0
+for every rival c, where H_i(c) = G[q, i, t_i, m] − G[q, i, t_i, c] and w are the
+attention weights (`paths`). Three stages, each sound, each leaving fewer inputs:
+
+1. Softmax weights are w_i = e[q, i, t_i] / Z with Z > 0 and e a table, so
+   min_c F(c)·Z ≥ Σ_i e[q, i, t_i]·H*[q, i, t_i, m], H* the margin over the best rival
+   of each row alone (`worst_rival`). The table of certified lower contributions
+   L[q, i, t, m] (value minus its error bound, rounded further down by 4K·u·|L| so that
+   the float sum of K of them cannot round above the true sum) turns each prompt into
+   K gathers and adds: a sum above zero proves it correct.
+2. What stage 1 leaves is evaluated against every rival in float64 with a bound per
+   rival (the H's bounds, the weights' bounds, u per product, γ_{K-1} for the sum):
+   every F̂(c) above its bound proves correct, one below minus its bound proves wrong.
+3. The rest is decided exactly (`exact.ExactMaxK`), ties included.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+from tqdm import tqdm
+
+from farm.model.gpt import GPTConfig
+from farm.proofs.maxk.bound import AccuracyBound
+from farm.proofs.maxk.exact import ExactMaxK, Verdict
+from farm.proofs.maxk.paths import (
+    LOGITS_FLOPS,
+    SLACK,
+    Approx,
+    PathTables,
+    U,
+    gamma,
+    softmax_exps,
+    worst_rival,
+)
+from farm.tasks.max_of_k import MaxOfK
+
+CHUNK = 8192  # prompts evaluated against every rival at once (stage 2): ~20 MB of floats
+TINY = 1e-290  # absolute slack per certified contribution: keeps subnormals out of it
+
+
+def certified_contributions(exps: Approx, rival: Approx, k: int) -> np.ndarray:
+    """L[q, i, t, m] ≤ e[q, i, t]·H*[q, i, t, m], lowered so that a float64 sum of K of
+    them above zero proves the exact sum above zero."""
+    e, e_err = exps.value[..., None], exps.err[..., None]
+    h, h_err = rival.value, rival.err
+    product = e * h
+    err = (e * h_err + (np.abs(h) + h_err) * e_err + U * np.abs(product)) * SLACK
+    low = product - err
+    return low - 4 * k * U * np.abs(low) - TINY
+
+
+def margins(tables: PathTables, exps: Approx, prompts: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """F̂(c) and its error bound [n, vocab] for softmax prompts [n, K], with their maxima;
+    column m (F = 0) is left out by the caller."""
+    n, k = prompts.shape
+    q, pos = prompts[:, -1:], np.arange(k)
+    m = prompts.max(axis=1)
+    g = tables.logits[q, pos, prompts]  # [n, K, vocab]
+    e = exps[q, pos, prompts]  # [n, K]
+    g_m = np.take_along_axis(g.value, m[:, None, None], -1)
+    err_m = np.take_along_axis(g.err, m[:, None, None], -1)
+    h = g_m - g.value
+    h_err = err_m + g.err + U * np.abs(h)
+    terms = e.value[..., None] * h
+    abs_terms = np.abs(terms)
+    err = ((e.value[..., None] * h_err + (np.abs(h) + h_err) * e.err[..., None]
+            + U * abs_terms).sum(1) + gamma(k - 1) * abs_terms.sum(1)) * SLACK * SLACK
+    return terms.sum(1), err, m
+
+
+def brute_force(config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxOfK,
+                progress: bool = False) -> AccuracyBound:
+    """The exact accuracy of a softmax Max-of-K model over its whole domain."""
+    start = time.perf_counter()
+    tables = PathTables.build(config, weights, task)
+    k, vocab = task.k, task.vocab
+    exps = softmax_exps(tables.scores)
+    contributions = certified_contributions(exps, worst_rival(tables.logits), k)
+    flops = tables.flops + (LOGITS_FLOPS + 12) * contributions.size
+    # the first K-1 positions as an index grid, position 0 most significant
+    grid = np.indices((vocab,) * (k - 1)).reshape(k - 1, -1)
+    prefix_max = grid.max(axis=0)
+    row_offsets = grid * vocab
+    exact_model: ExactMaxK | None = None
+    counts = {verdict: 0 for verdict in Verdict}
+    for q in tqdm(range(vocab), desc=f"brute force {task.name}", disable=not progress,
+                  leave=False):
+        m = np.maximum(prefix_max, q)
+        low = contributions[q, k - 1, q][m]
+        for i in range(k - 1):
+            low += contributions[q, i].ravel()[row_offsets[i] + m]
+        flops += 2 * k * m.size
+        doubtful = np.flatnonzero(low <= 0)
+        counts[Verdict.CORRECT] += m.size - doubtful.size
+        if not doubtful.size:
+            continue
+        for chunk in np.array_split(doubtful, -(-doubtful.size // CHUNK)):
+            prompts = np.concatenate([grid[:, chunk].T, np.full((chunk.size, 1), q)], 1)
+            value, err, maxima = margins(tables, exps, prompts)
+            flops += 12 * k * value.size
+            rivals = np.arange(vocab) != maxima[:, None]
+            right = ((value > err) | ~rivals).all(1)
+            wrong = ((value < -err) & rivals).any(1)
+            counts[Verdict.CORRECT] += int(right.sum())
+            counts[Verdict.WRONG] += int(wrong.sum())
+            for prompt in prompts[~right & ~wrong]:
+                exact_model = exact_model or ExactMaxK(config, weights, task)
+                counts[exact_model.decide(prompt.tolist())] += 1
+                flops += 40 * config.d_model ** 2 * k  # exact rationals: a forward's worth
+    return AccuracyBound("brute_force", task.name, counts[Verdict.CORRECT],
+                         len(task.domain()), flops, time.perf_counter() - start,
+                         ties=counts[Verdict.TIE], wrong=counts[Verdict.WRONG])
