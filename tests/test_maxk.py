@@ -9,7 +9,7 @@ import torch
 
 from farm.cli import main
 from farm.errors import FarmError
-from farm.model.checkpoint import Checkpoint, load_checkpoint
+from farm.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from farm.model.exact import ExactModel
 from farm.model.gpt import GPTConfig, VerifiableGPT
 from farm.model.train import TrainConfig, train
@@ -30,12 +30,15 @@ def _config(attn: str = "softmax", **changes) -> GPTConfig:
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, Checkpoint]:
-    """Softmax models from untrained to well trained, and a sparsemax one."""
+    """Softmax models from untrained to well trained, a sparsemax one, one with biases."""
     out = {}
     for steps in (1, 40, 600):
         result = train(_config(), TrainConfig(tasks=(TASK.name,), max_steps=steps, seed=1,
                                               margin_goal=4.0, hinge=6.0), progress=False)
         out[f"softmax-{steps}"] = Checkpoint.from_model(result.model)
+    result = train(_config("sparsemax"), TrainConfig(tasks=(TASK.name,), max_steps=300,
+                                                     seed=1), progress=False)
+    out["sparsemax-300"] = Checkpoint.from_model(result.model)
     torch.manual_seed(2)
     out["biased"] = Checkpoint.from_model(VerifiableGPT(_config(attn_bias=True,
                                                                 lm_head_bias=True)))
@@ -97,6 +100,8 @@ def test_exact_ties_are_proved_and_not_counted_correct():
 
 def test_every_compact_bound_is_at_most_the_true_accuracy(models):
     for name, ckpt in models.items():
+        if ckpt.config.attn_variant != "softmax":
+            continue
         truth = _truth(ckpt)[Verdict.CORRECT]
         for strategy in (cubic, subcubic):
             bound = strategy(ckpt.config, ckpt.weights, TASK)
@@ -221,3 +226,20 @@ def test_bad_state_dicts_are_refused_by_name(tmp_path):
     with pytest.raises(FarmError, match="attention-only softmax"):
         export_transformer_lens(Checkpoint.from_model(VerifiableGPT(GPTConfig())),
                                 tmp_path / "x.pt")
+
+
+def test_farm_bench_maxk_writes_the_study(tmp_path, models):
+    source = tmp_path / "given"
+    save_checkpoint(models["softmax-600"], source)
+    out = tmp_path / "study"
+    assert main(["bench", "maxk", "--task", TASK.name, "--seeds", "1", "--steps", "20",
+                 "--width", "16", "--checkpoint", str(source), "--out", str(out)]) == 0
+    lines = (out / "maxk_study.csv").read_text().splitlines()
+    assert len(lines) == 1 + 2 * 3  # a trained seed and the given checkpoint, 3 strategies
+    given = [line.split(",") for line in lines if line.startswith(models["softmax-600"]
+                                                                  .sha256[:12])]
+    assert [row[1] for row in given] == ["brute_force", "cubic", "subcubic"]
+    assert given[0][2] == "512" and int(given[1][2]) <= 512
+    assert (out / "maxk_study.png").read_bytes()[:4] == b"\x89PNG"
+    assert load_checkpoint(out / "seed-0").config.attention_only
+    assert main(["bench", "maxk", "--task", "quote_close", "--out", str(tmp_path / "x")]) == 2

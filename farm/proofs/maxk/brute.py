@@ -4,14 +4,15 @@ A prompt (t_0, …, t_{K-1}) with maximum m is correct when F(c) = Σ_i w_i H_i(
 for every rival c, where H_i(c) = G[q, i, t_i, m] − G[q, i, t_i, c] and w are the
 attention weights (`paths`). Three stages, each sound, each leaving fewer inputs:
 
-1. Softmax weights are w_i = e[q, i, t_i] / Z with Z > 0 and e a table, so
+1. (softmax) Softmax weights are w_i = e[q, i, t_i] / Z with Z > 0 and e a table, so
    min_c F(c)·Z ≥ Σ_i e[q, i, t_i]·H*[q, i, t_i, m], H* the margin over the best rival
    of each row alone (`worst_rival`). The table of certified lower contributions
    L[q, i, t, m] (value minus its error bound, rounded further down by 4K·u·|L| so that
    the float sum of K of them cannot round above the true sum) turns each prompt into
    K gathers and adds: a sum above zero proves it correct.
-2. What stage 1 leaves is evaluated against every rival in float64 with a bound per
-   rival (the H's bounds, the weights' bounds, u per product, γ_{K-1} for the sum):
+2. What stage 1 leaves (for sparsemax, every prompt: its weights depend on the whole
+   prompt, `sparsemax_weights`) is evaluated against every rival in float64 with a
+   bound per rival (the H's bounds, the weights' bounds, u per product, γ_{K-1}):
    every F̂(c) above its bound proves correct, one below minus its bound proves wrong.
 3. The rest is decided exactly (`exact.ExactMaxK`), ties included.
 """
@@ -54,35 +55,64 @@ def certified_contributions(exps: Approx, rival: Approx, k: int) -> np.ndarray:
     return low - 4 * k * U * np.abs(low) - TINY
 
 
-def margins(tables: PathTables, exps: Approx, prompts: np.ndarray
+def sparsemax_weights(scores: Approx) -> Approx:
+    """Sparsemax of each row of float scores [n, K], with a bound on the distance to the
+    sparsemax of the exact scores.
+
+    τ is nondecreasing in every score and shifts with a common shift, so it moves by at
+    most the scores' largest error ε; and for the computed τ̂ the residual
+    g(τ̂) = Σ max(ŝ_i − τ̂, 0) − 1 bounds |τ̂ − τ(ŝ)|, since g falls with slope at least
+    1 below max ŝ. A weight is then within ε + ε + |g(τ̂)| (+ its roundings) of exact.
+    """
+    s, eps = scores.value, scores.err.max(axis=1, keepdims=True)
+    k = s.shape[1]
+    ordered = -np.sort(-s, axis=1)
+    ranks = np.arange(1, k + 1)
+    cumulative = ordered.cumsum(1)
+    support = (1 + ranks * ordered > cumulative).sum(1, keepdims=True)
+    tau = (np.take_along_axis(cumulative, support - 1, 1) - 1) / support
+    weights = np.maximum(s - tau, 0.0)
+    residual = weights.sum(1, keepdims=True) - 1
+    residual_err = (k + 2) * U * ((np.abs(s) + np.abs(tau)).sum(1, keepdims=True) + 1)
+    below_top = tau < ordered[:, :1]  # else the residual says nothing: leave it to exact
+    tau_err = np.where(below_top, np.abs(residual) + residual_err, np.inf)
+    err = (2 * eps + tau_err + U * (np.abs(s) + np.abs(tau))) * SLACK
+    return Approx(weights, np.broadcast_to(err, weights.shape))
+
+
+def margins(tables: PathTables, weights: Approx, prompts: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """F̂(c) and its error bound [n, vocab] for softmax prompts [n, K], with their maxima;
+    """F̂(c) and its error bound [n, vocab] for prompts [n, K] under attention weights
+    [n, K] (exact up to their bounds, any positive scale), with the prompts' maxima;
     column m (F = 0) is left out by the caller."""
     n, k = prompts.shape
     q, pos = prompts[:, -1:], np.arange(k)
     m = prompts.max(axis=1)
     g = tables.logits[q, pos, prompts]  # [n, K, vocab]
-    e = exps[q, pos, prompts]  # [n, K]
     g_m = np.take_along_axis(g.value, m[:, None, None], -1)
     err_m = np.take_along_axis(g.err, m[:, None, None], -1)
     h = g_m - g.value
     h_err = err_m + g.err + U * np.abs(h)
-    terms = e.value[..., None] * h
+    w, w_err = weights.value[..., None], weights.err[..., None]
+    terms = w * h
     abs_terms = np.abs(terms)
-    err = ((e.value[..., None] * h_err + (np.abs(h) + h_err) * e.err[..., None]
-            + U * abs_terms).sum(1) + gamma(k - 1) * abs_terms.sum(1)) * SLACK * SLACK
+    err = ((w * h_err + (np.abs(h) + h_err) * w_err + U * abs_terms).sum(1)
+           + gamma(k - 1) * abs_terms.sum(1)) * SLACK * SLACK
     return terms.sum(1), err, m
 
 
 def brute_force(config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxOfK,
                 progress: bool = False) -> AccuracyBound:
-    """The exact accuracy of a softmax Max-of-K model over its whole domain."""
+    """The exact accuracy of a Max-of-K model (softmax or sparsemax) over its domain."""
     start = time.perf_counter()
     tables = PathTables.build(config, weights, task)
     k, vocab = task.k, task.vocab
-    exps = softmax_exps(tables.scores)
-    contributions = certified_contributions(exps, worst_rival(tables.logits), k)
-    flops = tables.flops + (LOGITS_FLOPS + 12) * contributions.size
+    softmax = config.attn_variant == "softmax"
+    rival = worst_rival(tables.logits)
+    flops = tables.flops + (LOGITS_FLOPS + 12) * rival.value.size
+    if softmax:
+        exps = softmax_exps(tables.scores)
+        contributions = certified_contributions(exps, rival, k)
     # the first K-1 positions as an index grid, position 0 most significant
     grid = np.indices((vocab,) * (k - 1)).reshape(k - 1, -1)
     prefix_max = grid.max(axis=0)
@@ -92,18 +122,23 @@ def brute_force(config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxO
     for q in tqdm(range(vocab), desc=f"brute force {task.name}", disable=not progress,
                   leave=False):
         m = np.maximum(prefix_max, q)
-        low = contributions[q, k - 1, q][m]
-        for i in range(k - 1):
-            low += contributions[q, i].ravel()[row_offsets[i] + m]
-        flops += 2 * k * m.size
-        doubtful = np.flatnonzero(low <= 0)
+        if softmax:  # stage 1: K gathers of certified contributions
+            low = contributions[q, k - 1, q][m]
+            for i in range(k - 1):
+                low += contributions[q, i].ravel()[row_offsets[i] + m]
+            flops += 2 * k * m.size
+            doubtful = np.flatnonzero(low <= 0)
+        else:  # sparsemax weights depend on the whole prompt: every prompt goes to stage 2
+            doubtful = np.arange(m.size)
         counts[Verdict.CORRECT] += m.size - doubtful.size
-        if not doubtful.size:
-            continue
-        for chunk in np.array_split(doubtful, -(-doubtful.size // CHUNK)):
+        for first in range(0, doubtful.size, CHUNK):
+            chunk = doubtful[first:first + CHUNK]
             prompts = np.concatenate([grid[:, chunk].T, np.full((chunk.size, 1), q)], 1)
-            value, err, maxima = margins(tables, exps, prompts)
-            flops += 12 * k * value.size
+            pos = np.arange(k)
+            attention = (exps[prompts[:, -1:], pos, prompts] if softmax else
+                         sparsemax_weights(tables.scores[prompts[:, -1:], pos, prompts]))
+            value, err, maxima = margins(tables, attention, prompts)
+            flops += 12 * k * value.size + (0 if softmax else 40 * k * chunk.size)
             rivals = np.arange(vocab) != maxima[:, None]
             right = ((value > err) | ~rivals).all(1)
             wrong = ((value < -err) & rivals).any(1)
