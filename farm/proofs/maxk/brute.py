@@ -113,32 +113,41 @@ def brute_force(config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxO
     if softmax:
         exps = softmax_exps(tables.scores)
         contributions = certified_contributions(exps, rival, k)
-    # the first K-1 positions as an index grid, position 0 most significant
+    # the first K-1 positions as an index grid (position 0 most significant), sorted by
+    # their maximum: for query q, the prompts whose maximum is a free token are a suffix
+    # (m = that maximum, a fixed gather index), the rest a cube of tokens < q (m = q)
     grid = np.indices((vocab,) * (k - 1)).reshape(k - 1, -1)
+    order = np.argsort(grid.max(axis=0), kind="stable")
+    grid = grid[:, order]
     prefix_max = grid.max(axis=0)
-    row_offsets = grid * vocab
+    gather = grid * vocab + prefix_max  # into contributions[q, i] flattened over (t, m)
+    suffix_start = np.searchsorted(prefix_max, np.arange(vocab))
+    pos = np.arange(k)
     exact_model: ExactMaxK | None = None
     counts = {verdict: 0 for verdict in Verdict}
     for q in tqdm(range(vocab), desc=f"brute force {task.name}", disable=not progress,
                   leave=False):
-        m = np.maximum(prefix_max, q)
-        if softmax:  # stage 1: K gathers of certified contributions
-            low = contributions[q, k - 1, q][m]
+        first = suffix_start[q]
+        if softmax:  # stage 1: K gathers of certified contributions per prompt
+            low = contributions[q, k - 1, q].take(prefix_max[first:])
+            cube = contributions[q, k - 1, q, q]
             for i in range(k - 1):
-                low += contributions[q, i].ravel()[row_offsets[i] + m]
-            flops += 2 * k * m.size
-            doubtful = np.flatnonzero(low <= 0)
+                low += contributions[q, i].ravel().take(gather[i, first:])
+                cube = np.add.outer(cube, contributions[q, i, :q, q])
+            flops += 2 * k * (low.size + cube.size)
+            doubtful_tokens = np.concatenate(
+                [grid[:, first + np.flatnonzero(low <= 0)],
+                 np.array(np.unravel_index(np.flatnonzero(cube <= 0), (q,) * (k - 1)))], 1)
         else:  # sparsemax weights depend on the whole prompt: every prompt goes to stage 2
-            doubtful = np.arange(m.size)
-        counts[Verdict.CORRECT] += m.size - doubtful.size
-        for first in range(0, doubtful.size, CHUNK):
-            chunk = doubtful[first:first + CHUNK]
-            prompts = np.concatenate([grid[:, chunk].T, np.full((chunk.size, 1), q)], 1)
-            pos = np.arange(k)
+            doubtful_tokens = grid
+        counts[Verdict.CORRECT] += grid.shape[1] - doubtful_tokens.shape[1]
+        for at in range(0, doubtful_tokens.shape[1], CHUNK):
+            chunk = doubtful_tokens[:, at:at + CHUNK].T
+            prompts = np.concatenate([chunk, np.full((len(chunk), 1), q)], 1)
             attention = (exps[prompts[:, -1:], pos, prompts] if softmax else
                          sparsemax_weights(tables.scores[prompts[:, -1:], pos, prompts]))
             value, err, maxima = margins(tables, attention, prompts)
-            flops += 12 * k * value.size + (0 if softmax else 40 * k * chunk.size)
+            flops += 12 * k * value.size + (0 if softmax else 40 * k * len(chunk))
             rivals = np.arange(vocab) != maxima[:, None]
             right = ((value > err) | ~rivals).all(1)
             wrong = ((value < -err) & rivals).any(1)
