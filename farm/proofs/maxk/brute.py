@@ -12,7 +12,7 @@ attention weights (`paths`). Three stages, each sound, each leaving fewer inputs
    K gathers and adds: a sum above zero proves it correct.
 2. What stage 1 leaves (for sparsemax, every prompt: its weights depend on the whole
    prompt, `sparsemax_weights`) is evaluated against every rival in float64 with a
-   bound per rival (the H's bounds, the weights' bounds, u per product, γ_{K-1}):
+   bound per prompt (`margins`):
    every F̂(c) above its bound proves correct, one below minus its bound proves wrong.
 3. The rest is decided exactly (`exact.ExactMaxK`), ties included.
 """
@@ -82,23 +82,24 @@ def sparsemax_weights(scores: Approx) -> Approx:
 
 def margins(tables: PathTables, weights: Approx, prompts: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """F̂(c) and its error bound [n, vocab] for prompts [n, K] under attention weights
-    [n, K] (exact up to their bounds, any positive scale), with the prompts' maxima;
-    column m (F = 0) is left out by the caller."""
-    n, k = prompts.shape
-    q, pos = prompts[:, -1:], np.arange(k)
+    """F̂(c) [n, vocab] for prompts [n, K] under attention weights [n, K] (non-negative,
+    exact up to their bounds, any positive scale), a bound on each F̂'s error, and the
+    prompts' maxima; column m (F = 0) is left out by the caller.
+
+    F(c) = L(m) − L(c) with L = Σ_i w_i G[q, i, t_i]. Bounding each row of G by its
+    largest |entry| and largest error keeps the bound per prompt, not per rival:
+    |L̂ − L| ≤ Σ_i (ŵ_i·err_i + (|G_i| + err_i)·err(w_i)) + γ_K Σ_i ŵ_i |G_i|.
+    """
+    k = prompts.shape[1]
+    index = (prompts[:, -1:], np.arange(k), prompts)
+    row_abs, row_err = tables.row_bounds
+    w, w_err = weights.value, weights.err
+    total = np.einsum("nk,nkv->nv", w, tables.logits.value[index])
+    a, e = row_abs[index], row_err[index]
+    total_err = ((w * e + (a + e) * w_err).sum(1) + gamma(k) * (w * a).sum(1)) * SLACK
     m = prompts.max(axis=1)
-    g = tables.logits[q, pos, prompts]  # [n, K, vocab]
-    g_m = np.take_along_axis(g.value, m[:, None, None], -1)
-    err_m = np.take_along_axis(g.err, m[:, None, None], -1)
-    h = g_m - g.value
-    h_err = err_m + g.err + U * np.abs(h)
-    w, w_err = weights.value[..., None], weights.err[..., None]
-    terms = w * h
-    abs_terms = np.abs(terms)
-    err = ((w * h_err + (np.abs(h) + h_err) * w_err + U * abs_terms).sum(1)
-           + gamma(k - 1) * abs_terms.sum(1)) * SLACK * SLACK
-    return terms.sum(1), err, m
+    value = np.take_along_axis(total, m[:, None], 1) - total
+    return value, (2 * total_err[:, None] + U * np.abs(value)) * SLACK, m
 
 
 def brute_force(config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxOfK,
@@ -147,7 +148,7 @@ def brute_force(config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxO
             attention = (exps[prompts[:, -1:], pos, prompts] if softmax else
                          sparsemax_weights(tables.scores[prompts[:, -1:], pos, prompts]))
             value, err, maxima = margins(tables, attention, prompts)
-            flops += 12 * k * value.size + (0 if softmax else 40 * k * len(chunk))
+            flops += (2 * k + 4) * value.size + (10 if softmax else 50) * k * len(chunk)
             rivals = np.arange(vocab) != maxima[:, None]
             right = ((value > err) | ~rivals).all(1)
             wrong = ((value < -err) & rivals).any(1)

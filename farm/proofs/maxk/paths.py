@@ -89,6 +89,11 @@ class PathTables:
     flops: int  # floating-point operations that built these tables, values and bounds
 
     @cached_property
+    def row_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of G [q, i, t]: the largest |entry| and the largest error bound."""
+        return np.abs(self.logits.value).max(-1), self.logits.err.max(-1)
+
+    @cached_property
     def logits(self) -> Approx:
         """G [q, i, t, c] = path[i, t, c] + direct[q, c]: vocab times the path table,
         so the subcubic proof never builds it (it costs `LOGITS_FLOPS` per entry)."""
