@@ -243,3 +243,15 @@ def test_farm_bench_maxk_writes_the_study(tmp_path, models):
     assert (out / "maxk_study.png").read_bytes()[:4] == b"\x89PNG"
     assert load_checkpoint(out / "seed-0").config.attention_only
     assert main(["bench", "maxk", "--task", "quote_close", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_farm_train_sizes_a_max_of_k_model_from_the_task(tmp_path):
+    out = tmp_path / "ck"
+    status = main(["train", "--tasks", TASK.name, "--layers", "1", "--width", "16", "--mlp",
+                   "0", "--norm", "none", "--attn", "softmax", "--no-attn-bias",
+                   "--no-unembed-bias", "--max-steps", "5", "--out", str(out)])
+    assert status in (0, 1)  # five steps rarely reach the margin; the checkpoint is saved
+    config = load_checkpoint(out).config
+    assert (config.vocab_size, config.seq_len, config.attention_only) == (8, 3, True)
+    bound = brute_force(config, load_checkpoint(out).weights, TASK)
+    assert bound.correct + bound.ties + bound.wrong == 512

@@ -117,11 +117,11 @@ def brute_force(config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxO
     # the first K-1 positions as an index grid (position 0 most significant), sorted by
     # their maximum: for query q, the prompts whose maximum is a free token are a suffix
     # (m = that maximum, a fixed gather index), the rest a cube of tokens < q (m = q)
-    grid = np.indices((vocab,) * (k - 1)).reshape(k - 1, -1)
-    order = np.argsort(grid.max(axis=0), kind="stable")
-    grid = grid[:, order]
+    index = np.int32 if vocab * vocab < 2 ** 31 else np.int64  # K = 5: 16.7 M per row
+    grid = np.indices((vocab,) * (k - 1), dtype=index).reshape(k - 1, -1)
+    grid = grid[:, np.argsort(grid.max(axis=0), kind="stable")]
     prefix_max = grid.max(axis=0)
-    gather = grid * vocab + prefix_max  # into contributions[q, i] flattened over (t, m)
+    gather = grid * index(vocab) + prefix_max  # into contributions[q, i] over (t, m)
     suffix_start = np.searchsorted(prefix_max, np.arange(vocab))
     pos = np.arange(k)
     exact_model: ExactMaxK | None = None

@@ -48,10 +48,12 @@ class StudyModel:
 
     def train(self, task: MaxOfK, seed: int) -> Checkpoint:
         """Minibatches drawn from the streamed domain for a fixed number of steps (the
-        margin goal is out of reach, so no full pass interrupts them)."""
+        margin goal is out of reach, so no full pass interrupts them, and the brute
+        force, not a float pass, measures the result)."""
         cfg = TrainConfig(tasks=(task.name,), seed=seed, max_steps=self.steps, lr=self.lr,
                           margin_goal=1e9, hinge=1.5, full_batch_max=0,
-                          batch_size=self.batch_size, check_every=self.steps)
+                          batch_size=self.batch_size, check_every=self.steps,
+                          final_pass=False)
         return Checkpoint.from_model(train(self.config(task), cfg, progress=False).model)
 
 
