@@ -255,3 +255,18 @@ def test_farm_train_sizes_a_max_of_k_model_from_the_task(tmp_path):
     assert (config.vocab_size, config.seq_len, config.attention_only) == (8, 3, True)
     bound = brute_force(config, load_checkpoint(out).weights, TASK)
     assert bound.correct + bound.ties + bound.wrong == 512
+
+
+def test_the_exact_path_rows_are_the_models_semantics_biases_included(models):
+    """Σ_i softmax(S)_i g_i is the model's last-position logits: the decomposition every
+    proof rests on, checked against the torch forward on a model with every bias."""
+    ckpt = models["biased"]
+    model = ckpt.to_model(torch.float64)
+    rows = ExactMaxK(ckpt.config, ckpt.weights, TASK)
+    for prompt in [(0, 0, 0), (7, 1, 3), (2, 6, 6), (5, 4, 7)]:
+        scores, logits = rows.rows(prompt)
+        weights = torch.softmax(torch.tensor([float(s) for s in scores], dtype=torch.float64), 0)
+        ours = weights @ torch.tensor([[float(v) for v in g] for g in logits],
+                                      dtype=torch.float64)
+        theirs = model(torch.tensor([prompt]))[0, -1]
+        assert torch.allclose(ours, theirs, atol=1e-9), prompt
