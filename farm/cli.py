@@ -15,7 +15,7 @@ import sys
 from farm.errors import FarmError
 
 COMMANDS = ("train", "weights", "replay", "screen", "keygen", "extract", "circuit", "verify",
-            "bench", "run", "certify", "check")
+            "bench", "run", "certify", "check", "induction")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -237,3 +237,15 @@ def test_broken_or_mismatched_circuit_files_are_refused(extracted, tmp_path, cap
     log.write_text(json.dumps([{"source": "attn_2", "target": "logits", "delta": 0.1}]))
     err = _refused(["circuit", "show", str(good), "--edge-log", str(log)], capsys)
     assert "attn_2 -> logits is not in the graph" in err
+
+
+def test_a_large_domain_is_searched_on_a_sample_and_confirmed_on_every_input(trained):
+    """Above `sample` inputs ACDC scores a seeded sample; the winner must then be shown
+    correct on the whole domain by the sound screen, whose margin floor is a proof."""
+    found = extract(trained.model, "quote_close", device="cpu", sample=64)
+    assert found.scored_on == 64 and found.exact_agreement == 1.0
+    ckpt = Checkpoint.from_model(trained.model)
+    task = get_task("quote_close")
+    rows = ExactModel(ckpt.config, ckpt.weights).run(task.domain(), found.circuit)
+    least = min(r.margin(task.target(r.prompt), task.alternate(r.prompt)) for r in rows)
+    assert 0 < found.exact_min_margin <= least

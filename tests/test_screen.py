@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
@@ -9,11 +11,16 @@ import pytest
 import torch
 
 from farm.cli import main
+from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint, save_checkpoint
 from farm.model.circuit import Circuit, save_circuit
-from farm.model.exact import ExactModel
+from farm.model.exact import ExactModel, band_norm
 from farm.model.gpt import GPTConfig, VerifiableGPT
 from farm.screen import Screen
+from farm.screen.ball import radius_above
+from farm.screen.bandnorm import band_norm as interval_band_norm
+from farm.screen.interval import Iv
+from farm.screen.sweep import sweep
 from farm.tasks.registry import get_task
 from tests.conftest import random_model, weights_of
 
@@ -61,6 +68,8 @@ def test_sound_against_exact_on_random_models(cfg: dict, task: str) -> None:
     weights = weights_of(model)
     prompts, targets, candidates = _domain(task)
     branches: set[tuple[bool, bool]] = set()
+    supports: set[int] = set()  # sparsemax support sizes at the last position
+    slopes: set[bool] = set()  # LeakyReLU sides
     for circuit in _circuits(model.cfg):
         result = Screen(model.cfg, weights, circuit).run(prompts, targets, candidates)
         margins, rows = _exact_margins(model.cfg, weights, prompts, targets, candidates,
@@ -71,6 +80,9 @@ def test_sound_against_exact_on_random_models(cfg: dict, task: str) -> None:
             if decided:
                 branches |= {(b.p.projected, b.p.lifted) for pos in row.trace
                              for b in pos.values() if hasattr(b, "p")}
+                last = row.trace[-1]
+                supports |= {len(v) for k, v in last.items() if k.endswith("sparsemax")}
+                slopes |= {s for k, v in last.items() if k.endswith(".act") for s in v}
         # prefixes are shared whatever the batch's order
         order = np.random.default_rng(0).permutation(len(prompts))
         shuffled = Screen(model.cfg, weights, circuit).run(prompts[order], targets[order],
@@ -79,6 +91,9 @@ def test_sound_against_exact_on_random_models(cfg: dict, task: str) -> None:
     if model.cfg.norm_variant != "none":  # decided inputs went through both BandNorm branches
         assert {p for p, _ in branches} == {True, False}
         assert {lifted for _, lifted in branches} == {True, False}
+    # ... and through sparsemax on one key and on several, and both sides of LeakyReLU
+    assert 1 in supports and max(supports) > 1
+    assert slopes == {True, False}
 
 
 @pytest.mark.parametrize("offset", [0.0, 1e-10, -1e-10, 1e-12, -1e-12])
@@ -166,3 +181,145 @@ def test_farm_screen_decides_the_domain_and_names_what_it_could_not(trained, tmp
                  str(blind), "--limit", "64", "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "screened 64 of 128 inputs" in out and "first wrongly decided: " in out
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def _ball_margins(model: ExactModel, residual: list[Fraction], eta: list[Fraction],
+                  target: int, candidates: tuple[int, ...]) -> list[Fraction]:
+    """Exact margins target − c of the final norm and lm_head on r_E(x) + η."""
+    r = [a + e for a, e in zip(residual, eta, strict=True)]
+    if model.norm_final is not None:
+        r, _ = band_norm(r, *model.norm_final, model.cfg.half_low, model.cfg.half_high)
+    logits = model.lm_head(r)
+    return [logits[target] - logits[c] for c in candidates if c != target]
+
+
+def _attacks(model: ExactModel, weights: dict, residual: list[Fraction], epsilon: Fraction,
+             target: int, candidates: tuple[int, ...], rng: np.random.Generator
+             ) -> list[list[Fraction]]:
+    """Exact η in the ε-ball likely to break the decision: the worst of 512 random vertices
+    in float64 (a first-order search), vertices that flip the smallest centred coordinates'
+    signs (BandNorm's branch changes), and random interior points."""
+    d = len(residual)
+    signs = rng.choice([-1, 1], size=(512, d))
+    x = np.array([float(v) for v in residual]) + float(epsilon) * signs
+    if model.norm_final is not None:
+        gain, shift = (weights[f"norm_final.norm.{k}"].astype(np.float64)
+                       for k in ("weight", "bias"))
+        half = (Iv.of_rational(float(model.cfg.half_low)),
+                Iv.of_rational(float(model.cfg.half_high)))
+        x = interval_band_norm(Iv.point(x), gain, shift, *half)[0].m
+    head = weights["lm_head.weight"].astype(np.float64)
+    bias = weights["lm_head.bias"].astype(np.float64)
+    logits = x @ head.T + bias
+    worst = np.argsort(np.min([logits[:, target] - logits[:, c] for c in candidates
+                               if c != target], axis=0))[:3]
+    found = [[epsilon * int(s) for s in signs[k]] for k in worst]
+    centred = np.array([float(v - sum(residual) / d) for v in residual])
+    for n in (1, 2, 3):  # push the n smallest centred coordinates across 0
+        flip = np.argsort(np.abs(centred))[:n]
+        eta = [epsilon * int(s) for s in rng.choice([-1, 1], size=d)]
+        for i in flip:
+            eta[i] = -epsilon if centred[i] > 0 else epsilon
+        found.append(eta)
+    found += [[epsilon * Fraction(int(k), 1000) for k in rng.integers(-1000, 1001, size=d)]
+              for _ in range(2)]
+    return found
+
+
+@pytest.mark.parametrize("cfg", [{}, {"norm_variant": "none"}, {"n_heads": 2}],
+                         ids=["bandnorm", "none", "two-heads"])
+@pytest.mark.parametrize("epsilon", [Fraction(1, 100), Fraction(1, 20), Fraction(1, 5)])
+def test_inputs_called_robust_keep_their_decision_on_every_eta_replayed(cfg: dict,
+                                                                        epsilon: Fraction):
+    _assert_robust_survives_attacks(random_model(seed=1, **cfg), epsilon, None)
+
+
+@pytest.mark.parametrize("which", [1, 2, 3])
+def test_robustness_of_circuits_survives_eta_replayed(which: int):
+    """r_E(x) of a circuit that drops edges (zero ablation) is bounded as well."""
+    model = random_model(seed=2, n_heads=2)
+    _assert_robust_survives_attacks(model, Fraction(1, 20), _circuits(model.cfg)[which])
+
+
+def _assert_robust_survives_attacks(model: VerifiableGPT, epsilon: Fraction,
+                                    circuit: Circuit | None) -> None:
+    weights = weights_of(model)
+    prompts, targets, candidates = _domain("quote_close")
+    exact = ExactModel(model.cfg, weights)
+    rows = exact.run([tuple(p) for p in prompts], circuit)
+    result = Screen(model.cfg, weights, circuit).run(prompts, targets, candidates, epsilon)
+    assert result.robust is not None and not (result.robust & ~result.correct).any()
+    assert result.robust.sum() >= 5  # sound, and not by proving nothing
+    rng = np.random.default_rng(0)
+    for i in np.flatnonzero(result.robust):
+        residual = list(rows[i].final_residual)
+        for eta in _attacks(exact, weights, residual, epsilon, int(targets[i]), candidates,
+                            rng):
+            assert max(abs(e) for e in eta) <= epsilon
+            assert min(_ball_margins(exact, residual, eta, int(targets[i]), candidates)) > 0, i
+
+
+@pytest.mark.parametrize("task", ["quote_close", "bracket_type"])
+def test_trained_model_is_proved_robust_at_one_percent_without_a_solver(trained, task: str):
+    """The demo model: the SMT route proves all 256 inputs robust at ε = 0.01
+    (docs/BENCHMARKS.md); so does the screen."""
+    prompts, targets, candidates = _domain(task)
+    result = Screen(trained.model.cfg, weights_of(trained.model)).run(
+        prompts, targets, candidates, Fraction(1, 100))
+    assert result.robust.all()
+    assert Screen(trained.model.cfg, weights_of(trained.model)).run(
+        prompts, targets, candidates).robust is None
+
+
+def test_the_screen_never_proves_robust_what_the_solver_refutes(tmp_path):
+    """Real Z3/cvc5 through `farm verify --properties rob` on a random model at ε = 1/5,
+    where about half the inputs have a replayed counterexample."""
+    ckpt = tmp_path / "checkpoint"
+    model = random_model(seed=1)
+    save_checkpoint(Checkpoint.from_model(model), ckpt)
+    out = tmp_path / "rob.json"
+    main(["verify", "--checkpoint", str(ckpt), "--circuit", "full", "--task", "quote_close",
+          "--properties", "rob", "--epsilon", "1/5", "--jobs", "1", "--out", str(out),
+          "--quiet"])
+    (found,) = json.loads(out.read_text())["results"]
+    assert found["unknown"] == 0 and found["errors"] == 0
+    refuted = {int(c["subject"].split()[1]) for c in found["counterexamples"]}
+    assert 20 <= len(refuted) < 128
+    prompts, targets, candidates = _domain("quote_close")
+    result = Screen(model.cfg, weights_of(model)).run(prompts, targets, candidates,
+                                                       Fraction(1, 5))
+    proved = set(np.flatnonzero(result.robust).tolist())
+    assert not proved & refuted
+    assert len(proved) >= 10
+
+
+def test_epsilon_is_widened_to_a_float_ball_that_holds_it():
+    for eps in (Fraction(1, 100), Fraction(1, 3), Fraction(0), Fraction(2) ** -1074 / 3):
+        assert Fraction(radius_above(eps)) >= eps
+        assert radius_above(eps) <= float(eps) * (1 + 2.0 ** -52) or eps < 2.0 ** -1000
+    with pytest.raises(FarmError):
+        radius_above(Fraction(-1, 100))
+
+
+def test_farm_screen_counts_the_inputs_it_proves_robust(trained, tmp_path, capsys):
+    ckpt = tmp_path / "checkpoint"
+    save_checkpoint(Checkpoint.from_model(trained.model), ckpt)
+    assert main(["screen", "--checkpoint", str(ckpt), "--task", "bracket_type", "--epsilon",
+                 "0.01", "--quiet"]) == 0
+    assert "robust at epsilon 1/100: 128 proved; 0 decided correctly but not proved" \
+        in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["screen", "--checkpoint", str(ckpt), "--task", "bracket_type", "--epsilon",
+              "-0.01", "--quiet"])
+
+
+def test_a_sweep_in_two_processes_finds_what_one_process_finds():
+    ckpt = Checkpoint.from_model(random_model(seed=1))
+    task = get_task("quote_close")
+    one, two = (sweep(ckpt, task, batch=24, epsilon=Fraction(1, 20), processes=n)
+                for n in (1, 2))
+    assert one.correct + one.wrong == 128 and 0 < one.robust < one.correct
+    assert replace(one, seconds=0.0) == replace(two, seconds=0.0)

@@ -130,6 +130,23 @@ def test_content_invariance_groups_by_the_features_the_program_reads():
     assert len(classes) > 2  # finer than the target: depth and nesting, not the answer
 
 
+@pytest.mark.parametrize("spec", ["quote_close", "bracket_type:len=7", "bracket_depth",
+                                  "bracket_depth:len=8,fillers=2", "induction"])
+def test_feature_codes_are_the_classes_of_the_features(spec):
+    """Vectorised class codes (what content invariance by evaluation groups by) partition
+    the domain exactly as `features` does, batch after batch."""
+    task = get_task(spec)
+    domain = task.domain()
+    n = min(len(domain), 5000)
+    codes = np.concatenate([task.feature_codes(domain.batch(s, min(s + 700, n)))
+                            for s in range(0, n, 700)])
+    features = [task.features(domain[i]) for i in range(n)]
+    by_code: dict[int, object] = {}
+    for code, feature in zip(codes.tolist(), features, strict=True):
+        assert by_code.setdefault(code, feature) == feature
+    assert len(by_code) == len(set(features))
+
+
 def test_a_job_spec_names_tasks_by_spec_or_mapping():
     spec = job_spec_from_dict({"tasks": ["quote_close:len=6", {"bracket_depth": {"len": 8}}],
                                "circuits": {"quote_close": "full",

@@ -2,8 +2,12 @@ import pytest
 import torch
 
 from farm.errors import FarmError
+from farm.model.checkpoint import Checkpoint
+from farm.model.exact import ExactModel
 from farm.model.gpt import GPTConfig
 from farm.model.train import TrainConfig, candidate_margins, domain_tensors, train
+from farm.screen.sweep import training_pass
+from farm.tasks.registry import get_task
 
 
 def test_training_reaches_full_accuracy_with_margin(trained, trained_two_heads):
@@ -56,3 +60,21 @@ def test_tasks_of_two_lengths_are_not_trained_together():
     with pytest.raises(FarmError, match="one length"):
         train(GPTConfig(seq_len=8), TrainConfig(tasks=("quote_close", "bracket_type:len=8")),
               progress=False)
+
+
+def test_the_screen_full_pass_stops_training_only_on_a_proved_margin():
+    """On CPU `farm train` stops a minibatch run on the screen's full pass: its floor is a
+    proof, so the exact margin of every input clears the goal."""
+    task = "quote_close:len=8,fillers=4"
+    cfg = TrainConfig(tasks=(task,), seed=0, full_batch_max=256, batch_size=256, check_every=20,
+                      max_steps=3000, device="cpu")
+    config = GPTConfig(seq_len=8)
+    screen = training_pass(config, cfg)
+    assert screen is not None and training_pass(config, TrainConfig(device="cpu")) is None
+    result = train(config, cfg, progress=False, full_pass=screen)
+    assert result.accuracy == 1.0 and result.min_margin >= cfg.margin_goal
+    ckpt = Checkpoint.from_model(result.model)
+    rows = ExactModel(ckpt.config, ckpt.weights).run(get_task(task).domain())
+    spec = get_task(task)
+    assert min(r.margin(spec.target(r.prompt), spec.alternate(r.prompt))
+               for r in rows) >= result.min_margin

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from fractions import Fraction
 from pathlib import Path
 
 from farm.errors import FarmError
@@ -87,6 +88,17 @@ def positive_float(text: str) -> float:
     value = _number(float, text)
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text}: expected a finite number above 0")
+    return value
+
+
+def nonnegative_fraction(text: str) -> Fraction:
+    """argparse type of an exact radius: a decimal or n/d read as a rational, at least 0."""
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: expected a number of at least 0")
     return value
 
 

@@ -15,6 +15,7 @@ from farm.discovery.acdc import THRESHOLDS, SweepRow, extract
 from farm.model.checkpoint import load_checkpoint
 from farm.model.circuit import save_circuit
 from farm.model.controlled import ABLATIONS
+from farm.tasks.registry import get_task
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,10 +84,13 @@ def run(args: argparse.Namespace) -> int:
     if pruned:
         print("removed as not decision-necessary: "
               + ", ".join(f"{s} -> {t}" for s, t in pruned))
+    sampled = result.scored_on < len(get_task(args.task).domain())
     exact = ("not checked: farm.model.exact defines zero ablation of piecewise-linear models only"
              if result.exact_agreement is None else
-             f"{result.exact_agreement:.0%} (min margin {result.exact_min_margin:.6f})")
-    print(f"agreement: float64 {result.float_agreement:.0%} (min margin "
+             f"{result.exact_agreement:.0%} (min margin {'≥ ' * sampled}"
+             f"{result.exact_min_margin:.6f}{', by the sound screen' * sampled})")
+    print(f"agreement: float64 {result.float_agreement:.0%}"
+          f"{f' of a {result.scored_on:,}-input sample' * sampled} (min margin "
           f"{result.float_min_margin:.6f}); exact {exact}")
     print(f"candidate KL {circuit.metadata['candidate_kl']:.6f}")
     print(f"{'threshold':>10}{'edges':>7}{'KL':>11}{'agreement':>11}")

@@ -16,6 +16,7 @@ from farm.commands import (
 from farm.model.checkpoint import Checkpoint, save_checkpoint
 from farm.model.gpt import ATTN_VARIANTS, NORM_VARIANTS, GPTConfig
 from farm.model.train import TrainConfig, train
+from farm.screen.sweep import training_pass
 from farm.tasks.registry import DEFAULT_TASKS, get_task
 
 
@@ -87,14 +88,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(tasks=tuple(args.tasks), seed=args.seed, max_steps=args.max_steps,
                       margin_goal=args.margin, hinge=1.5 * args.margin, device=args.device)
     start = time.perf_counter()
-    result = train(model_cfg, cfg)
+    screen = training_pass(model_cfg, cfg)
+    result = train(model_cfg, cfg, full_pass=screen)
     seconds = time.perf_counter() - start
     ckpt = Checkpoint.from_model(result.model)
     sha = save_checkpoint(ckpt, args.out)
     reached = result.min_margin >= args.margin
     print(f"trained {result.model.num_parameters()} parameters in {result.steps} steps "
           f"({seconds:.1f} s): accuracy {result.accuracy:.0%}, "
-          f"min margin {result.min_margin:.4f} (float32)")
+          f"min margin {result.min_margin:.4f} "
+          f"({'float32' if screen is None else 'exact, at least: the screen'})")
     print(f"checkpoint {args.out}  sha256 {sha}")
     if not reached:
         print(f"warning: margin goal {args.margin} not reached in {args.max_steps} steps")

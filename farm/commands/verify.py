@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +30,7 @@ from farm.model.checkpoint import load_checkpoint
 from farm.model.exact import ExactModel
 from farm.model.tracing import TraceReader
 from farm.tasks.registry import get_task
+from farm.verify.evaluate import ROUTES, evaluate_task
 from farm.verify.local import (
     DEFAULT_JOBS,
     LocalFarm,
@@ -42,12 +46,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "verify", help="prove functional equivalence, edge necessity, content invariance and "
                        "robustness of a circuit with Z3 and cvc5",
-        description="Plan one exact QF_LRA query per input, edge or pair (SPEC §4), solve them "
-                    "on warm Z3/cvc5 processes, replay every SAT model in exact arithmetic, and "
-                    "print one row per property. A property is VERIFIED only if every query "
-                    "is UNSAT; FAILED with replayed counterexamples; UNKNOWN if any query "
-                    "timed out; ERROR on a solver disagreement or a model that does not "
-                    "replay. Exit status 0 only if every requested property is VERIFIED.")
+        description="Decide the four properties of SPEC §4 for every input of the task's "
+                    "domain. By default (--route screen) concrete inputs are evaluated: a "
+                    "sound interval screen decides most, exact rational arithmetic the rest, "
+                    "and robustness is proved by the screen's bound over the ε-ball where it "
+                    "can, by Z3/cvc5 queries elsewhere. With --route solver every input, pair "
+                    "and edge is one exact QF_LRA query. Every SAT model and every "
+                    "counterexample is replayed in exact arithmetic. A property is VERIFIED "
+                    "only if every instance is proved; FAILED with replayed counterexamples; "
+                    "UNKNOWN if any query timed out; ERROR on a solver disagreement or a model "
+                    "that does not replay. The table counts the instances each route decided. "
+                    "Exit status 0 only if every requested property is VERIFIED.")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory")
     p.add_argument("--circuit", required=True,
                    help="circuit.json (farm extract), or 'full' for every edge")
@@ -55,6 +64,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--properties", nargs="+", default=["all"], metavar="PROPERTY",
                    help=f"some of {', '.join(PROPERTIES)} (or their full names), separated by "
                         "spaces or commas, or all (default: all)")
+    p.add_argument("--route", choices=("screen", "solver"), default="screen",
+                   help="screen: decide concrete inputs by evaluation (the sound interval "
+                        "screen, exact arithmetic where it is not decisive) and robustness by "
+                        "the screen's bound over the ε-ball, asking the solvers only what is "
+                        "left; solver: one SMT query per input, pair and edge, as certificates "
+                        "record them (default: %(default)s)")
+    p.add_argument("--solver-inputs", type=positive_int, metavar="N",
+                   help="--route screen: ask the solvers about at most N of the robustness "
+                        "inputs the screen's ball bound leaves (the first in domain order); "
+                        "the rest are counted UNKNOWN (default: all of them)")
     p.add_argument("--solver", choices=MODES, default="race",
                    help="race: first definitive answer wins; both: run both and cross-check "
                         "(default: %(default)s)")
@@ -62,9 +81,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="robustness radius in the ∞-norm on the final residual, read as an "
                         "exact decimal (default: %(default)s)")
     p.add_argument("--pairwise", action="store_true",
-                   help="content invariance over every same-class pair, instead of every "
-                        "member against the decision of its class's anchor (the same queries "
-                        "as functional equivalence wherever the anchor decides correctly)")
+                   help="--route solver: content invariance over every same-class pair, "
+                        "instead of every member against the decision of its class's anchor "
+                        "(the same queries as functional equivalence wherever the anchor "
+                        "decides correctly); the screen route decides every member exactly, "
+                        "which settles every pair")
     p.add_argument("--radius", action="store_true",
                    help="also find each input's largest certified robustness radius: "
                         "from --epsilon, double while the input is robust, then bisect "
@@ -84,8 +105,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "cvc5's; on 2 cores a race gives half the CPU to a z3 that times "
                         "out, and 8 quote inputs certified smaller radii in 25%% more time)")
     p.add_argument("--encoding", choices=("guided", "full"), default="guided",
-                   help="guided: traced branches plus guards; full: every case split "
-                        "(default: %(default)s)")
+                   help="solver queries' encoding: guided: traced branches plus guards; "
+                        "full: every case split (default: %(default)s)")
     p.add_argument("--trace", metavar="PATH",
                    help="branch trace of this circuit on the task's domain (Parquet, as farm "
                         "run writes to OUT/traces/TASK.parquet): guided queries take the "
@@ -140,14 +161,26 @@ def format_table(results: list[PropertyResult], solver_time: bool = False) -> st
     width = max([13, *(len(r.task) + 1 for r in results)])  # a family's name can be long
     head = (f"{'task':<{width}}{'property':<24}{'status':<10}{'queries':>8}{'unsat':>7}{'sat':>5}"
             f"{'unknown':>8}{'cached':>7}{'z3 wins':>8}{'cvc5 wins':>10}"
-            f"{'solver s' if solver_time else 'time s':>9}")
+            + "".join(f"{route:>11}" for route in ROUTES)
+            + f"{'solver s' if solver_time else 'time s':>9}")
     lines = [head, "-" * len(head)]
     for r in results:
         seconds = sum(r.solver_seconds.values()) if solver_time else r.seconds
         lines.append(f"{r.task:<{width}}{r.property:<24}{r.status:<10}{r.queries:>8}{r.unsat:>7}"
                      f"{r.sat:>5}{r.unknown:>8}{r.cached:>7}{r.wins['z3']:>8}"
-                     f"{r.wins['cvc5']:>10}{seconds:>9.2f}")
+                     f"{r.wins['cvc5']:>10}"
+                     + "".join(f"{r.routes.get(route, 0):>11,}" for route in ROUTES)
+                     + f"{seconds:>9.2f}")
     return "\n".join(lines)
+
+
+def routes_line(results: Sequence[PropertyResult]) -> str:
+    """How the instances were decided, over all results: by the screen, exactly, by solvers."""
+    total = Counter()
+    for r in results:
+        total.update(r.routes)
+    return "decided by " + (", ".join(f"{route} {total[route]:,}" for route in ROUTES
+                                      if total[route]) or "nothing")
 
 
 def format_details(results: list[PropertyResult], limit: int = 5) -> str:
@@ -177,17 +210,24 @@ def run(args: argparse.Namespace) -> int:
         radius=args.radius, radius_upper=positive_fraction(args.radius_max, "--radius-max"),
         radius_precision=positive_fraction(args.radius_precision, "--radius-precision"),
         radius_timeout=args.radius_timeout, radius_solver=args.radius_solver,
-        progress=not args.quiet)
+        progress=not args.quiet, solver_inputs=args.solver_inputs)
     ckpt = load_checkpoint(args.checkpoint)
     circuit = resolve_circuit(args.circuit, ckpt, task.name)
     traces = TraceReader(args.trace, ckpt.sha256) if args.trace else None
-    planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, task, args.encoding,
-                      traces=traces, likely_flips=flip_screen(ckpt, circuit, task.name))
     cache = ResultCache(args.cache) if args.cache else None
     for line in cache.warnings if cache else ():
         print(f"farm verify: warning: {line}", file=sys.stderr)
-    with LocalFarm(args.solver, args.timeout, args.jobs) as farm:
-        results = verify_task(planner, properties, farm, cache, options)
+    with contextlib.ExitStack() as opened:
+        solvers = functools.cache(lambda: opened.enter_context(
+            LocalFarm(args.solver, args.timeout, args.jobs)))
+        if args.route == "screen":
+            results = evaluate_task(ckpt, circuit, task, properties, solvers, cache, options,
+                                    encoding=args.encoding, traces=traces)
+        else:
+            planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, task,
+                              args.encoding, traces=traces,
+                              likely_flips=flip_screen(ckpt, circuit, task.name))
+            results = verify_task(planner, properties, solvers(), cache, options)
     wall = time.perf_counter() - start
     edges = len(circuit.edges)
     print(f"{task.name}: circuit {args.circuit} ({edges} edge{'s' * (edges != 1)}), checkpoint "
@@ -197,11 +237,12 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(results))
     if details := format_details(results):
         print(details)
-    print(f"{sum(r.queries for r in results)} queries in {wall:.2f} s")
+    print(f"{routes_line(results)}; {sum(r.queries for r in results)} queries in {wall:.2f} s")
     if args.out:
         report = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": ckpt.sha256,
                   "circuit": circuit.to_json_dict(), "task": task.name, "solver": args.solver,
-                  "timeout": args.timeout, "encoding": args.encoding, "trace": args.trace,
+                  "timeout": args.timeout, "route": args.route, "encoding": args.encoding,
+                  "trace": args.trace,
                   "epsilon": str(options.epsilon), "wall_seconds": wall,
                   "results": [r.to_json() for r in results]}
         write_text_atomic(Path(args.out), json.dumps(report, indent=1) + "\n")

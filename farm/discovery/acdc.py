@@ -18,6 +18,7 @@ import copy
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
@@ -29,8 +30,10 @@ from farm.model.controlled import ABLATIONS, Ablation, NodeOutputs, controlled_f
 from farm.model.exact import ExactModel
 from farm.model.gpt import VerifiableGPT
 from farm.model.train import pick_device, single_thread
+from farm.screen.sweep import margin_floor
 from farm.tasks.registry import Task, get_task
 
+SAMPLE = 65536  # a larger domain is searched on a sample this size, confirmed by the screen
 THRESHOLDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 METRIC = "candidate_kl"
 NOT_NECESSARY = "removed: not decision-necessary"
@@ -74,25 +77,28 @@ class Extraction:
     exact_min_margin: float | None
     full_edges: int
     seconds: float
+    scored_on: int = 0  # inputs ACDC scored: the domain, or the sample of a large one
 
 
 class CandidateScorer:
     """Scores circuits on one task's domain against the full model, one forward each."""
 
     def __init__(self, model: VerifiableGPT, task: Task, ablation: Ablation = "zero",
-                 device: str = "auto"):
+                 device: str = "auto", rows: np.ndarray | None = None):
+        """`rows`: the domain indices to score on (default: all of them)."""
         if ablation not in ABLATIONS:
             raise FarmError(f"unknown ablation {ablation!r}; expected one of "
                             f"{', '.join(ABLATIONS)}")
         dev = pick_device(device)
         self.task, self.ablation = task, ablation
         self.model = copy.deepcopy(model).to(dev, torch.float64).eval()
-        prompts = task.domain()
-        self.tokens = torch.tensor(prompts, device=dev)
+        domain = task.domain()
+        prompts = domain.take(np.arange(len(domain)) if rows is None else rows)
+        self.tokens = torch.from_numpy(prompts).to(dev)
         self.candidates = torch.tensor(task.candidates, device=dev)
         # column of the target within the candidate pair, per row
-        self.target_col = torch.tensor([task.candidates.index(task.target(p)) for p in prompts],
-                                       device=dev)
+        self.target_col = torch.from_numpy(
+            np.searchsorted(task.candidates, task.targets(prompts))).to(dev)
         with torch.no_grad():
             self.means: NodeOutputs | None = (domain_means(self.model, self.tokens)
                                               if ablation == "mean" else None)
@@ -178,17 +184,23 @@ def prune(circuit: Circuit) -> Circuit:
 
 def extract(model: VerifiableGPT, task_name: str, granularity: Granularity = "block",
             ablation: Ablation = "zero", thresholds: tuple[float, ...] = THRESHOLDS,
-            device: str = "auto", progress: bool = False, keep_kl_edges: bool = False
-            ) -> Extraction:
+            device: str = "auto", progress: bool = False, keep_kl_edges: bool = False,
+            sample: int = SAMPLE) -> Extraction:
     """Sweep ACDC thresholds, keep the smallest circuit with agreement 1.0, confirm it exactly.
 
-    Unless keep_kl_edges, the winner first goes through `necessity_pass`.
+    Unless keep_kl_edges, the winner first goes through `necessity_pass`. A domain of
+    more than `sample` inputs is searched on a seeded random sample of that many (each
+    tried edge is a forward over them) and the winner confirmed on every input by the
+    sound screen (`confirm_by_screen`): a circuit the sample misjudged is refused.
     """
     start_time = time.perf_counter()
     task = get_task(task_name)
     if granularity not in ("block", "head"):
         raise FarmError(f"unknown granularity {granularity!r}; expected block or head")
-    scorer = CandidateScorer(model, task, ablation, device)
+    size = len(task.domain())
+    rows = None if size <= sample else np.sort(
+        np.random.default_rng(0).choice(size, sample, replace=False))
+    scorer = CandidateScorer(model, task, ablation, device, rows)
     with single_thread(scorer.tokens.device):
         return _sweep(model, scorer, granularity, thresholds, progress, start_time,
                       keep_kl_edges)
@@ -217,7 +229,8 @@ def _sweep(model: VerifiableGPT, scorer: CandidateScorer, granularity: Granulari
     row, selected, log = min(good, key=lambda r: (r[0].num_edges, r[0].kl, r[0].threshold))
     circuit, necessity_log = (selected, []) if keep_kl_edges else necessity_pass(scorer, selected)
     kl, float_agreement, float_min_margin = scorer.score(circuit)
-    exact_agreement, exact_min_margin = confirm_exact(model, circuit, task, ablation)
+    exact_agreement, exact_min_margin = (confirm_exact if len(scorer.tokens) == len(
+        task.domain()) else confirm_by_screen)(model, circuit, task, ablation)
     circuit = Circuit(circuit.n_layers, circuit.n_heads, circuit.granularity, circuit.edges,
                       task.name, {"ablation": ablation, "metric": METRIC, "min_agreement": 1.0,
                                   "threshold": row.threshold, "candidate_kl": kl,
@@ -229,7 +242,7 @@ def _sweep(model: VerifiableGPT, scorer: CandidateScorer, granularity: Granulari
     return Extraction(circuit, log + necessity_log, [r[0] for r in runs], float_agreement,
                       exact_agreement,
                       float_min_margin, exact_min_margin, len(full.edges),
-                      time.perf_counter() - start_time)
+                      time.perf_counter() - start_time, len(scorer.tokens))
 
 
 def confirm_exact(model: VerifiableGPT, circuit: Circuit, task: Task, ablation: Ablation
@@ -252,6 +265,22 @@ def confirm_exact(model: VerifiableGPT, circuit: Circuit, task: Task, ablation: 
                         f"{len(wrong)}/{len(prompts)} rows wrongly in exact arithmetic (first: "
                         f"{wrong[0]}) although float64 agreed; refusing it")
     return 1.0, float(min(margins))
+
+
+def confirm_by_screen(model: VerifiableGPT, circuit: Circuit, task: Task, ablation: Ablation
+                      ) -> tuple[float | None, float | None]:
+    """`confirm_exact` for a domain too large to replay exactly: (1.0, a proved lower bound
+    of the least exact margin) once the sound screen shows every input decided correctly;
+    refused otherwise, naming how many inputs it could not show."""
+    if ablation != "zero" or not model.cfg.is_piecewise_linear:
+        return None, None
+    weights = Checkpoint.from_model(model).weights
+    floor, correct = margin_floor(model.cfg, weights, [task], circuit=circuit, progress=True)
+    if correct < 1.0:
+        raise FarmError(f"{task.name} circuit with {len(circuit.edges)} edges: the screen shows "
+                        f"only {correct:.4%} of the domain decided correctly (the rest wrong or "
+                        "not decisive), although the sample agreed; refusing it")
+    return 1.0, floor
 
 
 def edge_log_records(log: list[EdgeStep]) -> list[dict]:

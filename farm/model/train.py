@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -97,20 +97,22 @@ class DomainStream:
         self.seq_len, self.vocab_size = self.tasks[0].seq_len, self.tasks[0].vocab_size
         self.offsets = np.cumsum([0, *(len(t.domain()) for t in self.tasks)])
         self.size = int(self.offsets[-1])
+        self.rival_count = max(len(t.candidates) for t in self.tasks) - 1
 
     def rows(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Prompts, targets and rivals of the rows at `indices`: rivals[i, c] is True where
-        c is one of row i's candidates other than its target."""
+        """Prompts, targets and rivals (each target's other candidates, a task with fewer
+        padded by repeating its first) of the rows at `indices`."""
         which = np.searchsorted(self.offsets, indices, side="right") - 1
         prompts = np.empty((len(indices), self.seq_len), dtype=np.int64)
         targets = np.empty(len(indices), np.int64)
-        rivals = np.zeros((len(indices), self.vocab_size), dtype=bool)
+        rivals = np.empty((len(indices), self.rival_count), np.int64)
         for k, task in enumerate(self.tasks):
             if (mine := which == k).any():
                 prompts[mine] = task.domain().take(indices[mine] - self.offsets[k])
                 targets[mine] = task.targets(prompts[mine])
-                rivals[np.ix_(mine, task.candidates)] = True
-        rivals[np.arange(len(indices)), targets] = False
+                own = task.rivals(targets[mine])
+                rivals[mine] = np.pad(own, ((0, 0), (0, self.rival_count - own.shape[1])),
+                                      mode="edge")
         return tuple(torch.from_numpy(a).to(self.device) for a in (prompts, targets, rivals))
 
     def chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -127,26 +129,35 @@ def domain_tensors(tasks: Sequence[str], device: torch.device
 
 def candidate_margins(logits: torch.Tensor, targets: torch.Tensor,
                       rivals: torch.Tensor) -> torch.Tensor:
-    """logit[target] − the largest rival logit at the last position, per row (with two
-    candidates, the one rival is the alternate)."""
+    """logit[target] − the best rival's logit at the last position, per row (with two
+    candidates, the one alternate's)."""
     last = logits[:, -1]
-    best_rival = last.masked_fill(~rivals, float("-inf")).amax(-1)
-    return last.gather(1, targets[:, None])[:, 0] - best_rival
+    return last.gather(1, targets[:, None])[:, 0] - last.gather(1, rivals).max(1).values
 
 
-def train(model_cfg: GPTConfig, cfg: TrainConfig = TrainConfig(), progress: bool = True
-          ) -> TrainResult:
-    """Train until 100% candidate accuracy with minimum margin ≥ margin_goal."""
+# (model, give_up_below) -> (min margin, accuracy); it may stop early (and say only that
+# the minimum is below) once the minimum is below give_up_below
+FullPass = Callable[[VerifiableGPT, float], tuple[float, float]]
+
+
+def train(model_cfg: GPTConfig, cfg: TrainConfig = TrainConfig(), progress: bool = True,
+          full_pass: FullPass | None = None) -> TrainResult:
+    """Train until 100% candidate accuracy with minimum margin ≥ margin_goal.
+
+    `full_pass` measures a minibatch-trained model over the whole domain (default: the
+    torch forward in chunks). A caller may give a faster one that is never optimistic,
+    e.g. the sound screen's lower bounds on the exact margins (`farm train` does on CPU).
+    """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     device = pick_device(cfg.device)
     with single_thread(device):
-        return _train(model_cfg, cfg, device, progress)
+        return _train(model_cfg, cfg, device, progress, full_pass)
 
 
-def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progress: bool
-           ) -> TrainResult:
+def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progress: bool,
+           full_pass: FullPass | None) -> TrainResult:
     model = VerifiableGPT(model_cfg).to(device)
     stream = DomainStream(cfg.tasks, device)
     if stream.seq_len > model_cfg.seq_len:
@@ -160,6 +171,7 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
     checked = -cfg.check_every
     whole = stream.rows(np.arange(stream.size)) if full else None
     draw = np.random.default_rng(cfg.seed)
+    measure = full_pass or (lambda m, _: _pass(m, stream, cfg))
     bar = tqdm(range(1, cfg.max_steps + 1), desc="train", disable=not progress, leave=False)
     for step in bar:
         prompts, targets, rivals = whole or stream.rows(
@@ -172,15 +184,18 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
             bar.set_postfix(loss=f"{loss.item():.4f}", min_margin=f"{min_margin:.3f}")
         if min_margin >= cfg.margin_goal and (full or step - checked >= cfg.check_every):
             checked = step  # before stepping: the returned model is the one just measured
-            if full or _pass(model, stream, cfg)[0] >= cfg.margin_goal:
+            if full or measure(model, cfg.margin_goal)[0] >= cfg.margin_goal:
                 break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     bar.close()
     model.eval()
-    min_margin, accuracy = _pass(model, stream, cfg) if cfg.final_pass else (math.nan,
-                                                                               math.nan)
+    if not cfg.final_pass:
+        min_margin, accuracy = math.nan, math.nan
+    else:
+        min_margin, accuracy = (_pass(model, stream, cfg) if full
+                                else measure(model, -math.inf))
     return TrainResult(model.cpu(), step, min_margin, accuracy, history)
 
 

@@ -1,7 +1,8 @@
-"""Proofs of accuracy over whole domains: not one query per input, but arguments that
-cover every input of a task at once (brute force with rigorous float bounds, compact
-proofs that use the mechanism), each ending in an exact count of correct inputs.
-
-May import `farm.verify`, `encoders`, `farm.screen`, `farm.model`, `farm.tasks`,
-`farm.errors` and `farm.atomic`.
+"""Proofs that need no solver: arguments about one checkpoint, re-derivable number by
+number from the checkpoint they name, so a checker recomputes them instead of trusting
+them: induction-head certificates (`induction`), and accuracy over whole domains
+(`maxk`: brute force with rigorous float bounds, compact proofs that use the
+mechanism, each ending in an exact count of correct inputs). Sits above
+`farm.verify` and below `farm.trust`: it reads models and tasks, and certificates
+may carry its results.
 """

@@ -17,6 +17,11 @@ threshold is monotone in every score and bounded from its residual; BandNorm's
 branches are discontinuous, so it is evaluated on the midpoint's branch and an
 input is not decisive unless every branch decision holds over its whole box.
 
+Robustness (SPEC §4) needs no solver where the margin's floor over the ε-ball of
+the final residual is positive (`ball`): BandNorm is piecewise affine, and where
+it is also continuous on the ball's box (no lift) the margin falls at most by ε
+times a bound on every piece's gradient. The other inputs go to the solver.
+
 Layering: `farm.screen` may import `farm.model`, `farm.tasks` and `farm.errors`
 only (pyproject's import-linter contract); verification and certificates import it.
 """

@@ -11,14 +11,16 @@ consecutive prompts of a product domain share most of their prefixes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
 from farm.errors import FarmError
 from farm.model.circuit import Circuit, graph_edges, parse_node
 from farm.model.gpt import LEAKY_SLOPE, GPTConfig, require_mlp_blocks
+from farm.screen.ball import Pair, radius_above, robust
 from farm.screen.bandnorm import band_norm
 from farm.screen.interval import (
     U2,
@@ -36,10 +38,12 @@ from farm.screen.interval import (
 
 @dataclass(frozen=True)
 class ScreenResult:
-    """Per prompt: lo ≤ exact margin ≤ hi (lo = −inf, hi = inf where not decisive)."""
+    """Per prompt: lo ≤ exact margin ≤ hi (lo = −inf, hi = inf where not decisive), and
+    with an ε, `robust`: proved to decide the target on the whole ε-ball of r_E(x)."""
 
     lo: np.ndarray
     hi: np.ndarray
+    robust: np.ndarray | None = None  # None: no ε was asked for
 
     @property
     def correct(self) -> np.ndarray:
@@ -154,8 +158,8 @@ class Screen:
     def _norm(self, key: str, x: Iv, ok: np.ndarray) -> Iv:
         if key not in self.norms:
             return x
-        out, certain = band_norm(x, *self.norms[key], *self.half)
-        ok &= certain
+        out, branch = band_norm(x, *self.norms[key], *self.half)
+        ok &= branch.certain
         return out
 
     def _input(self, node: str, t: int, outputs: dict, heads: dict, rows: int) -> Iv:
@@ -183,13 +187,15 @@ class Screen:
             acc = add(acc, term)
         return acc
 
-    def _emb(self, pre: Prefixes, t: int) -> Iv:
-        m = self.wte[pre.tokens[t]] + self.wpe[t]
+    def _emb(self, tokens: np.ndarray, t: int) -> Iv:
+        m = self.wte[tokens] + self.wpe[t]
         return Iv(m, up(U2 * np.abs(m)))
 
-    def run(self, prompts: np.ndarray, targets: np.ndarray, candidates: Sequence[int]
-            ) -> ScreenResult:
-        """Margin intervals for prompts [n, seq_len] (all one length) and their targets."""
+    def run(self, prompts: np.ndarray, targets: np.ndarray, candidates: Sequence[int],
+            epsilon: Fraction | None = None) -> ScreenResult:
+        """Margin intervals for prompts [n, seq_len] (all one length) and their targets;
+        with `epsilon`, also which prompts are proved robust on the ε-ball (SPEC §4: the
+        final norm and lm_head on r_E(x) + η decide the target for all ‖η‖∞ ≤ ε)."""
         prompts = np.asarray(prompts, dtype=np.int64)
         targets = np.asarray(targets, dtype=np.int64)
         cfg = self.cfg
@@ -199,17 +205,19 @@ class Screen:
             raise FarmError("a prompt has a token outside the vocabulary")
         if not np.isin(targets, candidates).all() or len(set(candidates)) < 2:
             raise FarmError("every target must be one of at least two candidates")
+        radius = None if epsilon is None else radius_above(epsilon)
         with np.errstate(all="ignore"):  # inf/nan only ever make an input not decisive
-            return self._run(prompts, targets, list(candidates))
+            return self._run(prompts, targets, list(candidates), radius)
 
-    def _run(self, prompts: np.ndarray, targets: np.ndarray, candidates: list[int]
-             ) -> ScreenResult:
+    def _run(self, prompts: np.ndarray, targets: np.ndarray, candidates: list[int],
+             radius: float | None) -> ScreenResult:
         cfg, T = self.cfg, prompts.shape[1]
         pre = Prefixes.of(prompts, cfg.vocab_size)
         last = T - 1
         sizes = [len(tok) for tok in pre.tokens]
         ok = [np.ones(s, dtype=bool) for s in sizes]
-        outputs: dict[str, dict[int, Iv]] = {"emb": {t: self._emb(pre, t) for t in range(T)}}
+        outputs: dict[str, dict[int, Iv]] = {"emb": {t: self._emb(pre.tokens[t], t)
+                                                      for t in range(T)}}
         heads: dict[tuple[int, int], dict[int, Iv]] = {}
         dh = cfg.head_dim
         flat = _flat_ancestors(pre)
@@ -224,22 +232,32 @@ class Screen:
                 wanted = set(range(T) if node in self.all_positions else [last])
                 queries: dict[int, Iv] = {}
                 kvs: list[Iv] = []
+                # a node that reads only the embedding sees one of `vocab` rows at t: its
+                # norm and maps are evaluated once per token, its keys and values are
+                # gathered from that small table, its queries per prefix's last token
+                tokenwise = set(self.parents[node]) == {"emb"}
+                vocab = np.arange(cfg.vocab_size)
                 for t in range(T):
-                    x = self._input(node, t, outputs, heads, sizes[t])
-                    normed = self._norm(f"blocks.{layer}.norm_attn", x, ok[t])
-                    if t in wanted:
-                        qkv = qkv_map(normed)
-                        queries[t] = qkv[:, :width]
-                        kvs.append(qkv[:, width:])
+                    if tokenwise:
+                        x, here = self._emb(vocab, t), np.ones(len(vocab), dtype=bool)
                     else:
-                        kvs.append(kv_map(normed))
+                        x, here = self._input(node, t, outputs, heads, sizes[t]), ok[t]
+                    normed = self._norm(f"blocks.{layer}.norm_attn", x, here)
+                    mapped = (qkv_map if t in wanted or tokenwise else kv_map)(normed)
+                    if tokenwise:
+                        ok[t] &= here[pre.tokens[t]]
+                    if t in wanted:
+                        queries[t] = mapped[pre.tokens[t], :width] if tokenwise \
+                            else mapped[:, :width]
+                    kvs.append(mapped[:, -2 * width:])
                 # every position's keys and values in one table, each row prepared once
                 table = Iv(np.concatenate([kv.m for kv in kvs]),
                            np.concatenate([kv.r for kv in kvs]))
                 keys = Operand.of(table[:, :width], dh)
                 values = Operand.of(table[:, width:], cfg.seq_len)
+                index = _token_rows(pre, cfg.vocab_size) if tokenwise else flat
                 for t in sorted(wanted):
-                    k, v = keys.rows(flat[t]), values.rows(flat[t])
+                    k, v = keys.rows(index[t]), values.rows(index[t])
                     for i, h in enumerate(hs):
                         cols = slice(i * dh, (i + 1) * dh)
                         heads.setdefault((layer, h), {})[t] = self._attend(
@@ -253,13 +271,19 @@ class Screen:
                 n = self._norm(f"blocks.{layer}.norm_mlp", x, ok[t])
                 hidden = leaky_relu(params["up"](n), LEAKY_SLOPE.denominator)
                 outputs[node][t] = params["down"](hidden)
-        final = self._norm("norm_final", self._input("logits", last, outputs, heads,
-                                                      sizes[last]), ok[last])
+        residual = self._input("logits", last, outputs, heads, sizes[last])
+        final = self._norm("norm_final", residual, ok[last])
         certain = ok[last].copy()
         for t in range(last):  # an uncertain branch anywhere in the prefix
             certain &= ok[t][pre.anc[last][t]]
         i = pre.ids[last]
-        return self._margins(final[i], targets, candidates, certain[i])
+        result = self._margins(final[i], targets, candidates, certain[i])
+        if radius is None:
+            return result
+        norm = self.norms.get("norm_final")
+        proved = robust(residual[i], result.lo, radius, norm and (*norm, *self.half),
+                        list(self._differences(targets, candidates)))
+        return ScreenResult(result.lo, result.hi, proved & result.correct)
 
     def _attend(self, q: Iv, k: Operand, v: Operand) -> Iv:
         """Sparsemax attention of the queries q [n, dh] of one position's prefixes over
@@ -274,22 +298,27 @@ class Screen:
         (no cancellation of two large logits in float)."""
         lo = np.full(len(targets), np.inf)
         hi = np.full(len(targets), np.inf)
-        for t in candidates:
-            rows = targets == t
-            for c in candidates:
-                if c == t or not rows.any():
-                    continue
-                w = self.lm_head[t] - self.lm_head[c]
-                b = self.lm_bias[t] - self.lm_bias[c]
-                # each difference is one rounding of two exact floats
-                w_iv = Iv(w, up(U2 * np.abs(w)))
-                b_iv = Iv(np.asarray(b), up(np.asarray(U2 * abs(b))))
-                pair = add(dot(y[rows], w_iv, "nd,d->n", len(w)), b_iv)
-                p_lo, p_hi = pair.ends()
-                lo[rows] = np.minimum(lo[rows], p_lo)
-                hi[rows] = np.minimum(hi[rows], p_hi)
+        for rows, w, b in self._differences(targets, candidates):
+            p_lo, p_hi = add(dot(y[rows], w, "nd,d->n", len(w.m)), b).ends()
+            lo[rows] = np.minimum(lo[rows], p_lo)
+            hi[rows] = np.minimum(hi[rows], p_hi)
         sound = certain & np.isfinite(lo) & np.isfinite(hi)
         return ScreenResult(np.where(sound, lo, -np.inf), np.where(sound, hi, np.inf))
+
+
+    def _differences(self, targets: np.ndarray, candidates: list[int]) -> Iterator[Pair]:
+        """Per target t and other candidate c: the rows whose target is t, and the
+        difference of lm_head's rows and biases t − c (each one rounding of two exact
+        floats)."""
+        for t in candidates:
+            rows = targets == t
+            if not rows.any():
+                continue
+            for c in candidates:
+                if c != t:
+                    w = self.lm_head[t] - self.lm_head[c]
+                    b = np.asarray(self.lm_bias[t] - self.lm_bias[c])
+                    yield rows, Iv(w, up(U2 * np.abs(w))), Iv(b, up(U2 * np.abs(b)))
 
 
 def _flat_ancestors(pre: Prefixes) -> list[np.ndarray]:
@@ -299,8 +328,15 @@ def _flat_ancestors(pre: Prefixes) -> list[np.ndarray]:
     return [np.stack([starts[j] + a for j, a in enumerate(anc)], 1) for anc in pre.anc]
 
 
+def _token_rows(pre: Prefixes, vocab: int) -> list[np.ndarray]:
+    """`_flat_ancestors` for a table of `vocab` rows per position: per position t,
+    [prefixes at t, t + 1], the row of each ancestor's token at positions 0..t."""
+    return [np.stack([j * vocab + pre.tokens[j][a] for j, a in enumerate(anc)], 1)
+            for anc in pre.anc]
+
+
 def screen(config: GPTConfig, weights: Mapping[str, np.ndarray], prompts: np.ndarray,
-           targets: np.ndarray, candidates: Sequence[int], circuit: Circuit | None = None
-           ) -> ScreenResult:
+           targets: np.ndarray, candidates: Sequence[int], circuit: Circuit | None = None,
+           epsilon: Fraction | None = None) -> ScreenResult:
     """One-call form of `Screen(...).run(...)`."""
-    return Screen(config, weights, circuit).run(prompts, targets, candidates)
+    return Screen(config, weights, circuit).run(prompts, targets, candidates, epsilon)

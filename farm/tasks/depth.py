@@ -54,11 +54,19 @@ class BracketDepth(Task):
             nested = nested and depth >= 0
         return nested, depth
 
-    def targets(self, prompts: np.ndarray) -> np.ndarray:
+    def _depths(self, prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`features` of a batch: (well nested so far, final depth) per prompt."""
         steps = (prompts[:, 2:] == OPEN_PAREN).astype(np.int64) - (prompts[:, 2:] == CLOSE_PAREN)
         depth = np.cumsum(steps, axis=1)
-        open_now = (depth.min(axis=1) >= 0) & (depth[:, -1] > 0)
-        return np.where(open_now, CLOSE_PAREN, OPEN_PAREN)
+        return depth.min(axis=1) >= 0, depth[:, -1]
+
+    def targets(self, prompts: np.ndarray) -> np.ndarray:
+        nested, depth = self._depths(prompts)
+        return np.where(nested & (depth > 0), CLOSE_PAREN, OPEN_PAREN)
+
+    def feature_codes(self, prompts: np.ndarray) -> np.ndarray:
+        nested, depth = self._depths(prompts)
+        return nested * (2 * self.length + 1) + depth + self.length
 
     def target(self, prompt: Prompt) -> int:
         nested, depth = self.features(prompt)

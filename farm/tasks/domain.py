@@ -6,7 +6,9 @@ positions from the most significant digit to the least, and each digit runs over
 its position's tokens in the order given. Today's lookup tasks (SPEC §1: fillers
 outermost in lexicographic order, opener innermost) are the filler positions left
 to right, then the opener. Index ↔ prompt is arithmetic, so shards are index
-ranges and a batch is one vectorised decode.
+ranges and a batch is one vectorised decode. A position may be *tied* to an earlier
+one (the induction task's second copy of its pattern): it holds whatever its source
+holds, so it adds no digit.
 """
 
 from __future__ import annotations
@@ -24,9 +26,16 @@ import numpy as np
 class ProductDomain(Sequence[tuple[int, ...]]):
     positions: tuple[tuple[int, ...], ...]  # the tokens each position ranges over, in order
     significance: tuple[int, ...]  # the varying positions, most significant first
+    ties: tuple[tuple[int, int], ...] = ()  # (position, earlier source it repeats)
 
     def __post_init__(self) -> None:
-        varying = {i for i, tokens in enumerate(self.positions) if len(tokens) > 1}
+        tied = {position for position, _ in self.ties}
+        for position, source in self.ties:
+            if not (0 <= source < position < len(self.positions)) or source in tied or \
+                    self.positions[position] != self.positions[source]:
+                raise ValueError(f"tie {position} <- {source}: a later position repeats an "
+                                 "earlier untied one, with the same tokens")
+        varying = {i for i, tokens in enumerate(self.positions) if len(tokens) > 1} - tied
         if sorted(self.significance) != sorted(varying) or not all(self.positions):
             raise ValueError(f"significance {self.significance} must list each varying "
                              f"position of {self.positions} once")
@@ -39,7 +48,9 @@ class ProductDomain(Sequence[tuple[int, ...]]):
         return len(self.positions)
 
     def __len__(self) -> int:
-        return math.prod(len(tokens) for tokens in self.positions)
+        tied = {position for position, _ in self.ties}
+        return math.prod(len(tokens) for i, tokens in enumerate(self.positions)
+                         if i not in tied)
 
     @overload
     def __getitem__(self, index: int) -> tuple[int, ...]: ...
@@ -56,6 +67,8 @@ class ProductDomain(Sequence[tuple[int, ...]]):
         for position in reversed(self.significance):
             rest, digit = divmod(rest, len(self.positions[position]))
             prompt[position] = self.positions[position][digit]
+        for position, source in self.ties:
+            prompt[position] = prompt[source]
         return tuple(prompt)
 
     def index(self, prompt: Sequence[int], start: int = 0, stop: int | None = None) -> int:
@@ -67,6 +80,10 @@ class ProductDomain(Sequence[tuple[int, ...]]):
             if prompt[position] not in tokens:
                 raise ValueError(f"{tuple(prompt)} is not in the domain: position {position} "
                                  f"holds one of {tokens}")
+        for position, source in self.ties:
+            if prompt[position] != prompt[source]:
+                raise ValueError(f"{tuple(prompt)} is not in the domain: position {position} "
+                                 f"repeats position {source}")
         index = 0
         for position in self.significance:
             tokens = self.positions[position]
@@ -87,6 +104,8 @@ class ProductDomain(Sequence[tuple[int, ...]]):
         for digits in itertools.product(*(self.positions[p] for p in self.significance)):
             for position, token in zip(self.significance, digits, strict=True):
                 prompt[position] = token
+            for position, source in self.ties:
+                prompt[position] = prompt[source]
             yield tuple(prompt)
 
     def batch(self, start: int, stop: int) -> np.ndarray:
@@ -105,4 +124,6 @@ class ProductDomain(Sequence[tuple[int, ...]]):
             tokens = np.asarray(self.positions[position], dtype=np.int64)
             rest, digit = np.divmod(rest, len(tokens))
             out[:, position] = tokens[digit]
+        for position, source in self.ties:
+            out[:, position] = out[:, source]
         return out

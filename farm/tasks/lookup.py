@@ -70,3 +70,6 @@ class Lookup(Task):
 
     def features(self, prompt: Prompt) -> int:
         return prompt[OPENER_POSITION]
+
+    def feature_codes(self, prompts: np.ndarray) -> np.ndarray:
+        return prompts[:, OPENER_POSITION].astype(np.int64)

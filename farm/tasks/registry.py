@@ -18,6 +18,7 @@ from typing import Any
 
 from farm.errors import FarmError
 from farm.tasks.depth import BracketDepth
+from farm.tasks.induction import Induction
 from farm.tasks.lookup import Lookup
 from farm.tasks.max_of_k import MaxOfK
 from farm.tasks.task import Prompt, Task
@@ -50,6 +51,9 @@ FAMILIES = {f.name: f for f in (
                                              OPEN_CURLY: CLOSE_CURLY}, len, fillers)),
     Family("bracket_depth", "may ')' come next: brackets well nested and one still open",
            {"len": 6, "fillers": 1}, lambda name, len, fillers: BracketDepth(name, len, fillers)),
+    Family("induction", "a pattern, then again up to its last token: copy the token one "
+           "period back", {"vocab": 8, "period": 4},
+           lambda name, vocab, period: Induction(name, vocab, period)),
     Family("max_of_k", "the largest of k value tokens 0..vocab-1 (own vocabulary, no BOS)",
            {"k": 4, "vocab": 64}, lambda name, k, vocab: MaxOfK(name, k, vocab)),
 )}

@@ -46,6 +46,23 @@ class Task(ABC):
         return np.fromiter((self.target(tuple(p)) for p in prompts.tolist()), np.int64,
                            len(prompts))
 
+    def feature_codes(self, prompts: np.ndarray) -> np.ndarray:
+        """An integer per prompt of a batch, equal exactly where `features` are equal: the
+        classes of R, vectorised. Codes are this task object's own (never stored); the
+        default numbers features in order of first sight, families with integer features
+        override it."""
+        seen = self.__dict__.setdefault("_feature_codes", {})
+        return np.fromiter((seen.setdefault(self.features(tuple(p)), len(seen))
+                            for p in prompts.tolist()), np.int64, len(prompts))
+
+    def rivals(self, targets: np.ndarray) -> np.ndarray:
+        """Each target's other candidates [n, |T| − 1]: the margin is against the best."""
+        candidates = np.asarray(self.candidates, dtype=np.int64)
+        others = candidates[None, :] != np.asarray(targets)[:, None]
+        if not (others.sum(1) == len(candidates) - 1).all():
+            raise FarmError(f"task {self.name}: a target outside the candidates")
+        return np.broadcast_to(candidates, others.shape)[others].reshape(len(others), -1)
+
     def alternates(self, targets: np.ndarray) -> np.ndarray:
         """The other candidate of each target in a batch (see `alternate`)."""
         low, high = self._pair()

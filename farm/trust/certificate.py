@@ -121,6 +121,10 @@ def load_verify_results(paths: Sequence[str | os.PathLike[str]]) -> VerifiedWork
         data = read_envelope(path, "verify result")  # plain JSON; the same careful reader
         if not isinstance(data, dict) or not isinstance(data.get("results"), list):
             raise FarmError(f"{path}: not a verify result (no 'results' list)")
+        if (route := data.get("route", "solver")) != "solver":
+            raise FarmError(f"{path}: its inputs were decided by the {route} route, and a "
+                            "certificate's evidence is one solver query per instance; run "
+                            "farm verify --route solver to certify")
         shas.add(data.get("checkpoint_sha256"))
         listed = data.get("circuits") or {data.get("task"): data.get("circuit")}
         for task, circuit in listed.items():

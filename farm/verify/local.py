@@ -419,6 +419,11 @@ class PropertyResult:
     epsilon: str | None = None  # robustness: the ball's radius ε it speaks of, exactly
     radius: RadiusResult | None = None
     query_records: list[QueryRecord] = field(default_factory=list)  # the audit trail, per query
+    # instances (inputs; edges for edge necessity) decided by each route: screen, exact,
+    # solver (`farm.verify.evaluate`); those failing, of which `counterexamples` lists some
+    routes: dict[str, int] = field(default_factory=dict)
+    failing: int = 0
+    witnesses: list[dict[str, Any]] = field(default_factory=list)  # edge necessity's, evaluated
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -461,7 +466,10 @@ def fold(prop: str, task: str, judged: Sequence[Judged], findings: Sequence[Find
         {s: wins[s] for s in SOLVERS},
         {s: sum(getattr(r, f"{s}_seconds") or 0.0 for r in records) for s in SOLVERS}, 0.0,
         epsilon=str(epsilons.pop()) if len(epsilons) == 1 else None,
-        query_records=[QueryRecord.of(q, r) for q, r, _ in judged])
+        query_records=[QueryRecord.of(q, r) for q, r, _ in judged],
+        routes={r: n for r, n in (("solver", len(judged) - kinds["inconclusive"]),
+                                  ("exact", len(findings))) if n},
+        failing=len(counterexamples))
 
 
 # --------------------------------------------------------------------------- driving
@@ -492,6 +500,8 @@ class VerifyOptions:
     radius_timeout: float | None = None  # per query of the radius search; None: the farm's
     radius_solver: str | None = None  # solver mode of the radius search; None: the farm's
     progress: bool = True
+    solver_inputs: int | None = None  # screen route: robustness inputs the solvers are asked
+    # about at most (those the screen leaves, in domain order); the rest stay UNKNOWN
 
 
 def verify_task(planner: Planner, properties: Sequence[str], farm: LocalFarm,
@@ -518,14 +528,14 @@ def verify_task(planner: Planner, properties: Sequence[str], farm: LocalFarm,
         result = fold(prop, planner.task.name, judged, findings,
                       cached=distinct - (farm.solved - before))
         if prop == ROBUSTNESS and options.radius:
-            result.radius = _radii(planner, farm, cache, options)
+            result.radius = radius_search(planner, farm, cache, options)
         result.seconds = time.perf_counter() - start
         results.append(result)
     return results
 
 
-def _radii(planner: Planner, farm: LocalFarm, cache: ResultCache | None,
-           options: VerifyOptions) -> RadiusResult:
+def radius_search(planner: Planner, farm: LocalFarm, cache: ResultCache | None,
+                  options: VerifyOptions) -> RadiusResult:
     """The radius search, on pools of its own when `options.radius_solver` is not the
     farm's mode (the two share their definitive answers)."""
     solver = options.radius_solver or farm.mode

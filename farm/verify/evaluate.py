@@ -1,0 +1,305 @@
+"""Concrete inputs decided by evaluation: the sound screen first, exact arithmetic after.
+
+For a concrete prompt a circuit's decision is a ground computation (SCALE principle
+1): one SMT query per input only re-does exact arithmetic, and at a million inputs
+it is waste. So functional equivalence, content invariance and edge necessity's
+witnesses are decided here by evaluating the task's domain batch by batch: the
+screen (`farm.screen`) bounds every margin by a rigorous interval, and the inputs
+it cannot decide go to `ExactModel`, which decides any input. Robustness is proved
+by the screen's bound over the whole ε-ball wherever it suffices; the rest go to
+the solvers (`robustness_outcomes`), and what neither decides is UNKNOWN.
+
+Every result counts the instances (inputs; edges for edge necessity) decided by
+each route: `screen`, `exact` or `solver`. Counterexamples are counted whole and
+listed up to `KEEP`, each replayed in exact arithmetic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from encoders.cache import ResultCache
+from encoders.properties import (
+    CONTENT_INVARIANCE,
+    EDGE_NECESSITY,
+    FUNCTIONAL_EQUIVALENCE,
+    NO_WITNESS,
+    ROBUSTNESS,
+    EncodeMode,
+    Planner,
+)
+from farm.errors import FarmError
+from farm.model.checkpoint import Checkpoint
+from farm.model.circuit import Circuit, Edge
+from farm.model.exact import ExactModel, RowResult
+from farm.model.tracing import TraceReader
+from farm.screen import Screen
+from farm.tasks.task import Task
+from farm.verify.local import (
+    Farm,
+    PropertyResult,
+    VerifyOptions,
+    fold,
+    radius_search,
+    robustness_outcomes,
+)
+
+ROUTES = ("screen", "exact", "solver", "undecided")  # undecided: robustness over budget
+SCREEN, EXACT = 0, 1  # indices into ROUTES, as the route arrays hold them
+TIE = -1  # the decision of a run whose best candidates tie (never a correct decision)
+BATCH = 65536  # prompts per screen call: consecutive, so they share their prefixes
+KEEP = 100  # counterexamples listed per property; all of them are counted
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """A circuit's decision on every input of the domain, and the route that decided it."""
+
+    decision: np.ndarray  # int16: the winning candidate, or TIE
+    route: np.ndarray  # uint8: SCREEN or EXACT
+    targets: np.ndarray  # int16: P(x)
+
+
+def exact_decision(row: RowResult, candidates: Sequence[int]) -> int:
+    """The argmax over the candidates in exact arithmetic; TIE when it is not unique."""
+    best = max(row.logits[c] for c in candidates)
+    winners = [c for c in candidates if row.logits[c] == best]
+    return winners[0] if len(winners) == 1 else TIE
+
+
+def exact_margin(row: RowResult, target: int, candidates: Sequence[int]) -> Fraction:
+    """logit[target] − the best other candidate's logit, exactly (≤ 0: decided wrongly)."""
+    return row.logits[target] - max(row.logits[c] for c in candidates if c != target)
+
+
+class Evaluator:
+    """One (checkpoint, circuit, task): its domain decided batch by batch, screen first."""
+
+    def __init__(self, ckpt: Checkpoint, circuit: Circuit, task: Task,
+                 model: ExactModel | None = None, batch: int = BATCH,
+                 progress: bool = True) -> None:
+        self.ckpt, self.circuit, self.task = ckpt, circuit, task
+        self.weights = dict(ckpt.weights)
+        self.model = model or ExactModel(ckpt.config, self.weights)
+        self.domain = task.domain()
+        self.candidates = list(task.candidates)
+        self.batch, self.progress = batch, progress
+        self._screens: dict[Circuit, Screen] = {}
+        self._decisions: Decisions | None = None
+
+    def screen(self, circuit: Circuit) -> Screen:
+        if circuit not in self._screens:
+            self._screens[circuit] = Screen(self.ckpt.config, self.weights, circuit)
+        return self._screens[circuit]
+
+    def _batches(self, label: str):
+        """(first index, prompts, targets) over the domain, with a progress bar."""
+        n = len(self.domain)
+        with tqdm(total=n, desc=f"{self.task.name} {label}", unit="in", leave=False,
+                  disable=not self.progress, dynamic_ncols=True) as bar:
+            for first in range(0, n, self.batch):
+                prompts = self.domain.batch(first, min(first + self.batch, n))
+                yield first, prompts, self.task.targets(prompts)
+                bar.update(len(prompts))
+
+    def decisions(self) -> Decisions:
+        """The circuit's decision on every input: the screen's where its interval says
+        the target wins (or, with two candidates, certainly loses), exact elsewhere."""
+        if self._decisions is not None:
+            return self._decisions
+        n = len(self.domain)
+        decision = np.empty(n, dtype=np.int16)
+        route = np.empty(n, dtype=np.uint8)
+        targets = np.empty(n, dtype=np.int16)
+        screen, runs = self.screen(self.circuit), self.model.runs(self.circuit)
+        for first, prompts, tgt in self._batches("decisions"):
+            rows = slice(first, first + len(prompts))
+            found = screen.run(prompts, tgt, self.candidates)
+            out = np.where(found.correct, tgt, TIE).astype(np.int16)
+            known = found.correct.copy()
+            if len(self.candidates) == 2:  # certainly below 0: the other candidate wins
+                lost = found.hi < 0
+                out[lost] = self.task.alternates(tgt[lost])
+                known |= lost
+            for k in np.flatnonzero(~known):
+                out[k] = exact_decision(runs.row(tuple(prompts[k].tolist())), self.candidates)
+            decision[rows], route[rows], targets[rows] = out, np.where(known, SCREEN, EXACT), tgt
+        self._decisions = Decisions(decision, route, targets)
+        return self._decisions
+
+    def row(self, i: int, circuit: Circuit | None = None) -> RowResult:
+        return self.model.runs(circuit or self.circuit).row(self.domain[i])
+
+    def subject(self, i: int) -> str:  # as `Planner` names an input
+        return f"input {i} {list(self.domain[i])}"
+
+    def _input_detail(self, i: int) -> dict[str, Any]:
+        """A wrong input as reported: its prompt and exact margin, replayed here."""
+        target = int(self.task.target(self.domain[i]))
+        margin = exact_margin(self.row(i), target, self.candidates)
+        return {"subject": self.subject(i), "prompts": [list(self.domain[i])],
+                "exact_margins": [str(margin)], "exact_margin_float": float(margin)}
+
+    # ------------------------------------------------------------------ the properties
+
+    def functional_equivalence(self) -> PropertyResult:
+        """Per input x: d(C_E, x) = P(x)."""
+        start, d = time.perf_counter(), self.decisions()
+        wrong = np.flatnonzero(d.decision != d.targets)
+        listed = [self._input_detail(int(i)) for i in wrong[:KEEP]]
+        return self._result(FUNCTIONAL_EQUIVALENCE, d.route, listed, len(wrong), start)
+
+    def content_invariance(self) -> PropertyResult:
+        """d(x) = d(x') for R(x, x'): each input of a class of two or more, other than the
+        class's anchor (its first input in domain order), decides as the anchor decides,
+        and that is no tie; one instance per such input, as `Planner` pairs them."""
+        start, d = time.perf_counter(), self.decisions()
+        codes = np.concatenate([self.task.feature_codes(p) for _, p, _ in self._batches(
+            "classes")]) if len(self.domain) else np.empty(0, dtype=np.int64)
+        _, anchor_of, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        anchors = anchor_of[inverse.reshape(-1)]
+        members = anchors != np.arange(len(codes))
+        anchor_decision = d.decision[anchors]
+        fails = members & ((d.decision != anchor_decision) | (anchor_decision == TIE))
+        routes = np.maximum(d.route, d.route[anchors])[members]  # exact if either was
+        listed = [self._pair_detail(int(anchors[i]), int(i)) for i in np.flatnonzero(fails)[:KEEP]]
+        return self._result(CONTENT_INVARIANCE, routes, listed, int(fails.sum()), start)
+
+    def _pair_detail(self, a: int, b: int) -> dict[str, Any]:
+        """Two inputs of one class that do not agree, with their exact decisions."""
+        x, y = list(self.domain[a]), list(self.domain[b])
+        return {"subject": f"pair {a}~{b} {x}~{y}", "prompts": [x, y],
+                "decisions": [self._exact_name(a), self._exact_name(b)]}
+
+    def _exact_name(self, i: int) -> str:
+        """An input's decision in exact arithmetic, as a token or "tie"."""
+        decision = exact_decision(self.row(i), self.candidates)
+        return "tie" if decision == TIE else str(decision)
+
+    def edge_necessity(self) -> PropertyResult:
+        """Per retained edge e: some input x with d(C_E∖e, x) ≠ d(C_E, x), found by the
+        screen where it can (the ablated circuit's interval excludes the full circuit's
+        decision), else by exact search, and always confirmed by two exact runs."""
+        start, d = time.perf_counter(), self.decisions()
+        routes, witnesses, listed = [], [], []
+        for edge in self.circuit.ordered_edges():
+            name = f"edge {edge[0]}->{edge[1]}"
+            i, route = self._witness(edge, d)
+            routes.append(route)
+            if i is None:
+                listed.append({"subject": name, "reason": NO_WITNESS})
+            else:
+                witnesses.append({"edge": list(edge), "input": i, "route": ROUTES[route],
+                                  "subject": f"{name} witness {self.subject(i)}"})
+        result = self._result(EDGE_NECESSITY, np.asarray(routes, dtype=np.uint8), listed,
+                              len(listed), start)
+        result.witnesses = witnesses
+        return result
+
+    def _witness(self, edge: Edge, d: Decisions) -> tuple[int | None, int]:
+        """The first witness the screen finds, else the first the exact search finds, else
+        None; and the route that settled it (a search that needed no exact run: SCREEN)."""
+        ablated = self.circuit.without(edge)
+        screen, undecided = self.screen(ablated), []
+        for first, prompts, _ in self._batches(f"edge {edge[0]}->{edge[1]}"):
+            full = d.decision[first:first + len(prompts)].astype(np.int64)
+            strict = np.flatnonzero(full != TIE)
+            found = screen.run(prompts[strict], full[strict], self.candidates)
+            if found.wrong.any():  # the ablated run certainly does not decide as the full
+                i = first + int(strict[found.wrong][0])
+                if not self._differs(i, ablated):
+                    raise FarmError(f"the screen and exact evaluation disagree on {edge} "
+                                    f"witness {self.subject(i)}: a bug in farm.screen")
+                return i, SCREEN
+            undecided.append(first + np.setdiff1d(np.arange(len(prompts)),
+                                                  strict[found.decisive]))
+        rest = np.concatenate(undecided) if undecided else np.empty(0, dtype=np.int64)
+        for i in rest:
+            if self._differs(int(i), ablated):
+                return int(i), EXACT
+        return None, EXACT if len(rest) else SCREEN
+
+    def _differs(self, i: int, ablated: Circuit) -> bool:
+        return (exact_decision(self.row(i), self.candidates)
+                != exact_decision(self.row(i, ablated), self.candidates))
+
+    def robust_by_screen(self, epsilon: Fraction) -> np.ndarray:
+        """Inputs the screen proves robust: the margin of P(x) stays positive over the whole
+        ε-ball around the final residual."""
+        robust = np.zeros(len(self.domain), dtype=bool)
+        screen = self.screen(self.circuit)
+        for first, prompts, tgt in self._batches(f"robustness eps {epsilon}"):
+            found = screen.run(prompts, tgt, self.candidates, epsilon=epsilon)
+            robust[first:first + len(prompts)] = found.robust
+        return robust
+
+    def _result(self, prop: str, routes: np.ndarray, listed: list[dict[str, Any]],
+                failing: int, start: float) -> PropertyResult:
+        counts = np.bincount(routes, minlength=len(ROUTES)) if len(routes) else [0] * 3
+        result = fold(prop, self.task.name, [], [])
+        result.status = "FAILED" if failing else "VERIFIED"
+        result.counterexamples, result.failing = listed, failing
+        result.routes = {r: int(n) for r, n in zip(ROUTES, counts, strict=True) if n}
+        result.seconds = time.perf_counter() - start
+        return result
+
+
+def evaluate_task(ckpt: Checkpoint, circuit: Circuit, task: Task, properties: Sequence[str],
+                  solvers: Callable[[], Farm], cache: ResultCache | None = None,
+                  options: VerifyOptions | None = None, batch: int = BATCH,
+                  encoding: EncodeMode = "guided", traces: TraceReader | None = None
+                  ) -> list[PropertyResult]:
+    """The requested properties of one (circuit, task), concrete inputs by evaluation and
+    robustness by the screen's ball bound; `solvers()` opens the farm that answers what
+    the screen leaves, only if it leaves anything (solver processes take seconds to start).
+    `encoding` and `traces` are the solver queries' (`Planner`'s)."""
+    options = options or VerifyOptions()
+    evaluator = Evaluator(ckpt, circuit, task, batch=batch, progress=options.progress)
+    results = []
+    for prop in properties:
+        if prop == ROBUSTNESS:
+            planner = Planner(evaluator.model, circuit, task, encoding, traces=traces)
+            results.append(robustness(evaluator, planner, solvers, cache, options))
+        else:
+            results.append(getattr(evaluator, prop)())
+    return results
+
+
+def robustness(evaluator: Evaluator, planner: Planner, solvers: Callable[[], Farm],
+               cache: ResultCache | None, options: VerifyOptions) -> PropertyResult:
+    """Robustness at `options.epsilon`: proved by the screen's ball bound where it holds,
+    the rest asked of the solvers as `planner` plans them (guided, then fully encoded
+    where inconclusive)."""
+    start, eps = time.perf_counter(), options.epsilon
+    robust = evaluator.robust_by_screen(eps)
+    left = np.flatnonzero(~robust)
+    asked = left[:options.solver_inputs]
+    judged = []
+    if len(asked):
+        label = f"{evaluator.task.name} robustness (solvers)" if options.progress else None
+        judged, _ = robustness_outcomes(planner, dict.fromkeys(map(int, asked), eps),
+                                        solvers(), cache, ROBUSTNESS, label)
+    result = fold(ROBUSTNESS, evaluator.task.name, judged)
+    if unasked := len(left) - len(asked):  # over the budget: undecided, and said so
+        result.unknown += unasked
+        first = evaluator.subject(int(left[len(asked)]))
+        result.problems.append({"subject": f"{unasked} inputs from {first}", "reason":
+                                "neither the screen's ball bound proved them nor were the "
+                                "solvers asked (--solver-inputs)"})
+        if result.status == "VERIFIED":
+            result.status = "UNKNOWN"
+    if options.radius:  # every input's radius is a search of the solvers' (`certified_radii`)
+        result.radius = radius_search(planner, solvers(), cache, options)
+    result.epsilon = str(eps)
+    result.routes = {r: n for r, n in (("screen", int(robust.sum())), ("solver", len(asked)),
+                                       ("undecided", unasked)) if n}
+    result.failing = len(result.counterexamples)
+    result.seconds = time.perf_counter() - start
+    return result

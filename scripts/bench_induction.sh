@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Induction-head certificates (issue 20): prompts certified per second over the whole
+# domain of induction:vocab=8,period=4 (4,096 prompts), the re-check's rate, and the
+# stripe PNG. Trains the checkpoint first unless OUT_DIR/checkpoint holds one.
+#
+#   scripts/bench_induction.sh [OUT_DIR [HEAD [TRAIN_ARGS ...]]]
+#     (default: runs/induction, the head `farm induction heads` ranks first)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-runs/induction}
+train=("${@:3}")
+if [ ${#train[@]} -eq 0 ]; then
+  train=(--norm none --mlp 0 --width 32 --heads 1 --margin 6 --no-attn-bias --no-unembed-bias)
+fi
+if [ ! -f "$out/checkpoint/model.safetensors" ]; then
+  .venv/bin/farm train --tasks induction "${train[@]}" --out "$out/checkpoint"
+fi
+uptime
+.venv/bin/farm induction heads --checkpoint "$out/checkpoint" | tee "$out/heads.txt"
+head=${2:-$(awk 'NR == 2 {print $1}' "$out/heads.txt")}
+rm -rf "$out/certs"
+start=$(date +%s.%N)
+.venv/bin/farm induction certify --checkpoint "$out/checkpoint" --head "$head" \
+  --out "$out/certs" || true
+mid=$(date +%s.%N)
+.venv/bin/farm induction check --checkpoint "$out/checkpoint" "$out/certs"
+end=$(date +%s.%N)
+.venv/bin/farm induction plot --checkpoint "$out/checkpoint" --head "$head" --prompt 83 \
+  --out "$out/stripe.png"
+python3 -c "import sys; c, k = float(sys.argv[2]) - float(sys.argv[1]), \
+float(sys.argv[3]) - float(sys.argv[2]); print(f'wall: certify {c:.1f} s, check {k:.1f} s \
+({4096 / c:.1f} and {4096 / k:.1f} prompts/s)')" "$start" "$mid" "$end"
+du -sh "$out/certs"
+uptime
