@@ -20,7 +20,7 @@ from farm.errors import FarmError
 
 COMMANDS = {  # name -> the line `farm --help` lists; the rest of its help is its module's
     "train": "train a verifiable GPT on the tasks and save a checkpoint",
-    "weights": "import or export upstream smt_weights.json",
+    "weights": "import or export smt_weights.json or a TransformerLens state dict",
     "replay": "exact-rational replay of the whole domain: pass counts and margins",
     "screen": "decide a task's inputs by sound interval evaluation, no solver",
     "keygen": "create an Ed25519 signing key pair",

@@ -28,6 +28,7 @@ from encoders.solvers import BACKENDS, SolverPool
 from farm.atomic import write_text_atomic
 from farm.commands import (
     TASK_HELP,
+    bench_maxk,
     count_or_zero,
     output_dir,
     positive_float,
@@ -55,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser(
         "bench",
         description="Benchmarks whose figures docs/BENCHMARKS.md records: `farm bench "
-                    "solvers` times z3, cvc5 and the race per property and end to end.")
+                    "solvers` times z3, cvc5 and the race per property and end to end; `farm "
+                    "bench maxk` runs the Max-of-K certified-accuracy study.")
     kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     p = kinds.add_parser(
         "solvers", help="time z3, cvc5 and race on each property's queries",
@@ -92,6 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="seconds per query per solver (default: %(default)s)")
     p.add_argument("--out", required=True, type=output_dir, help="output directory")
     p.set_defaults(func=run)
+    bench_maxk.register(kinds)
 
 
 def _circuit_specs(items: list[str], tasks: list[str]) -> dict[str, str]:

@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_to_replace_checkpoint(args.out, args.force)
     model_cfg = GPTConfig(n_layers=args.layers, n_heads=args.heads, d_model=args.width,
                           d_mlp=args.mlp, seq_len=get_task(args.tasks[0]).seq_len,
+                          vocab_size=get_task(args.tasks[0]).vocab_size,
                           norm_variant=args.norm, attn_variant=args.attn,
                           activation=args.activation, attn_bias=args.attn_bias,
                           lm_head_bias=args.lm_head_bias)

@@ -20,6 +20,7 @@ from farm.errors import FarmError
 from farm.tasks.depth import BracketDepth
 from farm.tasks.induction import Induction
 from farm.tasks.lookup import Lookup
+from farm.tasks.max_of_k import MaxOfK
 from farm.tasks.task import Prompt, Task
 from farm.tasks.vocab import (
     CLOSE_CURLY,
@@ -53,6 +54,8 @@ FAMILIES = {f.name: f for f in (
     Family("induction", "a pattern, then again up to its last token: copy the token one "
            "period back", {"vocab": 8, "period": 4},
            lambda name, vocab, period: Induction(name, vocab, period)),
+    Family("max_of_k", "the largest of k value tokens 0..vocab-1 (own vocabulary, no BOS)",
+           {"k": 4, "vocab": 64}, lambda name, k, vocab: MaxOfK(name, k, vocab)),
 )}
 DEFAULT_TASKS = ("quote_close", "bracket_type")
 _SPEC = re.compile(r"([a-z_][a-z0-9_]*)(?::(.*))?\Z")

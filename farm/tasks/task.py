@@ -16,6 +16,7 @@ import numpy as np
 
 from farm.errors import FarmError
 from farm.tasks.domain import ProductDomain
+from farm.tasks.vocab import VOCAB_SIZE
 
 Prompt = tuple[int, ...]
 
@@ -70,6 +71,12 @@ class Task(ABC):
     @property
     def seq_len(self) -> int:
         return self.domain().seq_len
+
+    @property
+    def vocab_size(self) -> int:
+        """The vocabulary the task's token ids are drawn from: SPEC's, unless the family
+        has its own."""
+        return VOCAB_SIZE
 
     def same_class(self, a: Prompt, b: Prompt) -> bool:
         """The content-invariance relation R."""

@@ -12,6 +12,7 @@ The induction family draws its pattern tokens from its own pool, INDUCTION_POOL:
 
 from __future__ import annotations
 
+VOCAB_SIZE = 32  # SPEC's vocabulary; a family with its own (max_of_k) says so
 PAD, BOS, TASK_QUOTE, TASK_BRACKET, TASK_DEPTH = 0, 1, 2, 3, 4
 SINGLE_QUOTE, DOUBLE_QUOTE = 9, 10
 OPEN_SQUARE, OPEN_CURLY, CLOSE_SQUARE, CLOSE_CURLY = 11, 12, 13, 14
