@@ -172,6 +172,7 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
     whole = stream.rows(np.arange(stream.size)) if full else None
     draw = np.random.default_rng(cfg.seed)
     measure = full_pass or (lambda m, _: _pass(m, stream, cfg))
+    passed: tuple[float, float] | None = None  # the full pass that stopped training
     bar = tqdm(range(1, cfg.max_steps + 1), desc="train", disable=not progress, leave=False)
     for step in bar:
         prompts, targets, rivals = whole or stream.rows(
@@ -184,7 +185,10 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
             bar.set_postfix(loss=f"{loss.item():.4f}", min_margin=f"{min_margin:.3f}")
         if min_margin >= cfg.margin_goal and (full or step - checked >= cfg.check_every):
             checked = step  # before stepping: the returned model is the one just measured
-            if full or measure(model, cfg.margin_goal)[0] >= cfg.margin_goal:
+            if full:
+                break
+            if (found := measure(model, cfg.margin_goal))[0] >= cfg.margin_goal:
+                passed = found  # a whole pass: the final one would say the same
                 break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -195,7 +199,7 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
         min_margin, accuracy = math.nan, math.nan
     else:
         min_margin, accuracy = (_pass(model, stream, cfg) if full
-                                else measure(model, -math.inf))
+                                else passed or measure(model, -math.inf))
     return TrainResult(model.cpu(), step, min_margin, accuracy, history)
 
 
