@@ -10,8 +10,8 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from farm.atomic import write_text_atomic
-from farm.commands import TASK_HELP, output_dir, task_spec
-from farm.discovery.acdc import THRESHOLDS, SweepRow, extract
+from farm.commands import TASK_HELP, output_dir, positive_int, task_spec
+from farm.discovery.acdc import SAMPLE, THRESHOLDS, SweepRow, extract
 from farm.model.checkpoint import load_checkpoint
 from farm.model.circuit import save_circuit
 from farm.model.controlled import ABLATIONS
@@ -51,6 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-kl-edges", action="store_true",
                    help="skip the decision-necessity pass: keep every edge ACDC kept for its "
                         "KL cost, even one no decision depends on (upstream behaviour)")
+    p.add_argument("--sample", type=positive_int, default=SAMPLE,
+                   help="a domain of more inputs than this is searched on a seeded random "
+                        "sample of this many, and the circuit found is then confirmed on every "
+                        "input by the sound screen, or refused (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -66,7 +70,8 @@ def sweep_csv(rows: list[SweepRow]) -> str:
 def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     result = extract(ckpt.to_model(), args.task, args.granularity, args.ablation, THRESHOLDS,
-                     args.device, progress=not args.quiet, keep_kl_edges=args.keep_kl_edges)
+                     args.device, progress=not args.quiet, keep_kl_edges=args.keep_kl_edges,
+                     sample=args.sample)
     circuit = replace(result.circuit,
                       metadata={**result.circuit.metadata, "checkpoint_sha256": ckpt.sha256})
     out = Path(args.out or Path("circuits") / args.task)
