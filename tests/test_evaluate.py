@@ -22,7 +22,7 @@ from farm.model.checkpoint import Checkpoint, save_checkpoint
 from farm.model.circuit import Circuit, save_circuit
 from farm.model.exact import ExactModel
 from farm.tasks.registry import get_task
-from farm.verify.evaluate import TIE, Evaluator, exact_decision, exact_margin
+from farm.verify.evaluate import TIE, Evaluator, exact_decision
 from tests.conftest import random_model, weights_of
 from tests.test_verify import BRACKET, QUOTE
 
@@ -88,12 +88,12 @@ def test_a_broken_circuit_fails_with_every_failure_counted_and_replayed(trained_
     fe = ev.functional_equivalence()
     task = get_task("quote_close")
     rows = ev.model.run(task.domain(), ev.circuit)
-    wrong = [r for r in rows if exact_margin(r, task.target(r.prompt), task.candidates) <= 0]
+    wrong = [r for r in rows if r.best_margin(task.target(r.prompt), task.candidates) <= 0]
     assert fe.status == "FAILED" and fe.failing == len(wrong) > 0
     assert len(fe.counterexamples) == min(len(wrong), 100)
     for cex in fe.counterexamples:
         row = ev.model.run([tuple(cex["prompts"][0])], ev.circuit)[0]
-        margin = exact_margin(row, task.target(row.prompt), task.candidates)
+        margin = row.best_margin(task.target(row.prompt), task.candidates)
         assert cex["exact_margins"] == [str(margin)] and margin <= 0
 
 

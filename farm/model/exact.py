@@ -238,6 +238,10 @@ class RowResult:
     def margin(self, target: int, alternate: int) -> Fraction:
         return self.logits[target] - self.logits[alternate]
 
+    def best_margin(self, target: int, candidates: Sequence[int]) -> Fraction:
+        """logit[target] − the best other candidate's logit (≤ 0: decided wrongly)."""
+        return self.logits[target] - max(self.logits[c] for c in candidates if c != target)
+
 
 class ExactModel:
     """The verifiable GPT (or one of its circuits) in exact rational arithmetic."""

@@ -162,9 +162,8 @@ def margin_floor(config: GPTConfig, weights: Mapping[str, np.ndarray], tasks: Se
                 found = screen.run(prompts, targets, task.candidates)
                 lo = found.lo.copy()
                 for k in np.flatnonzero(~found.decisive):
-                    logits = runs.row(tuple(prompts[k].tolist())).logits
-                    exact = logits[targets[k]] - max(logits[c] for c in task.candidates
-                                                     if c != targets[k])
+                    exact = runs.row(tuple(prompts[k].tolist())).best_margin(
+                        targets[k], task.candidates)
                     lo[k] = math.nextafter(float(exact), -math.inf)  # rounded down
                 floor = min(floor, float(lo.min()))
                 correct += int((lo > 0).sum())

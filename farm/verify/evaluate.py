@@ -38,7 +38,7 @@ from encoders.properties import (
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint
 from farm.model.circuit import Circuit, Edge
-from farm.model.exact import ExactModel, RowResult
+from farm.model.exact import CircuitRun, ExactModel, RowResult
 from farm.model.tracing import TraceReader
 from farm.screen import Screen
 from farm.tasks.task import Task
@@ -74,11 +74,6 @@ def exact_decision(row: RowResult, candidates: Sequence[int]) -> int:
     return winners[0] if len(winners) == 1 else TIE
 
 
-def exact_margin(row: RowResult, target: int, candidates: Sequence[int]) -> Fraction:
-    """logit[target] − the best other candidate's logit, exactly (≤ 0: decided wrongly)."""
-    return row.logits[target] - max(row.logits[c] for c in candidates if c != target)
-
-
 class Evaluator:
     """One (checkpoint, circuit, task): its domain decided batch by batch, screen first."""
 
@@ -92,6 +87,7 @@ class Evaluator:
         self.candidates = list(task.candidates)
         self.batch, self.progress = batch, progress
         self._screens: dict[Circuit, Screen] = {}
+        self._runs: dict[Circuit, CircuitRun] = {}
         self._decisions: Decisions | None = None
 
     def screen(self, circuit: Circuit) -> Screen:
@@ -118,7 +114,7 @@ class Evaluator:
         decision = np.empty(n, dtype=np.int16)
         route = np.empty(n, dtype=np.uint8)
         targets = np.empty(n, dtype=np.int16)
-        screen, runs = self.screen(self.circuit), self.model.runs(self.circuit)
+        screen, runs = self.screen(self.circuit), self.runs(self.circuit)
         for first, prompts, tgt in self._batches("decisions"):
             rows = slice(first, first + len(prompts))
             found = screen.run(prompts, tgt, self.candidates)
@@ -134,8 +130,14 @@ class Evaluator:
         self._decisions = Decisions(decision, route, targets)
         return self._decisions
 
+    def runs(self, circuit: Circuit) -> CircuitRun:
+        """The circuit's exact runs, one per circuit: they memoise shared prefixes."""
+        if circuit not in self._runs:
+            self._runs[circuit] = self.model.runs(circuit)
+        return self._runs[circuit]
+
     def row(self, i: int, circuit: Circuit | None = None) -> RowResult:
-        return self.model.runs(circuit or self.circuit).row(self.domain[i])
+        return self.runs(circuit or self.circuit).row(self.domain[i])
 
     def subject(self, i: int) -> str:  # as `Planner` names an input
         return f"input {i} {list(self.domain[i])}"
@@ -143,7 +145,7 @@ class Evaluator:
     def _input_detail(self, i: int) -> dict[str, Any]:
         """A wrong input as reported: its prompt and exact margin, replayed here."""
         target = int(self.task.target(self.domain[i]))
-        margin = exact_margin(self.row(i), target, self.candidates)
+        margin = self.row(i).best_margin(target, self.candidates)
         return {"subject": self.subject(i), "prompts": [list(self.domain[i])],
                 "exact_margins": [str(margin)], "exact_margin_float": float(margin)}
 
