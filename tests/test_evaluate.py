@@ -56,6 +56,18 @@ def test_every_decision_is_the_exact_one(task):
     assert (d.decision != d.targets).any() and (d.decision == d.targets).any()
 
 
+def test_the_decisions_pass_bounds_the_ball_when_robustness_is_asked():
+    """With ε given up front, robustness comes out of the decisions' pass (one forward
+    pass over the domain) and proves exactly what a pass of its own proves."""
+    ckpt = Checkpoint.from_model(random_model(seed=1))
+    circuit = Circuit.full(2, 1, "block", "quote_close")
+    task, eps = get_task("quote_close"), Fraction(1, 20)
+    alone = Evaluator(ckpt, circuit, task, batch=50, progress=False).robust_by_screen(eps)
+    both = Evaluator(ckpt, circuit, task, batch=50, progress=False, epsilon=eps)
+    assert both.robust_by_screen(eps).tolist() == alone.tolist()
+    assert 0 < alone.sum() < len(alone)
+
+
 @pytest.mark.parametrize(("task", "circuit"), [("quote_close", QUOTE[0]),
                                                ("bracket_type", BRACKET[0])])
 def test_extracted_circuits_agree_with_the_solver_route(trained_ckpt, task, circuit):

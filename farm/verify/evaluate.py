@@ -79,8 +79,11 @@ class Evaluator:
 
     def __init__(self, ckpt: Checkpoint, circuit: Circuit, task: Task,
                  model: ExactModel | None = None, batch: int = BATCH,
-                 progress: bool = True) -> None:
+                 progress: bool = True, epsilon: Fraction | None = None) -> None:
+        """`epsilon`: robustness will be asked at this ε, so the decisions' pass bounds
+        the ε-ball as well (one forward pass over the domain, not two)."""
         self.ckpt, self.circuit, self.task = ckpt, circuit, task
+        self.epsilon = epsilon
         self.weights = dict(ckpt.weights)
         self.model = model or ExactModel(ckpt.config, self.weights)
         self.domain = task.domain()
@@ -89,6 +92,7 @@ class Evaluator:
         self._screens: dict[Circuit, Screen] = {}
         self._runs: dict[Circuit, CircuitRun] = {}
         self._decisions: Decisions | None = None
+        self._robust: np.ndarray | None = None
 
     def screen(self, circuit: Circuit) -> Screen:
         if circuit not in self._screens:
@@ -115,9 +119,12 @@ class Evaluator:
         route = np.empty(n, dtype=np.uint8)
         targets = np.empty(n, dtype=np.int16)
         screen, runs = self.screen(self.circuit), self.runs(self.circuit)
+        robust = None if self.epsilon is None else np.zeros(n, dtype=bool)
         for first, prompts, tgt in self._batches("decisions"):
             rows = slice(first, first + len(prompts))
-            found = screen.run(prompts, tgt, self.candidates)
+            found = screen.run(prompts, tgt, self.candidates, epsilon=self.epsilon)
+            if robust is not None:
+                robust[rows] = found.robust
             out = np.where(found.correct, tgt, TIE).astype(np.int16)
             known = found.correct.copy()
             if len(self.candidates) == 2:  # certainly below 0: the other candidate wins
@@ -127,7 +134,7 @@ class Evaluator:
             for k in np.flatnonzero(~known):
                 out[k] = exact_decision(runs.row(tuple(prompts[k].tolist())), self.candidates)
             decision[rows], route[rows], targets[rows] = out, np.where(known, SCREEN, EXACT), tgt
-        self._decisions = Decisions(decision, route, targets)
+        self._decisions, self._robust = Decisions(decision, route, targets), robust
         return self._decisions
 
     def runs(self, circuit: Circuit) -> CircuitRun:
@@ -235,6 +242,9 @@ class Evaluator:
     def robust_by_screen(self, epsilon: Fraction) -> np.ndarray:
         """Inputs the screen proves robust: the margin of P(x) stays positive over the whole
         ε-ball around the final residual."""
+        if self.epsilon is not None and epsilon == self.epsilon:  # in the decisions' pass
+            self.decisions()
+            return self._robust
         robust = np.zeros(len(self.domain), dtype=bool)
         screen = self.screen(self.circuit)
         for first, prompts, tgt in self._batches(f"robustness eps {epsilon}"):
@@ -263,7 +273,8 @@ def evaluate_task(ckpt: Checkpoint, circuit: Circuit, task: Task, properties: Se
     the screen leaves, only if it leaves anything (solver processes take seconds to start).
     `encoding` and `traces` are the solver queries' (`Planner`'s)."""
     options = options or VerifyOptions()
-    evaluator = Evaluator(ckpt, circuit, task, batch=batch, progress=options.progress)
+    evaluator = Evaluator(ckpt, circuit, task, batch=batch, progress=options.progress,
+                          epsilon=options.epsilon if ROBUSTNESS in properties else None)
     results = []
     for prop in properties:
         if prop == ROBUSTNESS:
