@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "distill",
         description="Counterexample-guided synthesis over a DSL of transformer motifs (token "
                     "at a position, first/last token of a class, running counters and their "
-                    "differences, parity, thresholds, two-state machines): the smallest "
+                    "differences, parity, thresholds, two-state machines, the largest token, "
+                    "the token after the previous occurrence of the last): the smallest "
                     "program consistent with the counterexamples so far is held to the "
                     "circuit's decision on every input of the task's domain (sound screen, "
                     "exact evaluation where it is not decisive); a disagreement, replayed "
