@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from farm.cli import main
 from farm.distill import check_program
 from farm.distill.dsl import At, Const
-from farm.distill.surrogate import StandardJudge, distill_surrogate, surrogate_properties
+from farm.distill.surrogate import (
+    StandardJudge,
+    distill_surrogate,
+    edge_flips,
+    surrogate_properties,
+)
 from farm.errors import FarmError
 from farm.model.checkpoint import load_checkpoint
 from farm.model.circuit import Circuit
+from farm.screen.standard import StandardScreen
 from farm.tasks.registry import get_task
 from farm.tasks.vocab import DOUBLE_QUOTE, SINGLE_QUOTE
 
@@ -71,3 +78,21 @@ def test_the_routes_refuse_each_others_models(standard, tmp_path, capsys):
     assert main(["train", "--device", "cpu", "--out", str(exact)]) == 0
     with pytest.raises(FarmError, match="exact-verifiable"):
         distill_surrogate(load_checkpoint(exact), Circuit.full(2), get_task("quote_close"))
+
+
+def test_each_edge_flip_replays_and_a_logit_path_is_needed(standard):
+    ckpt = load_checkpoint(standard)
+    task, circuit = get_task("quote_close"), Circuit.full(2)
+    flips = edge_flips(ckpt, circuit, task, batch=32)  # several batches
+    assert set(flips) == {" -> ".join(e) for e in circuit.ordered_edges()}
+    assert any(flips.values())
+    for edge in circuit.ordered_edges():
+        prompt = flips[" -> ".join(edge)]
+        if prompt is None:
+            continue
+        x, target = np.array([prompt]), np.array([task.target(prompt)])
+        weights = dict(ckpt.weights)
+        assert StandardScreen(ckpt.config, weights, circuit).run(
+            x, target, task.candidates).correct[0]
+        assert StandardScreen(ckpt.config, weights, circuit.without(edge)).run(
+            x, target, task.candidates).wrong[0]

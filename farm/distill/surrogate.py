@@ -130,20 +130,22 @@ def edge_flips(ckpt: Checkpoint, circuit: Circuit, task: Task, batch: int = 6553
     """Per edge of the circuit: an input where the circuit without that edge provably
     fails the decision the full circuit provably makes (SPEC's edge necessity, for this
     input, under the sound bounds), or None where the screen shows none."""
-    domain = task.domain()
-    full = StandardScreen(ckpt.config, dict(ckpt.weights), circuit)
-    flips: dict[str, tuple[int, ...] | None] = {}
-    for edge in circuit.ordered_edges():
-        without = StandardScreen(ckpt.config, dict(ckpt.weights), circuit.without(edge))
-        flips[" -> ".join(edge)] = None
-        for start in range(0, len(domain), batch):
-            prompts = domain.batch(start, start + batch)
-            targets = task.targets(prompts)
-            kept = full.run(prompts, targets, task.candidates).correct
+    domain, weights = task.domain(), dict(ckpt.weights)
+    full = StandardScreen(ckpt.config, weights, circuit)
+    open_edges = {" -> ".join(e): StandardScreen(ckpt.config, weights, circuit.without(e))
+                  for e in circuit.ordered_edges()}
+    flips: dict[str, tuple[int, ...] | None] = dict.fromkeys(open_edges)
+    for start in range(0, len(domain), batch):
+        if not open_edges:
+            break
+        prompts = domain.batch(start, start + batch)
+        targets = task.targets(prompts)
+        kept = full.run(prompts, targets, task.candidates).correct
+        for edge, without in list(open_edges.items()):
             flipped = kept & without.run(prompts, targets, task.candidates).wrong
             if flipped.any():
-                flips[" -> ".join(edge)] = tuple(prompts[flipped.argmax()].tolist())
-                break
+                flips[edge] = tuple(prompts[flipped.argmax()].tolist())
+                del open_edges[edge]
     return flips
 
 
