@@ -65,8 +65,11 @@ def test_surrogate_properties_fail_where_the_program_does():
     (fe, ci) = surrogate_properties(Const(SINGLE_QUOTE), task)
     assert not fe.holds and "64 inputs answered wrongly" in fe.detail
     assert ci.holds  # a constant is content-invariant
-    (fe, ci) = surrogate_properties(At(4), task)  # a filler position: depends on content
-    assert not fe.holds and not ci.holds
+    for batch in (65536, 1):  # a class split within a batch, and only across batches
+        (fe, ci) = surrogate_properties(At(4), task, batch)  # a filler: reads content
+        assert not fe.holds and not ci.holds and "answered two ways" in ci.detail
+    (fe, ci) = surrogate_properties(At(3), task, batch=7)
+    assert fe.holds and ci.holds and "2 feature classes" in ci.detail
 
 
 def test_the_routes_refuse_each_others_models(standard, tmp_path, capsys):

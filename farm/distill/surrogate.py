@@ -111,10 +111,13 @@ def surrogate_properties(program: Program, task: Task, batch: int = 65536
         if len(bad) and first_wrong is None:
             first_wrong = tuple(prompts[bad[0]].tolist())
         wrong += len(bad)
-        for code, answer, prompt in zip(task.feature_codes(prompts).tolist(), answers.tolist(),
-                                        prompts, strict=True):
-            if answer_of.setdefault(code, answer) != answer and split is None:
-                split = tuple(prompt.tolist())
+        codes, first, inverse = np.unique(task.feature_codes(prompts), return_index=True,
+                                          return_inverse=True)
+        for code, answer in zip(codes.tolist(), answers[first].tolist(), strict=True):
+            answer_of.setdefault(code, answer)  # the class's first answer in domain order
+        expected = np.array([answer_of[c] for c in codes.tolist()])[inverse.reshape(-1)]
+        if (split_at := np.flatnonzero(answers != expected)).size and split is None:
+            split = tuple(prompts[split_at[0]].tolist())
     return [
         SurrogateProperty("functional equivalence", wrong == 0,
                           f"the task's target on all {len(domain):,} inputs" if not wrong else
