@@ -9,7 +9,8 @@ from pathlib import Path
 from farm.commands import output_dir, positive_float, positive_int, task_spec
 from farm.errors import FarmError
 from farm.model.checkpoint import load_checkpoint
-from farm.proofs.maxk.study import STRATEGIES, StudyModel, study
+from farm.proofs.maxk.strategies import STRATEGIES
+from farm.proofs.maxk.study import StudyModel, study
 from farm.tasks.max_of_k import MaxOfK
 from farm.tasks.registry import get_task
 
