@@ -270,3 +270,23 @@ def test_the_exact_path_rows_are_the_models_semantics_biases_included(models):
                                       dtype=torch.float64)
         theirs = model(torch.tensor([prompt]))[0, -1]
         assert torch.allclose(ours, theirs, atol=1e-9), prompt
+
+
+def test_k20_trains_on_a_domain_past_int64_and_its_compact_bound_is_an_exact_count():
+    """64^20 ≈ 1.3e36 prompts: no index fits int64, so minibatches are drawn position by
+    position and the proofs count with Python integers."""
+    task = get_task("max_of_k:k=20,vocab=64")
+    assert task.domain().size == 64 ** 20
+    draw = np.random.default_rng(0)
+    prompts = task.domain().sample(draw, 4096)
+    assert prompts.shape == (4096, 20) and prompts.min() == 0 and prompts.max() == 63
+    assert abs(prompts.mean() - 31.5) < 0.5  # uniform per position
+    config = GPTConfig(vocab_size=64, seq_len=20, d_model=8, n_layers=1, d_mlp=0,
+                       norm_variant="none", attn_variant="softmax", attn_bias=False,
+                       lm_head_bias=False)
+    result = train(config, TrainConfig(tasks=(task.name,), max_steps=3, batch_size=64,
+                                       final_pass=False), progress=False)
+    ckpt = Checkpoint.from_model(result.model)
+    for bound in (cubic(ckpt.config, ckpt.weights, task),
+                  subcubic(ckpt.config, ckpt.weights, task)):
+        assert bound.total == 64 ** 20 and 0 <= bound.correct <= bound.total

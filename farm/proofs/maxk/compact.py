@@ -133,7 +133,7 @@ def cubic(config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxOfK
         # the prompt of m alone (every token the query's): α = 1
         if h[q, :, q, q].min() > 0:
             correct += 1
-    return AccuracyBound("cubic", task.name, correct, len(task.domain()), flops,
+    return AccuracyBound("cubic", task.name, correct, task.domain().size, flops,
                          time.perf_counter() - start)
 
 
@@ -184,4 +184,4 @@ def subcubic(config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxOfK
     flops = (tables.flops + 14 * (h.size + h_direct.size) + 60 * e_low.size
              + 4 * h.size + 40 * vocab * vocab * steps)
     return AccuracyBound("subcubic", task.name, int(sizes[proven].sum()),
-                         len(task.domain()), flops, time.perf_counter() - start)
+                         task.domain().size, flops, time.perf_counter() - start)
