@@ -133,6 +133,24 @@ def test_sparsemax_exact_decisions_match_the_farms_exact_evaluator():
         cubic(ckpt.config, ckpt.weights, TASK)
 
 
+def test_sparsemax_brute_force_is_the_farm_exact_evaluators_accuracy(models):
+    """Every prompt through `farm.model.exact` (the evaluator the verify route uses, exact
+    rationals through the whole forward): its decisions counted are the brute force's."""
+    for ckpt in (models["sparsemax-300"],
+                 Checkpoint.from_model(VerifiableGPT(_config("sparsemax")))):
+        counts = {verdict: 0 for verdict in Verdict}
+        for prompt, row in zip(TASK.domain(), ExactModel(ckpt.config, ckpt.weights).run(
+                list(TASK.domain())), strict=True):
+            m = max(prompt)
+            best_rival = max(v for c, v in enumerate(row.logits) if c != m)
+            counts[Verdict.CORRECT if row.logits[m] > best_rival else
+                   Verdict.TIE if row.logits[m] == best_rival else Verdict.WRONG] += 1
+        bound = brute_force(ckpt.config, ckpt.weights, TASK)
+        assert (bound.correct, bound.ties, bound.wrong) == (
+            counts[Verdict.CORRECT], counts[Verdict.TIE], counts[Verdict.WRONG])
+    assert bound.correct < 512 and bound.wrong > 0  # the untrained model: not trivial
+
+
 def test_proofs_refuse_models_they_do_not_describe():
     ckpt = Checkpoint.from_model(VerifiableGPT(GPTConfig()))
     with pytest.raises(FarmError, match="attention-only"):
