@@ -130,7 +130,7 @@ def test_sparsemax_exact_decisions_match_the_farms_exact_evaluator():
                     Verdict.TIE if row.logits[m] == best_rival else Verdict.WRONG)
         assert ours.decide(prompt) is expected, prompt
     with pytest.raises(FarmError, match="softmax"):
-        cubic(ckpt.config, ckpt.weights, TASK)
+        subcubic(ckpt.config, ckpt.weights, TASK)
 
 
 def test_sparsemax_brute_force_is_the_farm_exact_evaluators_accuracy(models):
@@ -149,6 +149,16 @@ def test_sparsemax_brute_force_is_the_farm_exact_evaluators_accuracy(models):
         assert (bound.correct, bound.ties, bound.wrong) == (
             counts[Verdict.CORRECT], counts[Verdict.TIE], counts[Verdict.WRONG])
     assert bound.correct < 512 and bound.wrong > 0  # the untrained model: not trivial
+
+
+def test_the_cubic_bound_of_sparsemax_models_is_at_most_their_accuracy(models):
+    trained = models["sparsemax-300"]
+    bounds = [cubic(ckpt.config, ckpt.weights, TASK).correct for ckpt in
+              (trained, Checkpoint.from_model(VerifiableGPT(_config("sparsemax"))))]
+    truths = [_truth(ckpt)[Verdict.CORRECT] for ckpt in
+              (trained, Checkpoint.from_model(VerifiableGPT(_config("sparsemax"))))]
+    assert all(0 <= b <= t for b, t in zip(bounds, truths, strict=True)), (bounds, truths)
+    assert bounds[0] > 0.5 * 512, (bounds, truths)  # the mechanism is there to use
 
 
 def test_proofs_refuse_models_they_do_not_describe():
