@@ -107,7 +107,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
     claimed = {e["strategy"]: e for e in claim["bounds"]}
     print(f"OK {args.certificate}: signature valid; checkpoint "
           f"{claim['checkpoint_sha256'][:16]}…; {claim['task']}: "
-          + "; ".join(f"{b.strategy} claims {claimed[b.strategy]['bound']} ≤ re-derived "
-                      f"{b.correct:,} / {b.total:,} ({float(b.accuracy):.6f})"
+          + "; ".join(f"{b.strategy} claims {claimed[b.strategy]['correct']:,} ≤ re-derived "
+                      f"{b.correct:,} of {b.total:,} ({float(b.accuracy):.6f})"
                       for b in report.derived))
     return 0
