@@ -318,3 +318,21 @@ def test_k20_trains_on_a_domain_past_int64_and_its_compact_bound_is_an_exact_cou
     for bound in (cubic(ckpt.config, ckpt.weights, task),
                   subcubic(ckpt.config, ckpt.weights, task)):
         assert bound.total == 64 ** 20 and 0 <= bound.correct <= bound.total
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_the_boxes_of_a_query_and_maximum_partition_its_prompts(n):
+    """Stage 1 of the brute force sums over these boxes: each free-token tuple of a
+    prompt with query q and maximum m lies in exactly one of them."""
+    import itertools
+
+    from farm.proofs.maxk.brute import boxes
+
+    vocab = 5
+    for q in range(vocab):
+        for m in range(q, vocab):
+            covered = [t for box in boxes(n, q, m)
+                       for t in itertools.product(*(range(lo, hi) for lo, hi in box))]
+            expected = [t for t in itertools.product(range(vocab), repeat=n)
+                        if max(*t, q) == m]
+            assert sorted(covered) == sorted(expected) and len(set(covered)) == len(covered)
