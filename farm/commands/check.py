@@ -52,6 +52,14 @@ def made_with(pred: Mapping[str, Any]) -> str:
     return "made with: " + ", ".join(f"{n} {software[n]}" for n in names if n in software)
 
 
+def rejected(path: str, problems: list[str]) -> int:
+    """Name every problem; the exit status of a rejected certificate."""
+    print(f"REJECTED {path}: {len(problems)} problem(s)")
+    for problem in problems:
+        print(f"  {problem}")
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
     kind = predicate_type_of(args.certificate)
     if kind == DISTILLED_PREDICATE_TYPE:
@@ -62,9 +70,7 @@ def run(args: argparse.Namespace) -> int:
                                args.require_lean, args.require_verified)
     pred = report.predicate
     if not report.ok:
-        print(f"REJECTED {args.certificate}: {len(report.problems)} problem(s)")
-        for problem in report.problems:
-            print(f"  {problem}")
+        rejected(args.certificate, report.problems)
         print(f"  {made_with(pred)}")
         return 1
     verdicts = ", ".join(f"{p['property']}/{p['task']} {p['status']}"
@@ -84,10 +90,7 @@ def run_distilled(args: argparse.Namespace) -> int:
     report = check_distillation(args.certificate, args.pubkey, args.checkpoint, args.circuit)
     record = report.record
     if not report.ok:
-        print(f"REJECTED {args.certificate}: {len(report.problems)} problem(s)")
-        for problem in report.problems:
-            print(f"  {problem}")
-        return 1
+        return rejected(args.certificate, report.problems)
     print(f"OK {args.certificate}: signature valid; checkpoint "
           f"{record['checkpoint_sha256'][:16]}…; the program (size {record['program']['size']}) "
           f"agrees with the circuit on all {record['evidence']['domain']:,} inputs of "
@@ -100,10 +103,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
     report = check_accuracy(args.certificate, args.pubkey, args.checkpoint)
     claim = report.claim
     if not report.ok:
-        print(f"REJECTED {args.certificate}: {len(report.problems)} problem(s)")
-        for problem in report.problems:
-            print(f"  {problem}")
-        return 1
+        return rejected(args.certificate, report.problems)
     claimed = {e["strategy"]: e for e in claim["bounds"]}
     print(f"OK {args.certificate}: signature valid; checkpoint "
           f"{claim['checkpoint_sha256'][:16]}…; {claim['task']}: "
