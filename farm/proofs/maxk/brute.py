@@ -138,9 +138,10 @@ def boxes(n: int, q: int, m: int) -> Iterator[tuple[tuple[int, int], ...]]:
 
 def table_flops(config: GPTConfig, task: MaxOfK) -> int:
     """The FLOPs of what `BruteForce` prepares once: the path tables, then each logit
-    entry and its best-rival margin."""
+    entry and (softmax) its best-rival margin."""
+    per_entry = LOGITS_FLOPS + (12 if config.attn_variant == "softmax" else 0)
     return (PathTables.cost(task.k, task.vocab, config.d_model)
-            + (LOGITS_FLOPS + 12) * task.k * task.vocab ** 3)
+            + per_entry * task.k * task.vocab ** 3)
 
 
 class BruteForce:
@@ -151,10 +152,10 @@ class BruteForce:
         self.config, self.weights, self.task = config, weights, task
         self.tables = PathTables.build(config, weights, task)
         self.softmax = config.attn_variant == "softmax"
-        rival = worst_rival(self.tables.logits)
         if self.softmax:
             self.exps = softmax_exps(self.tables.scores)
-            self.contributions = certified_contributions(self.exps, rival, task.k)
+            self.contributions = certified_contributions(
+                self.exps, worst_rival(self.tables.logits), task.k)
         self._exact: ExactMaxK | None = None
 
     def queries(self, first: int, stop: int, progress: bool = False) -> Tally:
