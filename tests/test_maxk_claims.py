@@ -112,6 +112,8 @@ def test_a_bound_that_is_not_its_own_fraction_is_rejected(signed, capsys):
     code, out = _check(signed, _resigned(
         signed, lambda p: p["bounds"][0].update(bound="1/1")), capsys)
     assert code == 1 and "is not correct/total" in out
+    code, out = _check(signed, _resigned(signed, lambda p: p.update(bounds=[])), capsys)
+    assert code == 1 and "the claim states no bound" in out
 
 
 def test_another_model_is_not_the_signed_one(signed, capsys):

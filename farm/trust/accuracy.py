@@ -100,6 +100,8 @@ def check_accuracy(path: str | os.PathLike[str], public_key: str | os.PathLike[s
     problems = [] if ckpt.sha256 == claim.get("checkpoint_sha256") else [
         f"the claim names checkpoint {claim.get('checkpoint_sha256')}, its signed weights "
         f"belong to {ckpt.sha256}"]
+    if not entries:
+        problems.append("the claim states no bound")
     derived = []
     for entry in entries:
         claimed = _claimed(entry, len(task.domain()))
