@@ -1,11 +1,12 @@
 """Brute-force actors: a Max-of-K brute force as units of the domain on Ray, resumable.
 
-A unit is a range of query tokens (every prompt whose last token is in it,
-`farm.proofs.maxk.brute.BruteForce.queries`). Each actor builds the proof's tables
-once and decides the units sent to it. The driver keeps two units in flight per actor
-and records each tally in the journal the moment it arrives (`journal.Journal`), so a
-killed job loses only the units in flight, and a rerun sends only what the journal
-lacks. The bound is the sum of the journal's tallies, each unit counted once.
+A unit is a range of (query token, maximum) pairs, cut to hold about the same number
+of prompts as the others (`farm.proofs.maxk.journal.plan_units`; decided by
+`BruteForce.decide`). Each actor builds the proof's tables once and decides the units
+sent to it. The driver keeps two units in flight per actor and records each tally in
+the journal the moment it arrives (`journal.Journal`), so a killed job loses only the
+units in flight, and a rerun sends only what the journal lacks. The bound is the sum
+of the journal's tallies, each unit counted once.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class BruteForceActor:
 
     def unit(self, first: int, stop: int) -> tuple[int, int, Tally]:
         self.proof = self.proof or BruteForce(*self.model)
-        return first, stop, self.proof.queries(first, stop)
+        return first, stop, self.proof.decide(first, stop)
 
     def peak_rss(self) -> int:
         """This worker's peak resident memory in bytes (Linux reports KiB)."""
@@ -66,17 +67,18 @@ def start_actors(ckpt: Checkpoint, task: MaxOfK, actors: int) -> list[Any]:
 
 
 def brute_force_on_ray(pool: list[Any], ckpt: Checkpoint, task: MaxOfK, journal: str | Path,
-                       queries_per_unit: int = 1, progress: bool = True) -> FarmBruteForce:
+                       units: int = 64, progress: bool = True) -> FarmBruteForce:
     """The brute force of `ckpt` on `task` over the actors of `pool` (`start_actors`),
-    resuming from `journal` where it holds units of this proof already."""
+    the domain cut into about `units` units, resuming from `journal` where it holds units
+    of this proof already."""
     start = time.perf_counter()
-    units = plan_units(task.vocab, queries_per_unit)
-    book = Journal.open(journal, ckpt.sha256, task.name, units)
-    todo = [u for u in units if u not in book.done]
-    resumed = len(units) - len(todo)
+    plan = plan_units(task, units)
+    book = Journal.open(journal, ckpt.sha256, task.name, plan)
+    todo = [u for u in plan if u not in book.done]
+    resumed = len(plan) - len(todo)
     pending: dict[Any, Any] = {}  # result ref -> the actor deciding it
     free = [actor for actor in pool for _ in range(IN_FLIGHT)]
-    bar = tqdm(total=len(units), initial=resumed, desc=f"brute force {task.name}",
+    bar = tqdm(total=len(plan), initial=resumed, desc=f"brute force {task.name}",
                disable=not progress, unit="unit")
     while todo or pending:
         while todo and free:
@@ -92,4 +94,4 @@ def brute_force_on_ray(pool: list[Any], ckpt: Checkpoint, task: MaxOfK, journal:
                            time.perf_counter() - start)
     peak = sum(ray.get([a.peak_rss.remote() for a in pool]))
     peak += resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return FarmBruteForce(bound, len(units), resumed, peak)
+    return FarmBruteForce(bound, len(plan), resumed, peak)

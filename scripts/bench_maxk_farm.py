@@ -1,7 +1,7 @@
 """Benchmark: the Max-of-K brute force in one process against the farm's actors.
 
     .venv/bin/python scripts/bench_maxk_farm.py CHECKPOINT [--task max_of_k] [--actors 2]
-        [--skip-local]
+        [--units 64] [--skip-local]
 
 In one process and one run (so that load hits both alike): `brute_force` in this
 process, then an embedded Ray with `--actors` CPUs, the actors started (timed apart),
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--task", default="max_of_k")
     parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--units", type=int, default=64)
     parser.add_argument("--skip-local", action="store_true",
                         help="only the farm run (K = 5: the one-process run is minutes)")
     args = parser.parse_args()
@@ -46,7 +47,7 @@ def main() -> None:
     pool = start_actors(ckpt, task, args.actors)
     started = time.perf_counter() - began
     with tempfile.TemporaryDirectory() as tmp:
-        run = brute_force_on_ray(pool, ckpt, task, Path(tmp) / "journal.jsonl",
+        run = brute_force_on_ray(pool, ckpt, task, Path(tmp) / "journal.jsonl", args.units,
                                  progress=False)
     farm = run.bound
     print(f"farm, {args.actors} actors: {farm.correct:,} / {farm.total:,} (ties {farm.ties}, "

@@ -14,7 +14,7 @@ import torch
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint, save_checkpoint
 from farm.model.gpt import GPTConfig, VerifiableGPT
-from farm.proofs.maxk.brute import Tally, brute_force
+from farm.proofs.maxk.brute import Tally, brute_force, pair_prompts, pairs
 from farm.proofs.maxk.journal import Journal, plan_units
 from farm.tasks.registry import get_task
 
@@ -38,7 +38,8 @@ def _farm(checkpoint: str, journal, **popen) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # embedded, 2 CPUs
     return subprocess.Popen(
         [sys.executable, "-m", "farm.cli", "maxk", "brute", "--checkpoint", checkpoint,
-         "--task", TASK.name, "--ray", "2", "--journal", str(journal), "--quiet"],
+         "--task", TASK.name, "--ray", "2", "--units", "32", "--journal", str(journal),
+         "--quiet"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -70,12 +71,24 @@ def test_a_killed_job_resumes_and_counts_every_unit_once(checkpoint, tmp_path):
             and f"ties {truth.ties:,}, wrong {truth.wrong:,}" in out)
     units = [tuple(json.loads(line)[k] for k in ("first", "stop"))
              for line in _lines(journal)[1:]]
-    assert sorted(units) == plan_units(32, 1)  # each unit decided and recorded once
+    assert sorted(units) == plan_units(TASK, 32)  # each unit decided and recorded once
+
+
+def test_units_cover_every_pair_once_with_about_equal_prompts():
+    task = get_task("max_of_k:k=4,vocab=64")
+    units = plan_units(task, 64)
+    assert units[0][0] == 0 and units[-1][1] == len(pairs(64)) == 2080
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(units, units[1:], strict=False))
+    sizes = [sum(pair_prompts(3, q, m) for q, m in pairs(64)[a:b]) for a, b in units]
+    assert sum(sizes) == 64 ** 4 and max(sizes) < 2 * 64 ** 4 / len(units)
+    assert sizes == [64 ** 3] * 64  # here the cuts fall exactly
+    assert 1000 < len(plan_units(task, 10_000)) <= 2080  # a unit holds at least one pair
+    with pytest.raises(FarmError, match="at least one unit"):
+        plan_units(task, 0)
 
 
 def test_the_journal_drops_a_cut_line_keeps_first_tallies_and_refuses_another_proof(tmp_path):
-    path, units = tmp_path / "j.jsonl", plan_units(8, 3)
-    assert units == [(0, 3), (3, 6), (6, 8)]
+    path, units = tmp_path / "j.jsonl", [(0, 3), (3, 6), (6, 8)]
     book = Journal.open(path, "ab" * 32, "max_of_k:k=3,vocab=8", units)
     book.record((0, 3), Tally(5, 1, 2, 100))
     with path.open("a") as f:  # the same unit again, then a line a kill cut short
@@ -90,5 +103,3 @@ def test_the_journal_drops_a_cut_line_keeps_first_tallies_and_refuses_another_pr
         Tally(6, 1, 2, 107)
     with pytest.raises(FarmError, match="is not the journal of this brute force"):
         Journal.open(path, "cd" * 32, "max_of_k:k=3,vocab=8", units)
-    with pytest.raises(FarmError, match="at least one query token"):
-        plan_units(8, 0)

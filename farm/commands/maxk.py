@@ -21,10 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = sub.add_parser(
         "brute", help="the exact accuracy, every input decided, as units across Ray actors",
         description="Decide every input of a max_of_k task soundly (float64 path tables with "
-                    "rigorous error bounds, the doubtful inputs exactly) in units of query "
-                    "tokens across --ray actors. Each unit's tally is appended to --journal "
-                    "as it arrives; rerun the same command after a kill and only the units "
-                    "the journal lacks are decided again, none counted twice. Uses "
+                    "rigorous error bounds, the doubtful inputs exactly) in units of (query, "
+                    "maximum) pairs across --ray actors. Each unit's tally is appended to "
+                    "--journal as it arrives; rerun the same command after a kill and only "
+                    "the units the journal lacks are decided again, none counted twice. Uses "
                     "RAY_ADDRESS's cluster, or starts an embedded Ray with --ray CPUs.")
     q.add_argument("--checkpoint", required=True, help="checkpoint directory")
     q.add_argument("--task", type=task_spec, default="max_of_k",
@@ -33,8 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="brute-force actors, one CPU each (default %(default)s)")
     q.add_argument("--journal", required=True, type=output_file,
                    help="the per-unit journal (JSON lines): created, or resumed from")
-    q.add_argument("--unit", type=positive_int, default=1, metavar="Q",
-                   help="query tokens per unit (default %(default)s: vocab units)")
+    q.add_argument("--units", type=positive_int, default=64, metavar="N",
+                   help="cut the domain into about N units of (query, maximum) pairs with "
+                        "about equal prompts each (default %(default)s; at most "
+                        "vocab·(vocab+1)/2): more units spread over more actors")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=run_brute)
 
@@ -51,7 +53,7 @@ def run_brute(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     pool = start_actors(ckpt, task, args.ray)
     started = time.perf_counter() - started
-    run = brute_force_on_ray(pool, ckpt, task, args.journal, args.unit,
+    run = brute_force_on_ray(pool, ckpt, task, args.journal, args.units,
                              progress=not args.quiet)
     b = run.bound
     print(f"{task.name}: accuracy = {b.correct:,} / {b.total:,} = {float(b.accuracy):.6f} "

@@ -144,9 +144,20 @@ def table_flops(config: GPTConfig, task: MaxOfK) -> int:
             + per_entry * task.k * task.vocab ** 3)
 
 
+def pairs(vocab: int) -> list[tuple[int, int]]:
+    """Every (query token q, maximum m ≥ q) in order: the domain's finest units, each the
+    prompts of one query and one maximum."""
+    return [(q, m) for q in range(vocab) for m in range(q, vocab)]
+
+
+def pair_prompts(n: int, q: int, m: int) -> int:
+    """How many prompts have query q and maximum m, over n free positions."""
+    return (q + 1) ** n if m == q else (m + 1) ** n - m ** n
+
+
 class BruteForce:
     """The brute force prepared for one model: its tables built once, then any range of
-    query tokens (a unit of the domain: every prompt whose last token is in it) decided."""
+    `pairs` (a unit of the domain: the prompts of those queries and maxima) decided."""
 
     def __init__(self, config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxOfK):
         self.config, self.weights, self.task = config, weights, task
@@ -158,21 +169,21 @@ class BruteForce:
                 self.exps, worst_rival(self.tables.logits), task.k)
         self._exact: ExactMaxK | None = None
 
-    def queries(self, first: int, stop: int, progress: bool = False) -> Tally:
-        """Every prompt whose query (last) token is in [first, stop), decided."""
+    def decide(self, first: int, stop: int, progress: bool = False) -> Tally:
+        """Every prompt of pairs[first:stop] (query, maximum), decided."""
         tally, pending, waiting = Tally(), [], 0
-        for q in tqdm(range(first, stop), desc=f"brute force {self.task.name}",
-                      disable=not progress, leave=False):
-            for m in range(q, self.task.vocab):
-                for box in boxes(self.task.k - 1, q, m):
-                    proved, doubtful = self._box(q, m, box)
-                    tally += proved
-                    for prompts in doubtful:
-                        pending.append(prompts)
-                        waiting += len(prompts)
-                        if waiting >= CHUNK:  # stage 2 in batches, not per box
-                            tally += self._doubtful(np.concatenate(pending))
-                            pending, waiting = [], 0
+        for q, m in tqdm(pairs(self.task.vocab)[first:stop],
+                         desc=f"brute force {self.task.name}", disable=not progress,
+                         leave=False):
+            for box in boxes(self.task.k - 1, q, m):
+                proved, doubtful = self._box(q, m, box)
+                tally += proved
+                for prompts in doubtful:
+                    pending.append(prompts)
+                    waiting += len(prompts)
+                    if waiting >= CHUNK:  # stage 2 in batches, not per box
+                        tally += self._doubtful(np.concatenate(pending))
+                        pending, waiting = [], 0
         return tally + self._doubtful(np.concatenate(pending)) if pending else tally
 
     def _box(self, q: int, m: int, box: tuple[tuple[int, int], ...]
@@ -233,5 +244,6 @@ def brute_force(config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxO
     """The exact accuracy of a Max-of-K model (softmax or sparsemax) over its domain."""
     start = time.perf_counter()
     proof = BruteForce(config, weights, task)
-    tally = Tally(flops=table_flops(config, task)) + proof.queries(0, task.vocab, progress)
+    tally = (Tally(flops=table_flops(config, task))
+             + proof.decide(0, len(pairs(task.vocab)), progress))
     return accuracy_bound(task, tally, time.perf_counter() - start)

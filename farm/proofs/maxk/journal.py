@@ -17,17 +17,26 @@ from typing import Any
 
 from farm.atomic import write_text_atomic
 from farm.errors import FarmError
-from farm.proofs.maxk.brute import Tally
+from farm.proofs.maxk.brute import Tally, pair_prompts, pairs
+from farm.tasks.max_of_k import MaxOfK
 
 FORMAT = "farm.maxk-brute-journal/1"
-Unit = tuple[int, int]  # query tokens [first, stop): every prompt whose last token is in it
+Unit = tuple[int, int]  # [first, stop) of `brute.pairs`: the prompts of those (q, m)
 
 
-def plan_units(vocab: int, queries_per_unit: int) -> list[Unit]:
-    """The domain as units of `queries_per_unit` query tokens each."""
-    if queries_per_unit < 1:
-        raise FarmError(f"a unit holds at least one query token, not {queries_per_unit}")
-    return [(q, min(q + queries_per_unit, vocab)) for q in range(0, vocab, queries_per_unit)]
+def plan_units(task: MaxOfK, count: int) -> list[Unit]:
+    """The domain as at most `count` units of consecutive (query, maximum) pairs, cut so
+    that each holds about the same number of prompts (a pair's share grows with m)."""
+    if count < 1:
+        raise FarmError(f"the domain is cut into at least one unit, not {count}")
+    sizes = [pair_prompts(task.k - 1, q, m) for q, m in pairs(task.vocab)]
+    total, units, first, done = sum(sizes), [], 0, 0
+    for i, size in enumerate(sizes):
+        done += size
+        if done * count >= total * (len(units) + 1) or i == len(sizes) - 1:
+            units.append((first, i + 1))
+            first = i + 1
+    return units
 
 
 @dataclass
