@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from farm.commands import output_file
+from farm.atomic import write_text_atomic
+from farm.commands import output_file, task_spec
 from farm.errors import FarmError
 from farm.model.checkpoint import load_checkpoint
+from farm.proofs.maxk.strategies import STRATEGIES
+from farm.tasks.max_of_k import MaxOfK
+from farm.tasks.registry import get_task
+from farm.trust.accuracy import certify_accuracy
 from farm.trust.certificate import (
     CERTIFICATE_FILE,
     issue,
@@ -26,10 +33,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "verify --out` or `farm run`, with their per-query records), write the "
                     "query records as a Parquet sidecar, run the Lean checker where `lake` is "
                     "installed, and sign it all (DSSE, Ed25519; subjects: model.safetensors "
-                    "and the sidecar).")
+                    "and the sidecar). With --accuracy instead of --verify-result: prove "
+                    "certified accuracy lower bounds of a Max-of-K model (exact fractions, "
+                    "one per strategy) and sign that claim; `farm check` re-derives them.")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    p.add_argument("--verify-result", required=True, nargs="+", metavar="JSON",
-                   help="result file(s) of `farm verify --out` or `farm run` for this checkpoint")
+    claim = p.add_mutually_exclusive_group(required=True)
+    claim.add_argument("--verify-result", nargs="+", metavar="JSON",
+                       help="result file(s) of `farm verify --out` or `farm run` for this "
+                            "checkpoint")
+    claim.add_argument("--accuracy", nargs="+", metavar="STRATEGY",
+                       choices=list(STRATEGIES),
+                       help=f"certify accuracy on --task by these proof strategies "
+                            f"({', '.join(STRATEGIES)}; brute_force is the exact accuracy)")
+    p.add_argument("--task", type=task_spec, default="max_of_k",
+                   help="with --accuracy: the max_of_k task (default %(default)s)")
     p.add_argument("--key", required=True, help="Ed25519 private key (PEM), from `farm keygen`")
     p.add_argument("--out", default=CERTIFICATE_FILE, type=output_file,
                    help="certificate path (default: %(default)s); the query records go beside "
@@ -42,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.accuracy:
+        return run_accuracy(args)
     work = load_verify_results(args.verify_result)
     sha = load_checkpoint(args.checkpoint).sha256
     if work.checkpoint_sha256 != sha:
@@ -57,4 +76,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"{entry['task']:<14}{entry['property']:<24}{entry['status']}")
     print(f"wrote {args.out} ({len(pred['rows'])} rows, {pred['queries']['records']} query "
           f"records in {sidecar_path(args.out)}); Lean: {pred['lean']['outcome']}")
+    return 0
+
+
+def run_accuracy(args: argparse.Namespace) -> int:
+    task = get_task(args.task)
+    if not isinstance(task, MaxOfK):
+        raise FarmError(f"--accuracy certifies max_of_k tasks; --task is {task.name}")
+    envelope, bounds = certify_accuracy(args.checkpoint, task, args.accuracy, args.key)
+    write_text_atomic(Path(args.out), json.dumps(envelope, indent=1) + "\n")
+    for b in bounds:
+        print(f"{b.strategy:<12} accuracy >= {b.correct:,} / {b.total:,} = "
+              f"{float(b.accuracy):.6f}  ({b.flops:.3g} FLOPs, {b.seconds:.2f} s)")
+    print(f"wrote {args.out}: the signed accuracy claim on {task.name}")
     return 0
