@@ -28,11 +28,11 @@ HEAD = HeadRef(1, 0)
 TOKENS, POSITIONS, COPIED = 0, 8, 17  # residual dims: pattern token, position, copied token
 
 
-def induction_checkpoint(gain: float = 16.0) -> Checkpoint:
+def induction_checkpoint(gain: float = 16.0, attention: str = "sparsemax") -> Checkpoint:
     """A hand-built 2-layer model whose layer-1 head is a perfect induction head: each
     query from position 3 on attends to the position period − 1 = 3 back (a score gap of
     gain/√32) and copies that token into dims the unembedding reads (logit 10)."""
-    cfg = GPTConfig(seq_len=8, d_model=32, d_mlp=0, norm_variant="none")
+    cfg = GPTConfig(seq_len=8, d_model=32, d_mlp=0, norm_variant="none", attn_variant=attention)
     model = VerifiableGPT(cfg)
     with torch.no_grad():
         for p in model.parameters():
@@ -204,7 +204,7 @@ def test_a_job_on_ray_actors_writes_what_one_process_writes(checkpoint: Checkpoi
 
 
 def test_unsupported_models_are_refused() -> None:
-    with pytest.raises(FarmError, match="sparsemax"):
+    with pytest.raises(FarmError, match="attention-only"):
         InductionProver(Checkpoint.from_model(VerifiableGPT(GPTConfig(
             seq_len=8, attn_variant="softmax", norm_variant="none"))), TASK, HEAD)
     with pytest.raises(FarmError, match="norm"):
