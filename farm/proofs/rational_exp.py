@@ -6,9 +6,9 @@ numbers we can compute exactly. For 0 ≤ y ≤ 1/2 the Taylor polynomial T_n(y)
 remainder, e^y − T_n(y) = e^ξ y^{n+1}/(n+1)! ≤ 2·y^{n+1}/(n+1)! (e^{1/2} < 2). A
 larger x is halved m times to such a y and the bounds squared back m times
 (squaring is increasing on positives, and doubles a relative error, so the work
-carries m more bits); a negative x is 1/e^{−x}. Every step rounds lo down and hi up
-to a fixed number of significant bits, so the numbers stay small and the enclosure
-stays sound; its relative width is below 2^(2−bits).
+carries m more bits); a negative x is 1/e^{−x}. The work is in integers (fixed
+point), every step rounding lo down and hi up, so the numbers stay small and the
+enclosure stays sound; its relative width is below 2^(2−bits).
 """
 
 from __future__ import annotations
@@ -43,23 +43,23 @@ def exp_bounds(x: Fraction, bits: int = BITS) -> tuple[Fraction, Fraction]:
     if x == 0:
         return Fraction(1), Fraction(1)
     halvings = max(0, math.ceil(math.log2(float(x))) + 1)  # y = x / 2^m ≤ 1/2
-    work = bits + halvings + 8
-    y = x / (1 << halvings)
-    lo, hi = _taylor(round_down(y, work), work, upper=False), _taylor(round_up(y, work), work,
-                                                                      upper=True)
+    work = bits + halvings + 8  # fixed point: e^y ≥ 1, so 2^-work is a relative error too
+    scaled = x * (1 << work) / (1 << halvings)
+    lo, hi = _taylor(math.floor(scaled), work, upper=False), _taylor(math.ceil(scaled), work,
+                                                                     upper=True)
     for _ in range(halvings):
-        lo, hi = round_down(lo * lo, work), round_up(hi * hi, work)
-    return round_down(lo, bits), round_up(hi, bits)
+        lo, hi = (lo * lo) >> work, -((-hi * hi) >> work)
+    return round_down(Fraction(lo, 1 << work), bits), round_up(Fraction(hi, 1 << work), bits)
 
 
-def _taylor(y: Fraction, bits: int, upper: bool) -> Fraction:
-    """T_n(y), plus the remainder bound when `upper`, for 0 ≤ y ≤ 1/2, rounded to `bits`;
-    n makes the remainder below 2^(−bits)."""
-    total, term, n = Fraction(0), Fraction(1), 0
-    while True:
+def _taylor(y: int, work: int, upper: bool) -> int:
+    """2^work·e^(y/2^work) for 0 ≤ y/2^work ≤ 1/2, rounded down (T_n, every term rounded
+    down) or up (every term rounded up, plus the remainder bound 2·y^n/n!); n makes the
+    last term at most one unit."""
+    one = 1 << work
+    total, term, n = 0, one, 0
+    while term > 1:
         total += term
         n += 1
-        term = term * y / n
-        if term == 0 or 2 * term < Fraction(1, 1 << bits):
-            break
-    return round_up(total + 2 * term, bits) if upper else round_down(total, bits)
+        term = term * y // (one * n) if not upper else -(-term * y // (one * n))
+    return total + 2 * term if upper else total + term

@@ -27,6 +27,7 @@ entry, their scores and weights, with prev at their heaviest key.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -132,8 +133,8 @@ class InductionProver:
                     ) -> NfpCertificate:
         """The certificate of the head on domain prompt `index` (default: the decision query).
 
-        Stated scores and values are the midpoints of their bounds; stated weights are
-        midpoints too, the key of `prev` taking what makes the row sum to 1; margins, ε,
+        Stated scores and values are the midpoints of their bounds; stated weights are short
+        numbers within theirs, the key of `prev` taking what makes the row sum to 1; margins, ε,
         weight bounds, copying bounds and the decision come from the bounds' far ends."""
         prompt = self.task.domain()[index]
         queries = tuple(queries or (self.task.decision(prompt),))
@@ -151,7 +152,7 @@ class InductionProver:
             lowest = min(mid[q, k] for k in range(q + 1))  # NFP's file has no mask
             for k in range(seq):
                 score[q, k] = mid[q, k] if k <= q else lowest
-                weight[q, k] = sum(b.weight[q, k]) / 2 if k <= q else Fraction(0)
+                weight[q, k] = _short(*b.weight[q, k]) if k <= q else Fraction(0)
                 bound[q, k] = b.weight[q, k][1] if k <= q else Fraction(0)
             weight[q, prev[q]] += 1 - sum(weight[q, k] for k in range(seq))
         eps_at = {q: 1 - b.weight[q, prev[q]][0] for q in range(seq)}
@@ -214,17 +215,18 @@ class InductionProver:
             for k in range(q + 1):
                 score[q, k] = (Fraction(lo[k]), Fraction(hi[k]))
                 weight[q, k] = site.weights[ref][k]
-        value = {c: [_dot_bounds(self._difference(target, c), site.values[ref])
-                     for site in sites] for c in self.task.candidates if c != target}
+        rivals = [c for c in self.task.candidates if c != target]
+        value = {c: [_dot_bounds(direction, site.values[ref]) for site in sites]
+                 for c, direction in ((c, self._difference(target, c)) for c in rivals)}
         final = sites[-1].residual[-1]
-        gap = {}
-        for c in self.task.candidates:
-            if c != target:
-                direction = [exact(a) - exact(b) for a, b in zip(self.unembed[target],
-                                                                  self.unembed[c], strict=True)]
-                shift = 0 if self.bias is None else self.bias[target] - self.bias[c]
-                gap[c] = _dot_bounds(direction, final)[0] + shift
+        gap = {c: _dot_bounds(self._unembed_difference(target, c), final)[0] for c in rivals}
+        if self.bias is not None:
+            gap = {c: g + self.bias[target] - self.bias[c] for c, g in gap.items()}
         return HeadBounds(score, weight, value, gap)
+
+    def _unembed_difference(self, target: int, other: int) -> list[Fraction]:
+        return [exact(a) - exact(b) for a, b in zip(self.unembed[target], self.unembed[other],
+                                                    strict=True)]
 
     def _difference(self, target: int, other: int) -> list[Fraction]:
         return [x - y for x, y in zip(self.readout[target], self.readout[other], strict=True)]
@@ -235,10 +237,31 @@ class InductionProver:
                    Fraction(0))
 
 
+def _short(lo: Fraction, hi: Fraction) -> Fraction:
+    """A number in [lo, hi] with a short binary expansion (lo itself when lo = hi), so that
+    a row's sum, and the prev weight that completes it to 1, stay short."""
+    for bits in (16, 32, 64, 128):
+        near = Fraction(math.floor((lo + hi) / 2 * (1 << bits)), 1 << bits)
+        if lo <= near <= hi:
+            return near
+    return (lo + hi) / 2
+
+
+FLOAT_UNIT = 1074  # every float64 is an integer multiple of 2^-1074
+
+
 def _dot_bounds(direction: Sequence[Fraction], x: Iv) -> tuple[Fraction, Fraction]:
-    """[lo, hi] of direction·v over the box |v − x.m| ≤ x.r, exactly."""
-    centre = sum((d * Fraction(m) for d, m in zip(direction, x.m.tolist(), strict=True)),
-                 Fraction(0))
-    spread = sum((abs(d) * Fraction(r) for d, r in zip(direction, x.r.tolist(), strict=True)),
-                 Fraction(0))
-    return centre - spread, centre + spread
+    """[lo, hi] of direction·v over the box |v − x.m| ≤ x.r, exactly (in integers: the
+    floats as multiples of 2^-1074, the direction over its common denominator)."""
+    den = math.lcm(*(d.denominator for d in direction))
+    top = [d.numerator * (den // d.denominator) for d in direction]
+    centre = sum(n * _units(m) for n, m in zip(top, x.m.tolist(), strict=True))
+    spread = sum(abs(n) * _units(r) for n, r in zip(top, x.r.tolist(), strict=True))
+    scale = den << FLOAT_UNIT
+    return Fraction(centre - spread, scale), Fraction(centre + spread, scale)
+
+
+def _units(value: float) -> int:
+    """value · 2^1074, an integer for every finite float64."""
+    n, d = value.as_integer_ratio()
+    return n * ((1 << FLOAT_UNIT) // d)

@@ -9,8 +9,8 @@ softmax is bounded row by row from the score intervals with rational exp bounds
     w_j = 1 / Σ_i e^(s_i − s_j)  ∈  [1 / (1 + Σ_{i≠j} e^(hi_i − lo_j)),
                                      1 / (1 + Σ_{i≠j} e^(lo_i − hi_j))],
 
-each sum bounded above (resp. below) by the exp bounds, and the weights go back to
-floats rounded outwards. What is enclosed is the model's real-number run on the
+each sum bounded above (resp. below) by the exp bounds (`softmax_bounds`), and the
+weights go back to floats rounded outwards. What is enclosed is the model's real-number run on the
 exact float32 weights, as `farm.model.exact` computes it for sparsemax. Runs are
 memoised by causal prefix.
 """
@@ -25,21 +25,25 @@ import numpy as np
 
 from farm.errors import FarmError
 from farm.model.gpt import GPTConfig
-from farm.proofs.rational_exp import exp_bounds
+from farm.proofs.rational_exp import exp_bounds, round_down, round_up
 from farm.screen.interval import Affine, Iv, add, div, dot, from_ends
 
 Row = list[tuple[Fraction, Fraction]]  # (lo, hi) per visible key
 
 
 def softmax_bounds(lo: Sequence[Fraction], hi: Sequence[Fraction]) -> Row:
-    """(lo, hi) of each softmax weight over scores in the boxes [lo_i, hi_i]."""
-    n = len(lo)
-    above = [[exp_bounds(hi[i] - lo[j])[1] for i in range(n)] for j in range(n)]
-    below = [[exp_bounds(lo[i] - hi[j])[0] for i in range(n)] for j in range(n)]
-    one = Fraction(1)
-    return [(one / (1 + sum(above[j][i] for i in range(n) if i != j)),
-             min(one, one / (1 + sum(below[j][i] for i in range(n) if i != j))))
-            for j in range(n)]
+    """(lo, hi) of each softmax weight over scores in the boxes [lo_i, hi_i].
+
+    With c = max hi, A_i ≥ e^(hi_i − c) and B_i ≤ e^(lo_i − c) (`exp_bounds`, arguments
+    ≤ 0), w_j ≥ B_j / (B_j + Σ_{i≠j} A_i) and w_j ≤ A_j / (A_j + Σ_{i≠j} B_i): 2n
+    exponentials a row, each bound then rounded outwards to keep the numbers short."""
+    top = max(hi)
+    above = [exp_bounds(h - top)[1] for h in hi]
+    below = [exp_bounds(low - top)[0] for low in lo]
+    sum_above, sum_below = sum(above), sum(below)
+    return [(round_down(b / (b + sum_above - a)),
+             min(Fraction(1), round_up(a / (a + sum_below - b))))
+            for a, b in zip(above, below, strict=True)]
 
 
 def _down(x: Fraction) -> float:
