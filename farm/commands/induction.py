@@ -38,8 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "induction",
         description="Certificates that an attention head is an induction head on every prompt "
-                    "of an induction task, derived from the checkpoint in exact rationals and "
-                    "written in NFP's induction-certificate text format.")
+                    "of an induction task, derived from the checkpoint in exact rationals "
+                    "(sparsemax models exactly, softmax ones through sound bounds with exp "
+                    "bounded by rationals) and written in NFP's induction-certificate text "
+                    "format; `farm check` re-derives them.")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def common(q: argparse.ArgumentParser) -> None:
@@ -55,8 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=run_heads)
 
     q = sub.add_parser("certify", help="certify a head on every prompt of the domain",
-                       description="Derive, in exact rationals, the certificate of --head on "
-                                   "each prompt (stripe, copying, the model's decision), write "
+                       description="Derive, in exact rationals (sound bounds for softmax), the "
+                                   "certificate of --head on each prompt (stripe, copying, the "
+                                   "model's decision), write "
                                    "one NFP file per prompt, NFP's batch file with the "
                                    "aggregate gates, and summary.json into --out. Exit status 1 "
                                    "unless every prompt is certified.")

@@ -133,9 +133,11 @@ class InductionProver:
                     ) -> NfpCertificate:
         """The certificate of the head on domain prompt `index` (default: the decision query).
 
-        Stated scores and values are the midpoints of their bounds; stated weights are short
-        numbers within theirs, the key of `prev` taking what makes the row sum to 1; margins, ε,
-        weight bounds, copying bounds and the decision come from the bounds' far ends."""
+        Stated scores are the midpoints of their bounds and stated values their lower ends
+        (NFP's logit-difference bound reads them, and stays sound); stated weights are short
+        numbers within their bounds, the key of `prev` taking what makes the row sum to 1;
+        margins, ε, weight bounds, copying bounds and the decision come from the bounds' far
+        ends."""
         prompt = self.task.domain()[index]
         queries = tuple(queries or (self.task.decision(prompt),))
         if len({e.target for e in queries}) != 1:
@@ -169,7 +171,7 @@ class InductionProver:
                                                     for k in range(seq) if k != prev[q])
                        for q in active),
             lo=min(lo for lo, _ in val), hi=max(hi for _, hi in val), active=active, prev=prev,
-            eps_at=eps_at, val={k: (lo + hi) / 2 for k, (lo, hi) in enumerate(val)},
+            eps_at=eps_at, val={k: lo for k, (lo, _) in enumerate(val)},
             val_lo={k: lo for k, (lo, _) in enumerate(val)},
             val_hi={k: hi for k, (_, hi) in enumerate(val)},
             score=score, weight=weight, weight_bound=bound, direction=(target, negative))
