@@ -290,3 +290,12 @@ def test_farm_check_of_an_induction_certificate_needs_the_checkpoint_and_nfp_syn
     cert.write_text(text.replace("\neps 0\n", "\neps 0.0\n"))
     assert main(["check", str(cert), "--checkpoint", str(ckpt)]) == 2
     assert "no decimals" in capsys.readouterr().err
+
+
+def test_farm_check_of_a_signed_certificate_still_needs_its_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    envelope = tmp_path / "certificate.dsse.json"
+    envelope.write_text("{}")
+    assert main(["check", str(envelope)]) == 2
+    assert "needs --pubkey" in capsys.readouterr().err
+    assert main(["check", str(tmp_path / "missing.cert"), "--pubkey", str(envelope)]) == 2

@@ -237,6 +237,8 @@ def is_induction_certificate(path: Path) -> bool:
     or one certificate (its first line says so)."""
     if path.is_dir():
         return (path / BATCH).is_file()
+    if not path.is_file():
+        return False
     with open(path, "rb") as f:
         return f.readline().startswith(b"# farm induction-certificate ")
 
