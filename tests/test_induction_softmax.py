@@ -55,6 +55,13 @@ def test_exp_bounds_enclose_e_to_the_x_tightly() -> None:
             assert coarse[0] <= lo and hi <= coarse[1]  # more bits, a narrower enclosure
 
 
+def test_far_below_the_limit_exp_is_bounded_by_a_tiny_number() -> None:
+    lo, hi = exp_bounds(Fraction(-10**40))
+    assert lo == 0 < hi <= exp_bounds(Fraction(-1024))[1] < Fraction(1, 2**1470)
+    with pytest.raises(ValueError):
+        exp_bounds(Fraction(10**40))
+
+
 def test_softmax_bounds_hold_at_random_points_of_the_score_boxes() -> None:
     rng = random.Random(1)
     with localcontext() as ctx:
@@ -172,6 +179,19 @@ def test_tampered_softmax_certificates_are_rejected(sharp: Checkpoint, pattern: 
     assert count == 1
     with pytest.raises(FarmError, match=re.escape(complaint)):
         check_certificate(parse(tampered), sharp, "cert")
+
+
+def test_enormous_score_gaps_are_bounded_not_stalled_on() -> None:
+    """Gaps of about 2·10^4: the weights off the key are bounded via e^-1024 (ε is then the
+    80-bit rounding of the key's lower bound). Gaps of about
+    2·10^36: float64 score intervals are ~10^20 wide there, so nothing is certified, and
+    the certificate says so without computing e^(10^36)."""
+    cert = InductionProver(induction_checkpoint(gain=1e5, attention="softmax"), TASK,
+                           HEAD).certificate(1234)
+    assert ("certified", "yes") in cert.farm and 0 < cert.eps <= Fraction(1, 2**79)
+    cert = InductionProver(induction_checkpoint(gain=1e37, attention="softmax"), TASK,
+                           HEAD).certificate(1234)
+    assert ("certified", "no") in cert.farm and cert.eps == 1
 
 
 def test_a_weak_softmax_head_is_stated_but_not_certified() -> None:

@@ -17,6 +17,7 @@ import math
 from fractions import Fraction
 
 BITS = 80
+LIMIT = 1024  # softmax needs e^x only for x ≤ 0, and below e^-LIMIT only that it is tiny
 
 
 def round_down(x: Fraction, bits: int = BITS) -> Fraction:
@@ -36,7 +37,12 @@ def round_up(x: Fraction, bits: int = BITS) -> Fraction:
 
 
 def exp_bounds(x: Fraction, bits: int = BITS) -> tuple[Fraction, Fraction]:
-    """(lo, hi), rationals with lo ≤ e^x ≤ hi and hi/lo − 1 < 2^(2−bits)."""
+    """(lo, hi), rationals with lo ≤ e^x ≤ hi and hi/lo − 1 < 2^(2−bits); below −LIMIT,
+    (0, a bound on e^−LIMIT ≈ 2^−1477), not e^x's own digits. |x| ≤ LIMIT otherwise."""
+    if x < -LIMIT:
+        return Fraction(0), exp_bounds(Fraction(-LIMIT), bits)[1]
+    if x > LIMIT:
+        raise ValueError(f"exp_bounds({float(x):.6g}): e^x above e^{LIMIT} is not needed here")
     if x < 0:
         lo, hi = exp_bounds(-x, bits)
         return round_down(1 / hi, bits), round_up(1 / lo, bits)

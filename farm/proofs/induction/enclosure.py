@@ -37,6 +37,8 @@ def softmax_bounds(lo: Sequence[Fraction], hi: Sequence[Fraction]) -> Row:
     With c = max hi, A_i ≥ e^(hi_i − c) and B_i ≤ e^(lo_i − c) (`exp_bounds`, arguments
     ≤ 0), w_j ≥ B_j / (B_j + Σ_{i≠j} A_i) and w_j ≤ A_j / (A_j + Σ_{i≠j} B_i): 2n
     exponentials a row, each bound then rounded outwards to keep the numbers short."""
+    if len(lo) == 1:
+        return [(Fraction(1), Fraction(1))]
     top = max(hi)
     above = [exp_bounds(h - top)[1] for h in hi]
     below = [exp_bounds(low - top)[0] for low in lo]
@@ -109,6 +111,9 @@ class SoftmaxEnclosure:
                 keys = _stack([s.keys[layer, h] for s in history])
                 scores = div(dot(q[cols], keys, "d,kd->k", dh), cfg.attn_scale)
                 lo, hi = scores.ends()
+                if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+                    raise FarmError(f"prefix {prefix}: the enclosure of L{layer}H{h}'s scores "
+                                    "overflows float64")
                 here.scores[layer, h] = lo, hi
                 row = here.weights[layer, h] = softmax_bounds(
                     [Fraction(a) for a in lo], [Fraction(b) for b in hi])
@@ -118,6 +123,8 @@ class SoftmaxEnclosure:
                                  t + 1))
             x = add(x, maps["o"](Iv(np.concatenate([z.m for z in heads]),
                                     np.concatenate([z.r for z in heads]))))
+        if not (np.isfinite(x.m).all() and np.isfinite(x.r).all()):
+            raise FarmError(f"prefix {prefix}: the enclosure of the residual overflows float64")
         here.residual.append(x)
         self.memo[prefix] = here
         return here
