@@ -23,7 +23,7 @@ start=$(date +%s.%N)
 .venv/bin/farm induction certify --checkpoint "$out/checkpoint" --head "$head" \
   --out "$out/certs" || true
 mid=$(date +%s.%N)
-.venv/bin/farm induction check --checkpoint "$out/checkpoint" "$out/certs"
+.venv/bin/farm check "$out/certs" --checkpoint "$out/checkpoint"
 end=$(date +%s.%N)
 .venv/bin/farm induction plot --checkpoint "$out/checkpoint" --head "$head" --prompt 83 \
   --out "$out/stripe.png"

@@ -9,8 +9,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import ray
 import torch
 
+from actors.induction import ray_runner
 from farm.cli import main
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint, save_checkpoint
@@ -26,11 +28,11 @@ HEAD = HeadRef(1, 0)
 TOKENS, POSITIONS, COPIED = 0, 8, 17  # residual dims: pattern token, position, copied token
 
 
-def induction_checkpoint(gain: float = 16.0) -> Checkpoint:
+def induction_checkpoint(gain: float = 16.0, attention: str = "sparsemax") -> Checkpoint:
     """A hand-built 2-layer model whose layer-1 head is a perfect induction head: each
     query from position 3 on attends to the position period − 1 = 3 back (a score gap of
     gain/√32) and copies that token into dims the unembedding reads (logit 10)."""
-    cfg = GPTConfig(seq_len=8, d_model=32, d_mlp=0, norm_variant="none")
+    cfg = GPTConfig(seq_len=8, d_model=32, d_mlp=0, norm_variant="none", attn_variant=attention)
     model = VerifiableGPT(cfg)
     with torch.no_grad():
         for p in model.parameters():
@@ -181,8 +183,28 @@ def test_domain_certify_and_check(checkpoint: Checkpoint, tmp_path: Path) -> Non
         check_domain(checkpoint, out, progress=False)
 
 
+def test_a_job_on_ray_actors_writes_what_one_process_writes(checkpoint: Checkpoint,
+                                                            tmp_path: Path) -> None:
+    """Units of 5 prompts over two real Ray actors: the same files, batch and aggregates
+    (minimum and mean reduced unit by unit) as one process, and `farm check` accepts them."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    weak = induction_checkpoint(gain=2.0)  # ε > 0 and unequal copying bounds to reduce
+    local, _ = certify_domain(weak, TASK, HEAD, here, range(23), progress=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote, _ = certify_domain(weak, TASK, HEAD, there, range(23), progress=False,
+                                   runner=ray_runner(weak, TASK.name, HEAD, actors=2), unit=5)
+    finally:
+        ray.shutdown()
+    assert remote == local and 0 < local.max_eps and local.min_copy < local.mean_copy
+    files = sorted(p.relative_to(here) for p in here.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(there) for p in there.rglob("*") if p.is_file())
+    assert all((here / f).read_bytes() == (there / f).read_bytes() for f in files)
+    assert check_domain(weak, there, progress=False) == local
+
+
 def test_unsupported_models_are_refused() -> None:
-    with pytest.raises(FarmError, match="sparsemax"):
+    with pytest.raises(FarmError, match="attention-only"):
         InductionProver(Checkpoint.from_model(VerifiableGPT(GPTConfig(
             seq_len=8, attn_variant="softmax", norm_variant="none"))), TASK, HEAD)
     with pytest.raises(FarmError, match="norm"):
@@ -199,12 +221,12 @@ def test_command_line(checkpoint: Checkpoint, tmp_path: Path,
     assert main(["induction", "certify", "--checkpoint", str(ckpt), "--head", "L1H0",
                  "--out", str(out), "--prompts", "16"]) == 0
     assert "16/16 prompts certified for L1H0" in capsys.readouterr().out
-    assert main(["induction", "check", "--checkpoint", str(ckpt), str(out)]) == 0
+    assert main(["check", str(out), "--checkpoint", str(ckpt)]) == 0
     assert "OK" in capsys.readouterr().out
     item = out / "items" / "3.cert"
     item.write_text(item.read_text().replace("\nweight-bound 7 4 1\n", "\nweight-bound 7 4 2\n"))
-    assert main(["induction", "check", "--checkpoint", str(ckpt), str(out)]) == 2
-    assert "weight-bound 7 4 is 2" in capsys.readouterr().err
+    assert main(["check", str(out), "--checkpoint", str(ckpt)]) == 1
+    assert "weight-bound 7 4 is 2" in capsys.readouterr().out
     assert main(["induction", "heads", "--checkpoint", str(ckpt)]) == 0
     first = capsys.readouterr().out.splitlines()[1].split()
     assert first[0] == "L1H0" and float(first[2]) == 1.0
@@ -214,22 +236,66 @@ def test_command_line(checkpoint: Checkpoint, tmp_path: Path,
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_trained_attention_only_model_certifies_and_checks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("attention", ["sparsemax", "softmax"])
+def test_a_trained_attention_only_model_certifies_and_checks(tmp_path: Path,
+                                                            attention: str) -> None:
     """`farm train` trains the induction task (eight-way decisions against the best rival)
     and the checker re-derives certificates of a real model, whatever they conclude."""
     ckpt, out = tmp_path / "ckpt", tmp_path / "certs"
     small = ["--task", "induction:vocab=4,period=3"]
     assert main(["train", "--tasks", small[1], "--norm", "none", "--mlp", "0", "--width", "16",
-                 "--margin", "4", "--no-attn-bias", "--no-unembed-bias",
+                 "--margin", "4", "--no-attn-bias", "--no-unembed-bias", "--attn", attention,
                  "--out", str(ckpt)]) == 0
     code = main(["induction", "certify", "--checkpoint", str(ckpt), *small, "--head", "L0H0",
                  "--out", str(out), "--prompts", "12"])
     assert code in (0, 1) and len(list((out / "items").iterdir())) == 12
-    assert main(["induction", "check", "--checkpoint", str(ckpt), str(out)]) == 0
+    assert main(["check", str(out), "--checkpoint", str(ckpt)]) == 0
+    slack = 0 if attention == "sparsemax" else Fraction(1, 10**9)  # stated ≈ true weights
     for item in (out / "items").iterdir():  # sound, and never below NFP's bound
         cert = parse(item.read_text())
         farm = {words[0]: words[1:] for words in cert.farm}
         negative, q = farm["direction"][1], cert.active[0]
         ours = next(Fraction(w[3]) for w in cert.farm if w[:3] == ("copy-lb", str(q), negative))
         effect = sum(cert.weight[q, k] * cert.val[k] for k in range(cert.seq))
-        assert effect >= ours >= logit_diff_bound(cert)
+        assert effect + slack >= ours >= logit_diff_bound(cert)
+
+
+@pytest.mark.parametrize("pattern, replacement, complaint", [
+    (r"^weight-bound 7 4 1$", "weight-bound 7 4 3/2", "weight-bound 7 4 is 3/2"),
+    (r"^prev 7 4$", "prev 7 5", "prev 7 is 5"),
+    (r"^margin (\S+)$", r"margin 4", "margin is 4"),
+    (r"^(# farm copy-lb 7 \d+) 10$", r"\1 21/2", "copy-lb"),
+])
+def test_farm_check_re_derives_one_file_and_rejects_it_tampered(
+        checkpoint: Checkpoint, text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        pattern: str, replacement: str, complaint: str) -> None:
+    ckpt, cert = tmp_path / "ckpt", tmp_path / "1234.cert"
+    save_checkpoint(checkpoint, ckpt)
+    cert.write_text(text)
+    assert main(["check", str(cert), "--checkpoint", str(ckpt)]) == 0
+    assert "OK" in capsys.readouterr().out
+    cert.write_text(_swap(text, pattern, replacement))
+    assert main(["check", str(cert), "--checkpoint", str(ckpt)]) == 1
+    assert re.search(f"REJECTED .*{re.escape(complaint)}", capsys.readouterr().out)
+
+
+def test_farm_check_of_an_induction_certificate_needs_the_checkpoint_and_nfp_syntax(
+        checkpoint: Checkpoint, text: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt, cert = tmp_path / "ckpt", tmp_path / "1234.cert"
+    save_checkpoint(checkpoint, ckpt)
+    cert.write_text(text)
+    assert main(["check", str(cert)]) == 2
+    assert "give --checkpoint" in capsys.readouterr().err
+    cert.write_text(text.replace("\neps 0\n", "\neps 0.0\n"))
+    assert main(["check", str(cert), "--checkpoint", str(ckpt)]) == 2
+    assert "no decimals" in capsys.readouterr().err
+
+
+def test_farm_check_of_a_signed_certificate_still_needs_its_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    envelope = tmp_path / "certificate.dsse.json"
+    envelope.write_text("{}")
+    assert main(["check", str(envelope)]) == 2
+    assert "needs --pubkey" in capsys.readouterr().err
+    assert main(["check", str(tmp_path / "missing.cert"), "--pubkey", str(envelope)]) == 2

@@ -1,11 +1,17 @@
-"""`farm check`: verify a signed certificate and re-derive every claim it makes."""
+"""`farm check`: verify a certificate and re-derive every claim it makes: a signed one
+(DSSE), or an induction-head certificate (one NFP file, or a folder of them)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from farm.errors import FarmError
+from farm.model.checkpoint import load_checkpoint
+from farm.proofs.induction.check import Mismatch
+from farm.proofs.induction.domain import check_path, is_induction_certificate
 from farm.trust.accuracy import ACCURACY_PREDICATE_TYPE, check_accuracy
 from farm.trust.certificate import check_certificate
 from farm.trust.distilled import DISTILLED_PREDICATE_TYPE, check_distillation, predicate_type_of
@@ -24,9 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "with every problem named; 2 if the certificate cannot be read or its "
                     "signature does not verify. A signed accuracy claim (farm certify "
                     "--accuracy) is re-derived instead: every strategy it names is run again "
-                    "on the checkpoint, and a bound above what it derives is rejected.")
-    p.add_argument("certificate", help="certificate.dsse.json")
-    p.add_argument("--pubkey", required=True, help="Ed25519 public key (PEM) of the signer")
+                    "on the checkpoint, and a bound above what it derives is rejected. "
+                    "Given an induction certificate (a folder "
+                    "`farm induction certify` wrote, or one of its .cert files; no signature, "
+                    "--checkpoint required), recompute every score, weight, bound, value, "
+                    "copying bound and decision margin from the checkpoint, and the batch's "
+                    "aggregate gates from the items: 1 naming the first entry that differs.")
+    p.add_argument("certificate",
+                   help="certificate.dsse.json, or an induction certificate folder or file")
+    p.add_argument("--pubkey", help="Ed25519 public key (PEM) of the signer (signed "
+                                    "certificates)")
     p.add_argument("--checkpoint",
                    help="checkpoint directory (default: the path the certificate records, "
                         "relative to it)")
@@ -61,6 +74,10 @@ def rejected(path: str, problems: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_induction_certificate(Path(args.certificate)):
+        return run_induction(args)
+    if args.pubkey is None:
+        raise FarmError(f"{args.certificate}: a signed certificate needs --pubkey")
     kind = predicate_type_of(args.certificate)
     if kind == DISTILLED_PREDICATE_TYPE:
         return run_distilled(args)
@@ -110,4 +127,22 @@ def run_accuracy(args: argparse.Namespace) -> int:
           + "; ".join(f"{b.strategy} claims {claimed[b.strategy]['correct']:,} ≤ re-derived "
                       f"{b.correct:,} of {b.total:,} ({float(b.accuracy):.6f})"
                       for b in report.derived))
+    return 0
+
+
+def run_induction(args: argparse.Namespace) -> int:
+    """An induction certificate: every number re-derived from the checkpoint."""
+    if args.checkpoint is None:
+        raise FarmError("an induction certificate names its checkpoint by hash only: give "
+                        "--checkpoint")
+    try:
+        summary = check_path(load_checkpoint(args.checkpoint), Path(args.certificate))
+    except Mismatch as err:
+        print(f"REJECTED {args.certificate}: {err}")
+        return 1
+    print(f"OK {args.certificate}: every number of {summary.prompts} induction "
+          f"certificate(s) for {summary.head} on {summary.task} re-derived from checkpoint "
+          f"{summary.checkpoint[:16]}…; {summary.certified} certified (stripe, copying and "
+          f"decision), min score margin {float(summary.min_margin):.4g}, max eps "
+          f"{float(summary.max_eps):.4g}, min copying bound {float(summary.min_copy):.4g}")
     return 0

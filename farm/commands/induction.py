@@ -2,7 +2,8 @@
 
     farm induction heads   --checkpoint C                      # which head looks one period back
     farm induction certify --checkpoint C --head L1H0 --out D  # one NFP certificate per prompt
-    farm induction check   --checkpoint C D                    # re-derive every number
+                           [--actors 2]                        # units of prompts on Ray actors
+    farm check D --checkpoint C                                # re-derive every number
     farm induction plot    --checkpoint C --head L1H0 --prompt 1234 --out stripe.png
 """
 
@@ -12,11 +13,13 @@ import argparse
 import re
 from pathlib import Path
 
-from farm.commands import TASK_HELP, count_or_zero, output_file, task_spec
+from actors.induction import ray_runner
+from farm.commands import TASK_HELP, count_or_zero, output_file, positive_int, task_spec
+from farm.commands.run import connect
 from farm.errors import FarmError
 from farm.model.checkpoint import load_checkpoint
 from farm.proofs.induction.derive import HeadRef, InductionProver
-from farm.proofs.induction.domain import DomainSummary, certify_domain, check_domain
+from farm.proofs.induction.domain import UNIT, DomainSummary, certify_domain
 from farm.proofs.induction.heads import score_heads
 from farm.proofs.induction.plot import plot_stripe
 from farm.tasks.induction import Induction
@@ -35,8 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "induction",
         description="Certificates that an attention head is an induction head on every prompt "
-                    "of an induction task, derived from the checkpoint in exact rationals and "
-                    "written in NFP's induction-certificate text format.")
+                    "of an induction task, derived from the checkpoint in exact rationals "
+                    "(sparsemax models exactly, softmax ones through sound bounds with exp "
+                    "bounded by rationals) and written in NFP's induction-certificate text "
+                    "format; `farm check` re-derives them.")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def common(q: argparse.ArgumentParser) -> None:
@@ -52,8 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=run_heads)
 
     q = sub.add_parser("certify", help="certify a head on every prompt of the domain",
-                       description="Derive, in exact rationals, the certificate of --head on "
-                                   "each prompt (stripe, copying, the model's decision), write "
+                       description="Derive, in exact rationals (sound bounds for softmax), the "
+                                   "certificate of --head on each prompt (stripe, copying, the "
+                                   "model's decision), write "
                                    "one NFP file per prompt, NFP's batch file with the "
                                    "aggregate gates, and summary.json into --out. Exit status 1 "
                                    "unless every prompt is certified.")
@@ -62,16 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", required=True, help="a new folder for the certificates")
     q.add_argument("--prompts", type=count_or_zero, default=0,
                    help="certify only the first N prompts in canonical order (default 0: all)")
+    q.add_argument("--actors", type=positive_int, metavar="N",
+                   help="spread the prompts over N Ray actors (RAY_ADDRESS's cluster, or an "
+                        "embedded one of N CPUs; default: this process)")
+    q.add_argument("--unit", type=positive_int, default=UNIT,
+                   help="prompts per unit of work (default %(default)s)")
     q.set_defaults(func=run_certify)
-
-    q = sub.add_parser("check", help="re-derive every certificate of a certified folder",
-                       description="Recompute every score, weight, bound, value, copying bound "
-                                   "and decision margin of each certificate in FOLDER from the "
-                                   "checkpoint, and the batch gates from the items; exit status "
-                                   "2 naming the first entry that differs.")
-    q.add_argument("folder", help="a folder `farm induction certify` wrote")
-    q.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    q.set_defaults(func=run_check)
 
     q = sub.add_parser("plot", help="PNG of a head's exact attention on one prompt",
                        description="The certified head's exact attention weights on one "
@@ -113,20 +115,17 @@ def _report(summary: DomainSummary) -> None:
 def run_certify(args: argparse.Namespace) -> int:
     task = _task(args.task)
     indices = range(min(args.prompts or len(task.domain()), len(task.domain())))
-    summary, seconds = certify_domain(load_checkpoint(args.checkpoint), task, args.head,
-                                      Path(args.out), indices)
+    checkpoint = load_checkpoint(args.checkpoint)
+    runner = None
+    if args.actors:
+        connect(args.actors)
+        runner = ray_runner(checkpoint, task.name, args.head, args.actors)
+    summary, seconds = certify_domain(checkpoint, task, args.head, Path(args.out), indices,
+                                      runner=runner, unit=args.unit)
     _report(summary)
     print(f"{summary.prompts / seconds:.1f} prompts certified per second; NFP batch: "
           f"{Path(args.out) / 'batch.nfp'} (run NFP from {args.out})")
     return 0 if summary.certified == summary.prompts else 1
-
-
-def run_check(args: argparse.Namespace) -> int:
-    summary = check_domain(load_checkpoint(args.checkpoint), Path(args.folder))
-    print(f"OK {args.folder}: every number of {summary.prompts} certificates re-derived from "
-          f"checkpoint {summary.checkpoint[:16]}…, batch gates equal to the aggregates")
-    _report(summary)
-    return 0
 
 
 def run_plot(args: argparse.Namespace) -> int:

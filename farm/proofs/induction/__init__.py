@@ -8,4 +8,7 @@ a stated margin, from bounds on its values) and the model's exact decision. It i
 written in NFP's induction-certificate text format (`nfp`), so NFP's Lean checker
 reads it, with the farm's binding to the checkpoint in `# farm` comment lines NFP
 skips; `check` re-derives every line from the checkpoint and names any that differ.
+Sparsemax models are run exactly; softmax ones are enclosed (`enclosure`), so every
+number a certificate relies on is a sound bound. `domain` certifies a whole domain
+in units of prompts (here, or on Ray actors) and reduces their aggregates.
 """

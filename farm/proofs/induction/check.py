@@ -5,7 +5,8 @@ The certificate names its checkpoint, task, prompt, head and active queries in i
 decides which queries and keys may be named, the checkpoint every number) and
 compares each entry. Nothing in the file is taken on trust: a loosened weight
 bound, a moved key, a raised margin or a changed copy bound all differ from the
-re-derivation, and the first such entry is named.
+re-derivation, and the first such entry is named (`Mismatch`: a certificate read
+fine and is wrong, which `farm check` reports as REJECTED rather than as bad input).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from farm.proofs.induction.derive import VERSION, HeadRef, InductionProver
 from farm.proofs.induction.nfp import NfpCertificate
 from farm.tasks.induction import Induction, StripeEntry
 from farm.tasks.registry import get_task
+
+
+class Mismatch(FarmError):
+    """The certificate is well formed, but a number or binding is not what the
+    checkpoint gives."""
 
 
 def header(cert: NfpCertificate, where: str) -> dict[str, tuple[str, ...]]:
@@ -46,7 +52,7 @@ def check_certificate(cert: NfpCertificate, checkpoint: Checkpoint, where: str,
     Returns the prover it used, to check the next certificate of the same head with."""
     about = header(cert, where)
     if about["checkpoint"] != (checkpoint.sha256,):
-        raise FarmError(f"{where}: made from checkpoint {about['checkpoint'][0][:16]}…, "
+        raise Mismatch(f"{where}: made from checkpoint {about['checkpoint'][0][:16]}…, "
                         f"not this one ({checkpoint.sha256[:16]}…)")
     try:
         task = get_task(about["task"][0])
@@ -57,15 +63,15 @@ def check_certificate(cert: NfpCertificate, checkpoint: Checkpoint, where: str,
     except (ValueError, TypeError, IndexError) as err:
         raise FarmError(f"{where}: malformed farm line ({err})") from None
     if not isinstance(task, Induction) or not 0 <= index < len(task.domain()):
-        raise FarmError(f"{where}: prompt {index} is not in task {about['task'][0]}")
+        raise Mismatch(f"{where}: prompt {index} is not in task {about['task'][0]}")
     prompt = task.domain()[index]
     if about["prompt"][1:] != tuple(map(str, prompt)):
-        raise FarmError(f"{where}: prompt {index} of {task.name} is {prompt}, not "
+        raise Mismatch(f"{where}: prompt {index} of {task.name} is {prompt}, not "
                         f"{about['prompt'][1:]}")
     stripe = set(task.stripe(prompt))
     for entry in queries:
         if entry not in stripe:
-            raise FarmError(f"{where}: query {entry.query} key {entry.key} target "
+            raise Mismatch(f"{where}: query {entry.query} key {entry.key} target "
                             f"{entry.target} is not on the induction stripe of prompt {index}")
     if prover is None or (prover.checkpoint, prover.task, prover.head) != (checkpoint, task,
                                                                          head):
@@ -83,15 +89,15 @@ def _compare(given: NfpCertificate, expected: NfpCertificate, where: str) -> Non
         if isinstance(theirs, dict):
             for key in sorted(set(mine) | set(theirs)):
                 if mine.get(key) != theirs.get(key):
-                    raise FarmError(f"{where}: {_name(f.name)} {_key(key)} is "
+                    raise Mismatch(f"{where}: {_name(f.name)} {_key(key)} is "
                                     f"{_show(mine.get(key))}; the checkpoint gives "
                                     f"{_show(theirs.get(key))}")
         if f.name == "farm":
             for line, (a, b) in enumerate(itertools.zip_longest(mine, theirs, fillvalue=())):
                 if a != b:
-                    raise FarmError(f"{where}: farm line {line + 1} is {' '.join(a)!r}; the "
+                    raise Mismatch(f"{where}: farm line {line + 1} is {' '.join(a)!r}; the "
                                     f"checkpoint gives {' '.join(b)!r}")
-        raise FarmError(f"{where}: {_name(f.name)} is {_show(mine)}; the checkpoint gives "
+        raise Mismatch(f"{where}: {_name(f.name)} is {_show(mine)}; the checkpoint gives "
                         f"{_show(theirs)}")
 
 

@@ -4,20 +4,24 @@
 the NFP batch file (`batch.nfp`) whose gates are the aggregates the items meet
 (the minimum score margin, the maximum ε, the minimum NFP logit-difference bound,
 and its mean where every item states a direction: NFP's checker re-checks each),
-and `summary.json`. The folder appears whole
-or not at all. `check_domain` re-derives every item from the checkpoint and
-recomputes the aggregates.
+and `summary.json`. The folder appears whole or not at all. The work goes in units
+of prompts to a `Runner` (this process, or Ray actors: `actors.induction`), each unit
+handing back its files' text and a `Tally` of its aggregates, which the job adds up.
+`check_domain` re-derives every item from the checkpoint and recomputes the
+aggregates; `check_path` is `farm check`'s entry: a folder or one certificate.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from tqdm import tqdm
 
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint
-from farm.proofs.induction.check import check_certificate
+from farm.proofs.induction.check import Mismatch, check_certificate
 from farm.proofs.induction.derive import HeadRef, InductionProver
 from farm.proofs.induction.nfp import (
     Batch,
@@ -38,7 +42,8 @@ from farm.proofs.induction.nfp import (
 from farm.tasks.induction import Induction
 
 ITEMS, BATCH, SUMMARY = "items", "batch.nfp", "summary.json"
-CHUNK = 512  # prompts per memo of shared prefixes: neighbours in canonical order share them
+UNIT = 512  # prompts per unit of work, and per memo of shared prefixes (neighbours in
+# canonical order share them)
 
 
 @dataclass(frozen=True)
@@ -75,63 +80,112 @@ class DomainSummary:
         return gates
 
 
-class _Aggregate:
-    def __init__(self) -> None:
-        self.items: list[tuple[NfpCertificate, bool, Fraction, Fraction]] = []
+@dataclass(frozen=True)
+class Tally:
+    """The aggregates of some certified prompts, in a form that merges (`+`): each unit of
+    work, wherever it ran, reduces its prompts to one, and the job adds them up.
 
-    def add(self, cert: NfpCertificate) -> None:
+    NFP acceptance is counted per item under gates at that item's own margin, ε and bound;
+    the batch's gates are the extremes over all items, so an item passes those exactly
+    when it passes its own."""
+
+    prompts: int
+    certified: int
+    min_margin: Fraction
+    max_eps: Fraction
+    min_copy: Fraction
+    sum_copy: Fraction
+    min_bound: Fraction
+    sum_bound: Fraction
+    directions: int
+    accepted: int
+    stripe_sum: Fraction
+    stripe_count: int
+    min_decision: Fraction
+
+    @classmethod
+    def of(cls, cert: NfpCertificate) -> Tally:
         decision = next(Fraction(words[2]) for name, *words in cert.farm if name == "decision")
         copy = min(Fraction(words[2]) for name, *words in cert.farm if name == "copy-lb")
-        certified = ("certified", "yes") in cert.farm
-        self.items.append((cert, certified, decision, copy))
+        bound = logit_diff_bound(cert)
+        own = Gates(cert.margin, cert.eps, 1, bound)
+        stripe = [cert.weight[q, cert.prev[q]] for q in cert.active]
+        return cls(1, int(("certified", "yes") in cert.farm), cert.margin, cert.eps, copy, copy,
+                   bound, bound, int(cert.direction is not None), int(not rejections(cert, own)),
+                   sum(stripe, Fraction(0)), len(stripe), decision)
+
+    def __add__(self, other: Tally) -> Tally:
+        pick = {"min_margin": min, "max_eps": max, "min_copy": min, "min_bound": min,
+                "min_decision": min}
+        return Tally(**{f.name: pick.get(f.name, operator.add)(getattr(self, f.name),
+                                                                getattr(other, f.name))
+                        for f in fields(Tally)})
 
     def summary(self, task: Induction, head: HeadRef, checkpoint: Checkpoint) -> DomainSummary:
-        if not self.items:
-            raise FarmError("no prompts to certify")
-        certs = [c for c, _, _, _ in self.items]
-        copies = [copy for _, _, _, copy in self.items]
-        bounds = [logit_diff_bound(c) for c in certs]
-        stripe = [c.weight[q, c.prev[q]] for c in certs for q in c.active]
-        gates = Gates(min(c.margin for c in certs), max(c.eps for c in certs), 1, min(bounds))
         return DomainSummary(
-            task.name, str(head), checkpoint.sha256, len(certs),
-            sum(ok for _, ok, _, _ in self.items), gates.min_margin, gates.max_eps,
-            min(copies), _mean(copies), min(bounds), _mean(bounds),
-            sum(c.direction is not None for c in certs),
-            sum(not rejections(c, gates) for c in certs), _mean(stripe),
-            min(d for _, _, d, _ in self.items))
+            task.name, str(head), checkpoint.sha256, self.prompts, self.certified,
+            self.min_margin, self.max_eps, self.min_copy, self.sum_copy / self.prompts,
+            self.min_bound, self.sum_bound / self.prompts, self.directions, self.accepted,
+            self.stripe_sum / self.stripe_count, self.min_decision)
 
 
-def _mean(values: list[Fraction]) -> Fraction:
-    return sum(values, Fraction(0)) / len(values)
+@dataclass(frozen=True)
+class Unit:
+    """What one unit of work hands back: its certificates' text, in order, and their tally."""
+
+    indices: tuple[int, ...]
+    texts: tuple[str, ...]
+    tally: Tally
+
+
+def certify_unit(prover: InductionProver, indices: Sequence[int]) -> Unit:
+    """Certify `prover`'s head on the given prompts, with a fresh memo of shared prefixes."""
+    prover.fresh()
+    certs = [prover.certificate(index) for index in indices]
+    return Unit(tuple(indices), tuple(c.render() for c in certs),
+                functools.reduce(operator.add, map(Tally.of, certs)))
+
+
+Runner = Callable[[Sequence[Sequence[int]]], Iterator[Unit]]
+"""Certifies units of prompts, somewhere, and yields each one's `Unit` in the order given."""
+
+
+def local_runner(prover: InductionProver) -> Runner:
+    return lambda units: (certify_unit(prover, unit) for unit in units)
 
 
 def certify_domain(checkpoint: Checkpoint, task: Induction, head: HeadRef, out: Path,
-                   indices: Sequence[int] | None = None, progress: bool = True
+                   indices: Sequence[int] | None = None, progress: bool = True,
+                   runner: Runner | None = None, unit: int = UNIT
                    ) -> tuple[DomainSummary, float]:
-    """Certify `head` on the given prompts (default: the whole domain) into folder `out`;
-    returns the summary and the seconds spent deriving."""
-    prover = InductionProver(checkpoint, task, head)
+    """Certify `head` on the given prompts (default: the whole domain) into folder `out`,
+    `unit` prompts at a time by `runner` (default: this process); returns the summary and
+    the seconds spent deriving."""
+    runner = runner or local_runner(InductionProver(checkpoint, task, head))
     indices = range(len(task.domain())) if indices is None else indices
+    if not indices:
+        raise FarmError("no prompts to certify")
     if out.exists():
         raise FarmError(f"{out} exists: choose a new folder for the certificates")
+    units = [indices[i:i + unit] for i in range(0, len(indices), unit)]
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         (staging / ITEMS).mkdir()
-        aggregate, names = _Aggregate(), []
+        tally, names = None, []
         start = time.perf_counter()
-        for n, index in enumerate(tqdm(indices, desc=f"certify {head}", disable=not progress,
-                                       unit="prompt")):
-            if n % CHUNK == 0:
-                prover.fresh()
-            cert = prover.certificate(index)
-            aggregate.add(cert)
-            name = f"{ITEMS}/{index}.cert"
-            (staging / name).write_text(cert.render())
-            names.append(name)
+        with tqdm(total=len(indices), desc=f"certify {head}", disable=not progress,
+                  unit="prompt") as bar:
+            for done in runner(units):
+                for index, text in zip(done.indices, done.texts, strict=True):
+                    name = f"{ITEMS}/{index}.cert"
+                    (staging / name).write_text(text)
+                    names.append(name)
+                tally = done.tally if tally is None else tally + done.tally
+                bar.update(len(done.indices))
         seconds = time.perf_counter() - start
-        summary = aggregate.summary(task, head, checkpoint)
+        assert tally is not None
+        summary = tally.summary(task, head, checkpoint)
         (staging / BATCH).write_text(Batch(names, summary.batch_gates()).render())
         (staging / SUMMARY).write_text(json.dumps(summary.to_json(), indent=1) + "\n")
         os.sync()
@@ -153,24 +207,46 @@ def check_domain(checkpoint: Checkpoint, folder: Path, progress: bool = True) ->
     if not items:
         raise FarmError(f"{batch}: no items")
     prover: InductionProver | None = None
-    aggregate = _Aggregate()
+    tally: Tally | None = None
     for n, name in enumerate(tqdm(items, desc="check", disable=not progress, unit="prompt")):
         path = folder / name
+        if not path.is_file():
+            raise FarmError(f"{batch}: item {name} is not a file")
         cert = parse(path.read_text(), str(path))
         checked = check_certificate(cert, checkpoint, str(path), prover)
         if prover is not None and checked is not prover:
-            raise FarmError(f"{path}: another task or head than the items before it")
+            raise Mismatch(f"{path}: another task or head than the items before it")
         prover = checked
-        if n % CHUNK == CHUNK - 1:
+        if n % UNIT == UNIT - 1:
             prover.fresh()
-        aggregate.add(cert)
-    assert prover is not None
-    summary = aggregate.summary(prover.task, prover.head, checkpoint)
+        tally = Tally.of(cert) if tally is None else tally + Tally.of(cert)
+    assert prover is not None and tally is not None
+    summary = tally.summary(prover.task, prover.head, checkpoint)
     expected = Batch(items, summary.batch_gates()).render()
     if batch.read_text() != expected:
-        raise FarmError(f"{batch}: its gates are not the aggregates of its items; they are\n"
+        raise Mismatch(f"{batch}: its gates are not the aggregates of its items; they are\n"
                         + "".join(expected.splitlines(keepends=True)[:5]))
     recorded = folder / SUMMARY
     if not recorded.is_file() or json.loads(recorded.read_text()) != summary.to_json():
-        raise FarmError(f"{recorded}: missing, or not the aggregates of the items")
+        raise Mismatch(f"{recorded}: missing, or not the aggregates of the items")
     return summary
+
+
+def is_induction_certificate(path: Path) -> bool:
+    """Whether `path` is what `farm induction certify` writes: a folder with a batch file,
+    or one certificate (its first line says so)."""
+    if path.is_dir():
+        return (path / BATCH).is_file()
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.readline().startswith(b"# farm induction-certificate ")
+
+
+def check_path(checkpoint: Checkpoint, path: Path, progress: bool = True) -> DomainSummary:
+    """Re-derive a certified folder, or one certificate, from `checkpoint`."""
+    if path.is_dir():
+        return check_domain(checkpoint, path, progress)
+    cert = parse(path.read_text(), str(path))
+    prover = check_certificate(cert, checkpoint, str(path))
+    return Tally.of(cert).summary(prover.task, prover.head, checkpoint)

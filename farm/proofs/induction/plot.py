@@ -10,7 +10,7 @@ from farm.proofs.induction.nfp import NfpCertificate
 
 
 def plot_stripe(cert: NfpCertificate, tokens: list[str], title: str, out: Path) -> None:
-    """Write a PNG of the certificate's exact weights, its active (query, key) pairs boxed."""
+    """Write a PNG of the certificate's weights, its active (query, key) pairs boxed."""
     import io
 
     import matplotlib
@@ -31,7 +31,9 @@ def plot_stripe(cert: NfpCertificate, tokens: list[str], title: str, out: Path) 
     ax.set_xlabel("key position / token")
     ax.set_ylabel("query token / position")
     ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, label="attention weight (exact, sparsemax)")
+    exact = cert.weight == cert.weight_bound  # sparsemax; softmax states a weight and a bound
+    fig.colorbar(image, ax=ax, label="attention weight (exact)" if exact else
+                 "attention weight (stated, within sound bounds)")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=130)
