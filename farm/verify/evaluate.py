@@ -51,7 +51,8 @@ from farm.verify.local import (
     robustness_outcomes,
 )
 
-ROUTES = ("screen", "exact", "solver", "undecided")  # undecided: robustness over budget
+ROUTES = ("screen", "exact", "solver", "undecided", "cube")  # undecided: robustness over
+# budget; cube: proved by a cube query (`farm.verify.conquer`)
 SCREEN, EXACT = 0, 1  # indices into ROUTES, as the route arrays hold them
 TIE = -1  # the decision of a run whose best candidates tie (never a correct decision)
 BATCH = 65536  # prompts per screen call: consecutive, so they share their prefixes
@@ -114,21 +115,26 @@ class Evaluator:
         decision = np.empty(n, dtype=np.int16)
         route = np.empty(n, dtype=np.uint8)
         targets = np.empty(n, dtype=np.int16)
-        screen, runs = self.screen(self.circuit), self.runs(self.circuit)
         for first, prompts, tgt in self._batches("decisions"):
             rows = slice(first, first + len(prompts))
-            found = screen.run(prompts, tgt, self.candidates)
-            out = np.where(found.correct, tgt, TIE).astype(np.int16)
-            known = found.correct.copy()
-            if len(self.candidates) == 2:  # certainly below 0: the other candidate wins
-                lost = found.hi < 0
-                out[lost] = self.task.alternates(tgt[lost])
-                known |= lost
-            for k in np.flatnonzero(~known):
-                out[k] = exact_decision(runs.row(tuple(prompts[k].tolist())), self.candidates)
-            decision[rows], route[rows], targets[rows] = out, np.where(known, SCREEN, EXACT), tgt
+            decision[rows], route[rows] = self.decide(prompts, tgt)
+            targets[rows] = tgt
         self._decisions = Decisions(decision, route, targets)
         return self._decisions
+
+    def decide(self, prompts: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The circuit's decision on each prompt and its route (SCREEN or EXACT)."""
+        found = self.screen(self.circuit).run(prompts, targets, self.candidates)
+        out = np.where(found.correct, targets, TIE).astype(np.int16)
+        known = found.correct.copy()
+        if len(self.candidates) == 2:  # certainly below 0: the other candidate wins
+            lost = found.hi < 0
+            out[lost] = self.task.alternates(targets[lost])
+            known |= lost
+        runs = self.runs(self.circuit)
+        for k in np.flatnonzero(~known):
+            out[k] = exact_decision(runs.row(tuple(prompts[k].tolist())), self.candidates)
+        return out, np.where(known, SCREEN, EXACT).astype(np.uint8)
 
     def runs(self, circuit: Circuit) -> CircuitRun:
         """The circuit's exact runs, one per circuit: they memoise shared prefixes."""
@@ -244,7 +250,7 @@ class Evaluator:
 
     def _result(self, prop: str, routes: np.ndarray, listed: list[dict[str, Any]],
                 failing: int, start: float) -> PropertyResult:
-        counts = np.bincount(routes, minlength=len(ROUTES)) if len(routes) else [0] * 3
+        counts = np.bincount(routes, minlength=len(ROUTES)) if len(routes) else [0] * len(ROUTES)
         result = fold(prop, self.task.name, [], [])
         result.status = "FAILED" if failing else "VERIFIED"
         result.counterexamples, result.failing = listed, failing
@@ -256,14 +262,16 @@ class Evaluator:
 def evaluate_task(ckpt: Checkpoint, circuit: Circuit, task: Task, properties: Sequence[str],
                   solvers: Callable[[], Farm], cache: ResultCache | None = None,
                   options: VerifyOptions | None = None, batch: int = BATCH,
-                  encoding: EncodeMode = "guided", traces: TraceReader | None = None
-                  ) -> list[PropertyResult]:
+                  encoding: EncodeMode = "guided", traces: TraceReader | None = None,
+                  evaluator: Evaluator | None = None) -> list[PropertyResult]:
     """The requested properties of one (circuit, task), concrete inputs by evaluation and
     robustness by the screen's ball bound; `solvers()` opens the farm that answers what
     the screen leaves, only if it leaves anything (solver processes take seconds to start).
-    `encoding` and `traces` are the solver queries' (`Planner`'s)."""
+    `encoding` and `traces` are the solver queries' (`Planner`'s); `evaluator`, one of
+    this (circuit, task) that has run already, lends its screens and exact runs."""
     options = options or VerifyOptions()
-    evaluator = Evaluator(ckpt, circuit, task, batch=batch, progress=options.progress)
+    evaluator = evaluator or Evaluator(ckpt, circuit, task, batch=batch,
+                                       progress=options.progress)
     results = []
     for prop in properties:
         if prop == ROBUSTNESS:
