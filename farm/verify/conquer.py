@@ -46,7 +46,7 @@ from farm.model.checkpoint import Checkpoint
 from farm.model.circuit import Circuit
 from farm.tasks.task import Task
 from farm.verify.cube import Cube
-from farm.verify.evaluate import KEEP, ROUTES, TIE, Evaluator, evaluate_task, exact_decision
+from farm.verify.evaluate import BATCH, KEEP, ROUTES, TIE, Evaluator, evaluate_task, exact_decision
 from farm.verify.local import SOLVERS, LocalFarm, PropertyResult, VerifyOptions, fold
 
 __all__ = ["LEAF", "CubeOutcome", "SplitPolicy", "class_cubes", "cube_properties",
@@ -158,8 +158,9 @@ class _Conqueror:
         claim = Claim("decides", 1 if decision == c0 else -1)
         try:
             query = cube_query(self.ev.model, self.ev.circuit, cube.tokens, self.candidates, claim)
-        except TooWide:
+        except TooWide:  # as wide a cube has no linear encoding either: split those at once
             tally.too_wide += 1
+            self.policy.record(cube, float("inf"), decided=False)
             return False
         result, seconds = self._solve(query)
         tally.statuses[result.status] += 1
@@ -208,7 +209,12 @@ class _Conqueror:
             empty = np.empty((0, len(self.ev.domain.positions)), dtype=np.int64)
             return empty, np.empty(0, dtype=np.int16), np.empty(0, dtype=np.uint8)
         prompts = np.concatenate([c.prompts() for c in cubes])
-        decision, route = self.ev.decide(prompts, self.ev.task.targets(prompts))
+        decision = np.empty(len(prompts), dtype=np.int16)
+        route = np.empty(len(prompts), dtype=np.uint8)
+        for first in range(0, len(prompts), BATCH):  # the screen's batch, as the screen route's
+            rows = slice(first, first + BATCH)
+            decision[rows], route[rows] = self.ev.decide(prompts[rows],
+                                                         self.ev.task.targets(prompts[rows]))
         return prompts, decision, route
 
 
