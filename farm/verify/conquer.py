@@ -87,11 +87,12 @@ class SplitPolicy:
 
 @dataclass(frozen=True)
 class CubeOutcome:
-    """One cube as decided: by a query's verdict (with its hash) or by the screen."""
+    """One cube as asked (a query's verdict, with its hash) or left to the screen."""
 
     cube: Cube
-    decision: int  # the candidate proved for every prompt; TIE where evaluated per prompt
-    how: str  # "unsat" (proved), "screen" (evaluated prompt by prompt)
+    decision: int  # the candidate claimed for every prompt; TIE where evaluated per prompt
+    how: str  # a query's verdict: "unsat" (proved), "sat" or "unknown" (split after);
+    # or "screen" (its prompts evaluated one by one)
     query_hash: str | None = None
     winner: str | None = None
     seconds: float = 0.0
@@ -169,13 +170,11 @@ class _Conqueror:
         for v in result.verdicts:
             tally.solver_seconds[v.solver] += v.seconds
         self.policy.record(cube, seconds, result.status != "unknown")
-        if result.status == "unsat":
-            tally.outcomes.append(CubeOutcome(cube, decision, "unsat", query.hash,
-                                              result.winner, seconds))
-            return True
         if result.status == "sat":
             tally.counterexamples.append(self._replay(query, result, cube))
-        return False
+        tally.outcomes.append(CubeOutcome(cube, decision, result.status, query.hash,
+                                          result.winner, seconds))
+        return result.status == "unsat"
 
     def _solve(self, query: CubeQuery) -> tuple[RaceResult, float]:
         if (hit := self.answers.get(query.hash)) is None:
@@ -294,7 +293,7 @@ def _first(cube: Cube) -> tuple[int, ...]:
 
 
 def _detail(ev: Evaluator, prompt: np.ndarray) -> dict[str, Any]:
-    return ev._input_detail(ev.domain.index(tuple(prompt.tolist())))
+    return ev.input_detail(ev.domain.index(tuple(prompt.tolist())))
 
 
 def _result(prop: str, ev: Evaluator, tally: _Tally, leaf_routes: np.ndarray,

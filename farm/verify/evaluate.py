@@ -148,7 +148,7 @@ class Evaluator:
     def subject(self, i: int) -> str:  # as `Planner` names an input
         return f"input {i} {list(self.domain[i])}"
 
-    def _input_detail(self, i: int) -> dict[str, Any]:
+    def input_detail(self, i: int) -> dict[str, Any]:
         """A wrong input as reported: its prompt and exact margin, replayed here."""
         target = int(self.task.target(self.domain[i]))
         margin = self.row(i).best_margin(target, self.candidates)
@@ -161,7 +161,7 @@ class Evaluator:
         """Per input x: d(C_E, x) = P(x)."""
         start, d = time.perf_counter(), self.decisions()
         wrong = np.flatnonzero(d.decision != d.targets)
-        listed = [self._input_detail(int(i)) for i in wrong[:KEEP]]
+        listed = [self.input_detail(int(i)) for i in wrong[:KEEP]]
         return self._result(FUNCTIONAL_EQUIVALENCE, d.route, listed, len(wrong), start)
 
     def content_invariance(self) -> PropertyResult:
