@@ -30,6 +30,7 @@ from farm.model.checkpoint import load_checkpoint
 from farm.model.exact import ExactModel
 from farm.model.tracing import TraceReader
 from farm.tasks.registry import get_task
+from farm.verify.conquer import LEAF, SplitPolicy, verify_by_cubes
 from farm.verify.evaluate import ROUTES, evaluate_task
 from farm.verify.local import (
     DEFAULT_JOBS,
@@ -63,12 +64,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--properties", nargs="+", default=["all"], metavar="PROPERTY",
                    help=f"some of {', '.join(PROPERTIES)} (or their full names), separated by "
                         "spaces or commas, or all (default: all)")
-    p.add_argument("--route", choices=("screen", "solver"), default="screen",
+    p.add_argument("--route", choices=("screen", "solver", "cube"), default="screen",
                    help="screen: decide concrete inputs by evaluation (the sound interval "
                         "screen, exact arithmetic where it is not decisive) and robustness by "
                         "the screen's bound over the ε-ball, asking the solvers only what is "
                         "left; solver: one SMT query per input, pair and edge, as certificates "
-                        "record them (default: %(default)s)")
+                        "record them; cube: functional equivalence and content invariance "
+                        "proved per cube of inputs (the opener fixed, fillers symbolic) by one "
+                        "exact query each, a cube that is not proved split along a filler "
+                        "position down to cubes of --cube-leaf inputs, which the screen "
+                        "decides; the other properties as the screen route (default: "
+                        "%(default)s)")
+    p.add_argument("--cube-quick", type=positive_float, default=10.0, metavar="SECONDS",
+                   help="--route cube: time limit of a cube query; a cube not proved within "
+                        "it is split, and cubes as large are split without asking "
+                        "(default: %(default)s)")
+    p.add_argument("--cube-leaf", type=positive_int, default=LEAF, metavar="N",
+                   help="--route cube: cubes of at most N inputs go to the screen "
+                        "(default: %(default)s)")
     p.add_argument("--solver-inputs", type=positive_int, metavar="N",
                    help="--route screen: ask the solvers about at most N of the robustness "
                         "inputs the screen's ball bound leaves (the first in domain order); "
@@ -222,6 +235,10 @@ def run(args: argparse.Namespace) -> int:
         if args.route == "screen":
             results = evaluate_task(ckpt, circuit, task, properties, solvers, cache, options,
                                     encoding=args.encoding, traces=traces)
+        elif args.route == "cube":
+            results = verify_by_cubes(ckpt, circuit, task, properties, solvers, cache, options,
+                                      SplitPolicy(args.cube_quick, args.cube_leaf),
+                                      args.encoding)
         else:
             planner = Planner(ExactModel(ckpt.config, ckpt.weights), circuit, task,
                               args.encoding, traces=traces,

@@ -51,7 +51,8 @@ from farm.verify.local import (
     robustness_outcomes,
 )
 
-ROUTES = ("screen", "exact", "solver", "undecided")  # undecided: robustness over budget
+ROUTES = ("screen", "exact", "solver", "undecided", "cube")  # undecided: robustness over
+# budget; cube: proved by a cube query (`farm.verify.conquer`)
 SCREEN, EXACT = 0, 1  # indices into ROUTES, as the route arrays hold them
 TIE = -1  # the decision of a run whose best candidates tie (never a correct decision)
 BATCH = 16384  # prompts per screen call: consecutive, so they share their prefixes; small
@@ -120,24 +121,32 @@ class Evaluator:
         decision = np.empty(n, dtype=np.int16)
         route = np.empty(n, dtype=np.uint8)
         targets = np.empty(n, dtype=np.int16)
-        screen, runs = self.screen(self.circuit), self.runs(self.circuit)
         robust = None if self.epsilon is None else np.zeros(n, dtype=bool)
         for first, prompts, tgt in self._batches("decisions"):
             rows = slice(first, first + len(prompts))
-            found = screen.run(prompts, tgt, self.candidates, epsilon=self.epsilon)
+            decision[rows], route[rows], ball = self.decide(prompts, tgt, self.epsilon)
+            targets[rows] = tgt
             if robust is not None:
-                robust[rows] = found.robust
-            out = np.where(found.correct, tgt, TIE).astype(np.int16)
-            known = found.correct.copy()
-            if len(self.candidates) == 2:  # certainly below 0: the other candidate wins
-                lost = found.hi < 0
-                out[lost] = self.task.alternates(tgt[lost])
-                known |= lost
-            for k in np.flatnonzero(~known):
-                out[k] = exact_decision(runs.row(tuple(prompts[k].tolist())), self.candidates)
-            decision[rows], route[rows], targets[rows] = out, np.where(known, SCREEN, EXACT), tgt
+                robust[rows] = ball
         self._decisions, self._robust = Decisions(decision, route, targets), robust
         return self._decisions
+
+    def decide(self, prompts: np.ndarray, targets: np.ndarray,
+               epsilon: Fraction | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The circuit's decision on each prompt, its route (SCREEN or EXACT) and, with
+        `epsilon`, whether the screen proves it robust on the ε-ball (else None)."""
+        found = self.screen(self.circuit).run(prompts, targets, self.candidates, epsilon)
+        out = np.where(found.correct, targets, TIE).astype(np.int16)
+        known = found.correct.copy()
+        if len(self.candidates) == 2:  # certainly below 0: the other candidate wins
+            lost = found.hi < 0
+            out[lost] = self.task.alternates(targets[lost])
+            known |= lost
+        runs = self.runs(self.circuit)
+        for k in np.flatnonzero(~known):
+            out[k] = exact_decision(runs.row(tuple(prompts[k].tolist())), self.candidates)
+        return out, np.where(known, SCREEN, EXACT).astype(np.uint8), found.robust
 
     def runs(self, circuit: Circuit) -> CircuitRun:
         """The circuit's exact runs, one per circuit: they memoise shared prefixes."""
@@ -151,7 +160,7 @@ class Evaluator:
     def subject(self, i: int) -> str:  # as `Planner` names an input
         return f"input {i} {list(self.domain[i])}"
 
-    def _input_detail(self, i: int) -> dict[str, Any]:
+    def input_detail(self, i: int) -> dict[str, Any]:
         """A wrong input as reported: its prompt and exact margin, replayed here."""
         target = int(self.task.target(self.domain[i]))
         margin = self.row(i).best_margin(target, self.candidates)
@@ -164,7 +173,7 @@ class Evaluator:
         """Per input x: d(C_E, x) = P(x)."""
         start, d = time.perf_counter(), self.decisions()
         wrong = np.flatnonzero(d.decision != d.targets)
-        listed = [self._input_detail(int(i)) for i in wrong[:KEEP]]
+        listed = [self.input_detail(int(i)) for i in wrong[:KEEP]]
         return self._result(FUNCTIONAL_EQUIVALENCE, d.route, listed, len(wrong), start)
 
     def content_invariance(self) -> PropertyResult:
@@ -256,7 +265,7 @@ class Evaluator:
 
     def _result(self, prop: str, routes: np.ndarray, listed: list[dict[str, Any]],
                 failing: int, start: float) -> PropertyResult:
-        counts = np.bincount(routes, minlength=len(ROUTES)) if len(routes) else [0] * 3
+        counts = np.bincount(routes, minlength=len(ROUTES)) if len(routes) else [0] * len(ROUTES)
         result = fold(prop, self.task.name, [], [])
         result.status = "FAILED" if failing else "VERIFIED"
         result.counterexamples, result.failing = listed, failing
@@ -268,15 +277,17 @@ class Evaluator:
 def evaluate_task(ckpt: Checkpoint, circuit: Circuit, task: Task, properties: Sequence[str],
                   solvers: Callable[[], Farm], cache: ResultCache | None = None,
                   options: VerifyOptions | None = None, batch: int = BATCH,
-                  encoding: EncodeMode = "guided", traces: TraceReader | None = None
-                  ) -> list[PropertyResult]:
+                  encoding: EncodeMode = "guided", traces: TraceReader | None = None,
+                  evaluator: Evaluator | None = None) -> list[PropertyResult]:
     """The requested properties of one (circuit, task), concrete inputs by evaluation and
     robustness by the screen's ball bound; `solvers()` opens the farm that answers what
     the screen leaves, only if it leaves anything (solver processes take seconds to start).
-    `encoding` and `traces` are the solver queries' (`Planner`'s)."""
+    `encoding` and `traces` are the solver queries' (`Planner`'s); `evaluator`, one of
+    this (circuit, task) that has run already, lends its screens and exact runs."""
     options = options or VerifyOptions()
-    evaluator = Evaluator(ckpt, circuit, task, batch=batch, progress=options.progress,
-                          epsilon=options.epsilon if ROBUSTNESS in properties else None)
+    evaluator = evaluator or Evaluator(
+        ckpt, circuit, task, batch=batch, progress=options.progress,
+        epsilon=options.epsilon if ROBUSTNESS in properties else None)
     results = []
     for prop in properties:
         if prop == ROBUSTNESS:

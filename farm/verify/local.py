@@ -424,6 +424,8 @@ class PropertyResult:
     routes: dict[str, int] = field(default_factory=dict)
     failing: int = 0
     witnesses: list[dict[str, Any]] = field(default_factory=list)  # edge necessity's, evaluated
+    cubes: list[dict[str, Any]] = field(default_factory=list)  # the cube route's, each with
+    # its verdict and query hash (`farm.verify.conquer`)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
