@@ -106,29 +106,37 @@ class Evaluator:
                 bar.update(len(prompts))
 
     def decisions(self) -> Decisions:
-        """The circuit's decision on every input: the screen's where its interval says
-        the target wins (or, with two candidates, certainly loses), exact elsewhere."""
-        if self._decisions is not None:
-            return self._decisions
-        n = len(self.domain)
-        decision = np.empty(n, dtype=np.int16)
-        route = np.empty(n, dtype=np.uint8)
-        targets = np.empty(n, dtype=np.int16)
-        screen, runs = self.screen(self.circuit), self.runs(self.circuit)
-        for first, prompts, tgt in self._batches("decisions"):
-            rows = slice(first, first + len(prompts))
-            found = screen.run(prompts, tgt, self.candidates)
-            out = np.where(found.correct, tgt, TIE).astype(np.int16)
-            known = found.correct.copy()
-            if len(self.candidates) == 2:  # certainly below 0: the other candidate wins
-                lost = found.hi < 0
-                out[lost] = self.task.alternates(tgt[lost])
-                known |= lost
-            for k in np.flatnonzero(~known):
-                out[k] = exact_decision(runs.row(tuple(prompts[k].tolist())), self.candidates)
-            decision[rows], route[rows], targets[rows] = out, np.where(known, SCREEN, EXACT), tgt
-        self._decisions = Decisions(decision, route, targets)
+        """The circuit's decision on every input of the domain (`decide`, batch by batch)."""
+        if self._decisions is None:
+            parts = [self.decide(first, first + len(prompts), prompts, tgt)
+                     for first, prompts, tgt in self._batches("decisions")]
+            self._decisions = Decisions(*(np.concatenate([getattr(d, f) for d in parts])
+                                          if parts else np.empty(0, dtype=dtype)
+                                          for f, dtype in (("decision", np.int16),
+                                                           ("route", np.uint8),
+                                                           ("targets", np.int16))))
         return self._decisions
+
+    def decide(self, start: int, stop: int, prompts: np.ndarray | None = None,
+               targets: np.ndarray | None = None) -> Decisions:
+        """The decisions on inputs start..stop-1: the screen's where its interval says the
+        target wins (or, with two candidates, certainly loses), exact elsewhere. A unit of
+        work (`farm.units`) is such a range; `prompts` and `targets`, if the caller
+        decoded them already."""
+        prompts = self.domain.batch(start, stop) if prompts is None else prompts
+        tgt = self.task.targets(prompts) if targets is None else targets
+        found = self.screen(self.circuit).run(prompts, tgt, self.candidates)
+        out = np.where(found.correct, tgt, TIE).astype(np.int16)
+        known = found.correct.copy()
+        if len(self.candidates) == 2:  # certainly below 0: the other candidate wins
+            lost = found.hi < 0
+            out[lost] = self.task.alternates(tgt[lost])
+            known |= lost
+        runs = self.runs(self.circuit)
+        for k in np.flatnonzero(~known):
+            out[k] = exact_decision(runs.row(tuple(prompts[k].tolist())), self.candidates)
+        return Decisions(out, np.where(known, SCREEN, EXACT).astype(np.uint8),
+                         tgt.astype(np.int16))
 
     def runs(self, circuit: Circuit) -> CircuitRun:
         """The circuit's exact runs, one per circuit: they memoise shared prefixes."""
@@ -142,7 +150,7 @@ class Evaluator:
     def subject(self, i: int) -> str:  # as `Planner` names an input
         return f"input {i} {list(self.domain[i])}"
 
-    def _input_detail(self, i: int) -> dict[str, Any]:
+    def input_detail(self, i: int) -> dict[str, Any]:
         """A wrong input as reported: its prompt and exact margin, replayed here."""
         target = int(self.task.target(self.domain[i]))
         margin = self.row(i).best_margin(target, self.candidates)
@@ -155,7 +163,7 @@ class Evaluator:
         """Per input x: d(C_E, x) = P(x)."""
         start, d = time.perf_counter(), self.decisions()
         wrong = np.flatnonzero(d.decision != d.targets)
-        listed = [self._input_detail(int(i)) for i in wrong[:KEEP]]
+        listed = [self.input_detail(int(i)) for i in wrong[:KEEP]]
         return self._result(FUNCTIONAL_EQUIVALENCE, d.route, listed, len(wrong), start)
 
     def content_invariance(self) -> PropertyResult:
@@ -171,10 +179,10 @@ class Evaluator:
         anchor_decision = d.decision[anchors]
         fails = members & ((d.decision != anchor_decision) | (anchor_decision == TIE))
         routes = np.maximum(d.route, d.route[anchors])[members]  # exact if either was
-        listed = [self._pair_detail(int(anchors[i]), int(i)) for i in np.flatnonzero(fails)[:KEEP]]
+        listed = [self.pair_detail(int(anchors[i]), int(i)) for i in np.flatnonzero(fails)[:KEEP]]
         return self._result(CONTENT_INVARIANCE, routes, listed, int(fails.sum()), start)
 
-    def _pair_detail(self, a: int, b: int) -> dict[str, Any]:
+    def pair_detail(self, a: int, b: int) -> dict[str, Any]:
         """Two inputs of one class that do not agree, with their exact decisions."""
         x, y = list(self.domain[a]), list(self.domain[b])
         return {"subject": f"pair {a}~{b} {x}~{y}", "prompts": [x, y],

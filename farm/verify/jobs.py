@@ -27,7 +27,7 @@ from fractions import Fraction
 from itertools import islice
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import ray
 import yaml
@@ -43,6 +43,7 @@ from farm.tasks.registry import canonical
 from farm.verify.local import _solve_one
 
 PROPERTY_NAMES = tuple(PROPERTIES.values())
+W = TypeVar("W")  # a shard of work, as `dispatch` hands it to an actor
 PING_RETRY_SECONDS = 0.5  # how often to ask an actor Ray is restarting whether it is back
 
 
@@ -304,10 +305,14 @@ def without_text(q: PlannedQuery) -> PlannedQuery:
 # --------------------------------------------------------------------------- dispatch
 
 
-def dispatch(work: Iterable[Shard], actors: Sequence[Any], reducer: Any, in_flight: int = 2,
-             on_done: Callable[[Shard, ShardReport], None] = lambda s, r: None
+def dispatch(work: Iterable[W], actors: Sequence[Any], reducer: Any, in_flight: int = 2,
+             on_done: Callable[[W, ShardReport], None] = lambda s, r: None
              ) -> list[ShardReport]:
     """Run every shard on some actor's `solve` and hand each answer to the reducer.
+
+    A shard is any value an actor's `solve` takes and whose answer the reducer's
+    `accept` persists and turns into a `ShardReport`: planned queries for solver
+    actors (`Shard`), or units for unit actors (`farm.units`).
 
     At most `in_flight` shards run per actor, and at most as many answers wait
     for the reducer, so neither planning nor solving runs away from the disk.
@@ -323,9 +328,9 @@ def dispatch(work: Iterable[Shard], actors: Sequence[Any], reducer: Any, in_flig
     or restarting does the job fail.
     """
     source = iter(work)
-    queue: deque[Shard] = deque()
-    running: dict[ray.ObjectRef, tuple[Shard, Any]] = {}
-    persisting: dict[ray.ObjectRef, tuple[Shard, ray.ObjectRef, Any]] = {}
+    queue: deque[W] = deque()
+    running: dict[ray.ObjectRef, tuple[W, Any]] = {}
+    persisting: dict[ray.ObjectRef, tuple[W, ray.ObjectRef, Any]] = {}
     load: Counter[int] = Counter()
     healthy: dict[int, Any] = {}
     pings: dict[ray.ObjectRef, Any] = {a.ping.remote(): a for a in actors}
@@ -333,7 +338,7 @@ def dispatch(work: Iterable[Shard], actors: Sequence[Any], reducer: Any, in_flig
     reports: list[ShardReport] = []
     exhausted = False
 
-    def lost(shard: Shard, actor: Any) -> None:
+    def lost(shard: W, actor: Any) -> None:
         queue.appendleft(shard)  # idempotent by hash: solve it again elsewhere
         if healthy.pop(id(actor), None) is not None:
             pings[actor.ping.remote()] = actor
