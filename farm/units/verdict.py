@@ -92,6 +92,12 @@ def decide_unit(evaluator: Evaluator, unit: Unit) -> UnitVerdict:
     t0 = time.perf_counter()
     prompts = evaluator.domain.batch(unit.start, unit.stop)
     d = evaluator.decide(unit.start, unit.stop, prompts)
+    return summarise(evaluator, unit, prompts, d, time.perf_counter() - t0)
+
+
+def summarise(evaluator: Evaluator, unit: Unit, prompts: np.ndarray, d: Decisions,
+              seconds: float = 0.0) -> UnitVerdict:
+    """The verdict of a unit whose inputs (`prompts`) are decided (`d`)."""
     wrong = np.flatnonzero(d.decision != d.targets)
     codes = evaluator.task.feature_codes(prompts)
     classes = []
@@ -105,4 +111,4 @@ def decide_unit(evaluator: Evaluator, unit: Unit) -> UnitVerdict:
             for k, n in zip(found, count, strict=True))))
     return UnitVerdict(unit, int((d.route == SCREEN).sum()), int((d.route == EXACT).sum()),
                        len(wrong), tuple(int(unit.start + i) for i in wrong[:KEEP]),
-                       tuple(classes), digest(d), time.perf_counter() - t0)
+                       tuple(classes), digest(d), seconds)

@@ -89,6 +89,7 @@ class Evaluator:
         self._screens: dict[Circuit, Screen] = {}
         self._runs: dict[Circuit, CircuitRun] = {}
         self._decisions: Decisions | None = None
+        self._batch_decisions: dict[int, Decisions] = {}  # edge necessity's, batch by batch
 
     def screen(self, circuit: Circuit) -> Screen:
         if circuit not in self._screens:
@@ -197,7 +198,7 @@ class Evaluator:
         """Per retained edge e: some input x with d(C_E∖e, x) ≠ d(C_E, x), found by the
         screen where it can (the ablated circuit's interval excludes the full circuit's
         decision), else by exact search, and always confirmed by two exact runs."""
-        start, d = time.perf_counter(), self.decisions()
+        start, d = time.perf_counter(), self._decisions
         routes, witnesses, listed = [], [], []
         for edge in self.circuit.ordered_edges():
             name = f"edge {edge[0]}->{edge[1]}"
@@ -213,13 +214,21 @@ class Evaluator:
         result.witnesses = witnesses
         return result
 
-    def _witness(self, edge: Edge, d: Decisions) -> tuple[int | None, int]:
+    def _witness(self, edge: Edge, d: Decisions | None) -> tuple[int | None, int]:
         """The first witness the screen finds, else the first the exact search finds, else
-        None; and the route that settled it (a search that needed no exact run: SCREEN)."""
+        None; and the route that settled it (a search that needed no exact run: SCREEN).
+        Without the whole domain's decisions `d`, each batch is decided as it is searched
+        (a witness is usually in the first)."""
         ablated = self.circuit.without(edge)
         screen, undecided = self.screen(ablated), []
-        for first, prompts, _ in self._batches(f"edge {edge[0]}->{edge[1]}"):
-            full = d.decision[first:first + len(prompts)].astype(np.int64)
+        for first, prompts, tgt in self._batches(f"edge {edge[0]}->{edge[1]}"):
+            if d is None:
+                if first not in self._batch_decisions:  # shared by every edge's search
+                    self._batch_decisions[first] = self.decide(first, first + len(prompts),
+                                                               prompts, tgt)
+                full = self._batch_decisions[first].decision.astype(np.int64)
+            else:
+                full = d.decision[first:first + len(prompts)].astype(np.int64)
             strict = np.flatnonzero(full != TIE)
             found = screen.run(prompts[strict], full[strict], self.candidates)
             if found.wrong.any():  # the ablated run certainly does not decide as the full
