@@ -6,8 +6,11 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
+from tqdm import tqdm
+
 from farm.trust.certificate import check_certificate
 from farm.trust.distilled import DISTILLED_PREDICATE_TYPE, check_distillation, predicate_type_of
+from farm.trust.units import UNITS_PREDICATE_TYPE, check_units_certificate
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,8 +53,11 @@ def made_with(pred: Mapping[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if predicate_type_of(args.certificate) == DISTILLED_PREDICATE_TYPE:
+    kind = predicate_type_of(args.certificate)
+    if kind == DISTILLED_PREDICATE_TYPE:
         return run_distilled(args)
+    if kind == UNITS_PREDICATE_TYPE:
+        return run_units(args)
     report = check_certificate(args.certificate, args.pubkey, args.checkpoint,
                                args.require_lean, args.require_verified)
     pred = report.predicate
@@ -86,4 +92,28 @@ def run_distilled(args: argparse.Namespace) -> int:
           f"{record['checkpoint_sha256'][:16]}…; the program (size {record['program']['size']}) "
           f"agrees with the circuit on all {record['evidence']['domain']:,} inputs of "
           f"{record['task']}, re-derived; every counterexample replays")
+    return 0
+
+
+def run_units(args: argparse.Namespace) -> int:
+    """A certificate by units: every unit decided again (screen, exact where it is not
+    decisive), the cover, the folded properties and every witness re-derived."""
+    with tqdm(desc="re-deriving units", unit="in", dynamic_ncols=True, leave=False) as bar:
+        report = check_units_certificate(args.certificate, args.pubkey, args.checkpoint,
+                                         args.require_verified, on_unit=bar.update)
+    pred = report.predicate
+    if not report.ok:
+        print(f"REJECTED {args.certificate}: {len(report.problems)} problem(s)")
+        for problem in report.problems:
+            print(f"  {problem}")
+        return 1
+    n = report.rederived
+    verdicts = ", ".join(f"{p['property']}/{p['task']} {p['status']}" for p in pred["properties"])
+    print(f"OK {args.certificate}: signature valid; checkpoint {pred['checkpoint']['sha256'][:16]}…"
+          f"; re-derived: each domain's streamed sha256, {n['units']} units covering "
+          f"{n['inputs']:,} inputs exactly once, every unit's decisions (screen, exact where "
+          f"the screen is not decisive), the folded properties, {n['witnesses']} witnesses "
+          f"by exact runs; {verdicts}")
+    print("  taken on the signature alone: " + "; ".join(report.trusted))
+    print(f"  {made_with(pred)}")
     return 0

@@ -233,7 +233,7 @@ class Evaluator:
             found = screen.run(prompts[strict], full[strict], self.candidates)
             if found.wrong.any():  # the ablated run certainly does not decide as the full
                 i = first + int(strict[found.wrong][0])
-                if not self._differs(i, ablated):
+                if not self.differs(i, ablated):
                     raise FarmError(f"the screen and exact evaluation disagree on {edge} "
                                     f"witness {self.subject(i)}: a bug in farm.screen")
                 return i, SCREEN
@@ -241,11 +241,11 @@ class Evaluator:
                                                   strict[found.decisive]))
         rest = np.concatenate(undecided) if undecided else np.empty(0, dtype=np.int64)
         for i in rest:
-            if self._differs(int(i), ablated):
+            if self.differs(int(i), ablated):
                 return int(i), EXACT
         return None, EXACT if len(rest) else SCREEN
 
-    def _differs(self, i: int, ablated: Circuit) -> bool:
+    def differs(self, i: int, ablated: Circuit) -> bool:
         return (exact_decision(self.row(i), self.candidates)
                 != exact_decision(self.row(i, ablated), self.candidates))
 
@@ -273,14 +273,16 @@ class Evaluator:
 def evaluate_task(ckpt: Checkpoint, circuit: Circuit, task: Task, properties: Sequence[str],
                   solvers: Callable[[], Farm], cache: ResultCache | None = None,
                   options: VerifyOptions | None = None, batch: int = BATCH,
-                  encoding: EncodeMode = "guided", traces: TraceReader | None = None
-                  ) -> list[PropertyResult]:
+                  encoding: EncodeMode = "guided", traces: TraceReader | None = None,
+                  evaluator: Evaluator | None = None) -> list[PropertyResult]:
     """The requested properties of one (circuit, task), concrete inputs by evaluation and
     robustness by the screen's ball bound; `solvers()` opens the farm that answers what
     the screen leaves, only if it leaves anything (solver processes take seconds to start).
-    `encoding` and `traces` are the solver queries' (`Planner`'s)."""
+    `encoding` and `traces` are the solver queries' (`Planner`'s); `evaluator`, if the
+    caller wants its decisions afterwards (a certificate's units)."""
     options = options or VerifyOptions()
-    evaluator = Evaluator(ckpt, circuit, task, batch=batch, progress=options.progress)
+    evaluator = evaluator or Evaluator(ckpt, circuit, task, batch=batch,
+                                       progress=options.progress)
     results = []
     for prop in properties:
         if prop == ROBUSTNESS:
