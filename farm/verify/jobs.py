@@ -39,7 +39,7 @@ from encoders.solvers import MODES, SolverPool
 from farm.errors import FarmError
 from farm.model.gpt import GPTConfig
 from farm.model.train import TrainConfig
-from farm.tasks.registry import canonical
+from farm.tasks.registry import DEFAULT_TASKS, canonical
 from farm.verify.local import _solve_one
 
 PROPERTY_NAMES = tuple(PROPERTIES.values())
@@ -76,8 +76,16 @@ class JobSpec:
     shard_size: int = 8
     solver_actors: int = 2
     in_flight: int = 2  # shards queued per actor: one solving, one ready to start
+    unit_size: int = 16384  # family tasks: inputs per unit (farm.units), decided on an actor
     out: str = "runs/job"
     signing_key: str | None = None  # Ed25519 private key (PEM); default: OUT/keys, made once
+
+
+def by_units(tasks: Sequence[str]) -> bool:
+    """Whether a job's inputs are decided by units (`farm.units`) on the actors: any task
+    other than the default two (whose jobs keep one solver query per instance, as their
+    certificates record)."""
+    return any(t not in DEFAULT_TASKS for t in tasks)
 
 
 def load_job_spec(path: str | Path) -> JobSpec:
@@ -119,8 +127,11 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
         (spec.timeout > 0, "timeout must be positive"),
         (spec.radius_timeout > 0, "radius_timeout must be positive"),
         (not spec.radius or ROBUSTNESS in props, "radius needs the robustness property"),
-        (min(spec.shard_size, spec.solver_actors, spec.in_flight) >= 1,
-         "shard_size, solver_actors and in_flight must be at least 1"),
+        (min(spec.shard_size, spec.solver_actors, spec.in_flight, spec.unit_size) >= 1,
+         "shard_size, solver_actors, in_flight and unit_size must be at least 1"),
+        (ROBUSTNESS not in props or not by_units(spec.tasks),
+         "robustness of a family task (not one of the default tasks) is not on farm run's "
+         "unit path yet: list properties [fe, ci, en], or use farm verify"),
         (spec.circuits == "extract" or isinstance(spec.circuits, dict),
          'circuits must be "extract" or a mapping task -> circuit.json (or "full")'),
     ]
