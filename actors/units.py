@@ -35,6 +35,8 @@ class UnitActor:
     def __init__(self, checkpoint: Checkpoint, circuits: dict[str, Circuit]) -> None:
         self.evaluators = {task: Evaluator(checkpoint, circuit, get_task(task), progress=False)
                            for task, circuit in circuits.items()}
+        for evaluator in self.evaluators.values():
+            evaluator.screen(evaluator.circuit)  # built once, before the first unit
         context = ray.get_runtime_context()
         self.node = context.get_node_id()[:8]
         self.name = f"{context.get_actor_id()[:8]}@{self.node}"
@@ -77,21 +79,36 @@ class UnitRun:
     warnings: list[str]
 
 
+@dataclass(frozen=True)
+class UnitActors:
+    """Unit actors and the checkpoint they were started from, kept referenced here: Ray
+    restarts a dead actor from this object, which must stay in scope as long as they live."""
+
+    workers: list[Any]
+    checkpoint: Any  # ray.ObjectRef
+
+    def kill(self) -> None:
+        for w in self.workers:
+            ray.kill(w)
+
+
 def start_unit_actors(checkpoint: Checkpoint, circuits: dict[str, Circuit], n: int,
-                      **options: Any) -> list[Any]:
+                      **options: Any) -> UnitActors:
     """`n` unit actors sharing one copy of the checkpoint in the object store."""
     ref = ray.put(checkpoint)
-    return [unit_actor(ref, circuits, **options) for _ in range(n)]
+    return UnitActors([unit_actor(ref, circuits, **options) for _ in range(n)], ref)
 
 
-def run_units(workers: list[Any], circuits: dict[str, Circuit], ledger_dir: str | Path,
+def run_units(actors: UnitActors, circuits: dict[str, Circuit], ledger_dir: str | Path,
               unit_size: int, shard_units: int = 1, in_flight: int = 2,
               on_done: Callable[[UnitShard, ShardReport], None] = lambda s, r: None,
-              on_planned: Callable[[int], None] = lambda n: None) -> UnitRun:
-    """Decide every input of every task's domain on the unit actors `workers`, resuming
-    from the verdicts in `ledger_dir`. `on_planned` hears how many inputs are left to
-    decide; `on_done` each shard once the ledger has persisted it."""
-    ledger = ledger_actor(ledger_dir)
+              on_planned: Callable[[int], None] = lambda n: None,
+              ledger: Any = None) -> UnitRun:
+    """Decide every input of every task's domain on the unit actors, resuming from the
+    verdicts in `ledger_dir` (or those of `ledger`, a started `ledger_actor`, which this
+    run then kills). `on_planned` hears how many inputs are left to decide; `on_done` each
+    shard once the ledger has persisted it."""
+    ledger = ledger or ledger_actor(ledger_dir)
     try:
         units = {task: split(task, circuit_hash(circuit), len(get_task(task).domain()),
                              unit_size) for task, circuit in circuits.items()}
@@ -100,7 +117,7 @@ def run_units(workers: list[Any], circuits: dict[str, Circuit], ledger_dir: str 
         on_planned(sum(len(u) for u in todo))
         shards = [UnitShard(i, tuple(todo[a:a + shard_units]))
                   for i, a in enumerate(range(0, len(todo), shard_units))]
-        reports = dispatch(shards, workers, ledger, in_flight, on_done=on_done)
+        reports = dispatch(shards, actors.workers, ledger, in_flight, on_done=on_done)
         verdicts = {t: ray.get(ledger.collect.remote(us)) for t, us in units.items()}
         state = ray.get(ledger.state.remote())
     finally:

@@ -63,19 +63,18 @@ class TestLocal:
 
     def test_killed_actor_restarts_and_its_units_are_rerouted(self, job, reference, tmp_path):
         ckpt, circuits = job
-        workers = start_unit_actors(ckpt, circuits, 2)
+        actors = start_unit_actors(ckpt, circuits, 2)
         killed = []
 
         def kill_once(shard, report):
             if not killed:
-                killed.append(workers[0])
-                ray.kill(workers[0], no_restart=False)  # dies with a unit in flight
+                killed.append(actors.workers[0])
+                ray.kill(actors.workers[0], no_restart=False)  # dies with a unit in flight
 
         try:
-            run = run_units(workers, circuits, tmp_path, UNIT, on_done=kill_once)
+            run = run_units(actors, circuits, tmp_path, UNIT, on_done=kill_once)
         finally:
-            for w in workers:
-                ray.kill(w)
+            actors.kill()
         assert killed and run.reused == 0
         assert_exact_once(run, reference, tmp_path)
 
@@ -89,21 +88,19 @@ class TestLocal:
             if len(done) == 3:
                 raise KeyboardInterrupt  # the driver is killed mid-job
 
-        workers = start_unit_actors(ckpt, circuits, 2)
+        actors = start_unit_actors(ckpt, circuits, 2)
         try:
             with pytest.raises(KeyboardInterrupt):
-                run_units(workers, circuits, tmp_path, UNIT, on_done=dies_after_three)
+                run_units(actors, circuits, tmp_path, UNIT, on_done=dies_after_three)
         finally:
-            for w in workers:
-                ray.kill(w)
+            actors.kill()
         on_disk = len(set(persisted(tmp_path)))
         assert 3 <= on_disk < len(reference)
-        workers = start_unit_actors(ckpt, circuits, 2)
+        actors = start_unit_actors(ckpt, circuits, 2)
         try:
-            run = run_units(workers, circuits, tmp_path, UNIT)
+            run = run_units(actors, circuits, tmp_path, UNIT)
         finally:
-            for w in workers:
-                ray.kill(w)
+            actors.kill()
         # a hand-over in flight at the kill may land after it: reused, never decided twice
         assert run.reused >= on_disk and run.reused + len(run.reports) == len(reference)
         assert_exact_once(run, reference, tmp_path)
@@ -116,11 +113,11 @@ def test_node_removed_mid_job(job, reference, tmp_path):
         "num_cpus": 1, "include_dashboard": False})
     nodes = [cluster.add_node(num_cpus=1, resources={"solver": 1}) for _ in range(2)]
     ray.init(address=cluster.address, log_to_driver=False)
-    workers = []
+    actors = None
     try:
         cluster.wait_for_nodes()
-        workers = start_unit_actors(ckpt, circuits, 2)
-        names = ray.get([w.ping.remote() for w in workers])
+        actors = start_unit_actors(ckpt, circuits, 2)
+        names = ray.get([w.ping.remote() for w in actors.workers])
         assert len({n.split("@")[1] for n in names}) == 2  # one actor per worker node
         removed = []
 
@@ -130,10 +127,10 @@ def test_node_removed_mid_job(job, reference, tmp_path):
                 removed.append(victim.node_id[:8])
                 cluster.remove_node(victim)
 
-        run = run_units(workers, circuits, tmp_path, UNIT, on_done=remove_once)
+        run = run_units(actors, circuits, tmp_path, UNIT, on_done=remove_once)
     finally:
-        for w in workers:
-            ray.kill(w)
+        if actors is not None:
+            actors.kill()
         ray.shutdown()
         cluster.shutdown()
     assert removed and {r.node for r in run.reports[-3:]} == {

@@ -394,7 +394,7 @@ def units_job(spec: JobSpec, ckpt: Checkpoint, circuits: dict[str, Circuit], pro
     where it is not decisive), verdicts persisted per unit in OUT/units/CHECKPOINT, then
     folded here; edge necessity's witnesses are searched batch by batch on the driver."""
     ledger = Path(spec.out) / "units" / ckpt.sha256[:16]
-    workers = start_unit_actors(ckpt, circuits, spec.solver_actors)
+    actors = start_unit_actors(ckpt, circuits, spec.solver_actors)
     bar = tqdm(total=0, desc=spec.name, unit="in", unit_scale=True, disable=not progress,
                dynamic_ncols=True)
 
@@ -404,13 +404,12 @@ def units_job(spec: JobSpec, ckpt: Checkpoint, circuits: dict[str, Circuit], pro
 
     t0 = time.perf_counter()
     try:
-        run = run_units(workers, circuits, ledger, spec.unit_size, in_flight=spec.in_flight,
+        run = run_units(actors, circuits, ledger, spec.unit_size, in_flight=spec.in_flight,
                         on_planned=planned,
                         on_done=lambda shard, report: bar.update(sum(map(len, shard.units))))
     finally:
         bar.close()
-        for w in workers:
-            ray.kill(w)
+        actors.kill()
     seconds = time.perf_counter() - t0
     for line in run.warnings:
         log(f"warning: {line}")
