@@ -17,7 +17,7 @@ from farm.model.circuit import Circuit, save_circuit
 from farm.model.exact import ExactModel, band_norm
 from farm.model.gpt import GPTConfig, VerifiableGPT
 from farm.screen import Screen
-from farm.screen.ball import radius_above
+from farm.screen.ball import radius_above, robust
 from farm.screen.bandnorm import band_norm as interval_band_norm
 from farm.screen.interval import Iv
 from farm.screen.sweep import sweep
@@ -260,6 +260,80 @@ def _assert_robust_survives_attacks(model: VerifiableGPT, epsilon: Fraction,
                             rng):
             assert max(abs(e) for e in eta) <= epsilon
             assert min(_ball_margins(exact, residual, eta, int(targets[i]), candidates)) > 0, i
+
+
+def _near_boundaries(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    """Final residuals on BandNorm's edges: coordinate 0 within ±0.004 of the mean (its
+    sign, and with it the lift's support, changes inside a 0.01-ball), and every second
+    row scaled so that a side's sum is within 0.03 of half_low (the lift itself changes)."""
+    x = rng.normal(size=(n, d)) * 0.3
+    x[:, 0] = x[:, 1:].mean(-1) + rng.uniform(-0.004, 0.004, size=n)
+    c = x - x.mean(-1, keepdims=True)
+    near = np.arange(n) % 2 == 1
+    target = 22 / 5 + rng.uniform(-0.03, 0.03, size=n)
+    x[near] *= (target / np.maximum(c, 0).sum(-1))[near, None]
+    return x
+
+
+def _ball_attacks(x: list[Fraction], epsilon: Fraction, rng: np.random.Generator
+                  ) -> list[list[Fraction]]:
+    """η that put coordinate 0 exactly on the mean or just off it on either side (each
+    with the rest at a random vertex), spread or shrink every side (the lift's edge),
+    and random vertices."""
+    d = len(x)
+    found = []
+    for _ in range(3):
+        vertex = [epsilon * int(s) for s in rng.choice([-1, 1], size=d)]
+        rest = sum(a + e for a, e in zip(x[1:], vertex[1:], strict=True)) / (d - 1)
+        for offset in (Fraction(0), Fraction(1, 10**6), -Fraction(1, 10**6)):
+            eta0 = rest + offset - x[0]
+            if abs(eta0) <= epsilon:
+                found.append([eta0, *vertex[1:]])
+    mean = sum(x) / d
+    for sign in (1, -1):
+        found.append([sign * epsilon * (1 if v > mean else -1) for v in x])
+    found += [[epsilon * int(s) for s in rng.choice([-1, 1], size=d)] for _ in range(4)]
+    return found
+
+
+def test_the_ball_bound_covers_every_sign_and_lift_the_ball_reaches():
+    """Sign changes of a near-zero coordinate move the lift's support, and near half_low
+    the lift itself switches: BandNorm jumps there. Every row the bound proves keeps its
+    decision on η that land on each side of, and exactly on, those edges (exact
+    rationals); rows the attacks break are never proved, and most rows are proved."""
+    rng = np.random.default_rng(7)
+    d, n, epsilon = 16, 96, Fraction(1, 100)
+    x = _near_boundaries(rng, n, d)
+    head = rng.normal(size=(2, d))
+    gain, shift = 1.0 + 0.05 * rng.normal(size=d), 0.05 * rng.normal(size=d)
+    low, high = Fraction(22, 5), Fraction(42, 5)
+    exact_gain, exact_shift = [Fraction(v) for v in gain], [Fraction(v) for v in shift]
+    exact_head = [[Fraction(v) for v in row] for row in head]
+
+    def margin(r: list[Fraction], t: int) -> Fraction:
+        y, _ = band_norm(r, exact_gain, exact_shift, low, high)
+        return sum((a - b) * v for a, b, v in zip(exact_head[t], exact_head[1 - t], y,
+                                                   strict=True))
+
+    rows = [[Fraction(v) for v in r] for r in x]
+    targets = np.array([0 if margin(r, 0) > 0 else 1 for r in rows])
+    lo = np.array([np.nextafter(float(margin(r, t)), -np.inf) for r, t in zip(rows, targets,
+                                                                              strict=True)])
+    pairs = []
+    for t in (0, 1):
+        w = head[t] - head[1 - t]
+        pairs.append((targets == t, Iv(w, 2.0**-52 * np.abs(w)), Iv.point(np.zeros(()))))
+    half = (Iv.of_rational(float(low)), Iv.of_rational(float(high)))
+    proved = robust(Iv.point(x), lo, radius_above(epsilon), (gain, shift, *half), pairs)
+    broken = set()
+    for i, (r, t) in enumerate(zip(rows, targets, strict=True)):
+        for eta in _ball_attacks(r, epsilon, rng):
+            assert max(abs(e) for e in eta) <= epsilon
+            if margin([a + e for a, e in zip(r, eta, strict=True)], int(t)) <= 0:
+                broken.add(i)
+    assert broken, "the attacks should break some rows: the edges are real"
+    assert not broken & set(np.flatnonzero(proved).tolist())
+    assert proved.sum() >= n // 2
 
 
 @pytest.mark.parametrize("task", ["quote_close", "bracket_type"])

@@ -221,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
         solvers = functools.cache(lambda: opened.enter_context(
             LocalFarm(args.solver, args.timeout, args.jobs)))
         if args.route == "screen":
-            evaluator = Evaluator(ckpt, circuit, task, progress=options.progress)
+            evaluator = Evaluator(ckpt, circuit, task, progress=options.progress,
+                                  epsilon=options.epsilon if ROBUSTNESS in properties else None)
             results = evaluate_task(ckpt, circuit, task, properties, solvers, cache, options,
                                     encoding=args.encoding, traces=traces, evaluator=evaluator)
         else:

@@ -85,10 +85,11 @@ def _column(x: Iv) -> Iv:
     return Iv(x.m[..., None], x.r[..., None])
 
 
-def _side(s: Iv, sign: np.ndarray, fallback: np.ndarray, half_low: Iv, half_high: Iv
-          ) -> tuple[Iv, Side, np.ndarray]:
+def _side(s: Iv, sign: np.ndarray, fallback: np.ndarray, half_low: Iv, half_high: Iv,
+          lifted: np.ndarray | None = None) -> tuple[Iv, Side, np.ndarray]:
     """One side (p or n) of step 3 on rows [..., d]; `sign` marks its nonzero coordinates
-    (each certainly positive). Returns the side, its branch and where that is certain."""
+    (each certainly positive). Returns the side, its branch and where that is certain;
+    a given `lifted` takes that branch of (b) wherever the deficit's sign lies."""
     over = sub(total(s, sign), half_high)
     projected = certainly_pos(over)
     ok = projected | certainly_neg(over)
@@ -105,8 +106,9 @@ def _side(s: Iv, sign: np.ndarray, fallback: np.ndarray, half_low: Iv, half_high
     # (b) the lift: deficit = half_low − Σs spread over the active coordinates (or the
     # fallback mask where none is active)
     deficit = sub(half_low, total(s, active))
-    lifted = certainly_pos(deficit)
-    ok &= lifted | certainly_neg(deficit)
+    if lifted is None:
+        lifted = certainly_pos(deficit)
+        ok &= lifted | certainly_neg(deficit)
     lift_to = np.where(active.any(-1, keepdims=True), active, fallback)
     share = div(deficit, lift_to.sum(-1).astype(np.float64))
     raised = add(s, _column(share))
@@ -115,13 +117,15 @@ def _side(s: Iv, sign: np.ndarray, fallback: np.ndarray, half_low: Iv, half_high
 
 
 def band_norm(x: Iv, gain: np.ndarray, shift: np.ndarray, half_low: Iv, half_high: Iv,
-              signs: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Iv, Branch]:
+              signs: tuple[np.ndarray, np.ndarray] | None = None,
+              lifted: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Iv, Branch]:
     """BandNorm of rows x [..., d] and the branch it took (certain or not, per row).
 
     `signs` (masks of the centred coordinates taken as positive and as negative, the
     rest as zero) asks for the affine map of the branches with those signs instead,
     extended to the whole box: it is BandNorm on the part of the box where the
-    signs hold, and the branch reported certain is certain there."""
+    signs hold, and the branch reported certain is certain there. `lifted` (per row,
+    for p and for n) fixes step 3(b)'s branch the same way; its sign is not checked."""
     d = x.m.shape[-1]
     c = center(x)
     if signs is None:
@@ -131,7 +135,9 @@ def band_norm(x: Iv, gain: np.ndarray, shift: np.ndarray, half_low: Iv, half_hig
     else:
         (pos, neg), ok = signs, True
     even = np.arange(d) % 2 == 0
-    p, p_side, ok_p = _side(c.zero_where(~pos), pos, even, half_low, half_high)
-    n, n_side, ok_n = _side(Iv(-c.m, c.r).zero_where(~neg), neg, ~even, half_low, half_high)
+    lift_p, lift_n = (None, None) if lifted is None else lifted
+    p, p_side, ok_p = _side(c.zero_where(~pos), pos, even, half_low, half_high, lift_p)
+    n, n_side, ok_n = _side(Iv(-c.m, c.r).zero_where(~neg), neg, ~even, half_low, half_high,
+                            lift_n)
     z = center(sub(p, n))
     return scale_shift(z, gain, shift), Branch(p_side, n_side, ok & ok_p & ok_n)

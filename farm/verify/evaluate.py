@@ -65,6 +65,7 @@ class Decisions:
     decision: np.ndarray  # int16: the winning candidate, or TIE
     route: np.ndarray  # uint8: SCREEN or EXACT
     targets: np.ndarray  # int16: P(x)
+    robust: np.ndarray | None = None  # bool: the ε-ball bound held, where ε was given
 
 
 def exact_decision(row: RowResult, candidates: Sequence[int]) -> int:
@@ -79,8 +80,11 @@ class Evaluator:
 
     def __init__(self, ckpt: Checkpoint, circuit: Circuit, task: Task,
                  model: ExactModel | None = None, batch: int = BATCH,
-                 progress: bool = True) -> None:
+                 progress: bool = True, epsilon: Fraction | None = None) -> None:
+        """`epsilon`: robustness will be asked at this ε, so the decisions' pass bounds
+        the ε-ball as well (one forward pass over the domain, not two)."""
         self.ckpt, self.circuit, self.task = ckpt, circuit, task
+        self.epsilon = epsilon
         self.weights = dict(ckpt.weights)
         self.model = model or ExactModel(ckpt.config, self.weights)
         self.domain = task.domain()
@@ -115,7 +119,9 @@ class Evaluator:
                                           if parts else np.empty(0, dtype=dtype)
                                           for f, dtype in (("decision", np.int16),
                                                            ("route", np.uint8),
-                                                           ("targets", np.int16))))
+                                                           ("targets", np.int16))),
+                                        robust=None if self.epsilon is None else np.concatenate(
+                                            [d.robust for d in parts] or [np.empty(0, bool)]))
         return self._decisions
 
     def decide(self, start: int, stop: int, prompts: np.ndarray | None = None,
@@ -126,7 +132,8 @@ class Evaluator:
         decoded them already."""
         prompts = self.domain.batch(start, stop) if prompts is None else prompts
         tgt = self.task.targets(prompts) if targets is None else targets
-        found = self.screen(self.circuit).run(prompts, tgt, self.candidates)
+        found = self.screen(self.circuit).run(prompts, tgt, self.candidates,
+                                              epsilon=self.epsilon)
         out = np.where(found.correct, tgt, TIE).astype(np.int16)
         known = found.correct.copy()
         if len(self.candidates) == 2:  # certainly below 0: the other candidate wins
@@ -137,7 +144,7 @@ class Evaluator:
         for k in np.flatnonzero(~known):
             out[k] = exact_decision(runs.row(tuple(prompts[k].tolist())), self.candidates)
         return Decisions(out, np.where(known, SCREEN, EXACT).astype(np.uint8),
-                         tgt.astype(np.int16))
+                         tgt.astype(np.int16), found.robust if self.epsilon is not None else None)
 
     def runs(self, circuit: Circuit) -> CircuitRun:
         """The circuit's exact runs, one per circuit: they memoise shared prefixes."""
@@ -252,6 +259,10 @@ class Evaluator:
     def robust_by_screen(self, epsilon: Fraction) -> np.ndarray:
         """Inputs the screen proves robust: the margin of P(x) stays positive over the whole
         ε-ball around the final residual."""
+        if self.epsilon is not None and epsilon == self.epsilon:  # in the decisions' pass
+            robust = self.decisions().robust
+            assert robust is not None  # bounded in the decisions' pass, at this ε
+            return robust
         robust = np.zeros(len(self.domain), dtype=bool)
         screen = self.screen(self.circuit)
         for first, prompts, tgt in self._batches(f"robustness eps {epsilon}"):
@@ -281,8 +292,9 @@ def evaluate_task(ckpt: Checkpoint, circuit: Circuit, task: Task, properties: Se
     `encoding` and `traces` are the solver queries' (`Planner`'s); `evaluator`, if the
     caller wants its decisions afterwards (a certificate's units)."""
     options = options or VerifyOptions()
-    evaluator = evaluator or Evaluator(ckpt, circuit, task, batch=batch,
-                                       progress=options.progress)
+    evaluator = evaluator or Evaluator(
+        ckpt, circuit, task, batch=batch, progress=options.progress,
+        epsilon=options.epsilon if ROBUSTNESS in properties else None)
     results = []
     for prop in properties:
         if prop == ROBUSTNESS:
