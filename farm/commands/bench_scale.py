@@ -30,12 +30,14 @@ import argparse
 import dataclasses
 import itertools
 import json
+import multiprocessing
 import os
 import platform
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +228,43 @@ def units_seconds(ckpt: Checkpoint, circuit: Circuit, task: str, unit_size: int,
     return started, seconds, results, run.reports
 
 
+_EVALUATOR: Evaluator | None = None  # a control process's own, built once
+
+
+def _control_init(config: GPTConfig, weights: dict, circuit: Circuit, task: str) -> None:
+    global _EVALUATOR
+    _EVALUATOR = Evaluator(Checkpoint(config, weights), circuit, get_task(task), progress=False)
+    _EVALUATOR.screen(circuit)
+
+
+def _control_decide(unit: Any) -> str:
+    assert _EVALUATOR is not None
+    return decide_unit(_EVALUATOR, unit).digest
+
+
+def control_seconds(ckpt: Checkpoint, circuit: Circuit, task: str, unit_size: int,
+                    processes: int) -> float:
+    """The Ray-free control: the same units on `processes` plain processes (spawned and
+    warm before the clock starts): how much parallelism the machine offers right now."""
+    units = split(task, circuit_hash(circuit), len(get_task(task).domain()), unit_size)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, context, _control_init,
+                             (ckpt.config, dict(ckpt.weights), circuit, task)) as pool:
+        list(pool.map(time.sleep, [0.2] * processes))  # every process started and warm
+        t0 = time.perf_counter()
+        list(pool.map(_control_decide, units))
+        return time.perf_counter() - t0
+
+
+def scheduling_seconds(ckpt: Checkpoint, circuit: Circuit, task: str) -> float:
+    """Seconds per unit when units are one input each (`task`: a small domain): the
+    driver's scheduling, the actor round trip and the ledger's write, with next to no
+    deciding; 2 actors."""
+    size = len(get_task(task).domain())
+    _, seconds, _, _ = units_seconds(ckpt, circuit, task, 1, 2)
+    return seconds / size
+
+
 def ledger_seconds(ckpt: Checkpoint, circuit: Circuit, task: str, unit_size: int,
                    n: int = 200) -> tuple[float, int]:
     """Seconds per `Ledger.accept` of one unit's verdict (a part file, fsynced), and the
@@ -247,12 +286,14 @@ def ledger_seconds(ckpt: Checkpoint, circuit: Circuit, task: str, unit_size: int
 def projection(per_unit: float, overhead: float, ledger: float, unit_size: int
                ) -> list[dict[str, Any]]:
     """Inputs per second on N nodes of ACTORS_PER_NODE actors: the least of the actors'
-    compute rate, the ledger's write rate and the driver's scheduling rate."""
+    compute rate, the ledger's write rate and the driver's scheduling rate (one unit per
+    round trip as measured with 2 actors here; dispatch keeps `in_flight` shards per
+    actor, so this is a floor on what a faster driver loop would give)."""
     out = []
     for nodes in NODES:
         compute = nodes * ACTORS_PER_NODE * unit_size / per_unit
         ceilings = {"compute": compute, "ledger": unit_size / ledger,
-                    "driver": unit_size / overhead}
+                    "scheduling": unit_size / overhead}
         bound = min(ceilings, key=ceilings.__getitem__)
         out.append({"nodes": nodes, "actors": nodes * ACTORS_PER_NODE,
                     "inputs_per_s": ceilings[bound], "bound_by": bound,
@@ -262,11 +303,14 @@ def projection(per_unit: float, overhead: float, ledger: float, unit_size: int
 
 
 def units_benchmark(ckpt: Checkpoint, circuit: Circuit, task: str, unit_size: int,
-                    repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+                    repeats: int, log: Callable[[str], None],
+                    scheduling_task: str) -> dict[str, Any]:
     """farm verify vs units on 1 and 2 actors, alternated `repeats` times (best kept), the
-    per-unit costs and the projection. Every run's results must agree."""
+    per-unit costs and the projection. Every run's results must agree. Each round also
+    times the Ray-free control on 1 and 2 processes."""
     size = len(get_task(task).domain())
-    times: dict[str, list[float]] = {"verify": [], "units1": [], "units2": []}
+    times: dict[str, list[float]] = {"verify": [], "units1": [], "units2": [],
+                                     "control1": [], "control2": []}
     start_up: dict[str, list[float]] = {"units1": [], "units2": []}
     inside: list[float] = []  # seconds per unit inside the actor, 1 actor
     reference = None
@@ -285,19 +329,22 @@ def units_benchmark(ckpt: Checkpoint, circuit: Circuit, task: str, unit_size: in
                 inside += [rep.seconds for rep in reports]
             log(f"  round {r + 1}: units on {n} actor(s) {seconds:.2f} s "
                 f"(+{started:.2f} s actor start-up)")
+            times[f"control{n}"].append(control_seconds(ckpt, circuit, task, unit_size, n))
+            log(f"  round {r + 1}: without Ray, {n} process(es) {times[f'control{n}'][-1]:.2f} s")
     best = {k: min(v) for k, v in times.items()}
     units = -(-size // unit_size)
     per_unit = statistics.median(inside)
-    overhead = max(best["units1"] / units - per_unit, 1e-6)  # driver + ledger, per unit
+    overhead = scheduling_seconds(ckpt, circuit, scheduling_task)
     ledger, verdict_bytes = ledger_seconds(ckpt, circuit, task, unit_size)
     return {
         "task": task, "inputs": size, "unit_size": unit_size, "units": units,
         "seconds": times, "best_seconds": best, "actor_start_up_seconds": start_up,
         "throughput_inputs_per_s": {k: size / v for k, v in best.items()},
         "speedup_1_to_2": best["units1"] / best["units2"],
+        "control_speedup_1_to_2": best["control1"] / best["control2"],
         "units1_over_verify": best["units1"] / best["verify"],
         "units2_over_verify": best["units2"] / best["verify"],
-        "per_unit": {"decide_seconds": per_unit, "driver_and_ledger_seconds": overhead,
+        "per_unit": {"decide_seconds": per_unit, "scheduling_seconds": overhead,
                      "ledger_accept_seconds": ledger, "verdict_bytes": verdict_bytes},
         "projection": projection(per_unit, overhead, ledger, unit_size),
         "results": reference,
@@ -344,6 +391,9 @@ def register(kinds: argparse._SubParsersAction) -> None:
                    help="the job's task (default: %(default)s, 156,250 inputs)")
     p.add_argument("--unit-size", type=int, default=16384)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--scheduling-task", default="quote_close:len=10,fillers=2",
+                   help="a small domain of the same model, decided in units of one input to "
+                        "measure the scheduling round trip per unit (default: %(default)s)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run_units_bench)
 
@@ -358,7 +408,8 @@ def run_units_bench(args: argparse.Namespace) -> int:
     ray.init(address="local", num_cpus=2, resources={"solver": 2}, include_dashboard=False,
              log_to_driver=False)
     try:
-        found = units_benchmark(ckpt, circuit, task, args.unit_size, args.repeats, print)
+        found = units_benchmark(ckpt, circuit, task, args.unit_size, args.repeats, print,
+                                get_task(args.scheduling_task).name)
     finally:
         ray.shutdown()
     load["end"] = os.getloadavg()
@@ -372,11 +423,13 @@ def run_units_bench(args: argparse.Namespace) -> int:
     for n in (1, 2):
         print(f"  units, {n} actor{'s' if n > 1 else ' '} {best[f'units{n}']:7.2f} s  "
               f"{rate[f'units{n}']:9,.0f} inputs/s")
+    print(f"  without Ray    {best['control1']:7.2f} s on 1 process, {best['control2']:.2f} s on "
+          f"2: x{found['control_speedup_1_to_2']:.2f} (the parallelism the machine offered)")
     print(f"  actors 1 -> 2: x{found['speedup_1_to_2']:.2f}; units on 1 actor / farm verify: "
           f"{found['units1_over_verify']:.2f}, on 2: {found['units2_over_verify']:.2f}")
     pu = found["per_unit"]
-    print(f"  per unit: decide {pu['decide_seconds']:.3f} s, driver+ledger "
-          f"{1e3 * pu['driver_and_ledger_seconds']:.1f} ms, ledger write "
+    print(f"  per unit: decide {pu['decide_seconds']:.3f} s, scheduling round trip "
+          f"{1e3 * pu['scheduling_seconds']:.1f} ms, ledger write "
           f"{1e3 * pu['ledger_accept_seconds']:.1f} ms, verdict {pu['verdict_bytes']} bytes")
     for p in found["projection"]:
         print(f"  {p['nodes']:>5} nodes: {p['inputs_per_s']:>13,.0f} inputs/s "
@@ -395,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=MODES, default="z3")
     p.add_argument("--shard-size", type=int, default=4)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--scheduling-task", default="quote_close:len=10,fillers=2",
+                   help="a small domain of the same model, decided in units of one input to "
+                        "measure the scheduling round trip per unit (default: %(default)s)")
     p.add_argument("--cluster", action="store_true",
                    help="also on a simulated cluster: head + 2 one-slot worker nodes")
     args = p.parse_args(argv)
