@@ -362,7 +362,7 @@ def plot_units(found: dict[str, Any], path: Path) -> None:
             label=f"projected ({ACTORS_PER_NODE} actors per node)")
     for p in proj:
         ax.annotate(f"{p['nodes']} nodes\n({p['bound_by']})", (p["actors"], p["inputs_per_s"]),
-                    textcoords="offset points", xytext=(-20, 8), fontsize=7)
+                    textcoords="offset points", xytext=(-18, -24), fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("unit actors")
