@@ -52,6 +52,12 @@ def made_with(pred: Mapping[str, Any]) -> str:
     return "made with: " + ", ".join(f"{n} {software[n]}" for n in names if n in software)
 
 
+def rejected(certificate: str, problems: list[str]) -> None:
+    print(f"REJECTED {certificate}: {len(problems)} problem(s)")
+    for problem in problems:
+        print(f"  {problem}")
+
+
 def run(args: argparse.Namespace) -> int:
     kind = predicate_type_of(args.certificate)
     if kind == DISTILLED_PREDICATE_TYPE:
@@ -62,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
                                args.require_lean, args.require_verified)
     pred = report.predicate
     if not report.ok:
-        print(f"REJECTED {args.certificate}: {len(report.problems)} problem(s)")
-        for problem in report.problems:
-            print(f"  {problem}")
+        rejected(args.certificate, report.problems)
         print(f"  {made_with(pred)}")
         return 1
     verdicts = ", ".join(f"{p['property']}/{p['task']} {p['status']}"
@@ -84,9 +88,7 @@ def run_distilled(args: argparse.Namespace) -> int:
     report = check_distillation(args.certificate, args.pubkey, args.checkpoint, args.circuit)
     record = report.record
     if not report.ok:
-        print(f"REJECTED {args.certificate}: {len(report.problems)} problem(s)")
-        for problem in report.problems:
-            print(f"  {problem}")
+        rejected(args.certificate, report.problems)
         return 1
     print(f"OK {args.certificate}: signature valid; checkpoint "
           f"{record['checkpoint_sha256'][:16]}…; the program (size {record['program']['size']}) "
@@ -103,9 +105,7 @@ def run_units(args: argparse.Namespace) -> int:
                                          args.require_verified, on_unit=bar.update)
     pred = report.predicate
     if not report.ok:
-        print(f"REJECTED {args.certificate}: {len(report.problems)} problem(s)")
-        for problem in report.problems:
-            print(f"  {problem}")
+        rejected(args.certificate, report.problems)
         return 1
     n = report.rederived
     verdicts = ", ".join(f"{p['property']}/{p['task']} {p['status']}" for p in pred["properties"])
