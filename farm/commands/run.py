@@ -12,6 +12,11 @@ made for the same spec are reused (every query hash depends on them), and
 answered queries are read back, not solved. The result is sealed in a signed
 certificate (farm.trust.certificate), Lean-checked on a node offering the `lean`
 resource.
+
+A job with a family task (any task but the default two) takes the unit path instead
+(`units_job`): the domain is cut into units, decided on unit actors by the sound
+screen, persisted per unit in OUT/units and folded here, and the certificate is one
+by units (`farm.trust.units`).
 """
 
 from __future__ import annotations
@@ -99,7 +104,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "RAY_ADDRESS an embedded Ray instance is started (offering the 'lean' "
                     "resource when lake is on PATH); rerunning resumes: it reuses the checkpoint "
                     "and circuits it made for the same spec, and every answer already "
-                    "persisted. Exit status 0 only if every property is VERIFIED.")
+                    "persisted. A job with a family task (e.g. quote_close:len=8; properties "
+                    "fe, ci, en) is decided by units on actors instead (unit_size inputs "
+                    "each, persisted per unit in OUT/units) and certified by units. Exit "
+                    "status 0 only if "
+                    "every property is VERIFIED.")
     p.add_argument("job", help="job spec (YAML or JSON), e.g. job.yaml")
     p.add_argument("--out", type=output_dir,
                    help="output directory (overrides the spec's 'out')")
