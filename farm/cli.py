@@ -34,6 +34,7 @@ COMMANDS = {  # name -> the line `farm --help` lists; the rest of its help is it
     "check": "verify a certificate's signature and re-check every predicate",
     "induction": "induction-head certificates: find the head, certify, check, plot",
     "distill": "recover a small Python program the circuit provably computes",
+    "maxk": "Max-of-K certified accuracy: the brute force as resumable units on Ray",
 }
 
 

@@ -130,7 +130,35 @@ def test_sparsemax_exact_decisions_match_the_farms_exact_evaluator():
                     Verdict.TIE if row.logits[m] == best_rival else Verdict.WRONG)
         assert ours.decide(prompt) is expected, prompt
     with pytest.raises(FarmError, match="softmax"):
-        cubic(ckpt.config, ckpt.weights, TASK)
+        subcubic(ckpt.config, ckpt.weights, TASK)
+
+
+def test_sparsemax_brute_force_is_the_farm_exact_evaluators_accuracy(models):
+    """Every prompt through `farm.model.exact` (the evaluator the verify route uses, exact
+    rationals through the whole forward): its decisions counted are the brute force's."""
+    for ckpt in (models["sparsemax-300"],
+                 Checkpoint.from_model(VerifiableGPT(_config("sparsemax")))):
+        counts = {verdict: 0 for verdict in Verdict}
+        for prompt, row in zip(TASK.domain(), ExactModel(ckpt.config, ckpt.weights).run(
+                list(TASK.domain())), strict=True):
+            m = max(prompt)
+            best_rival = max(v for c, v in enumerate(row.logits) if c != m)
+            counts[Verdict.CORRECT if row.logits[m] > best_rival else
+                   Verdict.TIE if row.logits[m] == best_rival else Verdict.WRONG] += 1
+        bound = brute_force(ckpt.config, ckpt.weights, TASK)
+        assert (bound.correct, bound.ties, bound.wrong) == (
+            counts[Verdict.CORRECT], counts[Verdict.TIE], counts[Verdict.WRONG])
+    assert bound.correct < 512 and bound.wrong > 0  # the untrained model: not trivial
+
+
+def test_the_cubic_bound_of_sparsemax_models_is_at_most_their_accuracy(models):
+    trained = models["sparsemax-300"]
+    bounds = [cubic(ckpt.config, ckpt.weights, TASK).correct for ckpt in
+              (trained, Checkpoint.from_model(VerifiableGPT(_config("sparsemax"))))]
+    truths = [_truth(ckpt)[Verdict.CORRECT] for ckpt in
+              (trained, Checkpoint.from_model(VerifiableGPT(_config("sparsemax"))))]
+    assert all(0 <= b <= t for b, t in zip(bounds, truths, strict=True)), (bounds, truths)
+    assert bounds[0] > 0.5 * 512, (bounds, truths)  # the mechanism is there to use
 
 
 def test_proofs_refuse_models_they_do_not_describe():
@@ -270,3 +298,41 @@ def test_the_exact_path_rows_are_the_models_semantics_biases_included(models):
                                       dtype=torch.float64)
         theirs = model(torch.tensor([prompt]))[0, -1]
         assert torch.allclose(ours, theirs, atol=1e-9), prompt
+
+
+def test_k20_trains_on_a_domain_past_int64_and_its_compact_bound_is_an_exact_count():
+    """64^20 ≈ 1.3e36 prompts: no index fits int64, so minibatches are drawn position by
+    position and the proofs count with Python integers."""
+    task = get_task("max_of_k:k=20,vocab=64")
+    assert task.domain().size == 64 ** 20
+    draw = np.random.default_rng(0)
+    prompts = task.domain().sample(draw, 4096)
+    assert prompts.shape == (4096, 20) and prompts.min() == 0 and prompts.max() == 63
+    assert abs(prompts.mean() - 31.5) < 0.5  # uniform per position
+    config = GPTConfig(vocab_size=64, seq_len=20, d_model=8, n_layers=1, d_mlp=0,
+                       norm_variant="none", attn_variant="softmax", attn_bias=False,
+                       lm_head_bias=False)
+    result = train(config, TrainConfig(tasks=(task.name,), max_steps=3, batch_size=64,
+                                       final_pass=False), progress=False)
+    ckpt = Checkpoint.from_model(result.model)
+    for bound in (cubic(ckpt.config, ckpt.weights, task),
+                  subcubic(ckpt.config, ckpt.weights, task)):
+        assert bound.total == 64 ** 20 and 0 <= bound.correct <= bound.total
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_the_boxes_of_a_query_and_maximum_partition_its_prompts(n):
+    """Stage 1 of the brute force sums over these boxes: each free-token tuple of a
+    prompt with query q and maximum m lies in exactly one of them."""
+    import itertools
+
+    from farm.proofs.maxk.brute import boxes
+
+    vocab = 5
+    for q in range(vocab):
+        for m in range(q, vocab):
+            covered = [t for box in boxes(n, q, m)
+                       for t in itertools.product(*(range(lo, hi) for lo, hi in box))]
+            expected = [t for t in itertools.product(range(vocab), repeat=n)
+                        if max(*t, q) == m]
+            assert sorted(covered) == sorted(expected) and len(set(covered)) == len(covered)

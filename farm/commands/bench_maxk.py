@@ -9,7 +9,8 @@ from pathlib import Path
 from farm.commands import output_dir, positive_float, positive_int, task_spec
 from farm.errors import FarmError
 from farm.model.checkpoint import load_checkpoint
-from farm.proofs.maxk.study import STRATEGIES, StudyModel, study
+from farm.proofs.maxk.strategies import STRATEGIES
+from farm.proofs.maxk.study import StudyModel, study
 from farm.tasks.max_of_k import MaxOfK
 from farm.tasks.registry import get_task
 
@@ -26,7 +27,10 @@ def register(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--task", type=task_spec, default="max_of_k:k=4,vocab=32",
                    help="a max_of_k task (default %(default)s)")
     p.add_argument("--seeds", type=int, default=8,
-                   help="train this many seeds, 0..N-1 (default %(default)s; 0: none)")
+                   help="train this many seeds, from --first-seed on (default %(default)s; "
+                        "0: none)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds run from this one (default %(default)s)")
     p.add_argument("--checkpoint", action="append", default=[],
                    help="also prove this checkpoint directory (repeatable)")
     p.add_argument("--width", type=positive_int, default=32, help="d_model (default 32)")
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise FarmError(f"--task must be a max_of_k task, not {task.name}")
     if args.seeds < 0:
         raise FarmError("--seeds must be 0 or more")
-    rows = study(task, Path(args.out), range(args.seeds),
+    rows = study(task, Path(args.out), range(args.first_seed, args.first_seed + args.seeds),
                  StudyModel(args.width, args.steps, args.lr, args.batch),
                  [load_checkpoint(c) for c in args.checkpoint], args.strategies)
     print(f"{task.name} on {platform.node()}: {len(rows)} proofs -> {args.out}/maxk_study.md")

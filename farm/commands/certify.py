@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from farm.commands import output_file
+from farm.atomic import write_text_atomic
+from farm.commands import output_file, task_spec
 from farm.errors import FarmError
 from farm.model.checkpoint import load_checkpoint
+from farm.proofs.maxk.strategies import STRATEGIES
+from farm.tasks.max_of_k import MaxOfK
+from farm.tasks.registry import get_task
+from farm.trust.accuracy import certify_accuracy
 from farm.trust.certificate import (
     CERTIFICATE_FILE,
     issue,
@@ -30,10 +37,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "and the sidecar). Results that carry unit evidence (`farm verify --out` by "
                     "the screen route without robustness, `farm run` on family tasks) give a "
                     "certificate by units instead: the domain by its spec and a streamed "
-                    "hash, one sidecar record per unit, no row per input.")
+                    "hash, one sidecar record per unit, no row per input. With --accuracy "
+                    "instead of --verify-result: prove certified accuracy lower bounds of a "
+                    "Max-of-K model (exact fractions, one per strategy) and sign that claim; "
+                    "`farm check` re-derives them.")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    p.add_argument("--verify-result", required=True, nargs="+", metavar="JSON",
-                   help="result file(s) of `farm verify --out` or `farm run` for this checkpoint")
+    claim = p.add_mutually_exclusive_group(required=True)
+    claim.add_argument("--verify-result", nargs="+", metavar="JSON",
+                       help="result file(s) of `farm verify --out` or `farm run` for this "
+                            "checkpoint")
+    claim.add_argument("--accuracy", nargs="+", metavar="STRATEGY",
+                       choices=list(STRATEGIES),
+                       help=f"certify accuracy on --task by these proof strategies "
+                            f"({', '.join(STRATEGIES)}; brute_force is the exact accuracy)")
+    p.add_argument("--task", type=task_spec, default="max_of_k",
+                   help="with --accuracy: the max_of_k task (default %(default)s)")
     p.add_argument("--key", required=True, help="Ed25519 private key (PEM), from `farm keygen`")
     p.add_argument("--out", default=CERTIFICATE_FILE, type=output_file,
                    help="certificate path (default: %(default)s); the query records go beside "
@@ -46,6 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.accuracy:
+        return run_accuracy(args)
     if any(has_units(path) for path in args.verify_result):
         return run_units(args)
     work = load_verify_results(args.verify_result)
@@ -80,4 +100,17 @@ def run_units(args: argparse.Namespace) -> int:
     inputs = sum(t["size"] for t in pred["tasks"])
     print(f"wrote {args.out} ({inputs:,} inputs in {pred['units']['records']} units, recorded "
           f"in {units_sidecar_path(args.out)}); no Lean check for certificates by units")
+    return 0
+
+
+def run_accuracy(args: argparse.Namespace) -> int:
+    task = get_task(args.task)
+    if not isinstance(task, MaxOfK):
+        raise FarmError(f"--accuracy certifies max_of_k tasks; --task is {task.name}")
+    envelope, bounds = certify_accuracy(args.checkpoint, task, args.accuracy, args.key)
+    write_text_atomic(Path(args.out), json.dumps(envelope, indent=1) + "\n")
+    for b in bounds:
+        print(f"{b.strategy:<12} accuracy >= {b.correct:,} / {b.total:,} = "
+              f"{float(b.accuracy):.6f}  ({b.flops:.3g} FLOPs, {b.seconds:.2f} s)")
+    print(f"wrote {args.out}: the signed accuracy claim on {task.name}")
     return 0

@@ -8,6 +8,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from farm.trust.accuracy import ACCURACY_PREDICATE_TYPE, check_accuracy
 from farm.trust.certificate import check_certificate
 from farm.trust.distilled import DISTILLED_PREDICATE_TYPE, check_distillation, predicate_type_of
 from farm.trust.units import UNITS_PREDICATE_TYPE, check_units_certificate
@@ -24,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "counts against the rows, circuits and the per-query records (whose "
                     "sidecar hash is checked). Exit status 0 only if everything checks; 1 "
                     "with every problem named; 2 if the certificate cannot be read or its "
-                    "signature does not verify.")
+                    "signature does not verify. A signed accuracy claim (farm certify "
+                    "--accuracy) is re-derived instead: every strategy it names is run again "
+                    "on the checkpoint, and a bound above what it derives is rejected.")
     p.add_argument("certificate", help="certificate.dsse.json")
     p.add_argument("--pubkey", required=True, help="Ed25519 public key (PEM) of the signer")
     p.add_argument("--checkpoint",
@@ -52,10 +55,12 @@ def made_with(pred: Mapping[str, Any]) -> str:
     return "made with: " + ", ".join(f"{n} {software[n]}" for n in names if n in software)
 
 
-def rejected(certificate: str, problems: list[str]) -> None:
-    print(f"REJECTED {certificate}: {len(problems)} problem(s)")
+def rejected(path: str, problems: list[str]) -> int:
+    """Name every problem; the exit status of a rejected certificate."""
+    print(f"REJECTED {path}: {len(problems)} problem(s)")
     for problem in problems:
         print(f"  {problem}")
+    return 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         return run_distilled(args)
     if kind == UNITS_PREDICATE_TYPE:
         return run_units(args)
+    if kind == ACCURACY_PREDICATE_TYPE:
+        return run_accuracy(args)
     report = check_certificate(args.certificate, args.pubkey, args.checkpoint,
                                args.require_lean, args.require_verified)
     pred = report.predicate
@@ -88,8 +95,7 @@ def run_distilled(args: argparse.Namespace) -> int:
     report = check_distillation(args.certificate, args.pubkey, args.checkpoint, args.circuit)
     record = report.record
     if not report.ok:
-        rejected(args.certificate, report.problems)
-        return 1
+        return rejected(args.certificate, report.problems)
     print(f"OK {args.certificate}: signature valid; checkpoint "
           f"{record['checkpoint_sha256'][:16]}…; the program (size {record['program']['size']}) "
           f"agrees with the circuit on all {record['evidence']['domain']:,} inputs of "
@@ -105,8 +111,7 @@ def run_units(args: argparse.Namespace) -> int:
                                          args.require_verified, on_unit=bar.update)
     pred = report.predicate
     if not report.ok:
-        rejected(args.certificate, report.problems)
-        return 1
+        return rejected(args.certificate, report.problems)
     n = report.rederived
     verdicts = ", ".join(f"{p['property']}/{p['task']} {p['status']}" for p in pred["properties"])
     print(f"OK {args.certificate}: signature valid; checkpoint {pred['checkpoint']['sha256'][:16]}…"
@@ -116,4 +121,19 @@ def run_units(args: argparse.Namespace) -> int:
           f"by exact runs; {verdicts}")
     print("  taken on the signature alone: " + "; ".join(report.trusted))
     print(f"  {made_with(pred)}")
+    return 0
+
+
+def run_accuracy(args: argparse.Namespace) -> int:
+    """A signed accuracy claim: the signature, its checkpoint, every bound re-derived."""
+    report = check_accuracy(args.certificate, args.pubkey, args.checkpoint)
+    claim = report.claim
+    if not report.ok:
+        return rejected(args.certificate, report.problems)
+    claimed = {e["strategy"]: e for e in claim["bounds"]}
+    print(f"OK {args.certificate}: signature valid; checkpoint "
+          f"{claim['checkpoint_sha256'][:16]}…; {claim['task']}: "
+          + "; ".join(f"{b.strategy} claims {claimed[b.strategy]['correct']:,} ≤ re-derived "
+                      f"{b.correct:,} of {b.total:,} ({float(b.accuracy):.6f})"
+                      for b in report.derived))
     return 0

@@ -13,10 +13,12 @@ from farm.commands.run import connect
 from farm.distill import distill, program_source
 from farm.distill.recheck import recheck
 from farm.distill.record import proof_record, read_record, write_record
+from farm.distill.surrogate import distill_surrogate, surrogate_record, surrogate_report
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint, load_checkpoint
 from farm.model.circuit import Circuit
 from farm.tasks.registry import get_task
+from farm.tasks.task import Task
 from farm.trust.distilled import sign_distillation
 from farm.trust.signing import load_private_key
 from farm.verify.local import resolve_circuit
@@ -27,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "distill",
         description="Counterexample-guided synthesis over a DSL of transformer motifs (token "
                     "at a position, first/last token of a class, running counters and their "
-                    "differences, parity, thresholds, two-state machines): the smallest "
+                    "differences, parity, thresholds, two-state machines, the largest token, "
+                    "the token after the previous occurrence of the last): the smallest "
                     "program consistent with the counterexamples so far is held to the "
                     "circuit's decision on every input of the task's domain (sound screen, "
                     "exact evaluation where it is not decisive); a disagreement, replayed "
@@ -61,6 +64,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "this checkpoint, circuit and task: the program, its printed source, "
                         "its agreement on the whole domain and every counterexample's exact "
                         "replay; exit status 1 with each problem named")
+    p.add_argument("--surrogate", action="store_true",
+                   help="for a standard model (softmax, LayerNorm, GELU; no exact semantics): "
+                        "hold candidates to the circuit by sound float64 bounds, then prove "
+                        "functional equivalence and content invariance on the program and "
+                        "show each circuit edge's necessity by a flip. The claim is the "
+                        "program's properties plus its agreement with the circuit on the "
+                        "domain, not a verification of the circuit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -77,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
     if circuit_file is None and args.out is None:
         raise FarmError("--circuit full needs --out: there is no circuit file to write beside")
     out = Path(args.out) if args.out else Path(args.circuit).parent / "program.json"
+    if args.surrogate or not ckpt.config.is_piecewise_linear:
+        if not args.surrogate:
+            raise FarmError(f"{args.checkpoint} is a standard model (softmax, LayerNorm or "
+                            "GELU), which has no exact semantics: distil it with --surrogate")
+        return run_surrogate(args, ckpt, circuit, circuit_file, task, out)
     checker = None
     if args.ray:
         connect(args.ray)
@@ -102,6 +117,19 @@ def run(args: argparse.Namespace) -> int:
           f"used, {result.enumerated:,} programs enumerated, {result.seconds:.2f} s; "
           f"wrote {out}")
     return 0 if result.proved else 1
+
+
+def run_surrogate(args: argparse.Namespace, ckpt: Checkpoint, circuit: Circuit,
+                  circuit_file: str | None, task: Task, out: Path) -> int:
+    if args.sign or args.ray:
+        raise FarmError("--surrogate takes neither --sign nor --ray")
+    with tqdm(desc=f"surrogate {task.name}", unit="in", disable=args.quiet, leave=False) as bar:
+        report = distill_surrogate(ckpt, circuit, task, args.max_size, args.batch,
+                                   args.per_round, bar.update)
+    write_record(surrogate_record(report, ckpt, args.checkpoint, circuit, circuit_file), out)
+    print(surrogate_report(report))
+    print(f"wrote {out}")
+    return 0 if report.distillation.proved and all(p.holds for p in report.properties) else 1
 
 
 def recheck_record(path: str, ckpt: Checkpoint, circuit: Circuit, task: str) -> int:

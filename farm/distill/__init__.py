@@ -9,6 +9,9 @@ holds each candidate to the circuit's decisions on the task's whole domain
 every disagreement is replayed exactly and joins the examples the next search must
 fit. A candidate that agrees on every domain input is proved equal to the circuit's
 decision on that (finite) domain; `record` writes the program with that proof.
+`surrogate` is the route for a standard model (softmax, LayerNorm, GELU), which has
+no exact semantics: agreement by the standard screen's sound bounds, then the
+properties proved on the program, and the claim stated as exactly that.
 
 Layering: may import `farm.verify`, `farm.screen`, `farm.model`, `farm.tasks` (the
 import-linter contract in pyproject.toml); certificates and commands import it.

@@ -194,13 +194,14 @@ def distill(ckpt: Checkpoint, circuit: Circuit, task: Task, max_size: int = 10,
             batch: int = 16384, per_round: int = 4,
             on_batch: Callable[[int], None] = lambda n: None,
             on_candidate: Callable[[Program], None] = lambda p: None,
-            checker: Checker | None = None) -> Distillation:
+            checker: Checker | None = None, judge: Judge | None = None) -> Distillation:
     """CEGIS from no examples: each round takes up to `per_round` counterexamples into
     the example set; `on_batch` hears how many inputs each checked batch covered.
     `checker` holds candidates to the circuit (default: `check_program` here; the Ray
-    actors of `actors.distill` run the same units across a cluster)."""
+    actors of `actors.distill` run the same units across a cluster); `judge` decides the
+    circuit's inputs (default: the screen with the exact evaluator behind it)."""
     start = time.perf_counter()
-    judge = Judge(ckpt, circuit, task)
+    judge = judge or Judge(ckpt, circuit, task)
     checker = checker or (lambda program, stop_after, heard: check_program(
         program, judge, batch, stop_after, heard))
     motifs = Motifs.of(task)
@@ -225,7 +226,9 @@ def distill(ckpt: Checkpoint, circuit: Circuit, task: Task, max_size: int = 10,
                       f"({check.by_screen:,} by the screen, {check.by_exact:,} exactly)")
             break
         if ties := [cx.prompt for cx in check.counterexamples if cx.circuit is None]:
-            reason = f"the circuit ties on {ties[0]}: no program decides as it does there"
+            reason = (f"the circuit's decision at {ties[0]} is no single candidate (a tie, "
+                      "or for a standard model bounds that leave it open): no program "
+                      "decides as it does there")
             break
         examples += check.counterexamples
     proved = bool(checks) and checks[-1].proved

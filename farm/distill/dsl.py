@@ -2,9 +2,11 @@
 
 Three kinds of value: a token (`tok`), a whole number (`int`) and a truth value
 (`bool`). The motifs are the ones small transformers are known to implement: the
-token at a position, the first or last token of a class, a running counter of one
-class (minus another), its final, lowest or highest value, parity, threshold
-detectors, comparisons, and a two-state machine driven by two token classes.
+token at a position, the first or last token of a class, the largest token
+(Max-of-K), the token after the previous occurrence of the last one (induction),
+a running counter of one class (minus another), its final, lowest or highest
+value, parity, threshold detectors, comparisons, and a two-state machine driven
+by two token classes.
 
 Every program has one semantics, written once per node as `apply` over numpy
 arrays (a batch of prompts at a time), and prints as a plain Python function a
@@ -169,6 +171,37 @@ class Find(Program):
     def python(self, out: Emitter) -> str:
         tokens = "prompt" if self.which == "first" else "reversed(prompt)"
         return f"next((t for t in {tokens} if {self.of.test('t')}), {NO_TOKEN})"
+
+
+@dataclass(frozen=True)
+class Largest(Program):
+    """The largest token of the prompt (Max-of-K: token ids are the values)."""
+
+    kind, tag = "tok", "largest"
+
+    def apply(self, prompts: np.ndarray, *args: np.ndarray) -> np.ndarray:
+        return prompts.max(axis=1)
+
+    def python(self, out: Emitter) -> str:
+        return "max(prompt)"
+
+
+@dataclass(frozen=True)
+class AfterPrevious(Program):
+    """The induction motif: the token after the previous occurrence of the last token
+    (the latest earlier position holding it); PAD if it has not occurred before."""
+
+    kind, tag = "tok", "after_previous"
+
+    def apply(self, prompts: np.ndarray, *args: np.ndarray) -> np.ndarray:
+        earlier = prompts[:, :-1] == prompts[:, -1:]  # [n, L-1]: position j holds it
+        latest = earlier.shape[1] - 1 - earlier[:, ::-1].argmax(axis=1)
+        found = prompts[np.arange(len(prompts)), np.minimum(latest + 1, prompts.shape[1] - 1)]
+        return np.where(earlier.any(axis=1), found, NO_TOKEN)
+
+    def python(self, out: Emitter) -> str:
+        return ("next((prompt[j + 1] for j in range(len(prompt) - 2, -1, -1) "
+                f"if prompt[j] == prompt[-1]), {NO_TOKEN})")
 
 
 @dataclass(frozen=True)
@@ -386,7 +419,8 @@ class Or(_Junction):
 
 
 NODES: dict[str, type[Program]] = {cls.tag: cls for cls in (
-    Const, At, Find, Closer, If, Count, Is, Compare, Odd, Machine, Not, And, Or)}
+    Const, At, Find, Largest, AfterPrevious, Closer, If, Count, Is, Compare, Odd, Machine,
+    Not, And, Or)}
 
 
 # ------------------------------------------------------------------------------- text forms

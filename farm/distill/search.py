@@ -21,6 +21,7 @@ from itertools import product
 import numpy as np
 
 from farm.distill.dsl import (
+    AfterPrevious,
     And,
     At,
     Closer,
@@ -31,6 +32,7 @@ from farm.distill.dsl import (
     If,
     Is,
     Kind,
+    Largest,
     Machine,
     Not,
     Odd,
@@ -78,8 +80,11 @@ class Motifs:
         domain = task.domain()
         positions = tuple(p for p, ts in enumerate(domain.positions) if len(ts) > 1)
         varying = sorted({t for p in positions for t in domain.positions[p]})
-        classes = [TokenClass(_NAMES.get(t, f"token_{t}"), frozenset({t})) for t in varying]
-        for name, group in _GROUPS.items():
+        # SPEC's token names and groups mean nothing to a family with its own vocabulary
+        spec = type(task).vocab_size is Task.vocab_size
+        classes = [TokenClass(_NAMES.get(t, f"token_{t}") if spec else f"token_{t}",
+                              frozenset({t})) for t in varying]
+        for name, group in _GROUPS.items() if spec else ():
             tokens = frozenset(group & set(varying))
             if 1 < len(tokens) < len(varying):
                 classes.append(TokenClass(name, tokens))
@@ -91,6 +96,8 @@ class Motifs:
         """Every program of size 1."""
         yield from (Const(t) for t in self.outputs)
         yield from (At(p) for p in self.positions)
+        yield Largest()
+        yield AfterPrevious()
         for c in self.classes:
             yield Find("first", c)
             yield Find("last", c)

@@ -95,7 +95,7 @@ class DomainStream:
             if len(set(values.values())) > 1:
                 raise FarmError(f"tasks trained together need one {what}, not {values}")
         self.seq_len, self.vocab_size = self.tasks[0].seq_len, self.tasks[0].vocab_size
-        self.offsets = np.cumsum([0, *(len(t.domain()) for t in self.tasks)])
+        self.offsets = np.cumsum([0, *(t.domain().size for t in self.tasks)])
         self.size = int(self.offsets[-1])
         self.rival_count = max(len(t.candidates) for t in self.tasks) - 1
 
@@ -114,6 +114,21 @@ class DomainStream:
                 rivals[mine] = np.pad(own, ((0, 0), (0, self.rival_count - own.shape[1])),
                                       mode="edge")
         return tuple(torch.from_numpy(a).to(self.device) for a in (prompts, targets, rivals))
+
+    def minibatch(self, draw: np.random.Generator, n: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n rows drawn uniformly; a domain past int64 indices (Max-of-K at K = 20, one
+        task alone) is drawn position by position."""
+        if self.size < 2 ** 63:
+            return self.rows(draw.integers(0, self.size, n))
+        if len(self.tasks) > 1:
+            raise FarmError(f"a domain of {self.size:.3g} inputs trains on its own, not "
+                            "beside other tasks")
+        task = self.tasks[0]
+        prompts = task.domain().sample(draw, n)
+        targets = task.targets(prompts)
+        return tuple(torch.from_numpy(a).to(self.device)
+                     for a in (prompts, targets, task.rivals(targets)))
 
     def chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for start in range(0, self.size, size):
@@ -175,8 +190,7 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
     passed: tuple[float, float] | None = None  # the full pass that stopped training
     bar = tqdm(range(1, cfg.max_steps + 1), desc="train", disable=not progress, leave=False)
     for step in bar:
-        prompts, targets, rivals = whole or stream.rows(
-            draw.integers(0, stream.size, cfg.batch_size))
+        prompts, targets, rivals = whole or stream.minibatch(draw, cfg.batch_size)
         margins = candidate_margins(model(prompts), targets, rivals)
         loss = F.softplus(-margins).mean() + F.relu(cfg.hinge - margins).mean()
         min_margin = margins.min().item()

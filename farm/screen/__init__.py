@@ -22,6 +22,10 @@ the final residual is positive (`ball`): BandNorm is piecewise affine, and where
 it is also continuous on the ball's box (no lift) the margin falls at most by ε
 times a bound on every piece's gradient. The other inputs go to the solver.
 
+The standard model (softmax, LayerNorm, GELU) has no exact evaluator; `standard`
+screens it with the sound interval extensions of `smooth` (a stated, tested bound
+on exp and erf), and an input it leaves undecided stays undecided.
+
 Layering: `farm.screen` may import `farm.model`, `farm.tasks` and `farm.errors`
 only (pyproject's import-linter contract); verification and certificates import it.
 """

@@ -94,15 +94,23 @@ def _side(s: Iv, sign: np.ndarray, fallback: np.ndarray, half_low: Iv, half_high
     projected = certainly_pos(over)
     ok = projected | certainly_neg(over)
     # (a) the projection: tau = (Σ_A s − half_high)/|A| on a support A that must satisfy
-    # s_i > tau exactly on A and s_i < tau on the rest of the side, over the whole box
-    support = _projection_guess(s.m, sign, float(half_high.m))
-    k = support.sum(-1)
-    tau = div(sub(total(s, support), half_high), np.maximum(k, 1).astype(np.float64))
-    gap = sub(s, Iv(tau.m[..., None], tau.r[..., None]))
-    fits = np.all(np.where(support, certainly_pos(gap), ~sign | certainly_neg(gap)), axis=-1)
-    ok &= ~projected | ((k >= 1) & fits)
-    s = gap.zero_where(~support).where(projected[..., None], s)
-    active = np.where(projected[..., None], support, sign)
+    # s_i > tau exactly on A and s_i < tau on the rest of the side, over the whole box;
+    # worked out only on the rows that project (few: a side's sum is rarely that large)
+    active = sign
+    if projected.any():
+        s_p, sign_p = s[projected], sign[projected]
+        support = _projection_guess(s_p.m, sign_p, float(half_high.m))
+        k = support.sum(-1)
+        tau = div(sub(total(s_p, support), half_high), np.maximum(k, 1).astype(np.float64))
+        gap = sub(s_p, Iv(tau.m[..., None], tau.r[..., None]))
+        fits = np.all(np.where(support, certainly_pos(gap), ~sign_p | certainly_neg(gap)),
+                      axis=-1)
+        ok[projected] &= (k >= 1) & fits
+        projected_s = gap.zero_where(~support)
+        s = Iv(s.m.copy(), s.r.copy())
+        s.m[projected], s.r[projected] = projected_s.m, projected_s.r
+        active = sign.copy()
+        active[projected] = support
     # (b) the lift: deficit = half_low − Σs spread over the active coordinates (or the
     # fallback mask where none is active)
     deficit = sub(half_low, total(s, active))

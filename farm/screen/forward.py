@@ -90,9 +90,7 @@ class Screen:
 
     def __init__(self, config: GPTConfig, weights: Mapping[str, np.ndarray],
                  circuit: Circuit | None = None):
-        if not config.is_piecewise_linear:
-            raise FarmError("the screen needs the exact-verifiable model (BandNorm or none, "
-                            "sparsemax, leaky_relu)")
+        self._require_variant(config)
         require_mlp_blocks(config, "the screen")
         circuit = circuit or Circuit.full(config.n_layers)
         if circuit.n_layers != config.n_layers or (
@@ -125,6 +123,12 @@ class Screen:
         self.parents = {n: circuit.parents(n) for n in circuit.nodes}
         self.all_positions = self._needs_all_positions()
         self._qkv: dict[tuple[int, int, int], tuple[Affine, Affine]] = {}
+
+    def _require_variant(self, config: GPTConfig) -> None:
+        if not config.is_piecewise_linear:
+            raise FarmError("the screen needs the exact-verifiable model (BandNorm or none, "
+                            "sparsemax, leaky_relu); the standard one has its own "
+                            "(farm.screen.standard)")
 
     def _head_maps(self, layer: int, heads: Sequence[int]) -> tuple[Affine, Affine]:
         """For the contiguous heads of one attention node: the map onto their keys and
@@ -269,7 +273,7 @@ class Screen:
             for t in range(T) if node in self.all_positions else [last]:
                 x = self._input(node, t, outputs, heads, sizes[t])
                 n = self._norm(f"blocks.{layer}.norm_mlp", x, ok[t])
-                hidden = leaky_relu(params["up"](n), LEAKY_SLOPE.denominator)
+                hidden = self._activate(params["up"](n))
                 outputs[node][t] = params["down"](hidden)
         residual = self._input("logits", last, outputs, heads, sizes[last])
         final = self._norm("norm_final", residual, ok[last])
@@ -289,8 +293,14 @@ class Screen:
         """Sparsemax attention of the queries q [n, dh] of one position's prefixes over
         their causal prefix: k and v [n, t + 1, dh], each prefix's ancestors' rows."""
         scores = div(dot(q, k, "nd,njd->nj"), np.float64(self.cfg.attn_scale))
-        weights = sparsemax(scores, np.ones(scores.m.shape, dtype=bool))
+        weights = self._pattern(scores, np.ones(scores.m.shape, dtype=bool))
         return dot(weights, v, "nj,njd->nd")
+
+    def _pattern(self, scores: Iv, mask: np.ndarray) -> Iv:
+        return sparsemax(scores, mask)
+
+    def _activate(self, x: Iv) -> Iv:
+        return leaky_relu(x, LEAKY_SLOPE.denominator)
 
     def _margins(self, y: Iv, targets: np.ndarray, candidates: list[int],
                  certain: np.ndarray) -> ScreenResult:

@@ -137,7 +137,7 @@ def _fold(out: Sweep, outcomes: Iterable[_Batch], on_batch: Callable[[int], None
 
 
 def margin_floor(config: GPTConfig, weights: Mapping[str, np.ndarray], tasks: Sequence[Task],
-                 batch: int = 65536, progress: bool = False, circuit: Circuit | None = None,
+                 batch: int = 16384, progress: bool = False, circuit: Circuit | None = None,
                  give_up_below: float = -np.inf) -> tuple[float, float]:
     """Over every input of the tasks' domains: a lower bound of the least exact margin of
     the model (or `circuit`), and the fraction of inputs decided correctly. The screen

@@ -47,10 +47,15 @@ class ProductDomain(Sequence[tuple[int, ...]]):
     def seq_len(self) -> int:
         return len(self.positions)
 
-    def __len__(self) -> int:
+    @property
+    def size(self) -> int:
+        """The number of prompts, exact: `len` fails past 2^63 (Max-of-K at K = 20)."""
         tied = {position for position, _ in self.ties}
         return math.prod(len(tokens) for i, tokens in enumerate(self.positions)
                          if i not in tied)
+
+    def __len__(self) -> int:
+        return self.size
 
     @overload
     def __getitem__(self, index: int) -> tuple[int, ...]: ...
@@ -111,6 +116,17 @@ class ProductDomain(Sequence[tuple[int, ...]]):
     def batch(self, start: int, stop: int) -> np.ndarray:
         """Prompts start..stop-1 as an int64 array [stop - start, seq_len], decoded at once."""
         return self.take(np.arange(start, max(start, min(stop, len(self))), dtype=np.int64))
+
+    def sample(self, draw: np.random.Generator, n: int) -> np.ndarray:
+        """n prompts drawn uniformly, position by position: for a domain too large for
+        int64 indices (uniform indices would draw the same distribution)."""
+        out = np.empty((n, self.seq_len), dtype=np.int64)
+        for position, tokens in enumerate(self.positions):
+            out[:, position] = np.asarray(tokens, dtype=np.int64)[
+                draw.integers(0, len(tokens), n)]
+        for position, source in self.ties:
+            out[:, position] = out[:, source]
+        return out
 
     def take(self, indices: np.ndarray) -> np.ndarray:
         """The prompts at `indices` (any order: a random minibatch) as an int64 array."""

@@ -8,8 +8,10 @@ attention weights (`paths`). Three stages, each sound, each leaving fewer inputs
    min_c F(c)·Z ≥ Σ_i e[q, i, t_i]·H*[q, i, t_i, m], H* the margin over the best rival
    of each row alone (`worst_rival`). The table of certified lower contributions
    L[q, i, t, m] (value minus its error bound, rounded further down by 4K·u·|L| so that
-   the float sum of K of them cannot round above the true sum) turns each prompt into
-   K gathers and adds: a sum above zero proves it correct.
+   the float sum of K of them, in any order, cannot round above the true sum) turns
+   each prompt into K adds: a sum above zero proves it correct. The prompts of one
+   query q and maximum m are a few boxes of tokens (`boxes`), so the sums are outer
+   sums of table rows: no index arrays, memory of one box.
 2. What stage 1 leaves (for sparsemax, every prompt: its weights depend on the whole
    prompt, `sparsemax_weights`) is evaluated against every rival in float64 with a
    bound per prompt (`margins`):
@@ -19,12 +21,15 @@ attention weights (`paths`). Three stages, each sound, each leaving fewer inputs
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
+from farm.errors import FarmError
 from farm.model.gpt import GPTConfig
 from farm.proofs.maxk.bound import AccuracyBound
 from farm.proofs.maxk.exact import ExactMaxK, Verdict
@@ -102,62 +107,143 @@ def margins(tables: PathTables, weights: Approx, prompts: np.ndarray
     return value, (2 * total_err[:, None] + U * np.abs(value)) * SLACK, m
 
 
+@dataclass(frozen=True)
+class Tally:
+    """What one unit of the brute force decided, and the FLOPs it took."""
+
+    correct: int = 0
+    ties: int = 0
+    wrong: int = 0
+    flops: int = 0
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(self.correct + other.correct, self.ties + other.ties,
+                     self.wrong + other.wrong, self.flops + other.flops)
+
+    @property
+    def prompts(self) -> int:
+        return self.correct + self.ties + self.wrong
+
+
+def boxes(n: int, q: int, m: int) -> Iterator[tuple[tuple[int, int], ...]]:
+    """The prompts with query q and maximum m ≥ q as disjoint boxes over the n free
+    positions, each position's tokens a range [lo, hi): for m = q every token ≤ q;
+    for m > q, by the first position j holding m: tokens < m before it, ≤ m after."""
+    if m == q:
+        yield ((0, q + 1),) * n
+        return
+    for j in range(n):
+        yield ((0, m),) * j + ((m, m + 1),) + ((0, m + 1),) * (n - 1 - j)
+
+
+def table_flops(config: GPTConfig, task: MaxOfK) -> int:
+    """The FLOPs of what `BruteForce` prepares once: the path tables, then each logit
+    entry and (softmax) its best-rival margin."""
+    per_entry = LOGITS_FLOPS + (12 if config.attn_variant == "softmax" else 0)
+    return (PathTables.cost(task.k, task.vocab, config.d_model)
+            + per_entry * task.k * task.vocab ** 3)
+
+
+def pairs(vocab: int) -> list[tuple[int, int]]:
+    """Every (query token q, maximum m ≥ q) in order: the domain's finest units, each the
+    prompts of one query and one maximum."""
+    return [(q, m) for q in range(vocab) for m in range(q, vocab)]
+
+
+def pair_prompts(n: int, q: int, m: int) -> int:
+    """How many prompts have query q and maximum m, over n free positions."""
+    return (q + 1) ** n if m == q else (m + 1) ** n - m ** n
+
+
+class BruteForce:
+    """The brute force prepared for one model: its tables built once, then any range of
+    `pairs` (a unit of the domain: the prompts of those queries and maxima) decided."""
+
+    def __init__(self, config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxOfK):
+        self.config, self.weights, self.task = config, weights, task
+        self.tables = PathTables.build(config, weights, task)
+        self.softmax = config.attn_variant == "softmax"
+        if self.softmax:
+            self.exps = softmax_exps(self.tables.scores)
+            self.contributions = certified_contributions(
+                self.exps, worst_rival(self.tables.logits), task.k)
+        self._exact: ExactMaxK | None = None
+
+    def decide(self, first: int, stop: int, progress: bool = False) -> Tally:
+        """Every prompt of pairs[first:stop] (query, maximum), decided."""
+        tally, pending, waiting = Tally(), [], 0
+        for q, m in tqdm(pairs(self.task.vocab)[first:stop],
+                         desc=f"brute force {self.task.name}", disable=not progress,
+                         leave=False):
+            for box in boxes(self.task.k - 1, q, m):
+                proved, doubtful = self._box(q, m, box)
+                tally += proved
+                for prompts in doubtful:
+                    pending.append(prompts)
+                    waiting += len(prompts)
+                    if waiting >= CHUNK:  # stage 2 in batches, not per box
+                        tally += self._doubtful(np.concatenate(pending))
+                        pending, waiting = [], 0
+        return tally + self._doubtful(np.concatenate(pending)) if pending else tally
+
+    def _box(self, q: int, m: int, box: tuple[tuple[int, int], ...]
+             ) -> tuple[Tally, Iterator[np.ndarray]]:
+        """Stage 1 on a box of prompts with maximum m: those it proves, and the rest as
+        prompts [≤ CHUNK, K] at a time."""
+        k = self.task.k
+        shape = tuple(hi - lo for lo, hi in box)
+        size = math.prod(shape)
+        if self.softmax:  # K adds of certified contributions per prompt
+            low = self.contributions[q, k - 1, q, m]
+            for i, (lo, hi) in enumerate(box):
+                low = np.add.outer(low, self.contributions[q, i, lo:hi, m])
+            doubtful = np.flatnonzero(low.ravel() <= 0)
+        else:  # sparsemax weights depend on the whole prompt: all go to stage 2
+            doubtful = np.arange(size)
+
+        def prompts() -> Iterator[np.ndarray]:
+            for at in range(0, len(doubtful), CHUNK):
+                free = np.stack(np.unravel_index(doubtful[at:at + CHUNK], shape), 1)
+                yield np.concatenate([free + [lo for lo, _ in box],
+                                      np.full((len(free), 1), q)], 1)
+        return Tally(correct=size - len(doubtful), flops=2 * k * size), prompts()
+
+    def _doubtful(self, prompts: np.ndarray) -> Tally:
+        """Stages 2 and 3 on prompts [n, K] that stage 1 did not prove."""
+        k, vocab = self.task.k, self.task.vocab
+        index = (prompts[:, -1:], np.arange(k), prompts)
+        attention = (self.exps[index] if self.softmax else
+                     sparsemax_weights(self.tables.scores[index]))
+        value, err, maxima = margins(self.tables, attention, prompts)
+        rivals = np.arange(vocab) != maxima[:, None]
+        right = ((value > err) | ~rivals).all(1)
+        wrong = ((value < -err) & rivals).any(1)
+        tally = Tally(int(right.sum()), 0, int(wrong.sum()),
+                      (2 * k + 4) * value.size + (10 if self.softmax else 50) * k * len(prompts))
+        for prompt in prompts[~right & ~wrong]:
+            self._exact = self._exact or ExactMaxK(self.config, self.weights, self.task)
+            verdict = self._exact.decide(prompt.tolist())
+            tally += Tally(int(verdict is Verdict.CORRECT), int(verdict is Verdict.TIE),
+                           int(verdict is Verdict.WRONG),
+                           40 * self.config.d_model ** 2 * k)  # a forward's worth, exactly
+        return tally
+
+def accuracy_bound(task: MaxOfK, tally: Tally, seconds: float) -> AccuracyBound:
+    """The accuracy bound of a tally of the whole domain (the units added up, the
+    tables' FLOPs once), or a FarmError if it does not cover the domain."""
+    total = task.domain().size
+    if tally.prompts != total:
+        raise FarmError(f"the units decided {tally.prompts:,} prompts of {total:,}: not the "
+                        "whole domain")
+    return AccuracyBound("brute_force", task.name, tally.correct, total, tally.flops, seconds,
+                         ties=tally.ties, wrong=tally.wrong)
+
+
 def brute_force(config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxOfK,
                 progress: bool = False) -> AccuracyBound:
     """The exact accuracy of a Max-of-K model (softmax or sparsemax) over its domain."""
     start = time.perf_counter()
-    tables = PathTables.build(config, weights, task)
-    k, vocab = task.k, task.vocab
-    softmax = config.attn_variant == "softmax"
-    rival = worst_rival(tables.logits)
-    flops = tables.flops + (LOGITS_FLOPS + 12) * rival.value.size
-    if softmax:
-        exps = softmax_exps(tables.scores)
-        contributions = certified_contributions(exps, rival, k)
-    # the first K-1 positions as an index grid (position 0 most significant), sorted by
-    # their maximum: for query q, the prompts whose maximum is a free token are a suffix
-    # (m = that maximum, a fixed gather index), the rest a cube of tokens < q (m = q)
-    index = np.int32 if vocab * vocab < 2 ** 31 else np.int64  # K = 5: 16.7 M per row
-    grid = np.indices((vocab,) * (k - 1), dtype=index).reshape(k - 1, -1)
-    grid = grid[:, np.argsort(grid.max(axis=0), kind="stable")]
-    prefix_max = grid.max(axis=0)
-    gather = grid * index(vocab) + prefix_max  # into contributions[q, i] over (t, m)
-    suffix_start = np.searchsorted(prefix_max, np.arange(vocab))
-    pos = np.arange(k)
-    exact_model: ExactMaxK | None = None
-    counts = {verdict: 0 for verdict in Verdict}
-    for q in tqdm(range(vocab), desc=f"brute force {task.name}", disable=not progress,
-                  leave=False):
-        first = suffix_start[q]
-        if softmax:  # stage 1: K gathers of certified contributions per prompt
-            low = contributions[q, k - 1, q].take(prefix_max[first:])
-            cube = contributions[q, k - 1, q, q]
-            for i in range(k - 1):
-                low += contributions[q, i].ravel().take(gather[i, first:])
-                cube = np.add.outer(cube, contributions[q, i, :q, q])
-            flops += 2 * k * (low.size + cube.size)
-            doubtful_tokens = np.concatenate(
-                [grid[:, first + np.flatnonzero(low <= 0)],
-                 np.array(np.unravel_index(np.flatnonzero(cube <= 0), (q,) * (k - 1)))], 1)
-        else:  # sparsemax weights depend on the whole prompt: every prompt goes to stage 2
-            doubtful_tokens = grid
-        counts[Verdict.CORRECT] += grid.shape[1] - doubtful_tokens.shape[1]
-        for at in range(0, doubtful_tokens.shape[1], CHUNK):
-            chunk = doubtful_tokens[:, at:at + CHUNK].T
-            prompts = np.concatenate([chunk, np.full((len(chunk), 1), q)], 1)
-            attention = (exps[prompts[:, -1:], pos, prompts] if softmax else
-                         sparsemax_weights(tables.scores[prompts[:, -1:], pos, prompts]))
-            value, err, maxima = margins(tables, attention, prompts)
-            flops += (2 * k + 4) * value.size + (10 if softmax else 50) * k * len(chunk)
-            rivals = np.arange(vocab) != maxima[:, None]
-            right = ((value > err) | ~rivals).all(1)
-            wrong = ((value < -err) & rivals).any(1)
-            counts[Verdict.CORRECT] += int(right.sum())
-            counts[Verdict.WRONG] += int(wrong.sum())
-            for prompt in prompts[~right & ~wrong]:
-                exact_model = exact_model or ExactMaxK(config, weights, task)
-                counts[exact_model.decide(prompt.tolist())] += 1
-                flops += 40 * config.d_model ** 2 * k  # exact rationals: a forward's worth
-    return AccuracyBound("brute_force", task.name, counts[Verdict.CORRECT],
-                         len(task.domain()), flops, time.perf_counter() - start,
-                         ties=counts[Verdict.TIE], wrong=counts[Verdict.WRONG])
+    proof = BruteForce(config, weights, task)
+    tally = (Tally(flops=table_flops(config, task))
+             + proof.decide(0, len(pairs(task.vocab)), progress))
+    return accuracy_bound(task, tally, time.perf_counter() - start)

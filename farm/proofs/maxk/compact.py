@@ -30,13 +30,14 @@ arithmetic; the count of a group's prompts is exact combinatorics.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from farm.errors import FarmError
 from farm.model.gpt import GPTConfig
 from farm.proofs.maxk.bound import AccuracyBound
+from farm.proofs.maxk.brute import sparsemax_weights
 from farm.proofs.maxk.paths import (
     LOGITS_FLOPS,
     SLACK,
@@ -73,10 +74,44 @@ def _proved(h_max: np.ndarray, h_other: np.ndarray, share: np.ndarray,
 
 def _exps(tables: PathTables) -> tuple[np.ndarray, np.ndarray]:
     if tables.attn_variant != "softmax":
-        raise FarmError("the compact proofs bound softmax attention; this model uses "
+        raise FarmError("the subcubic proof bounds softmax attention; this model uses "
                         f"{tables.attn_variant} (its brute force is exact)")
     e = softmax_exps(tables.scores)
     return e.value - e.err, (e.value + e.err) * SLACK
+
+
+# share(a_max, singles, a_other, n): a lower bound on the attention share of one position
+# whose key is at least a_max, against positions whose keys are at most `singles` (one
+# each, [group]) and n more at most a_other [group]
+Share = Callable[[np.ndarray, list[np.ndarray], np.ndarray, int], np.ndarray]
+
+
+def _softmax_share(a_max: np.ndarray, singles: list[np.ndarray], a_other: np.ndarray,
+                   n: int) -> np.ndarray:
+    return _attention_share(a_max, (sum(singles, n * a_other)) * (1 + 4 * U))
+
+
+def _sparsemax_share(a_max: np.ndarray, singles: list[np.ndarray], a_other: np.ndarray,
+                     n: int) -> np.ndarray:
+    """Sparsemax gives a set of positions no less weight when its scores rise or the
+    others' fall (τ moves by at most the rise over the support's size), so the
+    sparsemax of the bounds themselves, less its error bound, is a lower bound."""
+    columns = np.broadcast_arrays(a_max, *singles, *[a_other] * n)
+    scores = np.stack([c.ravel() for c in columns], axis=1)
+    weights = sparsemax_weights(Approx(scores, np.zeros_like(scores)))
+    share = (weights.value[:, 0] - weights.err[:, 0]) * (1 - 4 * U) - TINY
+    return np.maximum(np.nan_to_num(share, nan=0.0, neginf=0.0), 0.0).reshape(columns[0].shape)
+
+
+def _attention_keys(tables: PathTables) -> tuple[np.ndarray, np.ndarray, Share]:
+    """Lower and upper bounds [q, i, t] on what attention is a monotone function of
+    (softmax: the exponentials; sparsemax: the scores), and the share that follows."""
+    if tables.attn_variant == "softmax":
+        e_low, e_high = _exps(tables)
+        return e_low, e_high, _softmax_share
+    s = tables.scores
+    return _low(s), s.value + s.err * (1 + 4 * U) + 4 * U * np.abs(s.value) + TINY, \
+        _sparsemax_share
 
 
 def _group_sizes(k: int, query_is_max: bool, q: int, other: np.ndarray) -> np.ndarray:
@@ -93,20 +128,21 @@ def _group_sizes(k: int, query_is_max: bool, q: int, other: np.ndarray) -> np.nd
 
 def cubic(config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxOfK
           ) -> AccuracyBound:
-    """The cubic strategy: a group per (query, maximum, largest other token)."""
+    """The cubic strategy: a group per (query, maximum, largest other token); softmax or
+    sparsemax attention."""
     start = time.perf_counter()
     tables = PathTables.build(config, weights, task)
     k, vocab = task.k, task.vocab
-    e_low, e_high = _exps(tables)
+    a_low, a_high, share = _attention_keys(tables)
     h = _low(worst_rival(tables.logits))  # [q, i, t, m]
-    flops = tables.flops + (LOGITS_FLOPS + 12) * h.size + 60 * e_low.size
+    flops = tables.flops + (LOGITS_FLOPS + 12) * h.size + 60 * a_low.size
     tokens = np.arange(vocab)
     correct = 0
     for q in range(vocab):
-        h_free, e_free = h[q, :k - 1], e_low[q, :k - 1]  # the K-1 free positions
+        h_free, a_free = h[q, :k - 1], a_low[q, :k - 1]  # the K-1 free positions
         # h_other[m', m]: the least H* of a free position holding any token ≤ m'
         h_other = np.minimum.accumulate(h_free.min(axis=0), axis=0)
-        e_other = np.maximum.accumulate(e_high[q, :k - 1].max(axis=0))  # [m']
+        a_other = np.maximum.accumulate(a_high[q, :k - 1].max(axis=0))  # [m']
         h_at_max = h_free[:, tokens, tokens].min(axis=0)  # [m]: m at a free position
         m_grid, other = np.meshgrid(tokens, tokens, indexing="ij")  # [m, m']
         valid = (other < m_grid) & (q <= m_grid) & ((q == m_grid) | (other >= q))
@@ -120,20 +156,21 @@ def cubic(config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxOfK
             ok = valid[rows]
             if query_is_max:
                 h_max = np.minimum(h_at_max[m], h[q, k - 1, q, m])
-                e_max = np.broadcast_to(e_low[q, k - 1, q], m.shape)
-                e_oth = (k - 1) * e_other[o] * (1 + 4 * U)
+                alpha = share(np.broadcast_to(a_low[q, k - 1, q], m.shape), [],
+                              a_other[o], k - 1)
                 h_oth = h_other[o, m]
             else:
                 h_max = h_at_max[m]
-                e_max = e_free[:, m].min(axis=0)
-                e_oth = (e_high[q, k - 1, q] + (k - 2) * e_other[o]) * (1 + 4 * U)
+                alpha = share(a_free[:, m].min(axis=0),
+                              [np.broadcast_to(a_high[q, k - 1, q], m.shape)], a_other[o],
+                              k - 2)
                 h_oth = np.minimum(h_other[o, m], h[q, k - 1, q, m])
-            proved = ok & _proved(h_max, h_oth, _attention_share(e_max, e_oth))
+            proved = ok & _proved(h_max, h_oth, alpha)
             correct += int(_group_sizes(k, query_is_max, q, o[proved]).sum())
         # the prompt of m alone (every token the query's): α = 1
         if h[q, :, q, q].min() > 0:
             correct += 1
-    return AccuracyBound("cubic", task.name, correct, len(task.domain()), flops,
+    return AccuracyBound("cubic", task.name, correct, task.domain().size, flops,
                          time.perf_counter() - start)
 
 
@@ -184,4 +221,4 @@ def subcubic(config: GPTConfig, weights: Mapping[str, np.ndarray], task: MaxOfK
     flops = (tables.flops + 14 * (h.size + h_direct.size) + 60 * e_low.size
              + 4 * h.size + 40 * vocab * vocab * steps)
     return AccuracyBound("subcubic", task.name, int(sizes[proven].sum()),
-                         len(task.domain()), flops, time.perf_counter() - start)
+                         task.domain().size, flops, time.perf_counter() - start)

@@ -130,11 +130,16 @@ class PathTables:
         unembed = w("lm_head.weight")
         path = _affine(moved, unembed, np.zeros(vocab))
         direct = _affine(x_query, unembed, b("lm_head.bias", vocab))
-        # a product counts 2·m·n·k for its value and twice that for its bound
+        return cls(k, vocab, config.attn_variant, scores, path, direct,
+                   cls.cost(k, vocab, d))
+
+    @staticmethod
+    def cost(k: int, vocab: int, d: int) -> int:
+        """The FLOPs of `build`: a product counts 2·m·n·k for its value and twice that for
+        its bound."""
         rows = k * vocab
-        flops = 6 * (vocab * d * d + 3 * rows * d * d + rows * vocab * d + vocab * vocab * d
-                     + vocab * rows * d)
-        return cls(k, vocab, config.attn_variant, scores, path, direct, flops)
+        return 6 * (vocab * d * d + 3 * rows * d * d + rows * vocab * d + vocab * vocab * d
+                    + vocab * rows * d)
 
 
 def require_max_of_k_model(config: GPTConfig, task: MaxOfK) -> None:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from farm.atomic import write_bytes_atomic, write_text_atomic
@@ -23,13 +22,8 @@ from farm.model.checkpoint import Checkpoint, save_checkpoint
 from farm.model.gpt import GPTConfig
 from farm.model.train import TrainConfig, train
 from farm.proofs.maxk.bound import AccuracyBound
-from farm.proofs.maxk.brute import brute_force
-from farm.proofs.maxk.compact import cubic, subcubic
+from farm.proofs.maxk.strategies import STRATEGIES, prove
 from farm.tasks.max_of_k import MaxOfK
-
-Strategy = Callable[[GPTConfig, Mapping[str, np.ndarray], MaxOfK], AccuracyBound]
-STRATEGIES: dict[str, Strategy] = {"brute_force": brute_force, "cubic": cubic,
-                                   "subcubic": subcubic}
 
 
 @dataclass(frozen=True)
@@ -74,7 +68,7 @@ def study(task: MaxOfK, out: Path, seeds: Sequence[int] = (), model: StudyModel 
         save_checkpoint(ckpt, out / f"seed-{seed}")
         models.append((f"seed {seed}", ckpt))
     models += [(ckpt.sha256[:12], ckpt) for ckpt in checkpoints]
-    rows = [StudyRow(name, STRATEGIES[s](ckpt.config, ckpt.weights, task))
+    rows = [StudyRow(name, prove(s, ckpt.config, ckpt.weights, task))
             for name, ckpt in tqdm(models, desc="prove", disable=not progress)
             for s in strategies]
     write_text_atomic(out / "maxk_study.csv", _csv(rows))
