@@ -150,8 +150,8 @@ def test_cli_screen_route_counts_routes_and_writes_them(trained_ckpt, tmp_path, 
     assert np.isfinite(by_prop[FUNCTIONAL_EQUIVALENCE]["seconds"])
 
 
-def test_certify_refuses_results_of_the_screen_route_and_says_how(trained_ckpt, tmp_path,
-                                                                   capsys):
+def test_certify_takes_screen_route_results_by_units_and_refuses_those_without(
+        trained_ckpt, tmp_path, capsys):
     ckpt_dir = tmp_path / "checkpoint"
     save_checkpoint(trained_ckpt, ckpt_dir)
     out = tmp_path / "result.json"
@@ -159,13 +159,22 @@ def test_certify_refuses_results_of_the_screen_route_and_says_how(trained_ckpt, 
                  "quote_close", "--properties", "fe", "--route", "screen", "--quiet",
                  "--out", str(out)]) == 0
     assert main(["keygen", "--out-dir", str(tmp_path / "keys")]) == 0
-    capsys.readouterr()
+    key = next((tmp_path / "keys").glob("*.pem"))
     cert = tmp_path / "c.dsse.json"
     assert main(["certify", "--checkpoint", str(ckpt_dir), "--verify-result", str(out),
-                 "--key", str(next((tmp_path / "keys").glob("*.pem"))), "--out", str(cert),
-                 "--no-lean"]) == 2
-    assert "farm verify --route solver" in capsys.readouterr().err
-    assert not cert.exists()
+                 "--key", str(key), "--out", str(cert), "--no-lean"]) == 0
+    capsys.readouterr()
+    assert main(["check", str(cert), "--pubkey", str(key.with_suffix(".pub"))]) == 0
+    assert "1 units covering 128 inputs exactly once" in capsys.readouterr().out
+    bare = json.loads(out.read_text())
+    del bare["units"]  # as robustness's screen-route results are written: no unit evidence
+    out.write_text(json.dumps(bare))
+    again = tmp_path / "d.dsse.json"
+    assert main(["certify", "--checkpoint", str(ckpt_dir), "--verify-result", str(out),
+                 "--key", str(key), "--out", str(again), "--no-lean"]) == 2
+    assert "without robustness (certified by units), or with --route solver" in \
+        capsys.readouterr().err
+    assert not again.exists()
 
 
 @pytest.mark.parametrize(("edges", "status"), [(QUOTE[0], "VERIFIED"), (BROKEN, "FAILED")])

@@ -29,6 +29,7 @@ from farm.atomic import write_text_atomic
 from farm.commands import (
     TASK_HELP,
     bench_maxk,
+    bench_scale,
     count_or_zero,
     output_dir,
     positive_float,
@@ -57,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench",
         description="Benchmarks whose figures docs/BENCHMARKS.md records: `farm bench "
                     "solvers` times z3, cvc5 and the race per property and end to end; `farm "
-                    "bench maxk` runs the Max-of-K certified-accuracy study.")
+                    "bench maxk` runs the Max-of-K certified-accuracy study; `farm bench scale` "
+                    "decides a large domain by units on 1 and 2 actors against farm verify.")
     kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     p = kinds.add_parser(
         "solvers", help="time z3, cvc5 and race on each property's queries",
@@ -95,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=output_dir, help="output directory")
     p.set_defaults(func=run)
     bench_maxk.register(kinds)
+    bench_scale.register(kinds)
 
 
 def _circuit_specs(items: list[str], tasks: list[str]) -> dict[str, str]:

@@ -1,4 +1,13 @@
-"""Scaling benchmark of the Ray farm: 1 vs 2 solver actors, Ray's per-query overhead.
+"""Scaling benchmarks of the Ray farm.
+
+`farm bench scale` (`units_benchmark`): a domain of 10^5 inputs or more decided by
+units on 1 and 2 unit actors against `farm verify`'s in-process screen route on the
+same job, per-unit costs measured (deciding, the ledger's write, the driver's
+scheduling), a projection to 10, 100 and 1000 nodes from them, and a PNG of
+throughput against actors.
+
+`scripts/bench_scale.py` (`main`): solver queries, 1 vs 2 solver actors, Ray's
+per-query overhead.
 
 The same planned queries (functional equivalence and content invariance of one
 task's ACDC circuit) go through the real job path (`farm.verify.jobs.shards` →
@@ -18,14 +27,17 @@ with one solver slot per simulated worker node.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
+import multiprocessing
 import os
 import platform
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +46,23 @@ import ray
 
 from actors.reducer import reducer_actor
 from actors.solver import solver_actor
+from actors.units import ledger_actor, run_units, start_unit_actors
 from encoders.properties import PlannedQuery, Planner
 from encoders.solvers import MODES, SolverPool
+from farm.atomic import write_text_atomic
 from farm.discovery.acdc import extract
 from farm.model.checkpoint import Checkpoint, load_checkpoint
+from farm.model.circuit import Circuit, load_circuit
 from farm.model.exact import ExactModel
 from farm.model.gpt import GPTConfig
 from farm.model.train import TrainConfig, train
 from farm.tasks.registry import get_task
-from farm.verify.jobs import dispatch, shards
+from farm.units.fold import UNIT_PROPERTIES, fold_units
+from farm.units.ledger import Ledger, UnitShardResult
+from farm.units.unit import circuit_hash, split
+from farm.units.verdict import decide_unit
+from farm.verify.evaluate import Evaluator
+from farm.verify.jobs import ShardReport, dispatch, shards
 from farm.verify.local import LocalFarm
 
 matplotlib.use("Agg")
@@ -172,6 +192,253 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+# --------------------------------------------------------------------------- units
+
+NODES = (10, 100, 1000)
+ACTORS_PER_NODE = 2  # a node like this one: 2 cores, one unit actor each
+
+
+def verify_seconds(ckpt: Checkpoint, circuit: Circuit, task: str) -> tuple[float, list]:
+    """`farm verify --properties fe ci` in process (its screen route, start-up excluded)."""
+    t0 = time.perf_counter()
+    evaluator = Evaluator(ckpt, circuit, get_task(task), progress=False)
+    results = [getattr(evaluator, p)() for p in UNIT_PROPERTIES]
+    return time.perf_counter() - t0, results
+
+
+def units_seconds(ckpt: Checkpoint, circuit: Circuit, task: str, unit_size: int,
+                  actors: int) -> tuple[float, float, list, list[ShardReport]]:
+    """(start-up, decide and fold) seconds of the same job by units on `actors` unit actors
+    and a fresh ledger; the results and the shards' reports. Start-up (the actors' processes,
+    evaluators and screens; the ledger's process) is timed apart, as farm verify's process
+    start-up is not in its time either."""
+    with tempfile.TemporaryDirectory() as root:
+        t0 = time.perf_counter()
+        pool, ledger = start_unit_actors(ckpt, {task: circuit}, actors), ledger_actor(root)
+        ray.get([w.ping.remote() for w in pool.workers] + [ledger.state.remote()])
+        started = time.perf_counter() - t0
+        try:
+            t0 = time.perf_counter()
+            run = run_units(pool, {task: circuit}, root, unit_size, ledger=ledger)
+            evaluator = Evaluator(ckpt, circuit, get_task(task), progress=False)
+            results = fold_units(evaluator, run.verdicts[task])
+            seconds = time.perf_counter() - t0
+        finally:
+            pool.kill()
+    return started, seconds, results, run.reports
+
+
+_EVALUATOR: Evaluator | None = None  # a control process's own, built once
+
+
+def _control_init(config: GPTConfig, weights: dict, circuit: Circuit, task: str) -> None:
+    global _EVALUATOR
+    _EVALUATOR = Evaluator(Checkpoint(config, weights), circuit, get_task(task), progress=False)
+    _EVALUATOR.screen(circuit)
+
+
+def _control_decide(unit: Any) -> str:
+    assert _EVALUATOR is not None
+    return decide_unit(_EVALUATOR, unit).digest
+
+
+def control_seconds(ckpt: Checkpoint, circuit: Circuit, task: str, unit_size: int,
+                    processes: int) -> float:
+    """The Ray-free control: the same units on `processes` plain processes (spawned and
+    warm before the clock starts): how much parallelism the machine offers right now."""
+    units = split(task, circuit_hash(circuit), len(get_task(task).domain()), unit_size)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, context, _control_init,
+                             (ckpt.config, dict(ckpt.weights), circuit, task)) as pool:
+        list(pool.map(time.sleep, [0.2] * processes))  # every process started and warm
+        t0 = time.perf_counter()
+        list(pool.map(_control_decide, units))
+        return time.perf_counter() - t0
+
+
+def scheduling_seconds(ckpt: Checkpoint, circuit: Circuit, task: str) -> float:
+    """Seconds per unit when units are one input each (`task`: a small domain): the
+    driver's scheduling, the actor round trip and the ledger's write, with next to no
+    deciding; 2 actors."""
+    size = len(get_task(task).domain())
+    _, seconds, _, _ = units_seconds(ckpt, circuit, task, 1, 2)
+    return seconds / size
+
+
+def ledger_seconds(ckpt: Checkpoint, circuit: Circuit, task: str, unit_size: int,
+                   n: int = 200) -> tuple[float, int]:
+    """Seconds per `Ledger.accept` of one unit's verdict (a part file, fsynced), and the
+    verdict's size in bytes as it travels."""
+    evaluator = Evaluator(ckpt, circuit, get_task(task), progress=False)
+    unit = split(task, circuit_hash(circuit), len(evaluator.domain), unit_size)[0]
+    verdict = decide_unit(evaluator, unit)
+    size = len(json.dumps(verdict.to_json()))
+    with tempfile.TemporaryDirectory() as root:
+        ledger = Ledger(root)
+        t0 = time.perf_counter()
+        for i in range(n):  # distinct units, so each is a new part file
+            v = dataclasses.replace(verdict, unit=dataclasses.replace(
+                unit, start=unit.start + i, stop=unit.stop + i))
+            ledger.accept(UnitShardResult(ShardReport(i, (v.unit.key,), 0.0, "a", "n"), (v,)))
+        return (time.perf_counter() - t0) / n, size
+
+
+def projection(per_unit: float, overhead: float, ledger: float, unit_size: int
+               ) -> list[dict[str, Any]]:
+    """Inputs per second on N nodes of ACTORS_PER_NODE actors: the least of the actors'
+    compute rate, the ledger's write rate and the driver's scheduling rate (one unit per
+    round trip as measured with 2 actors here; dispatch keeps `in_flight` shards per
+    actor, so this is a floor on what a faster driver loop would give)."""
+    out = []
+    for nodes in NODES:
+        compute = nodes * ACTORS_PER_NODE * unit_size / per_unit
+        ceilings = {"compute": compute, "ledger": unit_size / ledger,
+                    "scheduling": unit_size / overhead}
+        bound = min(ceilings, key=ceilings.__getitem__)
+        out.append({"nodes": nodes, "actors": nodes * ACTORS_PER_NODE,
+                    "inputs_per_s": ceilings[bound], "bound_by": bound,
+                    "ceilings": ceilings,
+                    "seconds_for_4194304": 4194304 / ceilings[bound]})
+    return out
+
+
+def units_benchmark(ckpt: Checkpoint, circuit: Circuit, task: str, unit_size: int,
+                    repeats: int, log: Callable[[str], None],
+                    scheduling_task: str) -> dict[str, Any]:
+    """farm verify vs units on 1 and 2 actors, alternated `repeats` times (best kept), the
+    per-unit costs and the projection. Every run's results must agree. Each round also
+    times the Ray-free control on 1 and 2 processes."""
+    size = len(get_task(task).domain())
+    times: dict[str, list[float]] = {"verify": [], "units1": [], "units2": [],
+                                     "control1": [], "control2": []}
+    start_up: dict[str, list[float]] = {"units1": [], "units2": []}
+    inside: list[float] = []  # seconds per unit inside the actor, 1 actor
+    reference = None
+    for r in range(repeats):
+        seconds, results = verify_seconds(ckpt, circuit, task)
+        times["verify"].append(seconds)
+        reference = reference or [(x.status, x.failing, x.routes) for x in results]
+        log(f"  round {r + 1}: farm verify {seconds:.2f} s")
+        for n in (1, 2):
+            started, seconds, results, reports = units_seconds(ckpt, circuit, task,
+                                                               unit_size, n)
+            assert [(x.status, x.failing, x.routes) for x in results] == reference
+            times[f"units{n}"].append(seconds)
+            start_up[f"units{n}"].append(started)
+            if n == 1:
+                inside += [rep.seconds for rep in reports]
+            log(f"  round {r + 1}: units on {n} actor(s) {seconds:.2f} s "
+                f"(+{started:.2f} s actor start-up)")
+            times[f"control{n}"].append(control_seconds(ckpt, circuit, task, unit_size, n))
+            log(f"  round {r + 1}: without Ray, {n} process(es) {times[f'control{n}'][-1]:.2f} s")
+    best = {k: min(v) for k, v in times.items()}
+    units = -(-size // unit_size)
+    per_unit = statistics.median(inside)
+    overhead = scheduling_seconds(ckpt, circuit, scheduling_task)
+    ledger, verdict_bytes = ledger_seconds(ckpt, circuit, task, unit_size)
+    return {
+        "task": task, "inputs": size, "unit_size": unit_size, "units": units,
+        "seconds": times, "best_seconds": best, "actor_start_up_seconds": start_up,
+        "throughput_inputs_per_s": {k: size / v for k, v in best.items()},
+        "speedup_1_to_2": best["units1"] / best["units2"],
+        "control_speedup_1_to_2": best["control1"] / best["control2"],
+        "units1_over_verify": best["units1"] / best["verify"],
+        "units2_over_verify": best["units2"] / best["verify"],
+        "per_unit": {"decide_seconds": per_unit, "scheduling_seconds": overhead,
+                     "ledger_accept_seconds": ledger, "verdict_bytes": verdict_bytes},
+        "projection": projection(per_unit, overhead, ledger, unit_size),
+        "results": reference,
+    }
+
+
+def plot_units(found: dict[str, Any], path: Path) -> None:
+    """Measured inputs/s on 1 and 2 actors, farm verify's level, and the projection."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    rate = found["throughput_inputs_per_s"]
+    ax.plot([1, 2], [rate["units1"], rate["units2"]], "o-", label="measured: units on actors")
+    ax.axhline(rate["verify"], color="grey", ls="--", label="measured: farm verify (1 process)")
+    proj = found["projection"]
+    ax.plot([p["actors"] for p in proj], [p["inputs_per_s"] for p in proj], "s:",
+            label=f"projected ({ACTORS_PER_NODE} actors per node)")
+    for p in proj:
+        ax.annotate(f"{p['nodes']} nodes\n({p['bound_by']})", (p["actors"], p["inputs_per_s"]),
+                    textcoords="offset points", xytext=(-18, -24), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("unit actors")
+    ax.set_ylabel("inputs decided / s")
+    ax.set_title(f"{found['task']}: {found['inputs']:,} inputs, units of {found['unit_size']:,}",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def register(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "scale", help="units on 1 and 2 actors vs farm verify, and a projection",
+        description="Decide every input of a task's domain (functional equivalence and "
+                    "content invariance) by farm verify's in-process screen route, and by "
+                    "units on 1 and then 2 unit actors of an embedded Ray (2 CPUs), "
+                    "alternating, best of --repeats; measure the per-unit costs (deciding "
+                    "inside an actor, the driver and ledger per unit, one ledger write, the "
+                    "verdict's bytes) and project to 10, 100 and 1000 nodes. Writes "
+                    "scale_units.json and scale_units.png.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("--circuit", required=True,
+                   help="circuit.json (its task may be another of the same family)")
+    p.add_argument("--task", default="quote_close:len=10,fillers=5",
+                   help="the job's task (default: %(default)s, 156,250 inputs)")
+    p.add_argument("--unit-size", type=int, default=16384)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--scheduling-task", default="quote_close:len=10,fillers=2",
+                   help="a small domain of the same model, decided in units of one input to "
+                        "measure the scheduling round trip per unit (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=run_units_bench)
+
+
+def run_units_bench(args: argparse.Namespace) -> int:
+    ckpt = load_checkpoint(args.checkpoint)
+    task = get_task(args.task).name
+    circuit = dataclasses.replace(load_circuit(args.circuit), task=task, metadata={})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    load = {"start": os.getloadavg()}
+    ray.init(address="local", num_cpus=2, resources={"solver": 2}, include_dashboard=False,
+             log_to_driver=False)
+    try:
+        found = units_benchmark(ckpt, circuit, task, args.unit_size, args.repeats, print,
+                                get_task(args.scheduling_task).name)
+    finally:
+        ray.shutdown()
+    load["end"] = os.getloadavg()
+    found["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "load_average": load}
+    write_text_atomic(out / "scale_units.json", json.dumps(found, indent=1) + "\n")
+    plot_units(found, out / "scale_units.png")
+    rate, best = found["throughput_inputs_per_s"], found["best_seconds"]
+    print(f"{task}: {found['inputs']:,} inputs, {found['units']} units of {args.unit_size:,}")
+    print(f"  farm verify      {best['verify']:7.2f} s  {rate['verify']:9,.0f} inputs/s")
+    for n in (1, 2):
+        print(f"  units, {n} actor{'s' if n > 1 else ' '} {best[f'units{n}']:7.2f} s  "
+              f"{rate[f'units{n}']:9,.0f} inputs/s")
+    print(f"  without Ray    {best['control1']:7.2f} s on 1 process, {best['control2']:.2f} s on "
+          f"2: x{found['control_speedup_1_to_2']:.2f} (the parallelism the machine offered)")
+    print(f"  actors 1 -> 2: x{found['speedup_1_to_2']:.2f}; units on 1 actor / farm verify: "
+          f"{found['units1_over_verify']:.2f}, on 2: {found['units2_over_verify']:.2f}")
+    pu = found["per_unit"]
+    print(f"  per unit: decide {pu['decide_seconds']:.3f} s, scheduling round trip "
+          f"{1e3 * pu['scheduling_seconds']:.1f} ms, ledger write "
+          f"{1e3 * pu['ledger_accept_seconds']:.1f} ms, verdict {pu['verdict_bytes']} bytes")
+    for p in found["projection"]:
+        print(f"  {p['nodes']:>5} nodes: {p['inputs_per_s']:>13,.0f} inputs/s "
+              f"(bound by {p['bound_by']}), 4,194,304 inputs in "
+              f"{p['seconds_for_4194304']:.2f} s")
+    print(f"wrote {out / 'scale_units.json'}, {out / 'scale_units.png'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
@@ -181,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=MODES, default="z3")
     p.add_argument("--shard-size", type=int, default=4)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--scheduling-task", default="quote_close:len=10,fillers=2",
+                   help="a small domain of the same model, decided in units of one input to "
+                        "measure the scheduling round trip per unit (default: %(default)s)")
     p.add_argument("--cluster", action="store_true",
                    help="also on a simulated cluster: head + 2 one-slot worker nodes")
     args = p.parse_args(argv)

@@ -22,6 +22,7 @@ from farm.trust.certificate import (
     sidecar_path,
 )
 from farm.trust.lean_export import LakeOutcome, LeanExport
+from farm.trust.units import has_units, issue_units, load_unit_results, units_sidecar_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,9 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "verify --out` or `farm run`, with their per-query records), write the "
                     "query records as a Parquet sidecar, run the Lean checker where `lake` is "
                     "installed, and sign it all (DSSE, Ed25519; subjects: model.safetensors "
-                    "and the sidecar). With --accuracy instead of --verify-result: prove "
-                    "certified accuracy lower bounds of a Max-of-K model (exact fractions, "
-                    "one per strategy) and sign that claim; `farm check` re-derives them.")
+                    "and the sidecar). Results that carry unit evidence (`farm verify --out` by "
+                    "the screen route without robustness, `farm run` on family tasks) give a "
+                    "certificate by units instead: the domain by its spec and a streamed "
+                    "hash, one sidecar record per unit, no row per input. With --accuracy "
+                    "instead of --verify-result: prove certified accuracy lower bounds of a "
+                    "Max-of-K model (exact fractions, one per strategy) and sign that claim; "
+                    "`farm check` re-derives them.")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory")
     claim = p.add_mutually_exclusive_group(required=True)
     claim.add_argument("--verify-result", nargs="+", metavar="JSON",
@@ -61,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.accuracy:
         return run_accuracy(args)
+    if any(has_units(path) for path in args.verify_result):
+        return run_units(args)
     work = load_verify_results(args.verify_result)
     sha = load_checkpoint(args.checkpoint).sha256
     if work.checkpoint_sha256 != sha:
@@ -76,6 +83,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"{entry['task']:<14}{entry['property']:<24}{entry['status']}")
     print(f"wrote {args.out} ({len(pred['rows'])} rows, {pred['queries']['records']} query "
           f"records in {sidecar_path(args.out)}); Lean: {pred['lean']['outcome']}")
+    return 0
+
+
+def run_units(args: argparse.Namespace) -> int:
+    """Results whose inputs were decided by units (the screen route, `farm run` on family
+    tasks): a certificate by units, no row per input."""
+    work = load_unit_results(args.verify_result)
+    sha = load_checkpoint(args.checkpoint).sha256
+    if work.checkpoint_sha256 != sha:
+        raise FarmError(f"the verify results are for checkpoint {work.checkpoint_sha256}, "
+                        f"{args.checkpoint} is {sha}")
+    pred = issue_units(args.checkpoint, work.evidence, work.results, args.key, args.out)
+    for entry in pred["properties"]:
+        print(f"{entry['task']:<14}{entry['property']:<24}{entry['status']}")
+    inputs = sum(t["size"] for t in pred["tasks"])
+    print(f"wrote {args.out} ({inputs:,} inputs in {pred['units']['records']} units, recorded "
+          f"in {units_sidecar_path(args.out)}); no Lean check for certificates by units")
     return 0
 
 

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from farm.errors import FarmError
 from farm.model.checkpoint import load_checkpoint
 from farm.proofs.induction.check import Mismatch
@@ -15,6 +17,7 @@ from farm.proofs.induction.domain import check_path, is_induction_certificate
 from farm.trust.accuracy import ACCURACY_PREDICATE_TYPE, check_accuracy
 from farm.trust.certificate import check_certificate
 from farm.trust.distilled import DISTILLED_PREDICATE_TYPE, check_distillation, predicate_type_of
+from farm.trust.units import UNITS_PREDICATE_TYPE, check_units_certificate
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     kind = predicate_type_of(args.certificate)
     if kind == DISTILLED_PREDICATE_TYPE:
         return run_distilled(args)
+    if kind == UNITS_PREDICATE_TYPE:
+        return run_units(args)
     if kind == ACCURACY_PREDICATE_TYPE:
         return run_accuracy(args)
     report = check_certificate(args.certificate, args.pubkey, args.checkpoint,
@@ -112,6 +117,27 @@ def run_distilled(args: argparse.Namespace) -> int:
           f"{record['checkpoint_sha256'][:16]}…; the program (size {record['program']['size']}) "
           f"agrees with the circuit on all {record['evidence']['domain']:,} inputs of "
           f"{record['task']}, re-derived; every counterexample replays")
+    return 0
+
+
+def run_units(args: argparse.Namespace) -> int:
+    """A certificate by units: every unit decided again (screen, exact where it is not
+    decisive), the cover, the folded properties and every witness re-derived."""
+    with tqdm(desc="re-deriving units", unit="in", dynamic_ncols=True, leave=False) as bar:
+        report = check_units_certificate(args.certificate, args.pubkey, args.checkpoint,
+                                         args.require_verified, on_unit=bar.update)
+    pred = report.predicate
+    if not report.ok:
+        return rejected(args.certificate, report.problems)
+    n = report.rederived
+    verdicts = ", ".join(f"{p['property']}/{p['task']} {p['status']}" for p in pred["properties"])
+    print(f"OK {args.certificate}: signature valid; checkpoint {pred['checkpoint']['sha256'][:16]}…"
+          f"; re-derived: each domain's streamed sha256, {n['units']} units covering "
+          f"{n['inputs']:,} inputs exactly once, every unit's decisions (screen, exact where "
+          f"the screen is not decisive), the folded properties, {n['witnesses']} witnesses "
+          f"by exact runs; {verdicts}")
+    print("  taken on the signature alone: " + "; ".join(report.trusted))
+    print(f"  {made_with(pred)}")
     return 0
 
 

@@ -12,6 +12,11 @@ made for the same spec are reused (every query hash depends on them), and
 answered queries are read back, not solved. The result is sealed in a signed
 certificate (farm.trust.certificate), Lean-checked on a node offering the `lean`
 resource.
+
+A job with a family task (any task but the default two) takes the unit path instead
+(`units_job`): the domain is cut into units, decided on unit actors by the sound
+screen, persisted per unit in OUT/units and folded here, and the certificate is one
+by units (`farm.trust.units`).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from actors.lean import remote_lean_check
 from actors.reducer import Group, reducer_actor
 from actors.solver import solver_actor
 from actors.trainer import trainer_actor
-from encoders.properties import ROBUSTNESS, Finding, PlannedQuery, Planner
+from actors.units import UnitRun, run_units, start_unit_actors
+from encoders.properties import EDGE_NECESSITY, ROBUSTNESS, Finding, PlannedQuery, Planner
 from farm.atomic import write_text_atomic
 from farm.commands import output_dir, positive_int
 from farm.commands.verify import format_details, format_table
@@ -54,11 +60,17 @@ from farm.trust.signing import (
     generate_keypair,
     load_private_key,
 )
+from farm.trust.units import has_units, issue_units, load_unit_results
+from farm.units.evidence import TaskEvidence
+from farm.units.evidence import evidence as units_evidence
+from farm.units.fold import UNIT_PROPERTIES, fold_units
+from farm.verify.evaluate import Evaluator
 from farm.verify.jobs import (
     JobSpec,
     JobStats,
     RayFarm,
     ShardReport,
+    by_units,
     dispatch,
     job_stats,
     load_job_spec,
@@ -92,7 +104,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "RAY_ADDRESS an embedded Ray instance is started (offering the 'lean' "
                     "resource when lake is on PATH); rerunning resumes: it reuses the checkpoint "
                     "and circuits it made for the same spec, and every answer already "
-                    "persisted. Exit status 0 only if every property is VERIFIED.")
+                    "persisted. A job with a family task (e.g. quote_close:len=8; properties "
+                    "fe, ci, en) is decided by units on actors instead (unit_size inputs "
+                    "each, persisted per unit in OUT/units) and certified by units. Exit "
+                    "status 0 only if "
+                    "every property is VERIFIED.")
     p.add_argument("job", help="job spec (YAML or JSON), e.g. job.yaml")
     p.add_argument("--out", type=output_dir,
                    help="output directory (overrides the spec's 'out')")
@@ -142,12 +158,29 @@ class JobResult:
     results: list[PropertyResult]
     stats: JobStats
     seconds: float
+    units: list[TaskEvidence] | None = None  # family tasks: decided by units
+    unit_run: UnitRun | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"job": asdict(self.spec), "checkpoint_sha256": self.checkpoint.sha256,
                 "circuits": {t: c.to_json_dict() for t, c in self.circuits.items()},
                 "results": [r.to_json() for r in self.results], "stats": self.stats.to_json(),
-                "wall_seconds": self.seconds}
+                "wall_seconds": self.seconds} | (
+            {} if self.units is None else {"units": [e.to_json() for e in self.units]})
+
+    def units_line(self) -> str:
+        """Family tasks: how many inputs and units, where and how fast."""
+        assert self.unit_run is not None and self.units is not None
+        inputs = sum(e.size for e in self.units)
+        units = sum(len(e.verdicts) for e in self.units)
+        s = self.stats.seconds
+        line = (f"{inputs:,} inputs in {units} units decided on {self.spec.solver_actors} unit "
+                f"actor(s) in {s:.1f} s ({inputs / s if s else 0:,.0f} inputs/s), "
+                f"{self.unit_run.reused} units read back from disk")
+        if len(self.stats.solved_by_node) > 1:
+            line += "; units per node: " + ", ".join(
+                f"{node} {n}" for node, n in sorted(self.stats.solved_by_node.items()))
+        return line
 
 
 def trace_path(out: Path, task: str) -> Path:
@@ -205,6 +238,10 @@ def prepare(spec: JobSpec, out: Path, log: Any, given: Given
         elif task not in circuits:
             circuits[task] = resolve_circuit(spec.circuits[task], ckpt, task)
         log(f"{task}: circuit with {len(circuits[task].edges)} edges")
+    if by_units(spec.tasks):  # decided by the screen on the unit actors: no solver plans
+        if trainer is not None:
+            ray.kill(trainer)
+        return ckpt, circuits
     tracer = actor()
     tables = ray.get([tracer.trace.remote(ckpt.config, dict(ckpt.weights), circuits[t],
                                           get_task(t).domain()) for t in spec.tasks])
@@ -290,6 +327,8 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print,
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt, circuits = prepare(spec, out, log, given)
+    if by_units(spec.tasks):
+        return units_job(spec, ckpt, circuits, progress, log, start)
     config, weights = ckpt.config, dict(ckpt.weights)
     model = ExactModel(config, weights)
     reducer = reducer_actor(str(out / "cache"), config, weights)
@@ -358,6 +397,44 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print,
     return JobResult(spec, ckpt, circuits, results, stats, time.perf_counter() - start)
 
 
+def units_job(spec: JobSpec, ckpt: Checkpoint, circuits: dict[str, Circuit], progress: bool,
+              log: Any, start: float) -> JobResult:
+    """Family tasks: every input decided by units on the unit actors (the screen, exact
+    where it is not decisive), verdicts persisted per unit in OUT/units/CHECKPOINT, then
+    folded here; edge necessity's witnesses are searched batch by batch on the driver."""
+    ledger = Path(spec.out) / "units" / ckpt.sha256[:16]
+    actors = start_unit_actors(ckpt, circuits, spec.solver_actors)
+    bar = tqdm(total=0, desc=spec.name, unit="in", unit_scale=True, disable=not progress,
+               dynamic_ncols=True)
+
+    def planned(n: int) -> None:
+        bar.total = n
+        bar.refresh()
+
+    t0 = time.perf_counter()
+    try:
+        run = run_units(actors, circuits, ledger, spec.unit_size, in_flight=spec.in_flight,
+                        on_planned=planned,
+                        on_done=lambda shard, report: bar.update(sum(map(len, shard.units))))
+    finally:
+        bar.close()
+        actors.kill()
+    seconds = time.perf_counter() - t0
+    for line in run.warnings:
+        log(f"warning: {line}")
+    results, evidence = [], []
+    for task, verdicts in run.verdicts.items():
+        evaluator = Evaluator(ckpt, circuits[task], get_task(task), progress=progress)
+        results += fold_units(evaluator, verdicts,
+                              [p for p in spec.properties if p in UNIT_PROPERTIES])
+        if EDGE_NECESSITY in spec.properties:
+            results.append(evaluator.edge_necessity())
+        evidence.append(units_evidence(task, circuits[task], verdicts))
+    stats = job_stats([], 0, seconds, spec.solver_actors, run.reports)
+    return JobResult(spec, ckpt, circuits, results, stats, time.perf_counter() - start,
+                     evidence, run)
+
+
 def run(args: argparse.Namespace) -> int:
     spec = load_job_spec(args.job)
     if args.out:
@@ -375,7 +452,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(result.results, solver_time=True))
     if details := format_details(result.results):
         print(details)
-    print(stats_lines(result.stats))
+    print(stats_lines(result.stats) if result.units is None else result.units_line())
     print(f"wrote {out / 'result.json'} and {certificate}; check it with\n"
           f"  farm check {certificate} --pubkey {public_key}")
     return 0 if all(r.status == "VERIFIED" for r in result.results) else 1
@@ -388,9 +465,13 @@ def certify(spec: JobSpec, out: Path) -> tuple[Path, Path]:
     if not spec.signing_key and not key.exists():
         key.parent.mkdir(parents=True, exist_ok=True)
         generate_keypair(key, public_key)
-    work = load_verify_results([out / "result.json"])
     checkpoint = out / "checkpoint" if spec.checkpoint == "train" else Path(spec.checkpoint)
     certificate = out / "certificate.dsse.json"
+    if has_units(out / "result.json"):
+        found = load_unit_results([out / "result.json"])
+        issue_units(checkpoint, found.evidence, found.results, key, certificate)
+        return certificate, public_key
+    work = load_verify_results([out / "result.json"])
     issue(checkpoint, work.circuits, work.results, work.records, key, certificate,
           tasks=spec.tasks, lean=remote_lean_check)
     return certificate, public_key

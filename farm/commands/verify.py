@@ -30,8 +30,9 @@ from farm.model.checkpoint import load_checkpoint
 from farm.model.exact import ExactModel
 from farm.model.tracing import TraceReader
 from farm.tasks.registry import get_task
+from farm.units.evidence import from_decisions
 from farm.verify.conquer import LEAF, SplitPolicy, verify_by_cubes
-from farm.verify.evaluate import ROUTES, evaluate_task
+from farm.verify.evaluate import ROUTES, Evaluator, evaluate_task
 from farm.verify.local import (
     DEFAULT_JOBS,
     LocalFarm,
@@ -233,8 +234,10 @@ def run(args: argparse.Namespace) -> int:
         solvers = functools.cache(lambda: opened.enter_context(
             LocalFarm(args.solver, args.timeout, args.jobs)))
         if args.route == "screen":
+            evaluator = Evaluator(ckpt, circuit, task, progress=options.progress,
+                                  epsilon=options.epsilon if ROBUSTNESS in properties else None)
             results = evaluate_task(ckpt, circuit, task, properties, solvers, cache, options,
-                                    encoding=args.encoding, traces=traces)
+                                    encoding=args.encoding, traces=traces, evaluator=evaluator)
         elif args.route == "cube":
             results = verify_by_cubes(ckpt, circuit, task, properties, solvers, cache, options,
                                       SplitPolicy(args.cube_quick, args.cube_leaf),
@@ -261,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
                   "trace": args.trace,
                   "epsilon": str(options.epsilon), "wall_seconds": wall,
                   "results": [r.to_json() for r in results]}
+        if args.route == "screen" and ROBUSTNESS not in properties:  # certified by units
+            report["units"] = [from_decisions(evaluator).to_json()]
         write_text_atomic(Path(args.out), json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.out}")
     return 0 if all(r.status == "VERIFIED" for r in results) else 1

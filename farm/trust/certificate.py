@@ -122,9 +122,9 @@ def load_verify_results(paths: Sequence[str | os.PathLike[str]]) -> VerifiedWork
         if not isinstance(data, dict) or not isinstance(data.get("results"), list):
             raise FarmError(f"{path}: not a verify result (no 'results' list)")
         if (route := data.get("route", "solver")) != "solver":
-            raise FarmError(f"{path}: its inputs were decided by the {route} route, and a "
-                            "certificate's evidence is one solver query per instance; run "
-                            "farm verify --route solver to certify")
+            raise FarmError(f"{path}: its inputs were decided by the {route} route but it "
+                            "carries no unit evidence; run farm verify --out again without "
+                            "robustness (certified by units), or with --route solver")
         shas.add(data.get("checkpoint_sha256"))
         listed = data.get("circuits") or {data.get("task"): data.get("circuit")}
         for task, circuit in listed.items():

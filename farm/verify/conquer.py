@@ -212,8 +212,9 @@ class _Conqueror:
         route = np.empty(len(prompts), dtype=np.uint8)
         for first in range(0, len(prompts), BATCH):  # the screen's batch, as the screen route's
             rows = slice(first, first + BATCH)
-            decision[rows], route[rows], _ = self.ev.decide(
-                prompts[rows], self.ev.task.targets(prompts[rows]))
+            chunk = prompts[rows]  # not a range of the domain: decided from the prompts
+            found = self.ev.decide(first, first + len(chunk), chunk, self.ev.task.targets(chunk))
+            decision[rows], route[rows] = found.decision, found.route
         return prompts, decision, route
 
 

@@ -68,6 +68,7 @@ class Decisions:
     decision: np.ndarray  # int16: the winning candidate, or TIE
     route: np.ndarray  # uint8: SCREEN or EXACT
     targets: np.ndarray  # int16: P(x)
+    robust: np.ndarray | None = None  # bool: the ε-ball bound held, where ε was given
 
 
 def exact_decision(row: RowResult, candidates: Sequence[int]) -> int:
@@ -95,7 +96,7 @@ class Evaluator:
         self._screens: dict[Circuit, Screen] = {}
         self._runs: dict[Circuit, CircuitRun] = {}
         self._decisions: Decisions | None = None
-        self._robust: np.ndarray | None = None
+        self._batch_decisions: dict[int, Decisions] = {}  # edge necessity's, batch by batch
 
     def screen(self, circuit: Circuit) -> Screen:
         if circuit not in self._screens:
@@ -113,40 +114,40 @@ class Evaluator:
                 bar.update(len(prompts))
 
     def decisions(self) -> Decisions:
-        """The circuit's decision on every input: the screen's where its interval says
-        the target wins (or, with two candidates, certainly loses), exact elsewhere."""
-        if self._decisions is not None:
-            return self._decisions
-        n = len(self.domain)
-        decision = np.empty(n, dtype=np.int16)
-        route = np.empty(n, dtype=np.uint8)
-        targets = np.empty(n, dtype=np.int16)
-        robust = None if self.epsilon is None else np.zeros(n, dtype=bool)
-        for first, prompts, tgt in self._batches("decisions"):
-            rows = slice(first, first + len(prompts))
-            decision[rows], route[rows], ball = self.decide(prompts, tgt, self.epsilon)
-            targets[rows] = tgt
-            if robust is not None:
-                robust[rows] = ball
-        self._decisions, self._robust = Decisions(decision, route, targets), robust
+        """The circuit's decision on every input of the domain (`decide`, batch by batch)."""
+        if self._decisions is None:
+            parts = [self.decide(first, first + len(prompts), prompts, tgt)
+                     for first, prompts, tgt in self._batches("decisions")]
+            self._decisions = Decisions(*(np.concatenate([getattr(d, f) for d in parts])
+                                          if parts else np.empty(0, dtype=dtype)
+                                          for f, dtype in (("decision", np.int16),
+                                                           ("route", np.uint8),
+                                                           ("targets", np.int16))),
+                                        robust=None if self.epsilon is None else np.concatenate(
+                                            [d.robust for d in parts] or [np.empty(0, bool)]))
         return self._decisions
 
-    def decide(self, prompts: np.ndarray, targets: np.ndarray,
-               epsilon: Fraction | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """The circuit's decision on each prompt, its route (SCREEN or EXACT) and, with
-        `epsilon`, whether the screen proves it robust on the ε-ball (else None)."""
-        found = self.screen(self.circuit).run(prompts, targets, self.candidates, epsilon)
-        out = np.where(found.correct, targets, TIE).astype(np.int16)
+    def decide(self, start: int, stop: int, prompts: np.ndarray | None = None,
+               targets: np.ndarray | None = None) -> Decisions:
+        """The decisions on inputs start..stop-1: the screen's where its interval says the
+        target wins (or, with two candidates, certainly loses), exact elsewhere. A unit of
+        work (`farm.units`) is such a range; `prompts` and `targets`, if the caller
+        decoded them already."""
+        prompts = self.domain.batch(start, stop) if prompts is None else prompts
+        tgt = self.task.targets(prompts) if targets is None else targets
+        found = self.screen(self.circuit).run(prompts, tgt, self.candidates,
+                                              epsilon=self.epsilon)
+        out = np.where(found.correct, tgt, TIE).astype(np.int16)
         known = found.correct.copy()
         if len(self.candidates) == 2:  # certainly below 0: the other candidate wins
             lost = found.hi < 0
-            out[lost] = self.task.alternates(targets[lost])
+            out[lost] = self.task.alternates(tgt[lost])
             known |= lost
         runs = self.runs(self.circuit)
         for k in np.flatnonzero(~known):
             out[k] = exact_decision(runs.row(tuple(prompts[k].tolist())), self.candidates)
-        return out, np.where(known, SCREEN, EXACT).astype(np.uint8), found.robust
+        return Decisions(out, np.where(known, SCREEN, EXACT).astype(np.uint8),
+                         tgt.astype(np.int16), found.robust if self.epsilon is not None else None)
 
     def runs(self, circuit: Circuit) -> CircuitRun:
         """The circuit's exact runs, one per circuit: they memoise shared prefixes."""
@@ -189,10 +190,10 @@ class Evaluator:
         anchor_decision = d.decision[anchors]
         fails = members & ((d.decision != anchor_decision) | (anchor_decision == TIE))
         routes = np.maximum(d.route, d.route[anchors])[members]  # exact if either was
-        listed = [self._pair_detail(int(anchors[i]), int(i)) for i in np.flatnonzero(fails)[:KEEP]]
+        listed = [self.pair_detail(int(anchors[i]), int(i)) for i in np.flatnonzero(fails)[:KEEP]]
         return self._result(CONTENT_INVARIANCE, routes, listed, int(fails.sum()), start)
 
-    def _pair_detail(self, a: int, b: int) -> dict[str, Any]:
+    def pair_detail(self, a: int, b: int) -> dict[str, Any]:
         """Two inputs of one class that do not agree, with their exact decisions."""
         x, y = list(self.domain[a]), list(self.domain[b])
         return {"subject": f"pair {a}~{b} {x}~{y}", "prompts": [x, y],
@@ -207,7 +208,7 @@ class Evaluator:
         """Per retained edge e: some input x with d(C_E∖e, x) ≠ d(C_E, x), found by the
         screen where it can (the ablated circuit's interval excludes the full circuit's
         decision), else by exact search, and always confirmed by two exact runs."""
-        start, d = time.perf_counter(), self.decisions()
+        start, d = time.perf_counter(), self._decisions
         routes, witnesses, listed = [], [], []
         for edge in self.circuit.ordered_edges():
             name = f"edge {edge[0]}->{edge[1]}"
@@ -223,18 +224,26 @@ class Evaluator:
         result.witnesses = witnesses
         return result
 
-    def _witness(self, edge: Edge, d: Decisions) -> tuple[int | None, int]:
+    def _witness(self, edge: Edge, d: Decisions | None) -> tuple[int | None, int]:
         """The first witness the screen finds, else the first the exact search finds, else
-        None; and the route that settled it (a search that needed no exact run: SCREEN)."""
+        None; and the route that settled it (a search that needed no exact run: SCREEN).
+        Without the whole domain's decisions `d`, each batch is decided as it is searched
+        (a witness is usually in the first)."""
         ablated = self.circuit.without(edge)
         screen, undecided = self.screen(ablated), []
-        for first, prompts, _ in self._batches(f"edge {edge[0]}->{edge[1]}"):
-            full = d.decision[first:first + len(prompts)].astype(np.int64)
+        for first, prompts, tgt in self._batches(f"edge {edge[0]}->{edge[1]}"):
+            if d is None:
+                if first not in self._batch_decisions:  # shared by every edge's search
+                    self._batch_decisions[first] = self.decide(first, first + len(prompts),
+                                                               prompts, tgt)
+                full = self._batch_decisions[first].decision.astype(np.int64)
+            else:
+                full = d.decision[first:first + len(prompts)].astype(np.int64)
             strict = np.flatnonzero(full != TIE)
             found = screen.run(prompts[strict], full[strict], self.candidates)
             if found.wrong.any():  # the ablated run certainly does not decide as the full
                 i = first + int(strict[found.wrong][0])
-                if not self._differs(i, ablated):
+                if not self.differs(i, ablated):
                     raise FarmError(f"the screen and exact evaluation disagree on {edge} "
                                     f"witness {self.subject(i)}: a bug in farm.screen")
                 return i, SCREEN
@@ -242,11 +251,11 @@ class Evaluator:
                                                   strict[found.decisive]))
         rest = np.concatenate(undecided) if undecided else np.empty(0, dtype=np.int64)
         for i in rest:
-            if self._differs(int(i), ablated):
+            if self.differs(int(i), ablated):
                 return int(i), EXACT
         return None, EXACT if len(rest) else SCREEN
 
-    def _differs(self, i: int, ablated: Circuit) -> bool:
+    def differs(self, i: int, ablated: Circuit) -> bool:
         return (exact_decision(self.row(i), self.candidates)
                 != exact_decision(self.row(i, ablated), self.candidates))
 
@@ -254,8 +263,9 @@ class Evaluator:
         """Inputs the screen proves robust: the margin of P(x) stays positive over the whole
         ε-ball around the final residual."""
         if self.epsilon is not None and epsilon == self.epsilon:  # in the decisions' pass
-            self.decisions()
-            return self._robust
+            robust = self.decisions().robust
+            assert robust is not None  # bounded in the decisions' pass, at this ε
+            return robust
         robust = np.zeros(len(self.domain), dtype=bool)
         screen = self.screen(self.circuit)
         for first, prompts, tgt in self._batches(f"robustness eps {epsilon}"):
@@ -283,7 +293,8 @@ def evaluate_task(ckpt: Checkpoint, circuit: Circuit, task: Task, properties: Se
     robustness by the screen's ball bound; `solvers()` opens the farm that answers what
     the screen leaves, only if it leaves anything (solver processes take seconds to start).
     `encoding` and `traces` are the solver queries' (`Planner`'s); `evaluator`, one of
-    this (circuit, task) that has run already, lends its screens and exact runs."""
+    this (circuit, task) that has run already (it lends its screens and exact runs), or
+    one whose decisions the caller wants afterwards (a certificate's units)."""
     options = options or VerifyOptions()
     evaluator = evaluator or Evaluator(
         ckpt, circuit, task, batch=batch, progress=options.progress,

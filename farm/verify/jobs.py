@@ -27,7 +27,7 @@ from fractions import Fraction
 from itertools import islice
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import ray
 import yaml
@@ -39,10 +39,11 @@ from encoders.solvers import MODES, SolverPool
 from farm.errors import FarmError
 from farm.model.gpt import GPTConfig
 from farm.model.train import TrainConfig
-from farm.tasks.registry import canonical
+from farm.tasks.registry import DEFAULT_TASKS, canonical
 from farm.verify.local import _solve_one
 
 PROPERTY_NAMES = tuple(PROPERTIES.values())
+W = TypeVar("W")  # a shard of work, as `dispatch` hands it to an actor
 PING_RETRY_SECONDS = 0.5  # how often to ask an actor Ray is restarting whether it is back
 
 
@@ -75,8 +76,16 @@ class JobSpec:
     shard_size: int = 8
     solver_actors: int = 2
     in_flight: int = 2  # shards queued per actor: one solving, one ready to start
+    unit_size: int = 16384  # family tasks: inputs per unit (farm.units), decided on an actor
     out: str = "runs/job"
     signing_key: str | None = None  # Ed25519 private key (PEM); default: OUT/keys, made once
+
+
+def by_units(tasks: Sequence[str]) -> bool:
+    """Whether a job's inputs are decided by units (`farm.units`) on the actors: any task
+    other than the default two (whose jobs keep one solver query per instance, as their
+    certificates record)."""
+    return any(t not in DEFAULT_TASKS for t in tasks)
 
 
 def load_job_spec(path: str | Path) -> JobSpec:
@@ -118,8 +127,11 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
         (spec.timeout > 0, "timeout must be positive"),
         (spec.radius_timeout > 0, "radius_timeout must be positive"),
         (not spec.radius or ROBUSTNESS in props, "radius needs the robustness property"),
-        (min(spec.shard_size, spec.solver_actors, spec.in_flight) >= 1,
-         "shard_size, solver_actors and in_flight must be at least 1"),
+        (min(spec.shard_size, spec.solver_actors, spec.in_flight, spec.unit_size) >= 1,
+         "shard_size, solver_actors, in_flight and unit_size must be at least 1"),
+        (ROBUSTNESS not in props or not by_units(spec.tasks),
+         "robustness of a family task (not one of the default tasks) is not on farm run's "
+         "unit path yet: list properties [fe, ci, en], or use farm verify"),
         (spec.circuits == "extract" or isinstance(spec.circuits, dict),
          'circuits must be "extract" or a mapping task -> circuit.json (or "full")'),
     ]
@@ -304,10 +316,14 @@ def without_text(q: PlannedQuery) -> PlannedQuery:
 # --------------------------------------------------------------------------- dispatch
 
 
-def dispatch(work: Iterable[Shard], actors: Sequence[Any], reducer: Any, in_flight: int = 2,
-             on_done: Callable[[Shard, ShardReport], None] = lambda s, r: None
+def dispatch(work: Iterable[W], actors: Sequence[Any], reducer: Any, in_flight: int = 2,
+             on_done: Callable[[W, ShardReport], None] = lambda s, r: None
              ) -> list[ShardReport]:
     """Run every shard on some actor's `solve` and hand each answer to the reducer.
+
+    A shard is any value an actor's `solve` takes and whose answer the reducer's
+    `accept` persists and turns into a `ShardReport`: planned queries for solver
+    actors (`Shard`), or units for unit actors (`farm.units`).
 
     At most `in_flight` shards run per actor, and at most as many answers wait
     for the reducer, so neither planning nor solving runs away from the disk.
@@ -323,9 +339,9 @@ def dispatch(work: Iterable[Shard], actors: Sequence[Any], reducer: Any, in_flig
     or restarting does the job fail.
     """
     source = iter(work)
-    queue: deque[Shard] = deque()
-    running: dict[ray.ObjectRef, tuple[Shard, Any]] = {}
-    persisting: dict[ray.ObjectRef, tuple[Shard, ray.ObjectRef, Any]] = {}
+    queue: deque[W] = deque()
+    running: dict[ray.ObjectRef, tuple[W, Any]] = {}
+    persisting: dict[ray.ObjectRef, tuple[W, ray.ObjectRef, Any]] = {}
     load: Counter[int] = Counter()
     healthy: dict[int, Any] = {}
     pings: dict[ray.ObjectRef, Any] = {a.ping.remote(): a for a in actors}
@@ -333,7 +349,7 @@ def dispatch(work: Iterable[Shard], actors: Sequence[Any], reducer: Any, in_flig
     reports: list[ShardReport] = []
     exhausted = False
 
-    def lost(shard: Shard, actor: Any) -> None:
+    def lost(shard: W, actor: Any) -> None:
         queue.appendleft(shard)  # idempotent by hash: solve it again elsewhere
         if healthy.pop(id(actor), None) is not None:
             pings[actor.ping.remote()] = actor
