@@ -3,6 +3,7 @@ every bound, and each kind of tampering rejected with its reason."""
 
 import base64
 import json
+import shutil
 from fractions import Fraction
 
 import pytest
@@ -129,6 +130,18 @@ def test_another_model_is_not_the_signed_one(signed, capsys):
     path.write_text(json.dumps(swapped))
     code, out = _check(signed, str(path), capsys)
     assert code == 1 and "the claim names checkpoint" in out
+
+
+def test_the_same_weights_under_another_config_are_not_the_signed_model(signed, capsys):
+    """The weights file is signed, config.json is not: the claim binds the config too
+    (softmax and sparsemax attention on the same weights are different models)."""
+    copy = signed["dir"] / "relabelled"
+    shutil.copytree(signed["model"], copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["config"]["attn_variant"] = "sparsemax"
+    (copy / "config.json").write_text(json.dumps(config))
+    code, out = _check(signed, str(signed["claim"]), capsys, "--checkpoint", str(copy))
+    assert code == 1 and "is not the signed model's" in out
 
 
 def test_a_broken_signature_exits_2_with_its_reason(signed, capsys):

@@ -161,6 +161,16 @@ def _status(p: dict) -> None:
     next(e for e in p["properties"] if e["property"] == "content_invariance")["failing"] = 3
 
 
+def _claim_for_another_task(p: dict) -> None:
+    p["properties"].append({"property": "robustness", "task": "quote_close",
+                            "status": "VERIFIED"})
+
+
+def _fake_entry_first(p: dict) -> None:
+    real = next(e for e in p["properties"] if e["property"] == "content_invariance")
+    p["properties"].insert(0, {**real, "failing": 0, "status": "VERIFIED"})
+
+
 TAMPERS = {
     "unit dropped": (lambda vs: vs[:2] + vs[3:], {}, "inputs [256, 384) are in no unit"),
     "unit duplicated": (lambda vs: vs + [vs[4]], {}, "unit [512, 640) is listed twice"),
@@ -170,6 +180,11 @@ TAMPERS = {
     "route flipped": (_screen_to_exact, {}, "re-derives differently (screen, exact)"),
     "entry edited": (lambda vs: vs, {"predicate": _status},
                      "content_invariance/" + FAMILY + ": the certificate's entry is not what"),
+    "claim for an unlisted task": (lambda vs: vs, {"predicate": _claim_for_another_task},
+                                   "robustness/quote_close: a property of a task the "
+                                   "certificate does not list"),
+    "entry listed twice": (lambda vs: vs, {"predicate": _fake_entry_first},
+                           "content_invariance/" + FAMILY + ": listed twice"),
 }
 
 

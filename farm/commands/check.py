@@ -77,6 +77,8 @@ def rejected(path: str, problems: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not Path(args.certificate).exists():
+        raise FarmError(f"{args.certificate}: no such certificate file or folder")
     if is_induction_certificate(Path(args.certificate)):
         return run_induction(args)
     if args.pubkey is None:

@@ -55,7 +55,7 @@ from farm.screen.interval import (
 
 Pair = tuple[np.ndarray, Iv, Iv]  # rows, difference row of lm_head, difference of biases
 Norm = tuple[np.ndarray, np.ndarray, Iv, Iv]  # gain, shift, half_low, half_high
-UNSURE_SIGNS = 4  # floor 3 is tried on rows with at most this many unsure signs
+UNSURE_SIGNS = 4  # floor 2 enumerates rows with at most this many unsure signs
 
 
 def radius_above(epsilon: Fraction) -> float:

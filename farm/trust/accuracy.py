@@ -10,6 +10,7 @@ re-derives. The signature says who claims the bound; the re-derivation, that it 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from farm.proofs.maxk.bound import AccuracyBound
 from farm.proofs.maxk.strategies import STRATEGIES, prove
 from farm.tasks.max_of_k import MaxOfK
 from farm.tasks.registry import get_task
-from farm.trust.certificate import read_envelope
+from farm.trust.certificate import model_metadata, read_envelope
 from farm.trust.signing import file_subject, sign_statement, verify_statement
 
 ACCURACY_PREDICATE_TYPE = "https://verification-farm.dev/accuracy-bound/v1"
@@ -50,7 +51,7 @@ def accuracy_claim(ckpt: Checkpoint, checkpoint_dir: str | os.PathLike[str], tas
         entries.append(entry)
     return {"format": FORMAT, "task": task.name, "claim": CLAIM,
             "checkpoint_sha256": ckpt.sha256, "checkpoint_path": str(checkpoint_dir),
-            "bounds": entries}
+            "model": model_metadata(ckpt), "bounds": entries}
 
 
 def certify_accuracy(checkpoint_dir: str | os.PathLike[str], task: MaxOfK,
@@ -100,6 +101,10 @@ def check_accuracy(path: str | os.PathLike[str], public_key: str | os.PathLike[s
     problems = [] if ckpt.sha256 == claim.get("checkpoint_sha256") else [
         f"the claim names checkpoint {claim.get('checkpoint_sha256')}, its signed weights "
         f"belong to {ckpt.sha256}"]
+    if json.loads(json.dumps(model_metadata(ckpt))) != claim.get("model"):
+        # the weights alone do not say which model was proved (softmax or sparsemax…)
+        return AccuracyReport(claim, [], problems + [
+            "the checkpoint's config (attention, norm, shapes) is not the signed model's"])
     if not entries:
         problems.append("the claim states no bound")
     derived = []

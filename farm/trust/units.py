@@ -306,7 +306,17 @@ def _check(path: Path, pred: Mapping[str, Any], subject: Sequence[Mapping[str, A
     by_task: dict[str, list[UnitVerdict]] = defaultdict(list)
     for v in verdicts:
         by_task[v.unit.task].append(v)
-    stated = {(e["property"], e["task"]): e for e in pred["properties"]}
+    stated: dict[tuple[str, str], Any] = {}
+    for e in pred["properties"]:  # every stated entry is re-derived once, or rejected
+        key = (e["property"], e["task"])
+        if key in stated:
+            problems.append(f"{key[0]}/{key[1]}: listed twice")
+        stated[key] = e
+    names = [t["name"] for t in pred["tasks"]]
+    problems += [f"task {n} is listed twice" for n in sorted(set(names))
+                 if names.count(n) > 1]
+    problems += [f"{p}/{t}: a property of a task the certificate does not list"
+                 for p, t in stated if t not in names]
     counts = {"units": 0, "inputs": 0, "witnesses": 0}
     for t in pred["tasks"]:
         name = t["name"]
@@ -328,6 +338,12 @@ def _task_problems(ckpt: Checkpoint, t: Mapping[str, Any], circuit: Circuit,
                    verdicts: list[UnitVerdict], stated: Mapping[tuple[str, str], Any],
                    counts: dict[str, int], on_unit: Callable[[int], None]) -> list[str]:
     name, task = t["name"], get_task(t["name"])
+    try:  # what the issuer required of the circuit, required again
+        require_fits(circuit, ckpt.config.n_layers, ckpt.config.n_heads,
+                     f"the {name} circuit", "the checkpoint", ckpt.sha256)
+        require_zero_ablation(circuit, f"the {name} circuit")
+    except FarmError as err:
+        return [str(err)]
     problems = []
     if len(task.domain()) != t["size"]:
         problems.append(f"{name}: the domain has {len(task.domain())} inputs, the "

@@ -21,7 +21,8 @@ from farm.units.unit import circuit_hash, split
 from farm.units.verdict import UnitVerdict, summarise
 from farm.verify.evaluate import BATCH, Decisions, Evaluator
 
-UNIT_SIZE = 65536  # inputs per unit: one screen batch, whose prefixes are shared
+UNIT_SIZE = BATCH  # inputs per unit: one screen batch, so the checker re-decides exactly
+# the ranges the evaluator decided (the screen's rounding may depend on the batch's shape)
 
 
 def domain_sha256(task: str, batch: int = BATCH) -> str:
