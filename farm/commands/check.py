@@ -78,7 +78,7 @@ def rejected(path: str, problems: list[str]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if not Path(args.certificate).exists():
-        raise FarmError(f"{args.certificate}: no such certificate file or folder")
+        raise FarmError(f"{args.certificate} does not exist")
     if is_induction_certificate(Path(args.certificate)):
         return run_induction(args)
     if args.pubkey is None:
