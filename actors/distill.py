@@ -63,8 +63,10 @@ def ray_checker(ckpt: Checkpoint, circuit: Circuit, task: Task, actors: int,
                 yield ray.get(pending.popleft())
 
         total = fold(program, size, results(), stop_after, on_batch)
-        for ref in pending:  # a refutation stops early: the rest are not needed
-            ray.cancel(ref)
+        # a refutation stops early; the units still in flight (at most IN_FLIGHT per
+        # actor) are drained, not cancelled: cancelling a queued actor task leaves a gap
+        # in the actor's call order, and its next call then times out waiting for it
+        ray.get(list(pending))
         for cx in total.counterexamples:
             if local.replay(cx.index, cx.prompt, cx.program) != cx:
                 raise FarmError(f"a checker actor's counterexample {cx.prompt} does not "

@@ -149,6 +149,7 @@ def test_feature_codes_are_the_classes_of_the_features(spec):
 
 def test_a_job_spec_names_tasks_by_spec_or_mapping():
     spec = job_spec_from_dict({"tasks": ["quote_close:len=6", {"bracket_depth": {"len": 8}}],
+                               "properties": ["fe", "ci", "en"],
                                "circuits": {"quote_close": "full",
                                             "bracket_depth:len=8": "full"}})
     assert spec.tasks == ("quote_close", "bracket_depth:len=8,fillers=1")
