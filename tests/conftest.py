@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 
 from farm.model.gpt import GPTConfig, VerifiableGPT
 from farm.model.train import TrainConfig, TrainResult, train
+
+
+@contextlib.contextmanager
+def embedded_ray(**options: Any) -> Iterator[None]:
+    """A real local Ray with this machine's 2 CPUs pinned, shut down afterwards."""
+    import ray  # only the tests that start Ray pay for its import
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             **options)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def weights_of(model: VerifiableGPT) -> dict[str, np.ndarray]:

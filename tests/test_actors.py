@@ -23,6 +23,7 @@ from farm.model.train import TrainConfig
 from farm.tasks.registry import get_task
 from farm.verify.jobs import dispatch, shards
 from farm.verify.local import LocalFarm, fold, judge
+from tests.conftest import embedded_ray
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +57,8 @@ def reference(planned):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(address="local", num_cpus=2, resources={"solver": 2}, include_dashboard=False,
-             log_to_driver=False)
-    yield
-    ray.shutdown()
+    with embedded_ray(resources={"solver": 2}):
+        yield
 
 
 def run_farm(planned, ckpt, cache, actors=2, shard_size=3, mode="race"):

@@ -9,7 +9,6 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-import ray
 
 from actors.distill import ray_checker
 from farm.cli import main
@@ -47,7 +46,7 @@ from farm.model.gpt import GPTConfig
 from farm.model.train import TrainConfig, train
 from farm.tasks.registry import get_task
 from farm.tasks.vocab import CLOSE_CURLY, CLOSE_PAREN, CLOSE_SQUARE, OPEN_PAREN, OPEN_SQUARE
-from tests.conftest import random_model, weights_of
+from tests.conftest import embedded_ray, random_model, weights_of
 
 LPAREN, RPAREN = TokenClass("lparen", frozenset({OPEN_PAREN})), \
     TokenClass("rparen", frozenset({CLOSE_PAREN}))
@@ -269,12 +268,9 @@ def test_candidate_checks_as_units_on_ray_find_what_a_local_check_finds(circuits
     ckpt, circuit, task = load_checkpoint(ckpt_dir), load_circuit(circuit_file), \
         get_task("bracket_depth")
     here = distill(ckpt, circuit, task, batch=16)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    with embedded_ray():
         there = distill(ckpt, circuit, task, batch=16,
                         checker=ray_checker(ckpt, circuit, task, actors=2, unit=16))
-    finally:
-        ray.shutdown()
     assert there.proved and here.proved and there.program == here.program
     assert there.examples == here.examples
     assert [(c.checked, c.by_screen, c.by_exact, c.disagreements) for c in there.checks] == \

@@ -31,6 +31,7 @@ from farm.model.exact import ExactModel
 from farm.tasks.registry import get_task
 from farm.verify.jobs import dispatch, shards
 from farm.verify.local import LocalFarm
+from tests.conftest import embedded_ray
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +136,8 @@ class TestLocal:
     @pytest.fixture(scope="class", autouse=True)
     @classmethod
     def local_ray(cls):
-        ray.init(address="local", num_cpus=2, resources={"solver": 2},
-                 include_dashboard=False, log_to_driver=False)
-        yield
-        ray.shutdown()
+        with embedded_ray(resources={"solver": 2}):
+            yield
 
     def test_killed_actor_restarts_and_its_shards_are_rerouted(self, planned, reference, ckpt,
                                                                tmp_path):

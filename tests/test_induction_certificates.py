@@ -9,7 +9,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 
 from actors.induction import ray_runner
@@ -22,6 +21,7 @@ from farm.proofs.induction.derive import HeadRef, InductionProver
 from farm.proofs.induction.domain import certify_domain, check_domain
 from farm.proofs.induction.nfp import Gates, logit_diff_bound, parse, rejections
 from farm.tasks.registry import get_task
+from tests.conftest import embedded_ray
 
 TASK = get_task("induction")
 HEAD = HeadRef(1, 0)
@@ -190,12 +190,9 @@ def test_a_job_on_ray_actors_writes_what_one_process_writes(checkpoint: Checkpoi
     here, there = tmp_path / "here", tmp_path / "there"
     weak = induction_checkpoint(gain=2.0)  # ε > 0 and unequal copying bounds to reduce
     local, _ = certify_domain(weak, TASK, HEAD, here, range(23), progress=False)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    with embedded_ray():
         remote, _ = certify_domain(weak, TASK, HEAD, there, range(23), progress=False,
                                    runner=ray_runner(weak, TASK.name, HEAD, actors=2), unit=5)
-    finally:
-        ray.shutdown()
     assert remote == local and 0 < local.max_eps and local.min_copy < local.mean_copy
     files = sorted(p.relative_to(here) for p in here.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(there) for p in there.rglob("*") if p.is_file())

@@ -18,6 +18,7 @@ from farm.tasks.registry import get_task
 from farm.units.unit import circuit_hash, split
 from farm.units.verdict import decide_unit
 from farm.verify.evaluate import Evaluator
+from tests.conftest import embedded_ray
 
 TASK = "quote_close:len=6,fillers=8"  # 1,024 inputs: 16 units of 64
 UNIT = 64
@@ -56,10 +57,8 @@ class TestLocal:
     @pytest.fixture(scope="class", autouse=True)
     @classmethod
     def local_ray(cls):
-        ray.init(address="local", num_cpus=2, resources={"solver": 2},
-                 include_dashboard=False, log_to_driver=False)
-        yield
-        ray.shutdown()
+        with embedded_ray(resources={"solver": 2}):
+            yield
 
     def test_killed_actor_restarts_and_its_units_are_rerouted(self, job, reference, tmp_path):
         ckpt, circuits = job

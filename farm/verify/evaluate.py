@@ -147,7 +147,7 @@ class Evaluator:
         for k in np.flatnonzero(~known):
             out[k] = exact_decision(runs.row(tuple(prompts[k].tolist())), self.candidates)
         return Decisions(out, np.where(known, SCREEN, EXACT).astype(np.uint8),
-                         tgt.astype(np.int16), found.robust if self.epsilon is not None else None)
+                         tgt.astype(np.int16), found.robust)
 
     def runs(self, circuit: Circuit) -> CircuitRun:
         """The circuit's exact runs, one per circuit: they memoise shared prefixes."""
