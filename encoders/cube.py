@@ -22,6 +22,17 @@ t from its input at every j ≤ t (causal attention), the embedding from t alone
 Tables are taken only where a product needs one or a quantity reads a single
 position (an embedding, a layer-0 key); wider sums and norms stay symbolic, so
 the solver, not enumeration, carries the claim over the cube.
+
+A symbolic operator's full case split is what makes a cube hard (the demo quote
+class cube: no answer in 60 s from either solver). `Hints`, the branches exact
+runs of prompts of the cube took, settle in advance what they all agree on: a
+BandNorm sign, a side's projection or lift, a sparsemax or projection support,
+a LeakyReLU sign. A settled part is encoded on its branch and its condition is a
+*guard* in the negated claim, never an assumption: UNSAT proves every guard holds
+on every prompt of the cube (each guard reads values that are exact wherever the
+earlier guards hold), so the settled encoding is the exact one there. A hint
+that is wrong (a sample missed a branch) can only make a query SAT, never prove
+anything; `CubeQuery.misses` tells such a model from a real counterexample.
 """
 
 from __future__ import annotations
@@ -29,20 +40,28 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
 from encoders.circuit import _site
 from encoders.lazy import Lazy
-from encoders.ops import band_norm_full, leaky_relu_full, sparsemax_full
+from encoders.ops import (
+    Settled,
+    band_norm_full,
+    band_norm_guided,
+    leaky_relu_full,
+    sparsemax_guided,
+    threshold_full,
+)
 from encoders.properties import Claim
-from encoders.smtlib import Affine, Formula, Query, and_, eq, ite, or_
+from encoders.smtlib import Affine, Formula, Query, and_, eq, ite, not_, or_
 from farm.errors import FarmError
 from farm.model.circuit import Circuit, parse_node
-from farm.model.exact import ExactAffine, ExactModel, Position
+from farm.model.exact import BandNormBranch, CircuitRun, ExactAffine, ExactModel, Position
 
-__all__ = ["TABLE_LIMIT", "CubeQuery", "Table", "TooWide", "cube_query", "encode_cube"]
+__all__ = ["TABLE_LIMIT", "CubeQuery", "Hints", "Table", "TooWide", "cube_query",
+           "encode_cube"]
 
 TABLE_LIMIT = 64  # token combinations a table may hold: each is an exact run and a case
 Vec = list[Affine]
@@ -61,6 +80,40 @@ class Table:
 
 
 Value = Table | Vec
+Site = tuple[int, str]  # (position, branch site as `farm.model.exact` records it)
+
+
+@dataclass(frozen=True)
+class Hints:
+    """The branches the exact runs of some prompts of a cube took, per site: what the
+    encoding may settle in advance (under guards) where they all agree."""
+
+    seen: Mapping[Site, frozenset]
+    prompts: frozenset[tuple[int, ...]] = frozenset()
+
+    @classmethod
+    def of(cls, runs: CircuitRun, prompts: Iterable[Sequence[int]]) -> Hints:
+        return cls({}).add(runs, prompts)
+
+    def add(self, runs: CircuitRun, prompts: Iterable[Sequence[int]]) -> Hints:
+        """These hints and the branches of `prompts` as well."""
+        seen = {site: set(records) for site, records in self.seen.items()}
+        added = set(self.prompts)
+        for prompt in map(tuple, prompts):
+            added.add(prompt)
+            for t, sites in enumerate(runs.row(prompt).trace):
+                for site, record in sites.items():
+                    seen.setdefault((t, site), set()).add(record)
+        return Hints({site: frozenset(r) for site, r in seen.items()}, frozenset(added))
+
+    def covers(self, runs: CircuitRun, prompt: Sequence[int]) -> bool:
+        """Every branch `prompt` takes was seen: its run satisfies every guard."""
+        return all(record in self.seen.get((t, site), ())
+                   for t, sites in enumerate(runs.row(prompt).trace)
+                   for site, record in sites.items())
+
+    def records(self, site: Site) -> frozenset:
+        return self.seen.get(site, frozenset())
 
 
 @dataclass(frozen=True)
@@ -90,25 +143,28 @@ class CubeQuery:
 
 
 def cube_query(model: ExactModel, circuit: Circuit, tokens: Sequence[Sequence[int]],
-               candidates: tuple[int, int], claim: Claim) -> CubeQuery:
-    """The negation of `claim` about the margin logit[c0] − logit[c1] over the cube."""
+               candidates: tuple[int, int], claim: Claim, hints: Hints | None = None
+               ) -> CubeQuery:
+    """The negation of `claim` about the margin logit[c0] − logit[c1] over the cube: some
+    guard of what `hints` settle fails, or the claim does."""
     if claim.arity != 1:
         raise ValueError("a cube query states a claim about one run")
     q = Query()
-    logits, token_vars = encode_cube(q, model, circuit, tokens, tag="c")
+    logits, token_vars, guards = encode_cube(q, model, circuit, tokens, tag="c", hints=hints)
     c0, c1 = candidates
     margin = q.define("m0", logits[c0] - logits[c1])
-    q.add(claim.violated([margin]))
+    q.add(or_(*([not_(and_(*guards))] if guards else []), claim.violated([margin])))
     text = q.text()
     return CubeQuery(text, hashlib.sha256(text.encode()).hexdigest(),
                      tuple(tuple(ts) for ts in tokens), token_vars, claim)
 
 
 def encode_cube(q: Query, model: ExactModel, circuit: Circuit,
-                tokens: Sequence[Sequence[int]], *, tag: str
-                ) -> tuple[Lazy[Affine], tuple[tuple[int, str], ...]]:
+                tokens: Sequence[Sequence[int]], *, tag: str, hints: Hints | None = None
+                ) -> tuple[Lazy[Affine], tuple[tuple[int, str], ...], list[Formula]]:
     """Define the circuit's run over every prompt of the cube in `q`: the final logits as
-    terms, and each symbolic position's token variable. `TooWide` if not linear."""
+    terms, each symbolic position's token variable, and the guards of what `hints`
+    settled (the logits are exact wherever they all hold). `TooWide` if not linear."""
     tokens = tuple(tuple(int(t) for t in ts) for ts in tokens)
     if len(tokens) != model.cfg.seq_len or not all(tokens):
         raise FarmError(f"a cube of {model.cfg.seq_len} positions, each with a token, is "
@@ -116,21 +172,24 @@ def encode_cube(q: Query, model: ExactModel, circuit: Circuit,
     if any(len(set(ts)) != len(ts) or not all(0 <= t < model.cfg.vocab_size for t in ts)
            for ts in tokens):
         raise FarmError(f"cube {tokens} repeats a token or leaves the vocabulary")
-    run = _CubeRun(q, model, circuit, tokens, tag)
+    run = _CubeRun(q, model, circuit, tokens, tag, hints or Hints({}))
     last = len(tokens) - 1
-    normed = run.norm(model.norm_final, run.node_input("logits", last), f"{tag}.{last}f")
+    normed = run.norm(model.norm_final, run.node_input("logits", last), f"{tag}.{last}f",
+                      (last, "logits.norm"))
     head = model.lm_head
     logits = Lazy(len(head.weight),
                   lambda r: Affine.row(head.weight[r], head.scale, normed, head.bias[r]))
-    return logits, tuple(run.token_vars.items())
+    return logits, tuple(run.token_vars.items()), run.guards
 
 
 class _CubeRun:
     """Encodes what the final position reads, memoised per (quantity, position)."""
 
     def __init__(self, q: Query, model: ExactModel, circuit: Circuit,
-                 tokens: tuple[tuple[int, ...], ...], tag: str) -> None:
+                 tokens: tuple[tuple[int, ...], ...], tag: str, hints: Hints) -> None:
         self.q, self.m, self.circuit, self.tokens, self.tag = q, model, circuit, tokens, tag
+        self.hints, self.guards = hints, []
+        self._memo: dict[tuple, object] = {}
         self.runs = model.runs(circuit)
         self.parents = {node: circuit.parents(node) for node in circuit.nodes}
         self.base = tuple(ts[0] for ts in tokens)
@@ -140,7 +199,6 @@ class _CubeRun:
                 x = q.real(f"{tag}.x{p}", model=True)
                 q.add(or_(*(eq(x, t) for t in ts)))
                 self.token_vars[p] = f"{tag}.x{p}"
-        self._memo: dict[tuple, object] = {}
 
     def memo(self, key: tuple, build: Callable[[], object]):
         if key not in self._memo:
@@ -249,12 +307,19 @@ class _CubeRun:
         positions = frozenset({t} & self.token_vars.keys())
         return self.table(positions, t, lambda pos: pos.outputs["emb"])
 
-    def norm(self, params, x: Vec, tag: str) -> Vec:
-        """BandNorm with every case split left to the solver (identity for norm none)."""
+    def norm(self, params, x: Vec, tag: str, site: Site) -> Vec:
+        """BandNorm (identity for norm none): on the hinted branch where every hint took
+        one, else split by the solver except where the hints agree."""
         if params is None:
             return x
-        out, _ = band_norm_full(self.q, x, *params, self.m.cfg.half_low, self.m.cfg.half_high,
-                                tag=f"{tag}.bn")  # no guards: nothing is settled in advance
+        cfg, records = self.m.cfg, self.hints.records(site)
+        if len(records) == 1:
+            out, guards = band_norm_guided(self.q, x, *params, cfg.half_low, cfg.half_high,
+                                           next(iter(records)), tag=f"{tag}.bn")
+        else:
+            out, guards = band_norm_full(self.q, x, *params, cfg.half_low, cfg.half_high,
+                                         tag=f"{tag}.bn", **_band_agreement(records))
+        self.guards += guards
         return self.vector(f"{tag}.n", out)
 
     def rows(self, name: str, m: ExactAffine, x: Vec, rows: range) -> Vec:
@@ -264,7 +329,8 @@ class _CubeRun:
         ref = parse_node(node)
         params = self.m.layers[ref.layer]["norm_attn" if ref.kind == "attn" else "norm_mlp"]
         return self.memo(("n", node, t), lambda: self.norm(
-            params, self.node_input(node, t), f"{self.tag}.{t}{_site(node)}"))
+            params, self.node_input(node, t), f"{self.tag}.{t}{_site(node)}",
+            (t, f"{node}.norm")))
 
     def mlp(self, node: str, t: int) -> Value:
         """W_down LeakyReLU(W_up n + b_up) + b_down: a table where it reads one position."""
@@ -308,10 +374,25 @@ class _CubeRun:
         scores = [self.q.define(f"{stem}s{j}", self.dot(query, self.projection(node, h, j, "k"),
                                                         f"{stem}s{j}") * scale)
                   for j in range(t + 1)]
-        weights = sparsemax_full(self.q, scores, tag=f"{stem}w")
+        weights = self.sparsemax(scores, f"{stem}w", (t, f"{node}.head{h}.sparsemax"))
         parts = [self.weigh(w, self.projection(node, h, j, "v"), f"{stem}v{j}")
                  for j, w in enumerate(weights)]
         return self.vector(f"{stem}r", [Affine.sum(col) for col in zip(*parts, strict=True)])
+
+    def sparsemax(self, scores: Vec, tag: str, site: Site) -> Vec:
+        """On the hinted support where every hint took one; else τ found by the solver,
+        with the indices every hint keeps (or drops) settled."""
+        supports = self.hints.records(site)
+        if len(supports) == 1:
+            weights, guards = sparsemax_guided(self.q, scores, next(iter(supports)), tag=tag)
+        else:
+            kept = [frozenset(s) for s in supports] or [frozenset()]
+            weights, guards = threshold_full(
+                self.q, scores, Fraction(1), tag=tag, inside=frozenset.intersection(*kept),
+                outside=frozenset(range(len(scores))) - frozenset().union(*kept)
+                if supports else frozenset())
+        self.guards += guards
+        return weights
 
     def dot(self, a: Value, b: Value, name: str) -> Affine:
         """a·b, split over the combinations of the factor with fewer of them."""
@@ -362,3 +443,30 @@ class _CubeRun:
                 for row, bias in zip(o.weight, o.bias, strict=True)])
         return self.memo(("o", layer, tuple(heads), t), build)
 
+
+
+def _band_agreement(records: Iterable[BandNormBranch]) -> dict:
+    """`band_norm_full`'s settled parts: what every hinted branch agrees on (nothing
+    without hints): the sign of a centred coordinate, and per side whether it projects,
+    whether it lifts and, where it always projects, the support's sure members."""
+    records = list(records)
+    if not records:
+        return {}
+    d = len(records[0].signs)
+    fixed = {i: s for i in range(d)
+             if (s := records[0].signs[i]) != 0 and all(r.signs[i] == s for r in records)}
+
+    def agreed(values: list[bool]) -> bool | None:
+        return values[0] if len(set(values)) == 1 else None
+
+    settled = {}
+    for name in ("p", "n"):
+        sides = [getattr(r, name) for r in records]
+        projected = agreed([b.projected for b in sides])
+        inside = outside = frozenset()
+        if projected:
+            supports = [frozenset(b.support) for b in sides]
+            inside = frozenset.intersection(*supports)
+            outside = frozenset(range(d)) - frozenset().union(*supports)
+        settled[name] = Settled(projected, agreed([b.lifted for b in sides]), inside, outside)
+    return {"fixed_signs": fixed, "settled": settled}

@@ -12,9 +12,10 @@ from fractions import Fraction
 import pytest
 
 import encoders.cube
-from encoders.cube import TooWide, cube_query, encode_cube
+import farm.verify.conquer
+from encoders.cube import Hints, TooWide, cube_query, encode_cube
 from encoders.properties import Claim, Planner
-from encoders.smtlib import Query, numeral
+from encoders.smtlib import Query, and_, numeral
 from encoders.solvers import SolverPool
 from farm.cli import main
 from farm.errors import FarmError
@@ -22,7 +23,7 @@ from farm.model.checkpoint import Checkpoint, save_checkpoint
 from farm.model.circuit import Circuit, save_circuit
 from farm.model.exact import ExactModel
 from farm.tasks.registry import get_task
-from farm.verify.conquer import SplitPolicy, cube_properties
+from farm.verify.conquer import SplitPolicy, _Conqueror, cube_properties
 from farm.verify.cube import Cube
 from farm.verify.evaluate import Evaluator
 from tests.conftest import random_model, weights_of
@@ -61,7 +62,7 @@ def test_a_cube_splits_into_exactly_its_prompts_and_round_trips_as_json():
 def _margin_query(model: ExactModel, circuit: Circuit, cube: Cube) -> tuple[str, dict]:
     """The cube's run with its margin named m0, unasserted: a text to pin and ask."""
     q = Query()
-    logits, token_vars = encode_cube(q, model, circuit, cube.tokens, tag="c")
+    logits, token_vars, _ = encode_cube(q, model, circuit, cube.tokens, tag="c")
     q.define("m0", logits[9] - logits[10], model=True)
     return q.text().replace("(check-sat)\n", ""), dict(token_vars)
 
@@ -189,3 +190,53 @@ def test_a_sat_model_outside_the_cube_is_an_error():
     (var,) = asked.model_vars
     with pytest.raises(FarmError, match="encoding is wrong"):
         asked.prompt({var: Fraction(6)})
+
+
+def test_hinted_settlement_is_exact_where_its_guards_hold_and_they_hold_on_hinted_prompts(
+        pool):
+    """Settling what the hints agree on may only cost guards: on a hinted prompt every
+    guard holds and the margin is the exact one (the cube's other prompts take branches
+    the hints did not, so some settled part really is a guess)."""
+    torch_model = random_model(seed=5)
+    model = ExactModel(torch_model.cfg, weights_of(torch_model))
+    circuit = quote_circuit(QUOTE[0])
+    cube = Cube.of([[1], [2], [5, 6], [9], [5], [7, 8]])
+    runs = model.runs(circuit)
+    hints = Hints.of(runs, cube.sample(1))
+    q = Query()
+    logits, token_vars, guards = encode_cube(q, model, circuit, cube.tokens, tag="c",
+                                             hints=hints)
+    assert guards, "the hints settle nothing: the test would not test settlement"
+    q.define("m0", logits[9] - logits[10], model=True)
+    text = q.text().replace("(check-sat)\n", "")
+    hold = and_(*guards).text
+    assert not all(hints.covers(runs, p) for p in cube.prompts().tolist())
+    for prompt in hints.prompts:
+        row = runs.row(prompt)
+        pins = "".join(f"(assert (= {var} {prompt[p]}))\n" for p, var in token_vars)
+        other = f"(assert (not (= m0 {numeral(row.logits[9] - row.logits[10])})))\n"
+        assert pool.solve(f"{text}{pins}(assert (not {hold}))\n(check-sat)\n"
+                          ).status == "unsat", prompt
+        assert pool.solve(f"{text}{pins}(assert {hold})\n{other}(check-sat)\n"
+                          ).status == "unsat", prompt
+
+
+def test_a_prompt_the_hints_missed_is_learnt_and_its_cube_asked_again(trained, pool,
+                                                                       monkeypatch):
+    """One hint settles branches the cube's other prompts do not take: the query is SAT on
+    a prompt that decides as claimed, which is learnt, and the cube is proved after."""
+    ckpt = Checkpoint.from_model(trained.model)
+    ev = Evaluator(ckpt, quote_circuit(QUOTE[0]), get_task("quote_close"), progress=False)
+    cube = Cube.of([[1], [2], [5], [9], [5, 6, 7, 8], [5, 6, 7, 8]])
+    runs = ev.runs(ev.circuit)
+    first = Hints.of(runs, cube.sample(1))
+    assert not all(first.covers(runs, p) for p in cube.prompts().tolist())
+    monkeypatch.setattr(encoders.cube, "TABLE_LIMIT", 64)
+    monkeypatch.setattr(farm.verify.conquer, "HINTS", 1)
+    conqueror = _Conqueror(ev, pool, SplitPolicy(quick=60.0, leaf=1))
+    tally = conqueror.conquer([cube], lambda c: 9, "fe", progress=False)
+    (outcome,) = tally.outcomes
+    assert outcome.how == "unsat" and len(outcome.hints) > 1
+    assert tally.statuses["missed"] >= 1 and tally.statuses["unsat"] == 1
+    assert tally.statuses["sat"] == 0
+    assert not tally.counterexamples

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from encoders.cache import ResultCache
-from encoders.cube import CubeQuery, TooWide, cube_query
+from encoders.cube import CubeQuery, Hints, TooWide, cube_query
 from encoders.properties import (
     CONTENT_INVARIANCE,
     FUNCTIONAL_EQUIVALENCE,
@@ -54,6 +54,8 @@ __all__ = ["LEAF", "CubeOutcome", "SplitPolicy", "class_cubes", "cube_properties
 
 LEAF = 16  # cubes of at most this many prompts go to the screen: it decides them in
 # microseconds, where a cube query costs seconds
+HINTS = 16  # prompts of a cube whose exact branches settle its query in advance
+REFINE = 3  # times a cube is asked again with a prompt its hints missed
 
 
 @dataclass
@@ -96,11 +98,12 @@ class CubeOutcome:
     query_hash: str | None = None
     winner: str | None = None
     seconds: float = 0.0
+    hints: tuple[tuple[int, ...], ...] = ()  # the prompts whose branches its query settled
 
     def to_json(self) -> dict[str, Any]:
         return {"cube": self.cube.to_json(), "size": self.cube.size, "decision": self.decision,
                 "how": self.how, "query_hash": self.query_hash, "winner": self.winner,
-                "seconds": round(self.seconds, 4)}
+                "seconds": round(self.seconds, 4), "hints": [list(p) for p in self.hints]}
 
 
 @dataclass
@@ -154,27 +157,51 @@ class _Conqueror:
         return tally
 
     def _prove(self, cube: Cube, decision: int, tally: _Tally) -> bool:
-        """Ask the cube; True if proved (recorded in `tally`), False if it must be split."""
+        """Ask the cube; True if proved (recorded in `tally`), False if it must be split.
+
+        The query settles what `HINTS` of the cube's prompts agree on; a SAT model that
+        breaks only such a guard (its prompt took a branch no hint took, and decides as
+        claimed) is learnt as a hint and the cube asked again, up to `REFINE` times."""
         c0, _ = self.candidates
         claim = Claim("decides", 1 if decision == c0 else -1)
-        try:
-            query = cube_query(self.ev.model, self.ev.circuit, cube.tokens, self.candidates, claim)
-        except TooWide:  # as wide a cube has no linear encoding either: split those at once
-            tally.too_wide += 1
-            self.policy.record(cube, float("inf"), decided=False)
-            return False
-        result, seconds = self._solve(query)
-        tally.statuses[result.status] += 1
-        if result.winner:
-            tally.wins[result.winner] += 1
-        for v in result.verdicts:
-            tally.solver_seconds[v.solver] += v.seconds
-        self.policy.record(cube, seconds, result.status != "unknown")
-        if result.status == "sat":
-            tally.counterexamples.append(self._replay(query, result, cube))
-        tally.outcomes.append(CubeOutcome(cube, decision, result.status, query.hash,
-                                          result.winner, seconds))
-        return result.status == "unsat"
+        runs = self.ev.runs(self.ev.circuit)
+        hints, spent = Hints.of(runs, cube.sample(HINTS)), 0.0
+        for _ in range(REFINE + 1):
+            try:
+                asked, query = hints, cube_query(self.ev.model, self.ev.circuit, cube.tokens,
+                                                 self.candidates, claim, hints)
+            except TooWide:  # as wide a cube has no linear encoding either: split those
+                tally.too_wide += 1
+                self.policy.record(cube, float("inf"), decided=False)
+                return False
+            result, seconds = self._solve(query)
+            spent += seconds
+            status = result.status
+            if status == "sat":
+                prompt = query.prompt(result.model)
+                if self._breaks(query, prompt) or hints.covers(runs, prompt):
+                    tally.counterexamples.append(self._replay(query, result, cube))
+                else:  # it took a branch no hint took and decides as claimed: learn it
+                    status, hints = "missed", hints.add(runs, [prompt])
+            tally.statuses[status] += 1
+            if result.winner:
+                tally.wins[result.winner] += 1
+            for v in result.verdicts:
+                tally.solver_seconds[v.solver] += v.seconds
+            if status != "missed":
+                break
+        else:
+            status = "unknown"  # the hints kept missing: split
+        self.policy.record(cube, spent, status != "unknown")
+        tally.outcomes.append(CubeOutcome(cube, decision, status, query.hash, result.winner,
+                                          spent, tuple(sorted(asked.prompts))))
+        return status == "unsat"
+
+    def _breaks(self, query: CubeQuery, prompt: tuple[int, ...]) -> bool:
+        """`prompt` breaks the query's claim in exact arithmetic."""
+        row = self.ev.runs(self.ev.circuit).row(prompt)
+        c0, c1 = self.candidates
+        return not query.claim.holds([row.logits[c0] - row.logits[c1]])
 
     def _solve(self, query: CubeQuery) -> tuple[RaceResult, float]:
         if (hit := self.answers.get(query.hash)) is None:
@@ -312,11 +339,15 @@ def _result(prop: str, ev: Evaluator, tally: _Tally, leaf_routes: np.ndarray,
               "screen": int(counts[0]), "exact": int(counts[1])}
     result.routes = {r: n for r, n in routes.items() if n}
     result.cubes = [o.to_json() for o in tally.outcomes if o.how != "screen"]
-    if tally.counterexamples or tally.too_wide:
+    missed = tally.statuses["missed"]
+    if tally.counterexamples or tally.too_wide or missed:
         result.problems = [*({"subject": e["subject"], "reason": "a SAT cube's counterexample, "
                               "replayed exactly; its cube was split"} for e in
                              tally.counterexamples[:KEEP]),
                            *([{"subject": f"{tally.too_wide} cubes", "reason": "no exact linear "
                                "encoding (two wide factors of a product): split"}]
-                             if tally.too_wide else [])]
+                             if tally.too_wide else []),
+                           *([{"subject": f"{missed} cube queries", "reason": "SAT on a prompt "
+                               "that took a branch no hint took and decides as claimed: "
+                               "learnt as a hint, the cube asked again"}] if missed else [])]
     return result

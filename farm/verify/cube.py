@@ -63,6 +63,26 @@ class Cube:
             raise FarmError(f"position {position} of the cube is fixed: nothing to split")
         return [self.fix(position, t) for t in self.tokens[position]]
 
+    def prompt_at(self, index: int) -> tuple[int, ...]:
+        """The cube's prompt number `index` in product order (as `prompts`)."""
+        if not 0 <= index < self.size:
+            raise FarmError(f"prompt {index} of a cube of {self.size}")
+        prompt = []
+        for ts in reversed(self.tokens):
+            index, digit = divmod(index, len(ts))
+            prompt.append(ts[digit])
+        return tuple(reversed(prompt))
+
+    def sample(self, n: int, seed: int = 0) -> list[tuple[int, ...]]:
+        """`n` distinct prompts of the cube (all of them if it holds no more): its first
+        and last, the rest drawn with `seed`. The same cube always gives the same ones."""
+        if self.size <= n:
+            return [self.prompt_at(i) for i in range(self.size)]
+        rng, picked = np.random.default_rng(seed), {0, self.size - 1}
+        while len(picked) < n:
+            picked.add(int(rng.integers(1, self.size - 1)))
+        return [self.prompt_at(i) for i in sorted(picked)]
+
     def prompts(self) -> np.ndarray:
         """Every prompt of the cube as an int64 array [size, positions], in product order."""
         return np.array(list(itertools.product(*self.tokens)), dtype=np.int64).reshape(
