@@ -72,7 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "left; solver: one SMT query per input, pair and edge, as certificates "
                         "record them; cube: functional equivalence and content invariance "
                         "proved per cube of inputs (the opener fixed, fillers symbolic) by one "
-                        "exact query each, a cube that is not proved split along a filler "
+                        "exact query each (branches that sampled prompts of the cube agree on "
+                        "settled in advance, each under a guard the solver checks), a cube "
+                        "that is not proved split along a filler "
                         "position down to cubes of --cube-leaf inputs, which the screen "
                         "decides; the other properties as the screen route (default: "
                         "%(default)s)")
