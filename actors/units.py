@@ -3,9 +3,11 @@
 The checkpoint travels once through the object store (`ray.put` on the driver, the
 reference given to every actor, restarted ones included); each actor keeps one
 `Evaluator` per task, so its screen and exact prefix memo are built once, not per
-unit. The driver only splits the domain and schedules (`farm.verify.jobs.dispatch`,
-with its rerouting of lost shards and its pinging of restarting actors); the
-ledger actor persists each shard's verdicts before the shard counts as done.
+unit. With robustness asked, the inputs a unit's ball bound leaves go to the actor's own
+solvers (Z3 racing cvc5, one warm pool started at the first such input). The driver
+only splits the domain and schedules (`farm.verify.jobs.dispatch`, with its rerouting of
+lost shards and its pinging of restarting actors); the ledger actor persists each
+shard's verdicts before the shard counts as done.
 Verdicts travel actor → ledger by reference, never through the driver.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from farm.model.checkpoint import Checkpoint
 from farm.model.circuit import Circuit
 from farm.tasks.registry import get_task
 from farm.units.ledger import Ledger, UnitShard, UnitShardResult
+from farm.units.robustness import Ask, SolverAsk
 from farm.units.unit import Unit, circuit_hash, split
 from farm.units.verdict import UnitVerdict, decide_unit
 from farm.verify.evaluate import Evaluator
@@ -32,11 +36,16 @@ from farm.verify.jobs import ShardReport, dispatch
 
 
 class UnitActor:
-    def __init__(self, checkpoint: Checkpoint, circuits: dict[str, Circuit]) -> None:
-        self.evaluators = {task: Evaluator(checkpoint, circuit, get_task(task), progress=False)
+    def __init__(self, checkpoint: Checkpoint, circuits: dict[str, Circuit],
+                 robustness: Robustness | None = None) -> None:
+        eps = None if robustness is None else robustness.epsilon
+        self.evaluators = {task: Evaluator(checkpoint, circuit, get_task(task), progress=False,
+                                           epsilon=eps)
                            for task, circuit in circuits.items()}
         for evaluator in self.evaluators.values():
             evaluator.screen(evaluator.circuit)  # built once, before the first unit
+        self.solvers = None if robustness is None else SolverAsk(robustness.solver,
+                                                                 robustness.timeout)
         context = ray.get_runtime_context()
         self.node = context.get_node_id()[:8]
         self.name = f"{context.get_actor_id()[:8]}@{self.node}"
@@ -46,18 +55,33 @@ class UnitActor:
 
     def solve(self, shard: UnitShard) -> UnitShardResult:
         t0 = time.perf_counter()
-        verdicts = tuple(decide_unit(self.evaluators[u.task], u) for u in shard.units)
+        verdicts = tuple(decide_unit(self.evaluators[u.task], u, self._ask(u.task))
+                         for u in shard.units)
         report = ShardReport(shard.index, tuple(u.key for u in shard.units),
                              time.perf_counter() - t0, self.name, self.node)
         return UnitShardResult(report, verdicts)
 
+    def _ask(self, task: str) -> Ask | None:
+        return None if self.solvers is None else self.solvers(self.evaluators[task])
 
-def unit_actor(checkpoint: Any, circuits: dict[str, Circuit], **options: Any) -> Any:
+
+@dataclass(frozen=True)
+class Robustness:
+    """Robustness asked of the unit actors: at ε, with the solvers in this mode and time
+    limit (per query) for the inputs the ball bound leaves."""
+
+    epsilon: Fraction
+    solver: str = "race"
+    timeout: float = 60.0
+
+
+def unit_actor(checkpoint: Any, circuits: dict[str, Circuit],
+               robustness: Robustness | None = None, **options: Any) -> Any:
     """One unit actor on a node offering a `solver` slot; `checkpoint` may be an ObjectRef
     (Ray hands the actor the object itself)."""
     remote = ray.remote(UnitActor).options(
         num_cpus=1, resources={"solver": 1}, **RESTART_OPTIONS, **options)
-    return remote.remote(checkpoint, circuits)
+    return remote.remote(checkpoint, circuits, robustness)
 
 
 def ledger_actor(root: str | Path) -> Any:
@@ -93,10 +117,12 @@ class UnitActors:
 
 
 def start_unit_actors(checkpoint: Checkpoint, circuits: dict[str, Circuit], n: int,
-                      **options: Any) -> UnitActors:
-    """`n` unit actors sharing one copy of the checkpoint in the object store."""
+                      robustness: Robustness | None = None, **options: Any) -> UnitActors:
+    """`n` unit actors sharing one copy of the checkpoint in the object store; with
+    `robustness`, each decides its units' robustness too, on solvers of its own."""
     ref = ray.put(checkpoint)
-    return UnitActors([unit_actor(ref, circuits, **options) for _ in range(n)], ref)
+    return UnitActors([unit_actor(ref, circuits, robustness, **options) for _ in range(n)],
+                      ref)
 
 
 def run_units(actors: UnitActors, circuits: dict[str, Circuit], ledger_dir: str | Path,

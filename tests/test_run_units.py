@@ -67,8 +67,9 @@ def test_a_rerun_reads_every_unit_back(runs):
     assert "8 units read back from disk" in second
 
 
-def test_robustness_of_a_family_task_is_refused_before_ray(tmp_path, capsys):
-    (tmp_path / "job.yaml").write_text(JOB.replace("[fe, ci, en]", "[fe, rob]"))
+def test_the_radius_of_a_family_task_is_refused_before_ray(tmp_path, capsys):
+    (tmp_path / "job.yaml").write_text(JOB.replace("[fe, ci, en]", "[fe, rob]")
+                                       + "radius: true\n")
     assert main(["run", str(tmp_path / "job.yaml"), "--quiet", "--num-cpus", "1"]) == 2
-    assert "robustness of a family task" in capsys.readouterr().err
+    assert "radius of a family task" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

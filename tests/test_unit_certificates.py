@@ -16,7 +16,6 @@ import pytest
 
 from farm.cli import main
 from farm.discovery.acdc import extract
-from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint, save_checkpoint
 from farm.model.circuit import Circuit, save_circuit
 from farm.tasks.registry import get_task
@@ -85,16 +84,8 @@ def test_an_honest_certificate_checks(unit_dir):
     report = check_units_certificate(_cert(unit_dir), unit_dir / "key.pub",
                                      require_verified=True)
     assert report.ok, report.problems
-    assert report.rederived == {"units": 8, "inputs": 1024,
+    assert report.rederived == {"units": 8, "inputs": 1024, "robustness queries": 0,
                                 "witnesses": len(report.predicate["circuits"][0]["edges"])}
-
-
-def test_robustness_is_refused_with_a_clear_error(unit_dir, tmp_path):
-    evidence = _verdicts_of(unit_dir, as_evidence=True)
-    with pytest.raises(FarmError, match="verify without robustness"):
-        issue_units(unit_dir / "checkpoint", [evidence], [
-            {"property": "robustness", "task": FAMILY}], unit_dir / "key.pem",
-            tmp_path / "c.json")
 
 
 def _verdicts_of(root: Path, as_evidence: bool = False):

@@ -39,7 +39,7 @@ from actors.lean import remote_lean_check
 from actors.reducer import Group, reducer_actor
 from actors.solver import solver_actor
 from actors.trainer import trainer_actor
-from actors.units import UnitRun, run_units, start_unit_actors
+from actors.units import Robustness, UnitRun, run_units, start_unit_actors
 from encoders.properties import EDGE_NECESSITY, ROBUSTNESS, Finding, PlannedQuery, Planner
 from farm.atomic import write_text_atomic
 from farm.commands import output_dir, positive_int
@@ -104,9 +104,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "RAY_ADDRESS an embedded Ray instance is started (offering the 'lean' "
                     "resource when lake is on PATH); rerunning resumes: it reuses the checkpoint "
                     "and circuits it made for the same spec, and every answer already "
-                    "persisted. A job with a family task (e.g. quote_close:len=8; properties "
-                    "fe, ci, en) is decided by units on actors instead (unit_size inputs "
-                    "each, persisted per unit in OUT/units) and certified by units. Exit "
+                    "persisted. A job with a family task (e.g. quote_close:len=8) is decided by "
+                    "units on actors instead (unit_size inputs each, robustness by the "
+                    "screen's ball bound and the actor's solvers for the rest, persisted "
+                    "per unit in OUT/units) and certified by units. Exit "
                     "status 0 only if "
                     "every property is VERIFIED.")
     p.add_argument("job", help="job spec (YAML or JSON), e.g. job.yaml")
@@ -400,10 +401,16 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print,
 def units_job(spec: JobSpec, ckpt: Checkpoint, circuits: dict[str, Circuit], progress: bool,
               log: Any, start: float) -> JobResult:
     """Family tasks: every input decided by units on the unit actors (the screen, exact
-    where it is not decisive), verdicts persisted per unit in OUT/units/CHECKPOINT, then
-    folded here; edge necessity's witnesses are searched batch by batch on the driver."""
+    where it is not decisive; robustness by the ball bound, the actor's solvers for the
+    rest), verdicts persisted per unit in OUT/units/CHECKPOINT (robustness: a folder per
+    ε under it), then folded here; edge necessity's witnesses are searched batch by batch
+    on the driver."""
     ledger = Path(spec.out) / "units" / ckpt.sha256[:16]
-    actors = start_unit_actors(ckpt, circuits, spec.solver_actors)
+    robustness = None
+    if ROBUSTNESS in spec.properties:
+        robustness = Robustness(spec.epsilon, spec.solver, spec.timeout)
+        ledger /= f"eps-{spec.epsilon.numerator}-{spec.epsilon.denominator}"
+    actors = start_unit_actors(ckpt, circuits, spec.solver_actors, robustness)
     bar = tqdm(total=0, desc=spec.name, unit="in", unit_scale=True, disable=not progress,
                dynamic_ncols=True)
 
