@@ -55,7 +55,7 @@ def test_a_family_job_is_decided_by_units_and_certified(runs, capsys):
         "functional_equivalence": "VERIFIED", "content_invariance": "VERIFIED",
         "edge_necessity": "VERIFIED"}
     assert len(result["units"][0]["verdicts"]) == 8
-    assert len(list((root / "out" / "units").glob("*/part-*.json"))) == 8
+    assert len(list((root / "out" / "units").glob("*/witnesses/part-*.json"))) == 8
     capsys.readouterr()
     assert main(["check", str(root / "out" / "certificate.dsse.json"), "--pubkey",
                  str(root / "out" / "keys" / "farm_ed25519.pub"), "--require-verified"]) == 0

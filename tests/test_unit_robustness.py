@@ -17,6 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import ray
 
 from actors.units import Robustness, run_units, start_unit_actors
 from farm.cli import main
@@ -36,6 +37,7 @@ from farm.verify.evaluate import Evaluator, evaluate_task
 from farm.verify.jobs import job_spec_from_dict
 from farm.verify.local import LocalFarm, VerifyOptions
 from tests.conftest import embedded_ray
+from tests.test_unit_actors import persisted
 from tests.test_unit_certificates import _resigned
 from tests.test_verify import QUOTE
 
@@ -214,8 +216,9 @@ def test_a_claim_the_units_do_not_back_is_refused(unit_dir, ckpt, circuit, tmp_p
 
 
 def test_unit_actors_decide_robustness_as_one_process_does(ckpt, circuit, tmp_path):
-    """Units of 8 on 2 actors, their solvers racing on each actor: the same verdicts,
-    query hashes and outcomes as deciding the units in this process."""
+    """Units of 8 on 2 actors, their solvers racing on each actor, one actor killed with a
+    unit in flight: the same verdicts, query hashes and outcomes as deciding the units in
+    this process, each persisted once."""
     evaluator = Evaluator(ckpt, circuit, get_task(FAMILY), progress=False, epsilon=EPS)
     solvers = SolverAsk("race", 60)
     try:
@@ -225,10 +228,20 @@ def test_unit_actors_decide_robustness_as_one_process_does(ckpt, circuit, tmp_pa
         solvers.close()
     with embedded_ray(resources={"solver": 2}):
         actors = start_unit_actors(ckpt, {FAMILY: circuit}, 2, Robustness(EPS, "race", 60))
+        killed = []
+
+        def kill_once(shard, report):
+            if not killed:
+                killed.append(actors.workers[0])
+                ray.kill(actors.workers[0], no_restart=False)
+
         try:
-            run = run_units(actors, {FAMILY: circuit}, tmp_path, 8)
+            run = run_units(actors, {FAMILY: circuit}, tmp_path, 8, on_done=kill_once)
         finally:
             actors.kill()
+    assert killed
+    keys = persisted(tmp_path)
+    assert sorted(keys) == sorted(set(keys)) == sorted(u.key for u in units)
 
     def comparable(v: UnitVerdict) -> UnitVerdict:
         rob = dataclasses.replace(v.robustness, asked=tuple(

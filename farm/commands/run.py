@@ -402,14 +402,18 @@ def units_job(spec: JobSpec, ckpt: Checkpoint, circuits: dict[str, Circuit], pro
               log: Any, start: float) -> JobResult:
     """Family tasks: every input decided by units on the unit actors (the screen, exact
     where it is not decisive; robustness by the ball bound, the actor's solvers for the
-    rest), verdicts persisted per unit in OUT/units/CHECKPOINT (robustness: a folder per
-    ε under it), then folded here; edge necessity's witnesses are searched batch by batch
-    on the driver."""
+    rest; edge necessity's witnesses searched by the units too), verdicts persisted per
+    unit in OUT/units/CHECKPOINT (robustness: a folder per ε under it; edge necessity:
+    one more, so that every unit in it searched for every edge still unwitnessed), then
+    folded here."""
     ledger = Path(spec.out) / "units" / ckpt.sha256[:16]
     robustness = None
     if ROBUSTNESS in spec.properties:
         robustness = Robustness(spec.epsilon, spec.solver, spec.timeout)
         ledger /= f"eps-{spec.epsilon.numerator}-{spec.epsilon.denominator}"
+    search = EDGE_NECESSITY in spec.properties
+    if search:
+        ledger /= "witnesses"
     actors = start_unit_actors(ckpt, circuits, spec.solver_actors, robustness)
     bar = tqdm(total=0, desc=spec.name, unit="in", unit_scale=True, disable=not progress,
                dynamic_ncols=True)
@@ -421,7 +425,7 @@ def units_job(spec: JobSpec, ckpt: Checkpoint, circuits: dict[str, Circuit], pro
     t0 = time.perf_counter()
     try:
         run = run_units(actors, circuits, ledger, spec.unit_size, in_flight=spec.in_flight,
-                        on_planned=planned,
+                        on_planned=planned, search=search,
                         on_done=lambda shard, report: bar.update(sum(map(len, shard.units))))
     finally:
         bar.close()
@@ -432,10 +436,8 @@ def units_job(spec: JobSpec, ckpt: Checkpoint, circuits: dict[str, Circuit], pro
     results, evidence = [], []
     for task, verdicts in run.verdicts.items():
         evaluator = Evaluator(ckpt, circuits[task], get_task(task), progress=progress)
-        results += fold_units(evaluator, verdicts,
-                              [p for p in spec.properties if p in UNIT_PROPERTIES])
-        if EDGE_NECESSITY in spec.properties:
-            results.append(evaluator.edge_necessity())
+        results += fold_units(evaluator, verdicts, [
+            p for p in spec.properties if p in (*UNIT_PROPERTIES, EDGE_NECESSITY)])
         evidence.append(units_evidence(task, circuits[task], verdicts))
     stats = job_stats([], 0, seconds, spec.solver_actors, run.reports)
     return JobResult(spec, ckpt, circuits, results, stats, time.perf_counter() - start,

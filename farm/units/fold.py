@@ -7,7 +7,9 @@ first input over the units' tallies of the class, and every other member fails
 unless it decides as the anchor does and the anchor is no tie. Routes follow the
 evaluator's: a pair is exact if either of its inputs was. Robustness adds up each
 unit's ball-bound proofs and solver answers (`farm.units.robustness`). The results are
-those the whole-domain evaluator would give (a test holds them to it).
+those the whole-domain evaluator would give (a test holds them to it). Edge necessity
+takes each edge's witness from the units' searches (`farm.units.witness`), the one of
+the smallest input where several units found one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from fractions import Fraction
 
-from encoders.properties import CONTENT_INVARIANCE, FUNCTIONAL_EQUIVALENCE, ROBUSTNESS
+from encoders.properties import (
+    CONTENT_INVARIANCE,
+    EDGE_NECESSITY,
+    FUNCTIONAL_EQUIVALENCE,
+    NO_WITNESS,
+    ROBUSTNESS,
+)
 from farm.errors import FarmError
 from farm.units.robustness import OUTCOMES, counterexample_detail, planner_of
 from farm.units.unit import cover_problems
@@ -39,7 +47,8 @@ def fold_units(evaluator: Evaluator, verdicts: Sequence[UnitVerdict],
         raise FarmError(f"{evaluator.task.name}: the units do not cover the domain exactly "
                         f"once: {'; '.join(problems[:3])}")
     makers = {FUNCTIONAL_EQUIVALENCE: _functional_equivalence,
-              CONTENT_INVARIANCE: _content_invariance, ROBUSTNESS: _robustness}
+              CONTENT_INVARIANCE: _content_invariance, ROBUSTNESS: _robustness,
+              EDGE_NECESSITY: _edge_necessity}
     results = []
     for prop in properties:
         result = makers[prop](evaluator, verdicts)
@@ -124,4 +133,33 @@ def _robustness(evaluator: Evaluator, verdicts: Sequence[UnitVerdict]) -> Proper
     result.problems = [{"subject": evaluator.subject(a.input), "reason": a.reason or (
         "neither the screen's ball bound proved it nor were the solvers asked")}
         for a in every if a.outcome in OUTCOMES[2:]][:KEEP]
+    return result
+
+
+def _edge_necessity(evaluator: Evaluator, verdicts: Sequence[UnitVerdict]) -> PropertyResult:
+    """Per edge, the witness of the smallest input any unit found, confirmed by two exact
+    runs; an edge no unit found one for fails, and must have been searched by every unit."""
+    routes, witnesses, listed = [], [], []
+    for edge in evaluator.circuit.ordered_edges():
+        name = f"edge {edge[0]}->{edge[1]}"
+        searches = [s for v in verdicts for s in v.searched if s.edge == edge]
+        found = [s for s in searches if s.input is not None]
+        if found:
+            best = min(found, key=lambda s: s.input)  # type: ignore[arg-type, return-value]
+            i = int(best.input)  # type: ignore[arg-type]
+            if not evaluator.differs(i, evaluator.circuit.without(edge)):
+                raise FarmError(f"{evaluator.task.name}: {name}: input {i} is no witness "
+                                "(exact runs with and without the edge decide alike)")
+            routes.append(best.route)
+            witnesses.append({"edge": list(edge), "input": i, "route": ROUTES[best.route],
+                              "subject": f"{name} witness {evaluator.subject(i)}"})
+            continue
+        if len(searches) < len(verdicts):
+            raise FarmError(f"{evaluator.task.name}: {name} has no witness, but "
+                            f"{len(verdicts) - len(searches)} units did not search for one")
+        routes.append(max(s.route for s in searches))
+        listed.append({"subject": name, "reason": NO_WITNESS})
+    result = _result(EDGE_NECESSITY, evaluator.task.name,
+                     dict(Counter(ROUTES[r] for r in routes)), len(listed), listed)
+    result.witnesses = witnesses
     return result

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from encoders.properties import ROBUSTNESS, Planner
+from encoders.solvers import SolverUnavailable
 from farm.errors import FarmError
 from farm.verify.evaluate import Answers, Evaluator, ask_robustness
 from farm.verify.local import Farm, LocalFarm, replay_eta
@@ -122,8 +123,18 @@ class SolverAsk:
         eps = evaluator.epsilon
 
         def ask(inputs: Sequence[int]) -> Answers:
-            return ask_robustness(self.planner(evaluator), inputs, eps, self.solvers())
+            answers = ask_robustness(self.planner(evaluator), inputs, eps, self.solvers())
+            if any(o.kind == "error" and str(o.detail.get("reason", "")).startswith(
+                    SolverUnavailable.__name__) for _, o in answers.values()):
+                raise SolverUnavailable("a solver process died while a unit was asked: the "
+                                        "unit's host decides (an actor restarts)")
+            return answers
         return ask
+
+    @property
+    def started(self) -> bool:
+        """Whether its solvers ever ran here (if they die later, something killed them)."""
+        return self.farm is not None and any(p.started for p in self.farm.pools)
 
     def planner(self, evaluator: Evaluator) -> Planner:
         if id(evaluator) not in self.planners:

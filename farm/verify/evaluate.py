@@ -239,30 +239,42 @@ class Evaluator:
         Without the whole domain's decisions `d`, each batch is decided as it is searched
         (a witness is usually in the first)."""
         ablated = self.circuit.without(edge)
-        screen, undecided = self.screen(ablated), []
+        undecided = []
         for first, prompts, tgt in self._batches(f"edge {edge[0]}->{edge[1]}"):
             if d is None:
                 if first not in self._batch_decisions:  # shared by every edge's search
                     self._batch_decisions[first] = self.decide(first, first + len(prompts),
                                                                prompts, tgt)
-                full = self._batch_decisions[first].decision.astype(np.int64)
+                full = self._batch_decisions[first].decision
             else:
-                full = d.decision[first:first + len(prompts)].astype(np.int64)
-            strict = np.flatnonzero(full != TIE)
-            found = screen.run(prompts[strict], full[strict], self.candidates)
-            if found.wrong.any():  # the ablated run certainly does not decide as the full
-                i = first + int(strict[found.wrong][0])
-                if not self.differs(i, ablated):
-                    raise FarmError(f"the screen and exact evaluation disagree on {edge} "
-                                    f"witness {self.subject(i)}: a bug in farm.screen")
+                full = d.decision[first:first + len(prompts)]
+            i, open_ = self.screen_flip(ablated, first, prompts, full)
+            if i is not None:
                 return i, SCREEN
-            undecided.append(first + np.setdiff1d(np.arange(len(prompts)),
-                                                  strict[found.decisive]))
+            undecided.append(open_)
         rest = np.concatenate(undecided) if undecided else np.empty(0, dtype=np.int64)
-        for i in rest:
-            if self.differs(int(i), ablated):
-                return int(i), EXACT
-        return None, EXACT if len(rest) else SCREEN
+        return self.exact_flip(ablated, rest), EXACT if len(rest) else SCREEN
+
+    def screen_flip(self, ablated: Circuit, first: int, prompts: np.ndarray,
+                    full: np.ndarray) -> tuple[int | None, np.ndarray]:
+        """Among inputs first.. (`prompts`, decided `full` by the circuit), the first the
+        screen proves the `ablated` circuit decides otherwise (confirmed by two exact
+        runs), or None and the inputs the screen leaves open (those the full circuit
+        ties included), which only exact runs can settle (`exact_flip`)."""
+        full = full.astype(np.int64)
+        strict = np.flatnonzero(full != TIE)
+        found = self.screen(ablated).run(prompts[strict], full[strict], self.candidates)
+        if found.wrong.any():  # the ablated run certainly does not decide as the full
+            i = first + int(strict[found.wrong][0])
+            if not self.differs(i, ablated):
+                raise FarmError(f"the screen and exact evaluation disagree on edge "
+                                f"necessity's witness {self.subject(i)}: a bug in farm.screen")
+            return i, np.empty(0, dtype=np.int64)
+        return None, first + np.setdiff1d(np.arange(len(prompts)), strict[found.decisive])
+
+    def exact_flip(self, ablated: Circuit, inputs: np.ndarray) -> int | None:
+        """The first of `inputs` whose exact decision changes without the edge, or None."""
+        return next((int(i) for i in inputs if self.differs(int(i), ablated)), None)
 
     def differs(self, i: int, ablated: Circuit) -> bool:
         return (exact_decision(self.row(i), self.candidates)
