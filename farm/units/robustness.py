@@ -192,27 +192,25 @@ def robustness_problems(planner: Planner, recorded: UnitRobustness, derived: Uni
         if not 1 <= len(a.answers) <= len(ROUNDS):
             problems.append(f"{name} lists {len(a.answers)} solver queries")
             continue
-        for k, answer in enumerate(a.answers):
-            if query(planner, a.input, eps, k).hash != answer.hash:
-                problems.append(f"{name}: its {ROUNDS[k]} query's hash is not that of the "
-                                "query planned again")
-        last = a.answers[-1].verdict
+        planned = [query(planner, a.input, eps, k) for k in range(len(a.answers))]
+        problems += [f"{name}: its {ROUNDS[k]} query's hash is not that of the query planned "
+                     "again" for k, (q, answer) in enumerate(zip(planned, a.answers,
+                                                                 strict=True))
+                     if q.hash != answer.hash]
+        last, q = a.answers[-1].verdict, planned[-1]
+        residual = planner.results[a.input].final_residual
         if a.outcome == "proved":
-            q = query(planner, a.input, eps, 0)
             if last != "unsat" or not q.claim.holds([planner.margin(planner.results[a.input])]):
                 problems.append(f"{name} is stated robust, but "
                                 + ("its last query was not unsat" if last != "unsat" else
                                    "it is refuted at η = 0 (its own decision is wrong)"))
         elif a.outcome == "counterexample":
-            q = query(planner, a.input, eps, len(a.answers) - 1)
-            residual = planner.results[a.input].final_residual
             try:
                 margins, _, _ = replay_eta(planner.model, q.task, q.subject, q.prompts,
                                            residual, eps, [Fraction(e) for e in a.eta])
-            except (ValueError, ZeroDivisionError):
+            except (ValueError, ZeroDivisionError):  # an η of the wrong length, or no number
                 margins = ()
-            if last != "sat" or len(a.eta) != len(residual) or not margins \
-                    or q.claim.holds(margins):
+            if last != "sat" or not margins or q.claim.holds(margins):
                 problems.append(f"{name}: its counterexample does not replay (η outside the "
                                 "ε-ball, or the decision unchanged)")
     return problems
