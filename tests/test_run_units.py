@@ -73,3 +73,10 @@ def test_the_radius_of_a_family_task_is_refused_before_ray(tmp_path, capsys):
     assert main(["run", str(tmp_path / "job.yaml"), "--quiet", "--num-cpus", "1"]) == 2
     assert "radius of a family task" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_epsilon_is_refused_before_ray(tmp_path, capsys):
+    (tmp_path / "job.yaml").write_text(JOB.replace("[fe, ci, en]", "[fe, rob]"))
+    assert main(["run", str(tmp_path / "job.yaml"), "--quiet", "--epsilon", "0"]) == 2
+    assert "--epsilon must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -43,7 +43,7 @@ from actors.units import Robustness, UnitRun, run_units, start_unit_actors
 from encoders.properties import EDGE_NECESSITY, ROBUSTNESS, Finding, PlannedQuery, Planner
 from farm.atomic import write_text_atomic
 from farm.commands import output_dir, positive_int
-from farm.commands.verify import format_details, format_table
+from farm.commands.verify import format_details, format_table, positive_fraction
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from farm.model.circuit import Circuit, load_circuit, save_circuit
@@ -113,6 +113,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("job", help="job spec (YAML or JSON), e.g. job.yaml")
     p.add_argument("--out", type=output_dir,
                    help="output directory (overrides the spec's 'out')")
+    p.add_argument("--epsilon", metavar="EPS",
+                   help="robustness radius in the ∞-norm on the final residual, an exact "
+                        "decimal or n/d (overrides the spec's 'epsilon', default 0.01)")
     p.add_argument("--num-cpus", type=positive_int,
                    help="embedded Ray only: CPU and solver slots (default: this machine's cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -448,6 +451,8 @@ def run(args: argparse.Namespace) -> int:
     spec = load_job_spec(args.job)
     if args.out:
         spec = replace(spec, out=args.out)
+    if args.epsilon:
+        spec = replace(spec, epsilon=positive_fraction(args.epsilon, "--epsilon"))
     given = given_inputs(spec)  # refused here: no Ray, no OUT
     connect(args.num_cpus)
     log = tqdm.write
