@@ -167,12 +167,12 @@ def test_certify_takes_screen_route_results_by_units_and_refuses_those_without(
     assert main(["check", str(cert), "--pubkey", str(key.with_suffix(".pub"))]) == 0
     assert "1 units covering 128 inputs exactly once" in capsys.readouterr().out
     bare = json.loads(out.read_text())
-    del bare["units"]  # as robustness's screen-route results are written: no unit evidence
+    del bare["units"]  # as screen-route results were written before units: no unit evidence
     out.write_text(json.dumps(bare))
     again = tmp_path / "d.dsse.json"
     assert main(["certify", "--checkpoint", str(ckpt_dir), "--verify-result", str(out),
                  "--key", str(key), "--out", str(again), "--no-lean"]) == 2
-    assert "without robustness (certified by units), or with --route solver" in \
+    assert "(the screen route records units), or with --route solver" in \
         capsys.readouterr().err
     assert not again.exists()
 

@@ -55,7 +55,7 @@ def test_a_family_job_is_decided_by_units_and_certified(runs, capsys):
         "functional_equivalence": "VERIFIED", "content_invariance": "VERIFIED",
         "edge_necessity": "VERIFIED"}
     assert len(result["units"][0]["verdicts"]) == 8
-    assert len(list((root / "out" / "units").glob("*/part-*.json"))) == 8
+    assert len(list((root / "out" / "units").glob("*/witnesses/part-*.json"))) == 8
     capsys.readouterr()
     assert main(["check", str(root / "out" / "certificate.dsse.json"), "--pubkey",
                  str(root / "out" / "keys" / "farm_ed25519.pub"), "--require-verified"]) == 0
@@ -67,8 +67,16 @@ def test_a_rerun_reads_every_unit_back(runs):
     assert "8 units read back from disk" in second
 
 
-def test_robustness_of_a_family_task_is_refused_before_ray(tmp_path, capsys):
-    (tmp_path / "job.yaml").write_text(JOB.replace("[fe, ci, en]", "[fe, rob]"))
+def test_the_radius_of_a_family_task_is_refused_before_ray(tmp_path, capsys):
+    (tmp_path / "job.yaml").write_text(JOB.replace("[fe, ci, en]", "[fe, rob]")
+                                       + "radius: true\n")
     assert main(["run", str(tmp_path / "job.yaml"), "--quiet", "--num-cpus", "1"]) == 2
-    assert "robustness of a family task" in capsys.readouterr().err
+    assert "radius of a family task" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_epsilon_is_refused_before_ray(tmp_path, capsys):
+    (tmp_path / "job.yaml").write_text(JOB.replace("[fe, ci, en]", "[fe, rob]"))
+    assert main(["run", str(tmp_path / "job.yaml"), "--quiet", "--epsilon", "0"]) == 2
+    assert "--epsilon must be positive" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -16,8 +16,7 @@ import pytest
 
 from farm.cli import main
 from farm.discovery.acdc import extract
-from farm.errors import FarmError
-from farm.model.checkpoint import Checkpoint, save_checkpoint
+from farm.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from farm.model.circuit import Circuit, save_circuit
 from farm.tasks.registry import get_task
 from farm.trust.signing import generate_keypair, sign_statement, verify_statement
@@ -85,16 +84,8 @@ def test_an_honest_certificate_checks(unit_dir):
     report = check_units_certificate(_cert(unit_dir), unit_dir / "key.pub",
                                      require_verified=True)
     assert report.ok, report.problems
-    assert report.rederived == {"units": 8, "inputs": 1024,
+    assert report.rederived == {"units": 8, "inputs": 1024, "robustness queries": 0,
                                 "witnesses": len(report.predicate["circuits"][0]["edges"])}
-
-
-def test_robustness_is_refused_with_a_clear_error(unit_dir, tmp_path):
-    evidence = _verdicts_of(unit_dir, as_evidence=True)
-    with pytest.raises(FarmError, match="verify without robustness"):
-        issue_units(unit_dir / "checkpoint", [evidence], [
-            {"property": "robustness", "task": FAMILY}], unit_dir / "key.pem",
-            tmp_path / "c.json")
 
 
 def _verdicts_of(root: Path, as_evidence: bool = False):
@@ -205,3 +196,19 @@ def test_an_edited_sidecar_without_resigning_fails_its_subject(unit_dir, tmp_pat
     units_sidecar_path(out).write_bytes(sidecar_bytes([evidence]))
     report = check_units_certificate(out, unit_dir / "key.pub", unit_dir / "checkpoint")
     assert any("is not the signed" in p for p in report.problems)
+
+
+def test_a_circuit_with_extraction_metadata_checks(unit_dir, tmp_path):
+    """An extracted circuit's metadata holds floats such as 1.0, which the signed (RFC 8785)
+    predicate writes as 1: the circuit must still be the one its units name."""
+    evidence = _verdicts_of(unit_dir, as_evidence=True)
+    circuit = dataclasses.replace(evidence.circuit, metadata={
+        "min_agreement": 1.0, "candidate_kl": 0.042, "exact_agreement": 1.0})
+    evaluator = Evaluator(load_checkpoint(unit_dir / "checkpoint"), circuit, get_task(FAMILY),
+                          progress=False)
+    results = [getattr(evaluator, p)().to_json() for p in PROPS]
+    cert = tmp_path / "certificate.dsse.json"
+    issue_units(unit_dir / "checkpoint", [from_decisions(evaluator, unit_size=128)], results,
+                unit_dir / "key.pem", cert)
+    report = check_units_certificate(cert, unit_dir / "key.pub", unit_dir / "checkpoint")
+    assert report.ok, report.problems

@@ -12,7 +12,7 @@ from farm.discovery.acdc import extract
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint
 from farm.tasks.registry import get_task
-from farm.units.fold import UNIT_PROPERTIES, fold_units
+from farm.units.fold import DECISION_PROPERTIES, fold_units
 from farm.units.ledger import Ledger, UnitShardResult
 from farm.units.unit import Unit, circuit_hash, cover_problems, split
 from farm.units.verdict import UnitVerdict, decide_unit
@@ -54,7 +54,7 @@ def test_units_folded_equal_the_whole_domain(ckpt, circuit, wrong, task, unit_si
     if model == "random":
         ckpt, circuit = wrong
     whole = Evaluator(ckpt, circuit, get_task(task), progress=False)
-    expected = [_summary(getattr(whole, p)()) for p in UNIT_PROPERTIES]
+    expected = [_summary(getattr(whole, p)()) for p in DECISION_PROPERTIES]
     evaluator = Evaluator(ckpt, circuit, get_task(task), progress=False)
     units = split(task, circuit_hash(circuit), len(evaluator.domain), unit_size)
     verdicts = [decide_unit(evaluator, u) for u in units]

@@ -57,7 +57,7 @@ from farm.model.exact import ExactModel
 from farm.model.gpt import GPTConfig
 from farm.model.train import TrainConfig, train
 from farm.tasks.registry import get_task
-from farm.units.fold import UNIT_PROPERTIES, fold_units
+from farm.units.fold import DECISION_PROPERTIES, fold_units
 from farm.units.ledger import Ledger, UnitShardResult
 from farm.units.unit import circuit_hash, split
 from farm.units.verdict import decide_unit
@@ -202,7 +202,7 @@ def verify_seconds(ckpt: Checkpoint, circuit: Circuit, task: str) -> tuple[float
     """`farm verify --properties fe ci` in process (its screen route, start-up excluded)."""
     t0 = time.perf_counter()
     evaluator = Evaluator(ckpt, circuit, get_task(task), progress=False)
-    results = [getattr(evaluator, p)() for p in UNIT_PROPERTIES]
+    results = [getattr(evaluator, p)() for p in DECISION_PROPERTIES]
     return time.perf_counter() - t0, results
 
 

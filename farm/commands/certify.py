@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "query records as a Parquet sidecar, run the Lean checker where `lake` is "
                     "installed, and sign it all (DSSE, Ed25519; subjects: model.safetensors "
                     "and the sidecar). Results that carry unit evidence (`farm verify --out` by "
-                    "the screen route without robustness, `farm run` on family tasks) give a "
+                    "the screen route, `farm run` on family tasks) give a "
                     "certificate by units instead: the domain by its spec and a streamed "
                     "hash, one sidecar record per unit, no row per input. With --accuracy "
                     "instead of --verify-result: prove certified accuracy lower bounds of a "

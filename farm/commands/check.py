@@ -136,8 +136,11 @@ def run_units(args: argparse.Namespace) -> int:
     print(f"OK {args.certificate}: signature valid; checkpoint {pred['checkpoint']['sha256'][:16]}…"
           f"; re-derived: each domain's streamed sha256, {n['units']} units covering "
           f"{n['inputs']:,} inputs exactly once, every unit's decisions (screen, exact where "
-          f"the screen is not decisive), the folded properties, {n['witnesses']} witnesses "
-          f"by exact runs; {verdicts}")
+          f"the screen is not decisive), "
+          + (f"the ball bound's robustness decisions, {n['robustness queries']} robustness "
+             "queries planned again (hash) and every counterexample replayed, "
+             if any(p["property"] == "robustness" for p in pred["properties"]) else "")
+          + f"the folded properties, {n['witnesses']} witnesses by exact runs; {verdicts}")
     print("  taken on the signature alone: " + "; ".join(report.trusted))
     print(f"  {made_with(pred)}")
     return 0

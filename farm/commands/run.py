@@ -39,11 +39,11 @@ from actors.lean import remote_lean_check
 from actors.reducer import Group, reducer_actor
 from actors.solver import solver_actor
 from actors.trainer import trainer_actor
-from actors.units import UnitRun, run_units, start_unit_actors
+from actors.units import Robustness, UnitRun, run_units, start_unit_actors
 from encoders.properties import EDGE_NECESSITY, ROBUSTNESS, Finding, PlannedQuery, Planner
 from farm.atomic import write_text_atomic
 from farm.commands import output_dir, positive_int
-from farm.commands.verify import format_details, format_table
+from farm.commands.verify import format_details, format_table, positive_fraction
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from farm.model.circuit import Circuit, load_circuit, save_circuit
@@ -104,14 +104,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "RAY_ADDRESS an embedded Ray instance is started (offering the 'lean' "
                     "resource when lake is on PATH); rerunning resumes: it reuses the checkpoint "
                     "and circuits it made for the same spec, and every answer already "
-                    "persisted. A job with a family task (e.g. quote_close:len=8; properties "
-                    "fe, ci, en) is decided by units on actors instead (unit_size inputs "
-                    "each, persisted per unit in OUT/units) and certified by units. Exit "
+                    "persisted. A job with a family task (e.g. quote_close:len=8) is decided by "
+                    "units on actors instead (unit_size inputs each, robustness by the "
+                    "screen's ball bound and the actor's solvers for the rest, persisted "
+                    "per unit in OUT/units) and certified by units. Exit "
                     "status 0 only if "
                     "every property is VERIFIED.")
     p.add_argument("job", help="job spec (YAML or JSON), e.g. job.yaml")
     p.add_argument("--out", type=output_dir,
                    help="output directory (overrides the spec's 'out')")
+    p.add_argument("--epsilon", metavar="EPS",
+                   help="robustness radius in the ∞-norm on the final residual, an exact "
+                        "decimal or n/d (overrides the spec's 'epsilon', default 0.01)")
     p.add_argument("--num-cpus", type=positive_int,
                    help="embedded Ray only: CPU and solver slots (default: this machine's cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -400,10 +404,20 @@ def run_job(spec: JobSpec, progress: bool = True, log: Any = print,
 def units_job(spec: JobSpec, ckpt: Checkpoint, circuits: dict[str, Circuit], progress: bool,
               log: Any, start: float) -> JobResult:
     """Family tasks: every input decided by units on the unit actors (the screen, exact
-    where it is not decisive), verdicts persisted per unit in OUT/units/CHECKPOINT, then
-    folded here; edge necessity's witnesses are searched batch by batch on the driver."""
+    where it is not decisive; robustness by the ball bound, the actor's solvers for the
+    rest; edge necessity's witnesses searched by the units too), verdicts persisted per
+    unit in OUT/units/CHECKPOINT (robustness: a folder per ε under it; edge necessity:
+    one more, so that every unit in it searched for every edge still unwitnessed), then
+    folded here."""
     ledger = Path(spec.out) / "units" / ckpt.sha256[:16]
-    actors = start_unit_actors(ckpt, circuits, spec.solver_actors)
+    robustness = None
+    if ROBUSTNESS in spec.properties:
+        robustness = Robustness(spec.epsilon, spec.solver, spec.timeout)
+        ledger /= f"eps-{spec.epsilon.numerator}-{spec.epsilon.denominator}"
+    search = EDGE_NECESSITY in spec.properties
+    if search:
+        ledger /= "witnesses"
+    actors = start_unit_actors(ckpt, circuits, spec.solver_actors, robustness)
     bar = tqdm(total=0, desc=spec.name, unit="in", unit_scale=True, disable=not progress,
                dynamic_ncols=True)
 
@@ -414,7 +428,7 @@ def units_job(spec: JobSpec, ckpt: Checkpoint, circuits: dict[str, Circuit], pro
     t0 = time.perf_counter()
     try:
         run = run_units(actors, circuits, ledger, spec.unit_size, in_flight=spec.in_flight,
-                        on_planned=planned,
+                        on_planned=planned, search=search,
                         on_done=lambda shard, report: bar.update(sum(map(len, shard.units))))
     finally:
         bar.close()
@@ -425,10 +439,8 @@ def units_job(spec: JobSpec, ckpt: Checkpoint, circuits: dict[str, Circuit], pro
     results, evidence = [], []
     for task, verdicts in run.verdicts.items():
         evaluator = Evaluator(ckpt, circuits[task], get_task(task), progress=progress)
-        results += fold_units(evaluator, verdicts,
-                              [p for p in spec.properties if p in UNIT_PROPERTIES])
-        if EDGE_NECESSITY in spec.properties:
-            results.append(evaluator.edge_necessity())
+        results += fold_units(evaluator, verdicts, [
+            p for p in spec.properties if p in (*UNIT_PROPERTIES, EDGE_NECESSITY)])
         evidence.append(units_evidence(task, circuits[task], verdicts))
     stats = job_stats([], 0, seconds, spec.solver_actors, run.reports)
     return JobResult(spec, ckpt, circuits, results, stats, time.perf_counter() - start,
@@ -439,6 +451,8 @@ def run(args: argparse.Namespace) -> int:
     spec = load_job_spec(args.job)
     if args.out:
         spec = replace(spec, out=args.out)
+    if args.epsilon:
+        spec = replace(spec, epsilon=positive_fraction(args.epsilon, "--epsilon"))
     given = given_inputs(spec)  # refused here: no Ray, no OUT
     connect(args.num_cpus)
     log = tqdm.write

@@ -123,8 +123,8 @@ def load_verify_results(paths: Sequence[str | os.PathLike[str]]) -> VerifiedWork
             raise FarmError(f"{path}: not a verify result (no 'results' list)")
         if (route := data.get("route", "solver")) != "solver":
             raise FarmError(f"{path}: its inputs were decided by the {route} route but it "
-                            "carries no unit evidence; run farm verify --out again without "
-                            "robustness (certified by units), or with --route solver")
+                            "carries no unit evidence; run farm verify --out again (the screen "
+                            "route records units), or with --route solver")
         shas.add(data.get("checkpoint_sha256"))
         listed = data.get("circuits") or {data.get("task"): data.get("circuit")}
         for task, circuit in listed.items():

@@ -5,13 +5,16 @@ domain's size and a SHA-256 streamed over its canonical rows, and the circuit; i
 Parquet sidecar (a DSSE subject, next to the checkpoint's weights) holds one record per
 unit: the range (or cube), how it was decided (screen, exact, or a solver verdict with
 its query hash), its counts, class tallies and the digest of its decisions. Functional
-equivalence and content invariance are folded from the units (`farm.units.fold`); edge
-necessity states one witness per edge, each confirmed by two exact runs.
+equivalence, content invariance and robustness are folded from the units
+(`farm.units.fold`); edge necessity states one witness per edge, each confirmed by two
+exact runs.
 
 The checker re-derives all of it: the domain hash, the cover (every input in exactly one
 unit), every unit's decisions by the vectorised screen and the exact evaluator (so a
-flipped decision changes the digest), the folded properties, every witness. What it
-takes on the signature alone is returned as `trusted` and printed by `farm check`.
+flipped decision changes the digest), the ball bound's robustness decisions, the hash of
+every robustness query (planned again) and every counterexample's η (replayed), the
+folded properties, every witness. What it takes on the signature alone is returned as
+`trusted` and printed by `farm check`.
 """
 
 from __future__ import annotations
@@ -23,15 +26,14 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from encoders.properties import (
-    EDGE_NECESSITY,
-)
+from encoders.properties import EDGE_NECESSITY, ROBUSTNESS
 from farm.atomic import write_bytes_atomic, write_text_atomic
 from farm.errors import FarmError
 from farm.model.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
@@ -41,17 +43,21 @@ from farm.trust.certificate import model_metadata, read_envelope, software_versi
 from farm.trust.signing import file_subject, sign_statement, verify_statement
 from farm.units.evidence import TaskEvidence, domain_sha256
 from farm.units.fold import UNIT_PROPERTIES, fold_units
+from farm.units.robustness import planner_of, robustness_problems
 from farm.units.unit import Unit, circuit_hash, cover_problems
 from farm.units.verdict import UnitVerdict, decide_unit
 from farm.verify.evaluate import Evaluator
 
 UNITS_PREDICATE_TYPE = "https://verification-farm.dev/unit-certificate/v1"
 UNITS_SUFFIX = ".units.parquet"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: units may state robustness (the sidecar's robustness columns)
+READS = (1, FORMAT_VERSION)
 CERTIFIED = (*UNIT_PROPERTIES, EDGE_NECESSITY)
 TRUSTED = ("that the signer ran this job (its software versions, timings and git revision)",
            "edge necessity's 'no witness' for an edge, where one is claimed (a FAILED entry; "
-           "the whole search is not repeated)")
+           "the whole search is not repeated)",
+           "robustness: each UNSAT answer, unknown and error of the solvers (the query's hash "
+           "is re-derived, and an input stated robust must decide correctly)")
 
 SIDECAR_SCHEMA = pa.schema([
     ("task", pa.string()), ("circuit_sha256", pa.string()),
@@ -62,6 +68,13 @@ SIDECAR_SCHEMA = pa.schema([
     ("wrong_first", pa.list_(pa.int64())), ("classes", pa.string()),
     ("digest", pa.string()), ("seconds", pa.float64()),
 ])
+ROBUSTNESS_COLUMNS = [  # format 2: per unit, robustness by route, then every asked input
+    ("robust_bound", pa.int64()), ("robust_proved", pa.int64()),
+    ("robust_counterexample", pa.int64()), ("robust_unknown", pa.int64()),
+    ("robustness", pa.string()),  # JSON: ε and each input the bound left, with its queries
+]
+SIDECAR_SCHEMA_V1 = SIDECAR_SCHEMA
+SIDECAR_SCHEMA = pa.schema([*SIDECAR_SCHEMA_V1, *ROBUSTNESS_COLUMNS])
 
 
 def units_sidecar_path(certificate: str | os.PathLike[str]) -> Path:
@@ -80,10 +93,18 @@ def sidecar_bytes(evidence: Sequence[TaskEvidence]) -> bytes:
              "query_hash": None, "verdict": None, "screen": v.screen, "exact": v.exact,
              "wrong": v.wrong, "wrong_first": list(v.wrong_first),
              "classes": json.dumps(v.to_json()["classes"]), "digest": v.digest,
-             "seconds": v.seconds} for e in evidence for v in e.verdicts]
+             "seconds": v.seconds} | _robustness_columns(v)
+            for e in evidence for v in e.verdicts]
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=SIDECAR_SCHEMA), sink)
     return sink.getvalue()
+
+
+def _robustness_columns(v: UnitVerdict) -> dict[str, Any]:
+    if v.robustness is None:
+        return dict.fromkeys(name for name, _ in ROBUSTNESS_COLUMNS)
+    return {f"robust_{route}": n for route, n in v.robustness.counts().items()} | {
+        "robustness": json.dumps(v.robustness.to_json())}
 
 
 def read_units_sidecar(path: Path) -> list[UnitVerdict]:
@@ -91,16 +112,23 @@ def read_units_sidecar(path: Path) -> list[UnitVerdict]:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as err:
         raise FarmError(f"unit records {path} are not readable Parquet: {err}") from None
-    if not SIDECAR_SCHEMA.equals(table.schema, check_metadata=False):
+    if not any(s.equals(table.schema, check_metadata=False)
+               for s in (SIDECAR_SCHEMA, SIDECAR_SCHEMA_V1)):
         raise FarmError(f"unit records {path} do not have the unit sidecar's columns")
     out = []
     for r in table.to_pylist():
         unit = Unit(r["task"], r["circuit_sha256"], r["start"], r["stop"],
                     None if r["cube"] is None else json.loads(r["cube"]))
-        out.append(UnitVerdict.from_json(
+        where = f"{path}: unit [{r['start']}, {r['stop']})"
+        rob = r.get("robustness")
+        v = UnitVerdict.from_json(
             {"unit": unit.to_json(), **{k: r[k] for k in ("screen", "exact", "wrong",
                                                          "wrong_first", "digest", "seconds")},
-             "classes": json.loads(r["classes"])}, f"{path}: unit [{r['start']}, {r['stop']})"))
+             "classes": json.loads(r["classes"]),
+             "robustness": None if rob is None else json.loads(rob)}, where)
+        if {k: r.get(k) for k, _ in ROBUSTNESS_COLUMNS} != _robustness_columns(v):
+            raise FarmError(f"{where}: its robustness counts are not those of its inputs")
+        out.append(v)
     return out
 
 
@@ -168,7 +196,8 @@ def _entry(result: Mapping[str, Any]) -> dict[str, Any]:
     return {k: result[k] for k in keys} | (
         {"witnesses": [{"edge": list(w["edge"]), "input": int(w["input"])}
                        for w in result["witnesses"]]}
-        if result["property"] == EDGE_NECESSITY else {})
+        if result["property"] == EDGE_NECESSITY else {}) | (
+        {"epsilon": result["epsilon"]} if result["property"] == ROBUSTNESS else {})
 
 
 def folded_entries(evaluator: Evaluator, verdicts: Sequence[UnitVerdict],
@@ -279,9 +308,9 @@ def check_units_certificate(path: str | os.PathLike[str], public_key: str | os.P
 def _check(path: Path, pred: Mapping[str, Any], subject: Sequence[Mapping[str, Any]],
            checkpoint_dir: str | os.PathLike[str] | None, require_verified: bool,
            on_unit: Callable[[int], None]) -> UnitCheckReport:
-    if pred["format_version"] != FORMAT_VERSION:
+    if pred["format_version"] not in READS:
         raise FarmError(f"unit certificate format {pred['format_version']!r}; this checker "
-                        f"reads {FORMAT_VERSION}")
+                        f"reads {' and '.join(map(str, READS))}")
     signed = {s["name"]: s["digest"]["sha256"] for s in subject}
     checkpoint_dir = Path(checkpoint_dir or path.parent / pred["checkpoint"]["path"])
     sidecar = path.parent / pred["units"]["file"]
@@ -317,7 +346,7 @@ def _check(path: Path, pred: Mapping[str, Any], subject: Sequence[Mapping[str, A
                  if names.count(n) > 1]
     problems += [f"{p}/{t}: a property of a task the certificate does not list"
                  for p, t in stated if t not in names]
-    counts = {"units": 0, "inputs": 0, "witnesses": 0}
+    counts = {"units": 0, "inputs": 0, "robustness queries": 0, "witnesses": 0}
     for t in pred["tasks"]:
         name = t["name"]
         circuit = circuits.get(t["circuit_sha256"])
@@ -354,19 +383,36 @@ def _task_problems(ckpt: Checkpoint, t: Mapping[str, Any], circuit: Circuit,
                  for v in verdicts if v.unit.circuit != t["circuit_sha256"]]
     if cover := cover_problems([v.unit for v in verdicts], len(task.domain())):
         return problems + [f"{name}: {p}" for p in cover]  # folding needs an exact cover
-    evaluator = Evaluator(ckpt, circuit, task, progress=False)
+    rob = stated.get((ROBUSTNESS, name))
+    evaluator = Evaluator(ckpt, circuit, task, progress=False,
+                          epsilon=None if rob is None else Fraction(rob["epsilon"]))
+    planner = None if rob is None else planner_of(evaluator)
     again = []
     for v in sorted(verdicts, key=lambda v: v.unit.start):
-        mine = decide_unit(evaluator, v.unit)
-        again.append(mine)
-        if replace(mine, seconds=0.0) != replace(v, seconds=0.0):
-            problems.append(f"{name}: unit [{v.unit.start}, {v.unit.stop}) re-derives "
-                            f"differently ({_difference(v, mine)})")
+        mine = decide_unit(evaluator, v.unit)  # robustness: the bound's, nothing asked
+        where = f"{name}: unit [{v.unit.start}, {v.unit.stop})"
+        if replace(mine, seconds=0.0, robustness=None) != replace(v, seconds=0.0,
+                                                                   robustness=None):
+            problems.append(f"{where} re-derives differently ({_difference(v, mine)})")
+        if planner is not None and mine.robustness is not None:
+            if v.robustness is None:
+                problems.append(f"{where} states no robustness")
+            else:
+                problems += robustness_problems(planner, v.robustness, mine.robustness, where)
+        elif v.robustness is not None:
+            problems.append(f"{where} states robustness the certificate does not claim")
+        again.append(replace(mine, robustness=v.robustness))  # the solvers' answers, checked
         counts["units"] += 1
         counts["inputs"] += len(v.unit)
+        counts["robustness queries"] += sum(len(a.answers) for a in (
+            v.robustness.asked if v.robustness is not None and rob is not None else ()))
         on_unit(len(v.unit))
     props = [p for p in UNIT_PROPERTIES if (p, name) in stated]
-    for entry in folded_entries(evaluator, again, props):
+    try:
+        entries = folded_entries(evaluator, again, props)
+    except (FarmError, ValueError) as err:  # a unit without robustness, a malformed η
+        return problems + [f"{name}: the units do not fold: {err}"]
+    for entry in entries:
         if entry != stated[entry["property"], name]:
             problems.append(f"{entry['property']}/{name}: the certificate's entry is not what "
                             "its units fold to")

@@ -64,11 +64,15 @@ def evidence(task: str, circuit: Circuit, verdicts: Sequence[UnitVerdict]) -> Ta
 
 
 def from_decisions(evaluator: Evaluator, unit_size: int = UNIT_SIZE) -> TaskEvidence:
-    """The evaluator's whole-domain decisions, cut into units and summarised."""
-    d, name = evaluator.decisions(), evaluator.task.name
+    """The evaluator's whole-domain decisions, cut into units and summarised; with its ε,
+    robustness as the ball bound and the solvers decided it (`Evaluator.asked`)."""
+    d, name, answered = evaluator.decisions(), evaluator.task.name, evaluator.asked
     verdicts = []
     for u in split(name, circuit_hash(evaluator.circuit), len(evaluator.domain), unit_size):
         rows = slice(u.start, u.stop)
-        verdicts.append(summarise(evaluator, u, evaluator.domain.batch(u.start, u.stop),
-                                  Decisions(d.decision[rows], d.route[rows], d.targets[rows])))
+        verdicts.append(summarise(
+            evaluator, u, evaluator.domain.batch(u.start, u.stop),
+            Decisions(d.decision[rows], d.route[rows], d.targets[rows],
+                      None if d.robust is None else d.robust[rows]),
+            lambda inputs: {i: answered[i] for i in inputs if i in answered}))
     return evidence(name, evaluator.circuit, verdicts)

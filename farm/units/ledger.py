@@ -22,6 +22,7 @@ from typing import Any
 
 from farm.atomic import write_text_atomic
 from farm.errors import FarmError
+from farm.model.circuit import Edge
 from farm.units.unit import Unit
 from farm.units.verdict import UnitVerdict
 from farm.verify.jobs import ShardReport
@@ -29,15 +30,26 @@ from farm.verify.jobs import ShardReport
 
 @dataclass(frozen=True)
 class UnitShard:
-    """Units dispatched together to one actor (`farm.verify.jobs.dispatch`)."""
+    """Units dispatched together to one actor (`farm.verify.jobs.dispatch`), and the edges
+    (per task) still lacking a witness when the shard was handed out, which its units
+    search for."""
 
     index: int
     units: tuple[Unit, ...]
+    search: tuple[tuple[str, Edge], ...] = ()  # (task, edge)
+
+
+@dataclass(frozen=True)
+class UnitShardReport(ShardReport):
+    """A decided shard's report (`solved` holds the units' keys), with the edges its
+    units found a witness of: the driver stops asking for those."""
+
+    witnessed: tuple[tuple[str, Edge], ...] = ()  # (task, edge)
 
 
 @dataclass(frozen=True)
 class UnitShardResult:
-    report: ShardReport  # `solved` holds the units' keys
+    report: UnitShardReport
     verdicts: tuple[UnitVerdict, ...]
 
 
@@ -76,6 +88,11 @@ class Ledger:
         for v in fresh:
             self.verdicts[v.unit.key] = v
         return result.report
+
+    def witnessed(self, units: Sequence[Unit]) -> list[tuple[str, Edge]]:
+        """(task, edge) of every witness the verdicts of `units` found so far."""
+        return sorted({(u.task, s.edge) for u in units if (v := self.verdicts.get(u.key))
+                       for s in v.searched if s.input is not None})
 
     def collect(self, units: Sequence[Unit]) -> list[UnitVerdict]:
         """The verdicts of `units`, each decided by now."""

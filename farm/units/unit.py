@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import rfc8785
+
 from farm.errors import FarmError
 from farm.model.circuit import Circuit
 
@@ -56,9 +58,10 @@ class Unit:
 
 
 def circuit_hash(circuit: Circuit) -> str:
-    """The circuit's name in a unit: SHA-256 of its canonical JSON."""
-    text = json.dumps(circuit.to_json_dict(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """The circuit's name in a unit: SHA-256 of its canonical JSON (RFC 8785, as a signed
+    certificate carries it: there an extracted circuit's `min_agreement: 1.0` reads back
+    as 1, and must still name the same circuit)."""
+    return hashlib.sha256(rfc8785.dumps(circuit.to_json_dict())).hexdigest()
 
 
 def split(task: str, circuit: str, size: int, unit_size: int) -> list[Unit]:

@@ -5,20 +5,26 @@ exact arithmetic where the screen is not decisive) and sends back only what the
 properties need: how many inputs each route decided, the inputs decided wrongly
 (counted, the first few named), per content class how the unit's inputs decided,
 and the SHA-256 of the decisions and routes, which a checker recomputes to catch a
-flipped decision without the rows being stored anywhere.
+flipped decision without the rows being stored anywhere. With robustness asked, also
+how the unit's ε-balls were decided (`farm.units.robustness`); with edge necessity, what
+the unit's search for each wanted edge's witness found (`farm.units.witness`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from farm.errors import FarmError
+from farm.model.circuit import Edge
+from farm.units.robustness import Ask, UnitRobustness, unit_robustness
 from farm.units.unit import Unit
+from farm.units.witness import Search, search_range
 from farm.verify.evaluate import EXACT, KEEP, SCREEN, Decisions, Evaluator
 
 
@@ -53,25 +59,32 @@ class UnitVerdict:
     classes: tuple[ClassTallies, ...]
     digest: str  # sha256 of the decisions (int16 LE) then the routes (uint8)
     seconds: float = 0.0  # wall time of deciding it, where it ran
+    robustness: UnitRobustness | None = None  # where robustness was asked
+    searched: tuple[Search, ...] = ()  # edge necessity: each edge searched here, and found
 
     def to_json(self) -> dict[str, Any]:
         return {"unit": self.unit.to_json(), "screen": self.screen, "exact": self.exact,
                 "wrong": self.wrong, "wrong_first": list(self.wrong_first),
                 "classes": [[c.code, [[t.decision, t.route, t.count, list(t.inputs)]
                                       for t in c.tallies]] for c in self.classes],
-                "digest": self.digest, "seconds": self.seconds}
+                "digest": self.digest, "seconds": self.seconds,
+                "robustness": None if self.robustness is None else self.robustness.to_json(),
+                "searched": [s.to_json() for s in self.searched]}
 
     @classmethod
     def from_json(cls, data: Any, where: str = "unit verdict") -> UnitVerdict:
         try:
+            rob = data.get("robustness")  # absent from verdicts written before robustness
             return cls(Unit.from_json(data["unit"], where), int(data["screen"]),
                        int(data["exact"]), int(data["wrong"]),
                        tuple(map(int, data["wrong_first"])),
                        tuple(ClassTallies(int(code), tuple(
                            Tally(int(d), int(r), int(n), tuple(map(int, inputs)))
                            for d, r, n, inputs in ts)) for code, ts in data["classes"]),
-                       str(data["digest"]), float(data["seconds"]))
-        except (KeyError, TypeError, ValueError) as err:
+                       str(data["digest"]), float(data["seconds"]),
+                       None if rob is None else UnitRobustness.from_json(rob, where),
+                       tuple(map(Search.from_json, data.get("searched", []))))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise FarmError(f"{where}: malformed ({err})") from None
 
 
@@ -82,8 +95,12 @@ def digest(d: Decisions) -> str:
     return h.hexdigest()
 
 
-def decide_unit(evaluator: Evaluator, unit: Unit) -> UnitVerdict:
-    """Decide every input of the unit's range and summarise it."""
+def decide_unit(evaluator: Evaluator, unit: Unit, ask: Ask | None = None,
+                edges: Sequence[Edge] = ()) -> UnitVerdict:
+    """Decide every input of the unit's range and summarise it; with the evaluator's ε,
+    its robustness too: the ball bound's, and `ask`'s for the inputs the bound leaves
+    (without `ask`, they stay undecided: what a checker derives without solvers). Each of
+    `edges` is searched over the range for a witness (`farm.units.witness`)."""
     if unit.cube is not None:
         raise FarmError("a unit with a cube is a solver's (cube queries), not the screen's")
     if unit.stop > len(evaluator.domain):
@@ -92,12 +109,15 @@ def decide_unit(evaluator: Evaluator, unit: Unit) -> UnitVerdict:
     t0 = time.perf_counter()
     prompts = evaluator.domain.batch(unit.start, unit.stop)
     d = evaluator.decide(unit.start, unit.stop, prompts)
-    return summarise(evaluator, unit, prompts, d, time.perf_counter() - t0)
+    verdict = summarise(evaluator, unit, prompts, d, ask)
+    searched = search_range(evaluator, unit.start, prompts, d.decision, edges)
+    return replace(verdict, searched=searched, seconds=time.perf_counter() - t0)
 
 
 def summarise(evaluator: Evaluator, unit: Unit, prompts: np.ndarray, d: Decisions,
-              seconds: float = 0.0) -> UnitVerdict:
-    """The verdict of a unit whose inputs (`prompts`) are decided (`d`)."""
+              ask: Ask | None = None) -> UnitVerdict:
+    """The verdict of a unit whose inputs (`prompts`) are decided (`d`); robustness where
+    the evaluator has an ε (`decide_unit`)."""
     wrong = np.flatnonzero(d.decision != d.targets)
     codes = evaluator.task.feature_codes(prompts)
     classes = []
@@ -111,4 +131,6 @@ def summarise(evaluator: Evaluator, unit: Unit, prompts: np.ndarray, d: Decision
             for k, n in zip(found, count, strict=True))))
     return UnitVerdict(unit, int((d.route == SCREEN).sum()), int((d.route == EXACT).sum()),
                        len(wrong), tuple(int(unit.start + i) for i in wrong[:KEEP]),
-                       tuple(classes), digest(d), seconds)
+                       tuple(classes), digest(d), robustness=None if d.robust is None
+                       or evaluator.epsilon is None else unit_robustness(
+                           evaluator.epsilon, unit.start, d.robust, ask))

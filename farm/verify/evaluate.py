@@ -17,7 +17,8 @@ listed up to `KEEP`, each replayed in exact arithmetic.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -44,6 +45,8 @@ from farm.screen import Screen
 from farm.tasks.task import Task
 from farm.verify.local import (
     Farm,
+    Judged,
+    Outcome,
     PropertyResult,
     VerifyOptions,
     fold,
@@ -69,6 +72,9 @@ class Decisions:
     route: np.ndarray  # uint8: SCREEN or EXACT
     targets: np.ndarray  # int16: P(x)
     robust: np.ndarray | None = None  # bool: the ε-ball bound held, where ε was given
+
+
+Answers = dict[int, tuple[list[Judged], Outcome]]  # per input: its judged queries, its outcome
 
 
 def exact_decision(row: RowResult, candidates: Sequence[int]) -> int:
@@ -97,6 +103,9 @@ class Evaluator:
         self._runs: dict[Circuit, CircuitRun] = {}
         self._decisions: Decisions | None = None
         self._batch_decisions: dict[int, Decisions] = {}  # edge necessity's, batch by batch
+        # robustness: each input the solvers were asked about, its judged queries (first
+        # tier, then re-asked fully) and final outcome; what units record (`farm.units`)
+        self.asked: Answers = {}
 
     def screen(self, circuit: Circuit) -> Screen:
         if circuit not in self._screens:
@@ -230,30 +239,42 @@ class Evaluator:
         Without the whole domain's decisions `d`, each batch is decided as it is searched
         (a witness is usually in the first)."""
         ablated = self.circuit.without(edge)
-        screen, undecided = self.screen(ablated), []
+        undecided = []
         for first, prompts, tgt in self._batches(f"edge {edge[0]}->{edge[1]}"):
             if d is None:
                 if first not in self._batch_decisions:  # shared by every edge's search
                     self._batch_decisions[first] = self.decide(first, first + len(prompts),
                                                                prompts, tgt)
-                full = self._batch_decisions[first].decision.astype(np.int64)
+                full = self._batch_decisions[first].decision
             else:
-                full = d.decision[first:first + len(prompts)].astype(np.int64)
-            strict = np.flatnonzero(full != TIE)
-            found = screen.run(prompts[strict], full[strict], self.candidates)
-            if found.wrong.any():  # the ablated run certainly does not decide as the full
-                i = first + int(strict[found.wrong][0])
-                if not self.differs(i, ablated):
-                    raise FarmError(f"the screen and exact evaluation disagree on {edge} "
-                                    f"witness {self.subject(i)}: a bug in farm.screen")
+                full = d.decision[first:first + len(prompts)]
+            i, open_ = self.screen_flip(ablated, first, prompts, full)
+            if i is not None:
                 return i, SCREEN
-            undecided.append(first + np.setdiff1d(np.arange(len(prompts)),
-                                                  strict[found.decisive]))
+            undecided.append(open_)
         rest = np.concatenate(undecided) if undecided else np.empty(0, dtype=np.int64)
-        for i in rest:
-            if self.differs(int(i), ablated):
-                return int(i), EXACT
-        return None, EXACT if len(rest) else SCREEN
+        return self.exact_flip(ablated, rest), EXACT if len(rest) else SCREEN
+
+    def screen_flip(self, ablated: Circuit, first: int, prompts: np.ndarray,
+                    full: np.ndarray) -> tuple[int | None, np.ndarray]:
+        """Among inputs first.. (`prompts`, decided `full` by the circuit), the first the
+        screen proves the `ablated` circuit decides otherwise (confirmed by two exact
+        runs), or None and the inputs the screen leaves open (those the full circuit
+        ties included), which only exact runs can settle (`exact_flip`)."""
+        full = full.astype(np.int64)
+        strict = np.flatnonzero(full != TIE)
+        found = self.screen(ablated).run(prompts[strict], full[strict], self.candidates)
+        if found.wrong.any():  # the ablated run certainly does not decide as the full
+            i = first + int(strict[found.wrong][0])
+            if not self.differs(i, ablated):
+                raise FarmError(f"the screen and exact evaluation disagree on edge "
+                                f"necessity's witness {self.subject(i)}: a bug in farm.screen")
+            return i, np.empty(0, dtype=np.int64)
+        return None, first + np.setdiff1d(np.arange(len(prompts)), strict[found.decisive])
+
+    def exact_flip(self, ablated: Circuit, inputs: np.ndarray) -> int | None:
+        """The first of `inputs` whose exact decision changes without the edge, or None."""
+        return next((int(i) for i in inputs if self.differs(int(i), ablated)), None)
 
     def differs(self, i: int, ablated: Circuit) -> bool:
         return (exact_decision(self.row(i), self.candidates)
@@ -309,6 +330,19 @@ def evaluate_task(ckpt: Checkpoint, circuit: Circuit, task: Task, properties: Se
     return results
 
 
+def ask_robustness(planner: Planner, inputs: Iterable[int], epsilon: Fraction, farm: Farm,
+                   cache: ResultCache | None = None, progress: str | None = None) -> Answers:
+    """Robustness of each input at ε asked of the solvers (`robustness_outcomes`: guided,
+    then fully encoded where inconclusive), in input order: each input's judged queries,
+    in the order asked, and its final outcome."""
+    judged, final = robustness_outcomes(planner, dict.fromkeys(inputs, epsilon), farm, cache,
+                                        ROBUSTNESS, progress)
+    queries: dict[int, list[Judged]] = defaultdict(list)
+    for j in judged:
+        queries[j[0].replay.index].append(j)  # type: ignore[union-attr]  # all are Perturbed
+    return {i: (queries[i], final[i]) for i in sorted(final)}
+
+
 def robustness(evaluator: Evaluator, planner: Planner, solvers: Callable[[], Farm],
                cache: ResultCache | None, options: VerifyOptions) -> PropertyResult:
     """Robustness at `options.epsilon`: proved by the screen's ball bound where it holds,
@@ -318,12 +352,13 @@ def robustness(evaluator: Evaluator, planner: Planner, solvers: Callable[[], Far
     robust = evaluator.robust_by_screen(eps)
     left = np.flatnonzero(~robust)
     asked = left[:options.solver_inputs]
-    judged = []
     if len(asked):
         label = f"{evaluator.task.name} robustness (solvers)" if options.progress else None
-        judged, _ = robustness_outcomes(planner, dict.fromkeys(map(int, asked), eps),
-                                        solvers(), cache, ROBUSTNESS, label)
+        evaluator.asked = ask_robustness(planner, map(int, asked), eps, solvers(), cache, label)
+    judged = [j for js, _ in evaluator.asked.values() for j in js]
     result = fold(ROBUSTNESS, evaluator.task.name, judged)
+    failing = len(result.counterexamples)
+    result.counterexamples = result.counterexamples[:KEEP]  # counted whole, listed up to KEEP
     if unasked := len(left) - len(asked):  # over the budget: undecided, and said so
         result.unknown += unasked
         first = evaluator.subject(int(left[len(asked)]))
@@ -337,6 +372,6 @@ def robustness(evaluator: Evaluator, planner: Planner, solvers: Callable[[], Far
     result.epsilon = str(eps)
     result.routes = {r: n for r, n in (("screen", int(robust.sum())), ("solver", len(asked)),
                                        ("undecided", unasked)) if n}
-    result.failing = len(result.counterexamples)
+    result.failing = failing
     result.seconds = time.perf_counter() - start
     return result

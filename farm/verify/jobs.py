@@ -127,11 +127,11 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
         (spec.timeout > 0, "timeout must be positive"),
         (spec.radius_timeout > 0, "radius_timeout must be positive"),
         (not spec.radius or ROBUSTNESS in props, "radius needs the robustness property"),
+        (not spec.radius or not by_units(spec.tasks),
+         "radius of a family task (not one of the default tasks) is not on farm run's unit "
+         "path: use farm verify --radius"),
         (min(spec.shard_size, spec.solver_actors, spec.in_flight, spec.unit_size) >= 1,
          "shard_size, solver_actors, in_flight and unit_size must be at least 1"),
-        (ROBUSTNESS not in props or not by_units(spec.tasks),
-         "robustness of a family task (not one of the default tasks) is not on farm run's "
-         "unit path yet: list properties [fe, ci, en], or use farm verify"),
         (spec.circuits == "extract" or isinstance(spec.circuits, dict),
          'circuits must be "extract" or a mapping task -> circuit.json (or "full")'),
     ]
