@@ -99,7 +99,8 @@ def test_a_trained_induction_circuit_is_verified_on_its_whole_domain(tmp_path):
     """`farm train` + `farm extract --granularity head` + `farm verify --properties all` on
     an attention-only sparsemax induction model of four candidates: every property holds
     (robustness by the screen's ball bound). At an ε the bound cannot prove, the inputs
-    left are undecided, and said so: the SMT encodings decide two-candidate tasks."""
+    left are undecided, and said so: the SMT encodings decide two-candidate tasks. And
+    `farm distill` proves a program equal to the circuit on the whole domain."""
     task = "induction:vocab=4,period=3"
     assert main(["train", "--tasks", task, "--norm", "none", "--mlp", "0", "--width", "16",
                  "--heads", "2", "--margin", "2", "--no-attn-bias", "--no-unembed-bias",
@@ -119,3 +120,8 @@ def test_a_trained_induction_circuit_is_verified_on_its_whole_domain(tmp_path):
     assert wide["status"] == "UNKNOWN" and wide["unknown"] == size
     assert "two-candidate tasks, not 4" in wide["problems"][0]["reason"]
     assert load_checkpoint(tmp_path / "ckpt").config.attention_only
+    # distillation's CEGIS on the same circuit: the program it proves reads the answer
+    assert main(["distill", "--checkpoint", str(tmp_path / "ckpt"), "--circuit", str(circuit),
+                 "--task", task, "--out", str(tmp_path / "program.json"), "--quiet"]) == 0
+    record = json.loads((tmp_path / "program.json").read_text())
+    assert record["status"] == "proved" and record["evidence"]["checked"] == size
