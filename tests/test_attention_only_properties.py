@@ -14,7 +14,7 @@ from farm.model.circuit import Circuit, save_circuit
 from farm.model.exact import ExactModel, exact
 from farm.screen.forward import Screen
 from farm.tasks.registry import get_task
-from tests.conftest import random_model
+from tests.conftest import INDUCTION_SMALL, random_model
 
 ATTN_ONLY = {"d_mlp": 0, "n_heads": 2, "attn_bias": False, "lm_head_bias": False}
 # a previous-token head feeding an induction head, and the direct path
@@ -78,10 +78,10 @@ def test_the_screen_route_and_the_solver_route_agree_on_an_attention_only_circui
     """An untrained two-head model on quote_close, at head granularity: every property's
     verdict and failure count is the same whether concrete inputs are evaluated or each
     is one exact Z3/cvc5 query, and the SAT answers replay exactly."""
-    task = "quote_close"
-    save_checkpoint(_checkpoint(task, norm, seed=2), tmp_path / "ckpt")
+    task, ckpt = "quote_close", tmp_path / "ckpt"
+    save_checkpoint(_checkpoint(task, norm, seed=2), ckpt)
     save_circuit(_circuit(task, HEADS), tmp_path / "circuit.json")
-    by = {route: _verify(tmp_path / "ckpt", tmp_path / "circuit.json", task,
+    by = {route: _verify(ckpt, tmp_path / "circuit.json", task,
                          tmp_path / f"{route}.json", "--route", route, "--epsilon", "1/20")
           for route in ("screen", "solver")}
     for prop in PROPERTIES:
@@ -95,33 +95,27 @@ def test_the_screen_route_and_the_solver_route_agree_on_an_attention_only_circui
         assert by["screen"][prop]["status"] == "FAILED" and by["solver"][prop]["sat"] > 0
 
 
-def test_a_trained_induction_circuit_is_verified_on_its_whole_domain(tmp_path):
+def test_a_trained_induction_circuit_is_verified_on_its_whole_domain(induction_circuit,
+                                                                     tmp_path):
     """`farm train` + `farm extract --granularity head` + `farm verify --properties all` on
     an attention-only sparsemax induction model of four candidates: every property holds
     (robustness by the screen's ball bound). At an ε the bound cannot prove, the inputs
     left are undecided, and said so: the SMT encodings decide two-candidate tasks. And
     `farm distill` proves a program equal to the circuit on the whole domain."""
-    task = "induction:vocab=4,period=3"
-    assert main(["train", "--tasks", task, "--norm", "none", "--mlp", "0", "--width", "16",
-                 "--heads", "2", "--margin", "2", "--no-attn-bias", "--no-unembed-bias",
-                 "--out", str(tmp_path / "ckpt")]) == 0
-    assert main(["extract", "--checkpoint", str(tmp_path / "ckpt"), "--task", task,
-                 "--granularity", "head", "--out", str(tmp_path / "c"), "--quiet",
-                 "--device", "cpu"]) == 0
-    circuit = tmp_path / "c" / "circuit.json"
-    results = _verify(tmp_path / "ckpt", circuit, task, tmp_path / "r.json")
+    task, (ckpt, circuit) = INDUCTION_SMALL, induction_circuit
+    results = _verify(ckpt, circuit, task, tmp_path / "r.json")
     assert {p: r["status"] for p, r in results.items()} == dict.fromkeys(PROPERTIES,
                                                                          "VERIFIED")
     size = len(get_task(task).domain())
     assert results["functional_equivalence"]["routes"]["screen"] == size
     assert results["robustness"]["routes"] == {"screen": size}
-    wide = _verify(tmp_path / "ckpt", circuit, task, tmp_path / "wide.json", "--epsilon",
+    wide = _verify(ckpt, circuit, task, tmp_path / "wide.json", "--epsilon",
                    "10")["robustness"]
     assert wide["status"] == "UNKNOWN" and wide["unknown"] == size
     assert "two-candidate tasks, not 4" in wide["problems"][0]["reason"]
-    assert load_checkpoint(tmp_path / "ckpt").config.attention_only
+    assert load_checkpoint(ckpt).config.attention_only
     # distillation's CEGIS on the same circuit: the program it proves reads the answer
-    assert main(["distill", "--checkpoint", str(tmp_path / "ckpt"), "--circuit", str(circuit),
+    assert main(["distill", "--checkpoint", str(ckpt), "--circuit", str(circuit),
                  "--task", task, "--out", str(tmp_path / "program.json"), "--quiet"]) == 0
     record = json.loads((tmp_path / "program.json").read_text())
     assert record["status"] == "proved" and record["evidence"]["checked"] == size
