@@ -42,6 +42,7 @@ from farm.model.exact import CircuitRun, ExactModel, RowResult
 from farm.model.tracing import TraceReader
 from farm.screen import Screen
 from farm.tasks.task import Task
+from farm.verify.affine_readout import ball_floor, replayed_margin
 from farm.verify.local import (
     Farm,
     PropertyResult,
@@ -273,6 +274,23 @@ class Evaluator:
             robust[first:first + len(prompts)] = found.robust
         return robust
 
+    def ball_counterexample(self, i: int, epsilon: Fraction) -> dict[str, Any] | None:
+        """None where input i's decision is P(x) on the whole ε-ball, decided exactly for a
+        model without a final norm (`farm.verify.affine_readout`); else the ball's point
+        that breaks it, replayed in exact arithmetic, as reported."""
+        row, target = self.row(i), int(self.task.target(self.domain[i]))
+        floor = ball_floor(self.model, row.final_residual, target, self.candidates, epsilon)
+        if floor.margin > 0:
+            return None
+        margin = replayed_margin(self.model, row.final_residual, floor.eta, target,
+                                 self.candidates)
+        if margin > 0:
+            raise FarmError(f"{self.subject(i)}: the ball's least point does not replay to a "
+                            "wrong decision: a bug in farm.verify.affine_readout")
+        return {"subject": f"{self.subject(i)} eps {epsilon}", "prompts": [list(self.domain[i])],
+                "epsilon": str(epsilon), "eta": [str(e) for e in floor.eta],
+                "exact_margin": str(margin), "exact_margin_float": float(margin)}
+
     def _result(self, prop: str, routes: np.ndarray, listed: list[dict[str, Any]],
                 failing: int, start: float) -> PropertyResult:
         counts = np.bincount(routes, minlength=len(ROUTES)) if len(routes) else [0] * len(ROUTES)
@@ -315,14 +333,18 @@ def robustness(evaluator: Evaluator, planner: Planner | None, solvers: Callable[
     """Robustness at `options.epsilon`: proved by the screen's ball bound where it holds,
     the rest asked of the solvers as `planner` plans them (guided, then fully encoded
     where inconclusive). No planner: the SMT encodings decide two-candidate tasks only,
-    so on a task of more candidates the inputs the bound leaves are undecided, and said
-    so."""
+    so on a task of more candidates the inputs the bound leaves are decided exactly where
+    the readout is affine (no final norm), and are undecided, and said so, elsewhere."""
     start, eps = time.perf_counter(), options.epsilon
     if planner is None and options.radius:
         raise FarmError(f"--radius: the SMT encodings decide two-candidate tasks; "
                         f"{evaluator.task.name} has {len(evaluator.candidates)} candidates")
     robust = evaluator.robust_by_screen(eps)
     left = np.flatnonzero(~robust)
+    by_exact, refuted = left[:0], []
+    if planner is None and evaluator.model.norm_final is None:
+        by_exact, left = left, left[:0]
+        refuted = [c for i in by_exact if (c := evaluator.ball_counterexample(int(i), eps))]
     asked = left[:options.solver_inputs] if planner is not None else left[:0]
     judged = []
     if len(asked):
@@ -330,6 +352,10 @@ def robustness(evaluator: Evaluator, planner: Planner | None, solvers: Callable[
         judged, _ = robustness_outcomes(planner, dict.fromkeys(map(int, asked), eps),
                                         solvers(), cache, ROBUSTNESS, label)
     result = fold(ROBUSTNESS, evaluator.task.name, judged)
+    failing = len(result.counterexamples) + len(refuted)
+    if refuted:  # decided exactly: no solver was asked (no planner)
+        result.counterexamples += refuted[:KEEP]
+        result.status = "FAILED"
     if unasked := len(left) - len(asked):  # over the budget: undecided, and said so
         result.unknown += unasked
         first = evaluator.subject(int(left[len(asked)]))
@@ -343,8 +369,8 @@ def robustness(evaluator: Evaluator, planner: Planner | None, solvers: Callable[
     if options.radius:  # every input's radius is a search of the solvers' (`certified_radii`)
         result.radius = radius_search(planner, solvers(), cache, options)
     result.epsilon = str(eps)
-    result.routes = {r: n for r, n in (("screen", int(robust.sum())), ("solver", len(asked)),
-                                       ("undecided", unasked)) if n}
-    result.failing = len(result.counterexamples)
+    result.routes = {r: n for r, n in (("screen", int(robust.sum())), ("exact", len(by_exact)),
+                                       ("solver", len(asked)), ("undecided", unasked)) if n}
+    result.failing = failing
     result.seconds = time.perf_counter() - start
     return result
