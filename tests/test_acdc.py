@@ -85,7 +85,7 @@ def _assert_every_edge_necessary(model: VerifiableGPT, circuit: Circuit) -> None
     prompts = spec.domain()
 
     def decisions(c: Circuit) -> list[bool]:
-        return [r.margin(spec.target(p), spec.alternate(p)) > 0
+        return [r.best_margin(spec.target(p), spec.candidates) > 0
                 for r, p in zip(exact.run(prompts, c), prompts, strict=True)]
 
     assert all(decisions(circuit))
@@ -108,6 +108,19 @@ def test_an_edge_only_pruning_makes_necessary_is_not_kept():
     _assert_every_edge_necessary(model, circuit)
     assert circuit.constant_sources() == ["mlp_0"]  # this seed's weights: 3 edges, as the
     # paper's quote circuit
+
+
+def test_head_circuits_of_an_attention_only_model_over_many_candidates(induction_circuit):
+    """An attention-only induction model (four candidates, margins against the best
+    rival): `farm extract --granularity head` draws its circuit on the graph without
+    mlp nodes, and every retained edge is decision-necessary in exact arithmetic."""
+    ckpt, path = induction_circuit
+    circuit = load_circuit(path)
+    assert circuit.attention_only and circuit.granularity == "head"
+    assert circuit.nodes == Circuit.full(2, 2, "head", attention_only=True).nodes
+    assert circuit.metadata["exact_agreement"] == 1.0
+    assert any(t.startswith("attn_1") for _, t in circuit.edges)
+    _assert_every_edge_necessary(load_checkpoint(ckpt).to_model(), circuit)
 
 
 def test_keep_kl_edges_skips_the_necessity_pass(extracted, tmp_path):

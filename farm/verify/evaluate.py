@@ -43,6 +43,7 @@ from farm.model.exact import CircuitRun, ExactModel, RowResult
 from farm.model.tracing import TraceReader
 from farm.screen import Screen
 from farm.tasks.task import Task
+from farm.verify.affine_readout import ball_floor, replayed_margin
 from farm.verify.local import (
     Farm,
     Judged,
@@ -294,6 +295,23 @@ class Evaluator:
             robust[first:first + len(prompts)] = found.robust
         return robust
 
+    def ball_counterexample(self, i: int, epsilon: Fraction) -> dict[str, Any] | None:
+        """None where input i's decision is P(x) on the whole ε-ball, decided exactly for a
+        model without a final norm (`farm.verify.affine_readout`); else the ball's point
+        that breaks it, replayed in exact arithmetic, as reported."""
+        row, target = self.row(i), int(self.task.target(self.domain[i]))
+        floor = ball_floor(self.model, row.final_residual, target, self.candidates, epsilon)
+        if floor.margin > 0:
+            return None
+        margin = replayed_margin(self.model, row.final_residual, floor.eta, target,
+                                 self.candidates)
+        if margin > 0:
+            raise FarmError(f"{self.subject(i)}: the ball's least point does not replay to a "
+                            "wrong decision: a bug in farm.verify.affine_readout")
+        return {"subject": f"{self.subject(i)} eps {epsilon}", "prompts": [list(self.domain[i])],
+                "epsilon": str(epsilon), "eta": [str(e) for e in floor.eta],
+                "exact_margin": str(margin), "exact_margin_float": float(margin)}
+
     def _result(self, prop: str, routes: np.ndarray, listed: list[dict[str, Any]],
                 failing: int, start: float) -> PropertyResult:
         counts = np.bincount(routes, minlength=len(ROUTES)) if len(routes) else [0] * len(ROUTES)
@@ -323,7 +341,8 @@ def evaluate_task(ckpt: Checkpoint, circuit: Circuit, task: Task, properties: Se
     results = []
     for prop in properties:
         if prop == ROBUSTNESS:
-            planner = Planner(evaluator.model, circuit, task, encoding, traces=traces)
+            planner = (Planner(evaluator.model, circuit, task, encoding, traces=traces)
+                       if len(task.candidates) == 2 else None)  # what the encodings decide
             results.append(robustness(evaluator, planner, solvers, cache, options))
         else:
             results.append(getattr(evaluator, prop)())
@@ -343,35 +362,49 @@ def ask_robustness(planner: Planner, inputs: Iterable[int], epsilon: Fraction, f
     return {i: (queries[i], final[i]) for i in sorted(final)}
 
 
-def robustness(evaluator: Evaluator, planner: Planner, solvers: Callable[[], Farm],
+def robustness(evaluator: Evaluator, planner: Planner | None, solvers: Callable[[], Farm],
                cache: ResultCache | None, options: VerifyOptions) -> PropertyResult:
     """Robustness at `options.epsilon`: proved by the screen's ball bound where it holds,
     the rest asked of the solvers as `planner` plans them (guided, then fully encoded
-    where inconclusive)."""
+    where inconclusive). No planner: the SMT encodings decide two-candidate tasks only,
+    so on a task of more candidates the inputs the bound leaves are decided exactly where
+    the readout is affine (no final norm), and are undecided, and said so, elsewhere."""
     start, eps = time.perf_counter(), options.epsilon
+    if planner is None and options.radius:
+        raise FarmError(f"--radius: the SMT encodings decide two-candidate tasks; "
+                        f"{evaluator.task.name} has {len(evaluator.candidates)} candidates")
     robust = evaluator.robust_by_screen(eps)
     left = np.flatnonzero(~robust)
-    asked = left[:options.solver_inputs]
+    by_exact, refuted = left[:0], []
+    if planner is None and evaluator.model.norm_final is None:
+        by_exact, left = left, left[:0]
+        refuted = [c for i in by_exact if (c := evaluator.ball_counterexample(int(i), eps))]
+    asked = left[:options.solver_inputs] if planner is not None else left[:0]
     if len(asked):
         label = f"{evaluator.task.name} robustness (solvers)" if options.progress else None
         evaluator.asked = ask_robustness(planner, map(int, asked), eps, solvers(), cache, label)
     judged = [j for js, _ in evaluator.asked.values() for j in js]
     result = fold(ROBUSTNESS, evaluator.task.name, judged)
-    failing = len(result.counterexamples)
-    result.counterexamples = result.counterexamples[:KEEP]  # counted whole, listed up to KEEP
+    failing = len(result.counterexamples) + len(refuted)
+    # counted whole, listed up to KEEP; `refuted` only where no solver was asked (no planner)
+    result.counterexamples = (result.counterexamples + refuted)[:KEEP]
+    if refuted:
+        result.status = "FAILED"
     if unasked := len(left) - len(asked):  # over the budget: undecided, and said so
         result.unknown += unasked
         first = evaluator.subject(int(left[len(asked)]))
+        why = ("nor were the solvers asked (--solver-inputs)" if planner is not None else
+               "and the SMT encodings decide two-candidate tasks, not "
+               f"{len(evaluator.candidates)}")
         result.problems.append({"subject": f"{unasked} inputs from {first}", "reason":
-                                "neither the screen's ball bound proved them nor were the "
-                                "solvers asked (--solver-inputs)"})
+                                f"neither the screen's ball bound proved them {why}"})
         if result.status == "VERIFIED":
             result.status = "UNKNOWN"
     if options.radius:  # every input's radius is a search of the solvers' (`certified_radii`)
         result.radius = radius_search(planner, solvers(), cache, options)
     result.epsilon = str(eps)
-    result.routes = {r: n for r, n in (("screen", int(robust.sum())), ("solver", len(asked)),
-                                       ("undecided", unasked)) if n}
+    result.routes = {r: n for r, n in (("screen", int(robust.sum())), ("exact", len(by_exact)),
+                                       ("solver", len(asked)), ("undecided", unasked)) if n}
     result.failing = failing
     result.seconds = time.perf_counter() - start
     return result
