@@ -10,7 +10,7 @@ import torch
 from farm.cli import main
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint, export_smt_weights, load_checkpoint, save_checkpoint
-from farm.model.circuit import Circuit
+from farm.model.circuit import Circuit, load_circuit, save_circuit
 from farm.model.controlled import controlled_forward
 from farm.model.exact import ExactModel
 from farm.model.gpt import GPTConfig, VerifiableGPT
@@ -77,17 +77,52 @@ def test_the_exact_evaluator_agrees_with_float64_on_a_sparsemax_attention_only_m
     assert all(isinstance(v, Fraction) for v in rows[0].logits)
 
 
-def test_circuit_machinery_refuses_attention_only_models_clearly():
+def test_the_graph_of_an_attention_only_model_has_no_mlp_nodes(tmp_path):
+    circuit = Circuit.full(2, 2, "head", "induction", attention_only=True)
+    assert circuit.nodes == ["emb", "attn_0_h_0", "attn_0_h_1", "attn_1_h_0", "attn_1_h_1",
+                             "logits"]
+    assert len(circuit.edges) == 5 + 6 + 2  # out of emb, of the layer-0 heads, of layer 1
+    assert Circuit.full(1, attention_only=True).edges == {
+        ("emb", "attn_0"), ("emb", "logits"), ("attn_0", "logits")}
+    save_circuit(circuit.without(("emb", "logits")), tmp_path / "c.json")
+    loaded = load_circuit(tmp_path / "c.json")
+    assert loaded.attention_only and loaded == circuit.without(("emb", "logits"))
+    assert "mlp" not in (tmp_path / "c.json").read_text()
+    with pytest.raises(FarmError, match="2-layer attention-only head-level graph: it has no node mlp_0"):
+        Circuit(2, 2, "head", frozenset({("emb", "mlp_0")}), attention_only=True)
+
+
+def test_a_circuit_of_the_other_graph_is_refused_naming_what_is_wrong():
     ckpt = _checkpoint()
-    circuit = Circuit.full(1)
-    with pytest.raises(FarmError, match="attention-only"):
-        ExactModel(ckpt.config, ckpt.weights).runs(circuit)
-    with pytest.raises(FarmError, match="attention-only"):
-        controlled_forward(ckpt.to_model(), circuit, torch.tensor([[1, 2, 3]]))
+    with pytest.raises(FarmError, match=r"names node\(s\) mlp_0, which the model "
+                                        r"\(attention-only, 1 layers"):
+        ExactModel(ckpt.config, ckpt.weights).runs(Circuit.full(1))
+    with pytest.raises(FarmError, match="mlp_0"):
+        controlled_forward(ckpt.to_model(), Circuit.full(1), torch.tensor([[1, 2, 3]]))
+    with pytest.raises(FarmError, match="attention-only graph .* has MLP blocks"):
+        controlled_forward(VerifiableGPT(GPTConfig(n_layers=1)),
+                           Circuit.full(1, attention_only=True), torch.tensor([[1, 2, 3]]))
     with pytest.raises(FarmError, match="attention-only"):
         Screen(ckpt.config, ckpt.weights)
     with pytest.raises(FarmError, match="smt_weights.json"):
         export_smt_weights(ckpt, "unused.json")
+
+
+def test_a_circuit_runs_exactly_as_the_controlled_forward_on_an_attention_only_model():
+    ckpt = _checkpoint(seed=3)
+    prompts = [(a, b, c) for a in range(8) for b in (0, 5) for c in (2, 7)]
+    for circuit in (Circuit.full(1, attention_only=True),
+                    Circuit(1, 1, "block", frozenset({("emb", "attn_0"), ("attn_0", "logits")}),
+                            attention_only=True)):
+        rows = ExactModel(ckpt.config, ckpt.weights).run(prompts, circuit)
+        with torch.no_grad():
+            out = controlled_forward(ckpt.to_model(torch.float64), circuit,
+                                     torch.tensor(prompts)).logits[:, -1].numpy()
+        exact = np.array([[float(v) for v in row.logits] for row in rows])
+        assert np.abs(exact - out).max() < 1e-9
+    exact = ExactModel(ckpt.config, ckpt.weights)
+    assert ([r.logits for r in exact.run(prompts)]
+            == [r.logits for r in exact.run(prompts, Circuit.full(1, attention_only=True))])
 
 
 def test_farm_train_makes_an_attention_only_checkpoint(tmp_path, capsys):

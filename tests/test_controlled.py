@@ -18,11 +18,13 @@ BLOCK = Circuit.full(2)
 HEAD = Circuit.full(2, 2, "head")
 
 
-@pytest.mark.parametrize(("heads", "granularity"), [(1, "block"), (2, "block"), (2, "head")])
-def test_full_circuit_is_the_model_bit_for_bit(heads, granularity):
-    model = random_model(seed=heads, n_heads=heads)
+@pytest.mark.parametrize(("heads", "granularity", "d_mlp"),
+                         [(1, "block", 64), (2, "block", 64), (2, "head", 64), (2, "head", 0)])
+def test_full_circuit_is_the_model_bit_for_bit(heads, granularity, d_mlp):
+    model = random_model(seed=heads, n_heads=heads, d_mlp=d_mlp)
+    full = Circuit.full(2, heads, granularity, attention_only=d_mlp == 0)
     with torch.no_grad():
-        out = controlled_forward(model, Circuit.full(2, heads, granularity), TOKENS)
+        out = controlled_forward(model, full, TOKENS)
         logits, cache = model.run_with_cache(TOKENS)
     assert torch.equal(out.logits, logits)
     assert torch.equal(out.final_residual, cache["blocks.1.hook_resid_post"])
@@ -54,6 +56,17 @@ PARTIAL_HEAD = {
 }
 
 
+ATTN_ONLY_HEAD = Circuit.full(2, 2, "head", attention_only=True)
+PARTIAL_ATTN_ONLY = {
+    "previous-token head into an induction head": {
+        ("emb", "attn_0_h_0"), ("attn_0_h_0", "attn_1_h_1"), ("emb", "attn_1_h_1"),
+        ("attn_1_h_1", "logits"), ("emb", "logits")},
+    "all but emb->logits": set(ATTN_ONLY_HEAD.edges) - {("emb", "logits")},
+    "a layer-1 head without inputs": {("attn_1_h_0", "logits"), ("emb", "attn_0_h_1"),
+                                      ("attn_0_h_1", "logits")},
+}
+
+
 @pytest.mark.parametrize("name", PARTIAL_BLOCK)
 def test_partial_circuits_match_exact_on_every_row(trained, name):
     circuit = Circuit(2, 1, "block", frozenset(PARTIAL_BLOCK[name]))
@@ -64,6 +77,13 @@ def test_partial_circuits_match_exact_on_every_row(trained, name):
 def test_head_circuits_match_exact_on_every_row(name):
     circuit = Circuit(2, 2, "head", frozenset(PARTIAL_HEAD[name]))
     assert max(_exact_vs_controlled(random_model(seed=3, n_heads=2), circuit)) < 1e-9
+
+
+@pytest.mark.parametrize("name", PARTIAL_ATTN_ONLY)
+def test_attention_only_circuits_match_exact_on_every_row(name):
+    circuit = Circuit(2, 2, "head", frozenset(PARTIAL_ATTN_ONLY[name]), attention_only=True)
+    model = random_model(seed=7, n_heads=2, d_mlp=0)
+    assert max(_exact_vs_controlled(model, circuit)) < 1e-9
 
 
 def test_mean_ablation_substitutes_the_domain_mean_per_position():

@@ -173,7 +173,7 @@ def run_export(args: argparse.Namespace) -> int:
         ckpt = load_checkpoint(args.checkpoint)
         n_heads = ckpt.config.n_heads
         require_fits(circuit, ckpt.config.n_layers, n_heads, f"circuit {args.circuit}",
-                     "the checkpoint", ckpt.sha256)
+                     "the checkpoint", ckpt.sha256, attention_only=ckpt.config.attention_only)
     elif circuit.granularity == "block" and "n_heads" not in data:
         raise FarmError(f"circuit {args.circuit} does not record n_heads, so how many heads "
                         "its attention nodes stand for is unknown; give --checkpoint")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -97,9 +97,10 @@ class CandidateScorer:
         prompts = domain.take(np.arange(len(domain)) if rows is None else rows)
         self.tokens = torch.from_numpy(prompts).to(dev)
         self.candidates = torch.tensor(task.candidates, device=dev)
-        # column of the target within the candidate pair, per row
-        self.target_col = torch.from_numpy(
-            np.searchsorted(task.candidates, task.targets(prompts))).to(dev)
+        # column of the target among the candidates, per row
+        target_col = np.searchsorted(task.candidates, task.targets(prompts))
+        self.is_target = F.one_hot(torch.from_numpy(target_col),
+                                   len(task.candidates)).bool().to(dev)
         with torch.no_grad():
             self.means: NodeOutputs | None = (domain_means(self.model, self.tokens)
                                               if ablation == "mean" else None)
@@ -114,9 +115,9 @@ class CandidateScorer:
             out = controlled_forward(self.model, circuit, self.tokens, self.means)
             logp = F.log_softmax(self._candidate_logits(out.logits), -1)
             kl = (self.full_logp.exp() * (self.full_logp - logp)).sum(-1).mean().item()
-            # with two candidates, the log-prob difference is the logit margin
-            margin = logp.gather(1, self.target_col[:, None]) - logp.gather(
-                1, 1 - self.target_col[:, None])
+            # log-prob differences are logit differences: the margin over the best rival
+            target = logp.masked_fill(~self.is_target, -torch.inf).amax(-1)
+            margin = target - logp.masked_fill(self.is_target, -torch.inf).amax(-1)
         return kl, (margin > 0).double().mean().item(), margin.min().item()
 
 
@@ -178,9 +179,8 @@ def prune(circuit: Circuit) -> Circuit:
     for source, target in reversed(edges):
         if target in to_logits:
             to_logits.add(source)
-    kept = frozenset(e for e in edges if e[0] in from_emb and e[1] in to_logits)
-    return Circuit(circuit.n_layers, circuit.n_heads, circuit.granularity, kept, circuit.task,
-                   circuit.metadata)
+    return circuit.with_edges(
+        frozenset(e for e in edges if e[0] in from_emb and e[1] in to_logits))
 
 
 def extract(model: VerifiableGPT, task_name: str, granularity: Granularity = "block",
@@ -211,7 +211,8 @@ def _sweep(model: VerifiableGPT, scorer: CandidateScorer, granularity: Granulari
            thresholds: tuple[float, ...], progress: bool, start_time: float,
            keep_kl_edges: bool) -> Extraction:
     task, ablation = scorer.task, scorer.ablation
-    full = Circuit.full(model.cfg.n_layers, model.cfg.n_heads, granularity, task.name)
+    full = Circuit.full(model.cfg.n_layers, model.cfg.n_heads, granularity, task.name,
+                        model.cfg.attention_only)
     _, full_agreement, _ = scorer.score(full)
     if full_agreement != 1.0:
         raise FarmError(f"the model itself decides only {full_agreement:.1%} of {task.name} "
@@ -232,14 +233,12 @@ def _sweep(model: VerifiableGPT, scorer: CandidateScorer, granularity: Granulari
     kl, float_agreement, float_min_margin = scorer.score(circuit)
     exact_agreement, exact_min_margin = (confirm_exact if len(scorer.tokens) == len(
         task.domain()) else confirm_by_screen)(model, circuit, task, ablation)
-    circuit = Circuit(circuit.n_layers, circuit.n_heads, circuit.granularity, circuit.edges,
-                      task.name, {"ablation": ablation, "metric": METRIC, "min_agreement": 1.0,
-                                  "threshold": row.threshold, "candidate_kl": kl,
-                                  "float_agreement": float_agreement,
-                                  "exact_agreement": exact_agreement,
-                                  "necessity_pruned": None if keep_kl_edges else [
-                                      list(e) for e in selected.ordered_edges()
-                                      if e not in circuit.edges]})
+    circuit = replace(circuit, task=task.name, metadata={
+        "ablation": ablation, "metric": METRIC, "min_agreement": 1.0,
+        "threshold": row.threshold, "candidate_kl": kl, "float_agreement": float_agreement,
+        "exact_agreement": exact_agreement,
+        "necessity_pruned": None if keep_kl_edges else [
+            list(e) for e in selected.ordered_edges() if e not in circuit.edges]})
     return Extraction(circuit, log + necessity_log, [r[0] for r in runs], float_agreement,
                       exact_agreement,
                       float_min_margin, exact_min_margin, len(full.edges),
@@ -258,8 +257,8 @@ def confirm_exact(model: VerifiableGPT, circuit: Circuit, task: Task, ablation: 
     weights = Checkpoint.from_model(model).weights  # refuses a model that is not float32
     prompts = task.domain()
     rows = ExactModel(model.cfg, weights).run(prompts, circuit)
-    margins = [r.margin(task.target(p), task.alternate(p)) for r, p in zip(rows, prompts,
-                                                                          strict=True)]
+    margins = [r.best_margin(task.target(p), task.candidates)
+               for r, p in zip(rows, prompts, strict=True)]
     wrong = [p for p, m in zip(prompts, margins, strict=True) if m <= 0]
     if wrong:
         raise FarmError(f"{task.name} circuit with {len(circuit.edges)} edges decides "

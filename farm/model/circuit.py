@@ -1,8 +1,9 @@
 """Circuits: a retained edge set over the model's residual graph (SPEC §3).
 
 Nodes are `emb`, per layer the attention node(s) (`attn_l`, or `attn_l_h_k` at
-head granularity) and `mlp_l`, then `logits`. Every earlier node feeds every
-later one; a circuit keeps a subset of those edges and zero-ablates the rest.
+head granularity) and `mlp_l`, then `logits`; an attention-only model (d_mlp = 0)
+has no `mlp_l` nodes. Every earlier node feeds every later one; a circuit keeps a
+subset of those edges and zero-ablates the rest.
 This module is only the graph and its file format; `farm.model.exact` and the torch
 controlled forward give it meaning.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,16 +52,25 @@ def head_node(layer: int, head: int) -> str:
     return f"attn_{layer}_h_{head}"
 
 
-def graph_nodes(n_layers: int, n_heads: int, granularity: Granularity) -> list[str]:
-    """All nodes in topological order."""
+def graph_nodes(n_layers: int, n_heads: int, granularity: Granularity,
+                attention_only: bool = False) -> list[str]:
+    """All nodes in topological order (no `mlp_l` nodes on an attention-only model)."""
     nodes = ["emb"]
     for layer in range(n_layers):
         if granularity == "head":
             nodes += [head_node(layer, h) for h in range(n_heads)]
         else:
             nodes.append(f"attn_{layer}")
-        nodes.append(f"mlp_{layer}")
+        if not attention_only:
+            nodes.append(f"mlp_{layer}")
     return nodes + ["logits"]
+
+
+def _graph_name(n_layers: int, n_heads: int | None, granularity: Granularity,
+                attention_only: bool) -> str:
+    heads = "" if n_heads is None else f", {n_heads}-head"
+    kind = "attention-only " if attention_only else ""
+    return f"the {n_layers}-layer{heads} {kind}{granularity}-level graph"
 
 
 def graph_edges(nodes: list[str]) -> list[Edge]:
@@ -86,6 +96,7 @@ class Circuit:
     edges: frozenset[Edge]
     task: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    attention_only: bool = False  # drawn on the graph of a model without MLP blocks
 
     def __post_init__(self) -> None:
         nodes = self.nodes
@@ -93,28 +104,22 @@ class Circuit:
         for edge in sorted(self.edges):
             if edge not in allowed:
                 absent = [n for n in edge if n not in nodes]
-                raise FarmError(f"circuit edge {edge[0]} -> {edge[1]} is not an edge of the "
-                                f"{self.n_layers}-layer {self.granularity}-level graph"
+                raise FarmError(f"circuit edge {edge[0]} -> {edge[1]} is not an edge of "
+                                + _graph_name(self.n_layers, None, self.granularity,
+                                              self.attention_only)
                                 + (f": it has no node {absent[0]}" if absent else ""))
 
     @classmethod
     def full(cls, n_layers: int, n_heads: int = 1, granularity: Granularity = "block",
-             task: str | None = None) -> Circuit:
+             task: str | None = None, attention_only: bool = False) -> Circuit:
         """The circuit that keeps every edge: it equals the model."""
-        nodes = graph_nodes(n_layers, n_heads, granularity)
-        return cls(n_layers, n_heads, granularity, frozenset(graph_edges(nodes)), task)
-
-    @classmethod
-    def attention_only(cls, n_layers: int, n_heads: int = 1) -> Circuit:
-        """The whole of an attention-only model: every edge but those of the MLP nodes,
-        which it does not have (a zero-ablated MLP contributes nothing)."""
-        full = cls.full(n_layers, n_heads)
-        edges = frozenset(e for e in full.edges if all(parse_node(n).kind != "mlp" for n in e))
-        return cls(n_layers, n_heads, "block", edges)
+        nodes = graph_nodes(n_layers, n_heads, granularity, attention_only)
+        return cls(n_layers, n_heads, granularity, frozenset(graph_edges(nodes)), task,
+                   attention_only=attention_only)
 
     @property
     def nodes(self) -> list[str]:
-        return graph_nodes(self.n_layers, self.n_heads, self.granularity)
+        return graph_nodes(self.n_layers, self.n_heads, self.granularity, self.attention_only)
 
     def ordered_edges(self) -> list[Edge]:
         """Retained edges in the graph's canonical order."""
@@ -140,8 +145,11 @@ class Circuit:
         return [n for n in self.nodes if n in sources and n != "emb" and not self.parents(n)]
 
     def without(self, edge: Edge) -> Circuit:
-        return Circuit(self.n_layers, self.n_heads, self.granularity, self.edges - {edge},
-                       self.task, self.metadata)
+        return self.with_edges(self.edges - {edge})
+
+    def with_edges(self, edges: frozenset[Edge]) -> Circuit:
+        """The same graph, task and metadata with another edge set."""
+        return replace(self, edges=edges)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The upstream `circuit.json` layout (SPEC §5), plus our extra fields."""
@@ -170,6 +178,7 @@ class Circuit:
         refs = [parse_node(n) for n in nodes]
         head_refs = [r for r in refs if r.kind == "attn" and r.head is not None]
         granularity: Granularity = "head" if head_refs else "block"
+        attention_only = not any(r.kind == "mlp" for r in refs)
         if data.get("granularity", granularity) != granularity:
             raise FarmError(f"{source}: granularity is {data['granularity']!r}, but its nodes "
                             f"are {granularity}-level")
@@ -181,9 +190,9 @@ class Circuit:
             n_heads = max(r.head for r in head_refs) + 1 if head_refs else 1
         if not _positive_int(n_heads):
             raise FarmError(f"{source}: field 'n_heads' must be a positive integer")
-        expected = graph_nodes(n_layers, n_heads, granularity)
+        expected = graph_nodes(n_layers, n_heads, granularity, attention_only)
         if nodes != expected:
-            graph = f"the {n_layers}-layer, {n_heads}-head {granularity}-level graph"
+            graph = _graph_name(n_layers, n_heads, granularity, attention_only)
             if extra := [n for n in nodes if n not in expected]:
                 raise FarmError(f"{source}: field 'nodes' names {', '.join(extra)}, which "
                                 f"{graph} does not have")
@@ -205,7 +214,8 @@ class Circuit:
         if task is not None and not isinstance(task, str):
             raise FarmError(f"{source}: field 'task' must be a task name")
         try:
-            circuit = cls(n_layers, n_heads, granularity, frozenset(edges), task, metadata)
+            circuit = cls(n_layers, n_heads, granularity, frozenset(edges), task, metadata,
+                          attention_only)
         except FarmError as err:
             raise FarmError(f"{source}: {err}") from None
         if "num_edges" in data and data["num_edges"] != len(edges):
@@ -234,19 +244,25 @@ def at_head_granularity(circuit: Circuit, n_heads: int) -> Circuit:
                 else [node])
 
     edges = frozenset((s, t) for a, b in circuit.edges for s in split(a) for t in split(b))
-    return Circuit(circuit.n_layers, n_heads, "head", edges, circuit.task, circuit.metadata)
+    return replace(circuit, n_heads=n_heads, granularity="head", edges=edges)
 
 
 def require_fits(circuit: Circuit, n_layers: int, n_heads: int, source: str = "circuit",
-                 model: str = "the model", sha256: str | None = None) -> None:
+                 model: str = "the model", sha256: str | None = None, *,
+                 attention_only: bool) -> None:
     """Refuse a circuit drawn for another model than one of these dimensions (and, given
     its sha256, another checkpoint), naming first the nodes the model lacks: evaluating
     or planning it would read those nodes as something they are not."""
-    have = {*graph_nodes(n_layers, n_heads, "block"), *graph_nodes(n_layers, n_heads, "head")}
+    have = {node for granularity in ("block", "head")
+            for node in graph_nodes(n_layers, n_heads, granularity, attention_only)}
     if unknown := [n for n in circuit.nodes if n not in have]:
         heads = f"{n_heads} head{'s' if n_heads > 1 else ''}"
+        kind = "attention-only, " if attention_only else ""
         raise FarmError(f"{source} names node(s) {', '.join(unknown)}, which {model} "
-                        f"({n_layers} layers, {heads} per layer) does not have")
+                        f"({kind}{n_layers} layers, {heads} per layer) does not have")
+    if circuit.attention_only and not attention_only:
+        raise FarmError(f"{source} is drawn on the attention-only graph (no mlp nodes), but "
+                        f"{model} has MLP blocks")
     if circuit.n_layers != n_layers:
         raise FarmError(f"{source} has {circuit.n_layers} layers, {model} has {n_layers}")
     if circuit.granularity == "head" and circuit.n_heads != n_heads:

@@ -23,7 +23,7 @@ import torch
 
 from farm.errors import FarmError
 from farm.model.circuit import Circuit, graph_edges, parse_node, require_fits
-from farm.model.gpt import VerifiableGPT, require_mlp_blocks
+from farm.model.gpt import VerifiableGPT
 
 Ablation = Literal["zero", "mean"]
 ABLATIONS: tuple[Ablation, ...] = ("zero", "mean")
@@ -52,8 +52,8 @@ class ControlledOutput:
 
 def check_compatible(model: VerifiableGPT, circuit: Circuit) -> None:
     """Refuse a circuit drawn for a different graph than the model's."""
-    require_mlp_blocks(model.cfg, "circuits")
-    require_fits(circuit, model.cfg.n_layers, model.cfg.n_heads)
+    require_fits(circuit, model.cfg.n_layers, model.cfg.n_heads,
+                 attention_only=model.cfg.attention_only)
 
 
 def controlled_forward(model: VerifiableGPT, circuit: Circuit, tokens: torch.Tensor,
@@ -107,7 +107,8 @@ class FlipScreen:
 
 def domain_means(model: VerifiableGPT, tokens: torch.Tensor) -> NodeOutputs:
     """Mean node outputs of the full model over `tokens`, per position (for mean ablation)."""
-    full = Circuit.full(model.cfg.n_layers)  # a block node records every head's result
+    # a block node records every head's result
+    full = Circuit.full(model.cfg.n_layers, attention_only=model.cfg.attention_only)
     with torch.no_grad():
         return controlled_forward(model, full, tokens).outputs.mean()
 
@@ -136,6 +137,8 @@ class _Router:
                 heads = block.attn.heads(block.norm_attn(self.node_input(node, out)))
                 for h in ref.heads(self.n_heads):
                     out.heads[layer, h] = heads[:, :, h]
+            if self.circuit.attention_only:
+                continue
             node = f"mlp_{layer}"
             out.vectors[node] = block.mlp(block.norm_mlp(self.node_input(node, out)))
         residual = self.node_input("logits", out)

@@ -25,7 +25,7 @@ import numpy as np
 
 from farm.errors import FarmError
 from farm.model.circuit import Circuit, parse_node, require_fits
-from farm.model.gpt import LEAKY_SLOPE, GPTConfig, require_mlp_blocks
+from farm.model.gpt import LEAKY_SLOPE, GPTConfig
 
 Vector = list[Fraction]
 ZERO = Fraction(0)
@@ -294,12 +294,9 @@ class ExactModel:
 
     def runs(self, circuit: Circuit | None = None) -> CircuitRun:
         """The circuit's exact run of any prompt, on demand (`CircuitRun.row`)."""
-        if circuit is None and self.cfg.attention_only:
-            circuit = Circuit.attention_only(self.cfg.n_layers)
-        elif circuit is not None:
-            require_mlp_blocks(self.cfg, "circuits")
-        circuit = circuit or Circuit.full(self.cfg.n_layers)
-        require_fits(circuit, self.cfg.n_layers, self.cfg.n_heads)
+        cfg = self.cfg
+        circuit = circuit or Circuit.full(cfg.n_layers, attention_only=cfg.attention_only)
+        require_fits(circuit, cfg.n_layers, cfg.n_heads, attention_only=cfg.attention_only)
         return CircuitRun(self, circuit)
 
 

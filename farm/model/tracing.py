@@ -149,7 +149,7 @@ class TraceReader:
         traced = self.circuit
         if traced is None:  # in the planned circuit's shape: any full one equals the model
             traced = Circuit.full(circuit.n_layers, circuit.n_heads, circuit.granularity,
-                                  circuit.task)
+                                  circuit.task, circuit.attention_only)
         if traced != circuit:
             what = "another circuit" if self.circuit else "the full model (no circuit recorded)"
             raise FarmError(f"trace {self.path} was recorded for {what}: "

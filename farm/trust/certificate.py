@@ -282,7 +282,8 @@ def assemble(ckpt: Checkpoint, report: ReplayReport, circuits: Sequence[Circuit]
         raise FarmError("every circuit must name its task, and each task have one circuit")
     for circuit in circuits:
         require_fits(circuit, ckpt.config.n_layers, ckpt.config.n_heads,
-                     f"the {circuit.task} circuit", "the checkpoint", ckpt.sha256)
+                     f"the {circuit.task} circuit", "the checkpoint", ckpt.sha256,
+                     attention_only=ckpt.config.attention_only)
         require_zero_ablation(circuit, f"the {circuit.task} circuit")
         require_provenance(ckpt, circuit)
     entries = []

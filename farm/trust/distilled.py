@@ -83,7 +83,7 @@ def check_distillation(path: str | os.PathLike[str], public_key: str | os.PathLi
         return DistilledReport(record, problems)
     ckpt = load_checkpoint(checkpoint_dir)
     circuit = load_circuit(circuit_file) if circuit_file is not None else Circuit.full(
-        ckpt.config.n_layers, ckpt.config.n_heads, "block", task)
+        ckpt.config.n_layers, ckpt.config.n_heads, "block", task, ckpt.config.attention_only)
     return DistilledReport(record, recheck(record, ckpt, circuit))
 
 

@@ -72,7 +72,8 @@ def _acdc_fields(ckpt: Checkpoint, circuit: Circuit, meta: Mapping[str, Any],
     scorer = CandidateScorer(ckpt.to_model(), get_task(circuit.task), "zero", "cpu")
     problems: list[str] = []
     with single_thread(scorer.tokens.device):
-        full = Circuit.full(circuit.n_layers, circuit.n_heads, circuit.granularity, circuit.task)
+        full = Circuit.full(circuit.n_layers, circuit.n_heads, circuit.granularity, circuit.task,
+                            circuit.attention_only)
         selected, _ = acdc(scorer, full, threshold)
         found = selected if pruned is None else necessity_pass(scorer, selected)[0]
         kl, agreement, _ = scorer.score(circuit)

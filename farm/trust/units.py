@@ -237,7 +237,8 @@ def issue_units(checkpoint_dir: str | os.PathLike[str], evidence: Sequence[TaskE
 
 def _require_evidence(ckpt: Checkpoint, e: TaskEvidence) -> None:
     require_fits(e.circuit, ckpt.config.n_layers, ckpt.config.n_heads,
-                 f"the {e.task} circuit", "the checkpoint", ckpt.sha256)
+                 f"the {e.task} circuit", "the checkpoint", ckpt.sha256,
+                 attention_only=ckpt.config.attention_only)
     require_zero_ablation(e.circuit, f"the {e.task} circuit")
     if problems := cover_problems([v.unit for v in e.verdicts], e.size):
         raise FarmError(f"{e.task}: the units do not cover the domain exactly once: "
@@ -340,7 +341,8 @@ def _task_problems(ckpt: Checkpoint, t: Mapping[str, Any], circuit: Circuit,
     name, task = t["name"], get_task(t["name"])
     try:  # what the issuer required of the circuit, required again
         require_fits(circuit, ckpt.config.n_layers, ckpt.config.n_heads,
-                     f"the {name} circuit", "the checkpoint", ckpt.sha256)
+                     f"the {name} circuit", "the checkpoint", ckpt.sha256,
+                     attention_only=ckpt.config.attention_only)
         require_zero_ablation(circuit, f"the {name} circuit")
     except FarmError as err:
         return [str(err)]

@@ -482,11 +482,11 @@ def resolve_circuit(spec: str, ckpt: Checkpoint, task: str) -> Circuit:
     cfg = ckpt.config
     require_mlp_blocks(cfg, "farm verify")
     if spec == "full":
-        return Circuit.full(cfg.n_layers, cfg.n_heads, "block", task)
+        return Circuit.full(cfg.n_layers, cfg.n_heads, "block", task, cfg.attention_only)
     circuit = load_circuit(spec)
     require_zero_ablation(circuit, f"circuit {spec}")
     require_fits(circuit, cfg.n_layers, cfg.n_heads, f"circuit {spec}", "the checkpoint",
-                 ckpt.sha256)
+                 ckpt.sha256, attention_only=cfg.attention_only)
     if circuit.task is not None and circuit.task != task:
         raise FarmError(f"circuit {spec} was extracted for task {circuit.task}, not {task}")
     return circuit
