@@ -141,11 +141,9 @@ class OffsetInduction(Induction):
 
     @property
     def trained_positions(self) -> tuple[int, ...]:
-        """Every query of the second copy: trained on the last alone, a model attended to
-        the last token's earlier occurrence in layer 0 as much as to previous tokens (mean
-        weight 0.43 against 0.42) and looked back unsharply (0.90 on the key); trained on
-        every query, its layer 0 became a previous-token head (0.87) and layer 1 an
-        induction head (1.00) (docs/BENCHMARKS.md)."""
+        """Every query of the second copy: with the last alone trained, layer 0 attended
+        to the last token's earlier occurrence about as much as to previous tokens; with
+        every query, a previous-token head forms (docs/BENCHMARKS.md)."""
         return self.stripe_queries
 
     def position_targets(self, prompts: np.ndarray) -> np.ndarray:
