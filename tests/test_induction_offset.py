@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint
 from farm.model.gpt import GPTConfig, VerifiableGPT
+from farm.model.train import DomainStream, TrainConfig, position_margins, train
 from farm.proofs.induction.derive import HeadRef
 from farm.proofs.induction.domain import certify_domain, check_domain
 from farm.proofs.induction.heads import score_heads
@@ -93,3 +96,24 @@ def test_a_head_looking_a_fixed_distance_back_fails_where_the_pattern_moved(tmp_
     summary, _ = certify_domain(positional(), TASK, HeadRef(1, 0), tmp_path / "certs",
                                 progress=False)
     assert summary.certified == 120  # the offset where the fixed distance is right
+
+
+def test_training_puts_its_margin_on_every_query_of_the_second_copy() -> None:
+    """The stopping rule holds every trained position to the goal, not only the last."""
+    cfg = TrainConfig(tasks=(TASK.name,), margin_goal=2.0, hinge=3.0, max_steps=2000)
+    result = train(GPTConfig(seq_len=TASK.seq_len, d_model=32, d_mlp=0, norm_variant="none"),
+                   cfg, progress=False)
+    prompts, targets, rivals = DomainStream(cfg.tasks, torch.device("cpu")).rows(
+        np.arange(len(TASK.domain())))
+    assert targets.shape == (240, 2)  # queries 5 and 6
+    assert targets[:, 0].tolist() == TASK.position_targets(prompts.numpy())[:, 0].tolist()
+    with torch.no_grad():
+        margins = position_margins(result.model(prompts), TASK.trained_positions, targets,
+                                   rivals)
+    assert result.accuracy == 1.0 and margins.min().item() >= 2.0
+    assert result.min_margin == pytest.approx(margins.min().item())
+
+
+def test_tasks_that_train_other_positions_are_not_trained_together() -> None:
+    with pytest.raises(FarmError, match="trained positions"):
+        DomainStream(("induction", "induction:vocab=7,period=3,len=8"), torch.device("cpu"))
