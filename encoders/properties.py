@@ -37,7 +37,7 @@ from encoders.smtlib import Affine, Formula, Query, and_, eq, ge, gt, le, lt, no
 from farm.errors import FarmError
 from farm.model.circuit import Circuit, Edge
 from farm.model.exact import BandNormBranch, ExactModel, RowResult
-from farm.model.gpt import GPTConfig, require_mlp_blocks
+from farm.model.gpt import GPTConfig
 from farm.model.tracing import Trace, TraceReader
 from farm.tasks.registry import Task
 
@@ -187,7 +187,6 @@ class Planner:
         inputs to try first when searching an edge's witness; the search stays
         exact and exhaustive, so a wrong guess costs time, never a verdict.
         """
-        require_mlp_blocks(model.cfg, "the SMT encoder")
         self.model, self.circuit, self.task, self.mode = model, circuit, task, mode
         domain = task.domain()
         self.restricted = inputs is not None

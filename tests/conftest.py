@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,3 +51,23 @@ def trained() -> TrainResult:
 @pytest.fixture(scope="session")
 def trained_two_heads() -> TrainResult:
     return train(GPTConfig(n_heads=2), TrainConfig(seed=0), progress=False)
+
+
+INDUCTION_SMALL = "induction:vocab=4,period=3"  # 64 prompts, four candidates
+
+
+@pytest.fixture(scope="session")
+def induction_circuit(tmp_path_factory) -> tuple[Path, Path]:
+    """An attention-only sparsemax model of INDUCTION_SMALL (`farm train`: 2 layers of 2
+    heads, no norm, no biases) and its head-granularity circuit (`farm extract`):
+    (checkpoint dir, circuit.json)."""
+    from farm.cli import main
+
+    root = tmp_path_factory.mktemp("induction")
+    assert main(["train", "--tasks", INDUCTION_SMALL, "--norm", "none", "--mlp", "0",
+                 "--width", "16", "--heads", "2", "--margin", "2", "--no-attn-bias",
+                 "--no-unembed-bias", "--out", str(root / "ckpt")]) == 0
+    assert main(["extract", "--checkpoint", str(root / "ckpt"), "--task", INDUCTION_SMALL,
+                 "--granularity", "head", "--out", str(root / "circuit"), "--quiet",
+                 "--device", "cpu"]) == 0
+    return root / "ckpt", root / "circuit" / "circuit.json"

@@ -110,23 +110,17 @@ def test_an_edge_only_pruning_makes_necessary_is_not_kept():
     # paper's quote circuit
 
 
-def test_head_circuits_of_an_attention_only_model_over_many_candidates(tmp_path):
+def test_head_circuits_of_an_attention_only_model_over_many_candidates(induction_circuit):
     """An attention-only induction model (four candidates, margins against the best
     rival): `farm extract --granularity head` draws its circuit on the graph without
     mlp nodes, and every retained edge is decision-necessary in exact arithmetic."""
-    task = "induction:vocab=4,period=3"
-    assert main(["train", "--tasks", task, "--norm", "none", "--mlp", "0", "--width", "16",
-                 "--heads", "2", "--margin", "2", "--no-attn-bias", "--no-unembed-bias",
-                 "--out", str(tmp_path / "ckpt")]) == 0
-    assert main(["extract", "--checkpoint", str(tmp_path / "ckpt"), "--task", task,
-                 "--granularity", "head", "--out", str(tmp_path / "c"), "--quiet",
-                 "--device", "cpu"]) == 0
-    circuit = load_circuit(tmp_path / "c" / "circuit.json")
+    ckpt, path = induction_circuit
+    circuit = load_circuit(path)
     assert circuit.attention_only and circuit.granularity == "head"
     assert circuit.nodes == Circuit.full(2, 2, "head", attention_only=True).nodes
     assert circuit.metadata["exact_agreement"] == 1.0
     assert any(t.startswith("attn_1") for _, t in circuit.edges)
-    _assert_every_edge_necessary(load_checkpoint(tmp_path / "ckpt").to_model(), circuit)
+    _assert_every_edge_necessary(load_checkpoint(ckpt).to_model(), circuit)
 
 
 def test_keep_kl_edges_skips_the_necessity_pass(extracted, tmp_path):

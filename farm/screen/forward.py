@@ -19,7 +19,7 @@ import numpy as np
 
 from farm.errors import FarmError
 from farm.model.circuit import Circuit, graph_edges, parse_node
-from farm.model.gpt import LEAKY_SLOPE, GPTConfig, require_mlp_blocks
+from farm.model.gpt import LEAKY_SLOPE, GPTConfig
 from farm.screen.ball import Pair, radius_above, robust
 from farm.screen.bandnorm import band_norm
 from farm.screen.interval import (
@@ -91,28 +91,35 @@ class Screen:
     def __init__(self, config: GPTConfig, weights: Mapping[str, np.ndarray],
                  circuit: Circuit | None = None):
         self._require_variant(config)
-        require_mlp_blocks(config, "the screen")
-        circuit = circuit or Circuit.full(config.n_layers)
+        circuit = circuit or Circuit.full(config.n_layers, attention_only=config.attention_only)
         if circuit.n_layers != config.n_layers or (
-                circuit.granularity == "head" and circuit.n_heads != config.n_heads):
+                circuit.granularity == "head" and circuit.n_heads != config.n_heads) or (
+                circuit.attention_only != config.attention_only):
             raise FarmError("the circuit's graph is not the model's")
         self.cfg, self.circuit = config, circuit
 
         def exact(name: str) -> np.ndarray:  # a float32 weight at its exact value
             return np.asarray(weights[name], dtype=np.float32).astype(np.float64)
 
+        def bias(name: str) -> np.ndarray | None:  # absent: a model without biases
+            return exact(name) if name in weights else None
+
         self.wte, self.wpe = exact("wte.weight"), exact("wpe.weight")
+        modules = [("q", "attn.q"), ("k", "attn.k"), ("v", "attn.v"), ("o", "attn.o")]
+        norms = ["norm_attn"]
+        if not config.attention_only:
+            modules += [("up", "mlp.up"), ("down", "mlp.down")]
+            norms += ["norm_mlp"]
         self.layers = []
         for i in range(config.n_layers):
             p = f"blocks.{i}."
             self.layers.append({
-                name: Affine.of(exact(f"{p}{mod}.weight").T, exact(f"{p}{mod}.bias"))
-                for name, mod in (("q", "attn.q"), ("k", "attn.k"), ("v", "attn.v"),
-                                  ("o", "attn.o"), ("up", "mlp.up"), ("down", "mlp.down"))})
+                name: Affine.of(exact(f"{p}{mod}.weight").T, bias(f"{p}{mod}.bias"))
+                for name, mod in modules})
         self.norms = {}
         if config.norm_variant != "none":
             for key in [f"blocks.{i}.{n}" for i in range(config.n_layers)
-                        for n in ("norm_attn", "norm_mlp")] + ["norm_final"]:
+                        for n in norms] + ["norm_final"]:
                 self.norms[key] = (exact(f"{key}.norm.weight"), exact(f"{key}.norm.bias"))
         self.half = (Iv.of_rational(float(config.half_low)),
                      Iv.of_rational(float(config.half_high)))
@@ -138,10 +145,7 @@ class Screen:
         if key not in self._qkv:
             cols = slice(heads[0] * dh, (heads[-1] + 1) * dh)
             q, k, v = (self.layers[layer][n].columns(cols) for n in ("q", "k", "v"))
-            kv = Affine.of(np.hstack([k.wt, v.wt]), np.concatenate([k.bias, v.bias]))
-            qkv = Affine.of(np.hstack([q.wt, k.wt, v.wt]),
-                            np.concatenate([q.bias, k.bias, v.bias]))
-            self._qkv[key] = kv, qkv
+            self._qkv[key] = _side_by_side(k, v), _side_by_side(q, k, v)
         return self._qkv[key]
 
     def _needs_all_positions(self) -> set[str]:
@@ -329,6 +333,13 @@ class Screen:
                     w = self.lm_head[t] - self.lm_head[c]
                     b = np.asarray(self.lm_bias[t] - self.lm_bias[c])
                     yield rows, Iv(w, up(U2 * np.abs(w))), Iv(b, up(U2 * np.abs(b)))
+
+
+def _side_by_side(*maps: Affine) -> Affine:
+    """One affine map onto the outputs of several, concatenated (biases all or none)."""
+    biases = [m.bias for m in maps]
+    bias = None if any(b is None for b in biases) else np.concatenate(biases)
+    return Affine.of(np.hstack([m.wt for m in maps]), bias)
 
 
 def _flat_ancestors(pre: Prefixes) -> list[np.ndarray]:

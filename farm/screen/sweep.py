@@ -178,8 +178,8 @@ def training_pass(config: GPTConfig, cfg: TrainConfig) -> FullPass | None:
     """The full pass a minibatch trainer should stop on, where the screen is the faster
     one (a piecewise-linear model trained on CPU: one numpy pass instead of torch forwards
     in chunks, and the margins it bounds are the exact ones); None where the domain trains
-    full-batch, torch's pass is the better one, or the screen has no graph for the model
-    (attention-only)."""
+    full-batch or torch's pass is the better one. Attention-only models keep torch's pass:
+    the screen took them later, and switching would change how their checkpoints train."""
     found = get_tasks(cfg.tasks)
     if (sum(len(t.domain()) for t in found) <= cfg.full_batch_max
             or not config.is_piecewise_linear or config.attention_only

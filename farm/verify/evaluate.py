@@ -302,22 +302,28 @@ def evaluate_task(ckpt: Checkpoint, circuit: Circuit, task: Task, properties: Se
     results = []
     for prop in properties:
         if prop == ROBUSTNESS:
-            planner = Planner(evaluator.model, circuit, task, encoding, traces=traces)
+            planner = (Planner(evaluator.model, circuit, task, encoding, traces=traces)
+                       if len(task.candidates) == 2 else None)  # what the encodings decide
             results.append(robustness(evaluator, planner, solvers, cache, options))
         else:
             results.append(getattr(evaluator, prop)())
     return results
 
 
-def robustness(evaluator: Evaluator, planner: Planner, solvers: Callable[[], Farm],
+def robustness(evaluator: Evaluator, planner: Planner | None, solvers: Callable[[], Farm],
                cache: ResultCache | None, options: VerifyOptions) -> PropertyResult:
     """Robustness at `options.epsilon`: proved by the screen's ball bound where it holds,
     the rest asked of the solvers as `planner` plans them (guided, then fully encoded
-    where inconclusive)."""
+    where inconclusive). No planner: the SMT encodings decide two-candidate tasks only,
+    so on a task of more candidates the inputs the bound leaves are undecided, and said
+    so."""
     start, eps = time.perf_counter(), options.epsilon
+    if planner is None and options.radius:
+        raise FarmError(f"--radius: the SMT encodings decide two-candidate tasks; "
+                        f"{evaluator.task.name} has {len(evaluator.candidates)} candidates")
     robust = evaluator.robust_by_screen(eps)
     left = np.flatnonzero(~robust)
-    asked = left[:options.solver_inputs]
+    asked = left[:options.solver_inputs] if planner is not None else left[:0]
     judged = []
     if len(asked):
         label = f"{evaluator.task.name} robustness (solvers)" if options.progress else None
@@ -327,9 +333,11 @@ def robustness(evaluator: Evaluator, planner: Planner, solvers: Callable[[], Far
     if unasked := len(left) - len(asked):  # over the budget: undecided, and said so
         result.unknown += unasked
         first = evaluator.subject(int(left[len(asked)]))
+        why = ("nor were the solvers asked (--solver-inputs)" if planner is not None else
+               "and the SMT encodings decide two-candidate tasks, not "
+               f"{len(evaluator.candidates)}")
         result.problems.append({"subject": f"{unasked} inputs from {first}", "reason":
-                                "neither the screen's ball bound proved them nor were the "
-                                "solvers asked (--solver-inputs)"})
+                                f"neither the screen's ball bound proved them {why}"})
         if result.status == "VERIFIED":
             result.status = "UNKNOWN"
     if options.radius:  # every input's radius is a search of the solvers' (`certified_radii`)

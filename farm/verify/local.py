@@ -50,7 +50,6 @@ from farm.model.checkpoint import Checkpoint
 from farm.model.circuit import Circuit, load_circuit, require_fits, require_zero_ablation
 from farm.model.controlled import FlipScreen
 from farm.model.exact import ExactModel, band_norm
-from farm.model.gpt import require_mlp_blocks
 from farm.tasks.registry import get_task
 
 Status = Literal["VERIFIED", "FAILED", "UNKNOWN", "ERROR"]
@@ -480,7 +479,6 @@ def fold(prop: str, task: str, judged: Sequence[Judged], findings: Sequence[Find
 def resolve_circuit(spec: str, ckpt: Checkpoint, task: str) -> Circuit:
     """`full` or a circuit.json, refused unless it fits this checkpoint and task."""
     cfg = ckpt.config
-    require_mlp_blocks(cfg, "farm verify")
     if spec == "full":
         return Circuit.full(cfg.n_layers, cfg.n_heads, "block", task, cfg.attention_only)
     circuit = load_circuit(spec)
