@@ -21,9 +21,11 @@ from typing import overload
 
 import numpy as np
 
+from farm.tasks.domain import IndexedDomain
+
 
 @dataclass(frozen=True)
-class RepeatedWindowDomain(Sequence[tuple[int, ...]]):
+class RepeatedWindowDomain(IndexedDomain):
     bos: int
     pool: tuple[int, ...]  # the tokens the arrangement draws from, in canonical order
     span: int  # distinct tokens after BOS
@@ -58,9 +60,6 @@ class RepeatedWindowDomain(Sequence[tuple[int, ...]]):
     def positions(self) -> tuple[tuple[int, ...], ...]:
         """The tokens each position may hold (BOS, then any pool token)."""
         return ((self.bos,), *[self.pool] * (self.span + self.copy))
-
-    def __len__(self) -> int:
-        return self.size
 
     @overload
     def __getitem__(self, index: int) -> tuple[int, ...]: ...
@@ -103,20 +102,9 @@ class RepeatedWindowDomain(Sequence[tuple[int, ...]]):
             raise ValueError(f"{prompt} is not in positions {start}..{stop}")
         return index
 
-    def __contains__(self, prompt: object) -> bool:
-        try:
-            self.index(prompt)  # type: ignore[arg-type]
-        except (ValueError, TypeError):
-            return False
-        return True
-
     def __iter__(self) -> Iterator[tuple[int, ...]]:
         for start in range(0, len(self), 4096):
             yield from (tuple(p) for p in self.batch(start, start + 4096).tolist())
-
-    def batch(self, start: int, stop: int) -> np.ndarray:
-        """Prompts start..stop-1 as an int64 array [stop - start, seq_len], decoded at once."""
-        return self.take(np.arange(start, max(start, min(stop, len(self))), dtype=np.int64))
 
     def sample(self, draw: np.random.Generator, n: int) -> np.ndarray:
         """n prompts drawn uniformly."""
