@@ -14,9 +14,11 @@ from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint
 from farm.model.gpt import GPTConfig, VerifiableGPT
 from farm.model.train import DomainStream, TrainConfig, position_margins, train
-from farm.proofs.induction.derive import HeadRef
+from farm.proofs.induction.check import Mismatch, check_certificate
+from farm.proofs.induction.derive import HeadRef, InductionProver
 from farm.proofs.induction.domain import certify_domain, check_domain
 from farm.proofs.induction.heads import score_heads
+from farm.proofs.induction.nfp import parse
 from farm.tasks.registry import get_task
 
 TASK = get_task("induction:vocab=5,period=3,len=7")  # 5·4·3·2 arrangements × 2 offsets
@@ -117,3 +119,17 @@ def test_training_puts_its_margin_on_every_query_of_the_second_copy() -> None:
 def test_tasks_that_train_other_positions_are_not_trained_together() -> None:
     with pytest.raises(FarmError, match="trained positions"):
         DomainStream(("induction", "induction:vocab=7,period=3,len=8"), torch.device("cpu"))
+
+
+def test_the_checker_holds_a_key_to_the_prompt_s_own_offset() -> None:
+    """A key one period back (the fixed layout's) is off this prompt's stripe: refused."""
+    ckpt = composed()
+    index = 50  # offset 1: the pattern starts at position 1, its answer at 3
+    prompt = TASK.domain()[index]
+    assert TASK.decision(prompt) == (6, 3, prompt[3])
+    text = InductionProver(ckpt, TASK, HeadRef(1, 0)).certificate(index).render()
+    check_certificate(parse(text), ckpt, "cert")
+    moved = text.replace(f"# farm query 6 3 {prompt[3]}\n", f"# farm query 6 4 {prompt[4]}\n")
+    assert moved != text
+    with pytest.raises(Mismatch, match="not on the induction stripe"):
+        check_certificate(parse(moved), ckpt, "cert")
