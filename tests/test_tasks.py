@@ -131,7 +131,8 @@ def test_content_invariance_groups_by_the_features_the_program_reads():
 
 
 @pytest.mark.parametrize("spec", ["quote_close", "bracket_type:len=7", "bracket_depth",
-                                  "bracket_depth:len=8,fillers=2", "induction"])
+                                  "bracket_depth:len=8,fillers=2", "induction",
+                                  "induction:vocab=7,period=3,len=8"])
 def test_feature_codes_are_the_classes_of_the_features(spec):
     """Vectorised class codes (what content invariance by evaluation groups by) partition
     the domain exactly as `features` does, batch after batch."""

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from farm.errors import FarmError
 from farm.model.gpt import GPTConfig, VerifiableGPT
 from farm.tasks.registry import DEFAULT_TASKS, get_tasks
+from farm.tasks.task import Task
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class TrainConfig:
     max_steps: int = 4000
     lr: float = 3e-3
     weight_decay: float = 0.0
-    margin_goal: float = 1.0  # stop once every row's candidate margin is at least this
+    margin_goal: float = 1.0  # stop once every row's margin (each trained position's) is this
     hinge: float = 1.5  # margins below this are pushed up (a little above the goal)
     # a domain up to full_batch_max inputs trains full-batch; a larger one by random
     # minibatches of batch_size, and stops only once a full pass clears the goal (tried
@@ -86,33 +87,36 @@ def single_thread(device: torch.device) -> Iterator[None]:
 
 class DomainStream:
     """The tasks' domains as one index space (task after task, each in canonical order),
-    decoded on demand: a random minibatch, or the whole in chunks, never a list."""
+    decoded on demand: a random minibatch, or the whole in chunks, never a list. Each row
+    has a target at every trained position (`Task.trained_positions`, the decision last)."""
 
     def __init__(self, tasks: Sequence[str], device: torch.device) -> None:
         self.tasks, self.device = get_tasks(tasks), device
-        for attribute, what in (("seq_len", "length"), ("vocab_size", "vocabulary")):
+        for attribute, what in (("seq_len", "length"), ("vocab_size", "vocabulary"),
+                                ("trained_positions", "set of trained positions")):
             values = {t.name: getattr(t, attribute) for t in self.tasks}
             if len(set(values.values())) > 1:
                 raise FarmError(f"tasks trained together need one {what}, not {values}")
         self.seq_len, self.vocab_size = self.tasks[0].seq_len, self.tasks[0].vocab_size
+        self.positions = self.tasks[0].trained_positions
         self.offsets = np.cumsum([0, *(t.domain().size for t in self.tasks)])
         self.size = int(self.offsets[-1])
         self.rival_count = max(len(t.candidates) for t in self.tasks) - 1
 
     def rows(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Prompts, targets and rivals (each target's other candidates, a task with fewer
-        padded by repeating its first) of the rows at `indices`."""
+        """Prompts [n, seq_len], targets [n, positions] and rivals [n, positions, rivals] (each
+        target's other candidates, a task with fewer padded by repeating its first) of the
+        rows at `indices`."""
         which = np.searchsorted(self.offsets, indices, side="right") - 1
+        k = len(self.positions)
         prompts = np.empty((len(indices), self.seq_len), dtype=np.int64)
-        targets = np.empty(len(indices), np.int64)
-        rivals = np.empty((len(indices), self.rival_count), np.int64)
-        for k, task in enumerate(self.tasks):
-            if (mine := which == k).any():
-                prompts[mine] = task.domain().take(indices[mine] - self.offsets[k])
-                targets[mine] = task.targets(prompts[mine])
-                own = task.rivals(targets[mine])
-                rivals[mine] = np.pad(own, ((0, 0), (0, self.rival_count - own.shape[1])),
-                                      mode="edge")
+        targets = np.empty((len(indices), k), np.int64)
+        rivals = np.empty((len(indices), k, self.rival_count), np.int64)
+        for t, task in enumerate(self.tasks):
+            if (mine := which == t).any():
+                prompts[mine] = task.domain().take(indices[mine] - self.offsets[t])
+                targets[mine] = task.position_targets(prompts[mine])
+                rivals[mine] = _rivals(task, targets[mine], self.rival_count)
         return tuple(torch.from_numpy(a).to(self.device) for a in (prompts, targets, rivals))
 
     def minibatch(self, draw: np.random.Generator, n: int
@@ -126,28 +130,44 @@ class DomainStream:
                             "beside other tasks")
         task = self.tasks[0]
         prompts = task.domain().sample(draw, n)
-        targets = task.targets(prompts)
+        targets = task.position_targets(prompts)
         return tuple(torch.from_numpy(a).to(self.device)
-                     for a in (prompts, targets, task.rivals(targets)))
+                     for a in (prompts, targets, _rivals(task, targets, self.rival_count)))
 
     def chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for start in range(0, self.size, size):
             yield self.rows(np.arange(start, min(start + size, self.size)))
 
 
+def _rivals(task: Task, targets: np.ndarray, count: int) -> np.ndarray:
+    """Each target's other candidates [n, positions, count], padded by repeating the first."""
+    own = task.rivals(targets.reshape(-1))
+    own = np.pad(own, ((0, 0), (0, count - own.shape[1])), mode="edge")
+    return own.reshape(*targets.shape, count)
+
+
 def domain_tensors(tasks: Sequence[str], device: torch.device
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Prompts, targets and rivals of the whole domain, in canonical order."""
+    """Prompts, targets and rivals of the whole domain at the decision (the last position),
+    in canonical order."""
     stream = DomainStream(tasks, device)
-    return stream.rows(np.arange(stream.size))
+    prompts, targets, rivals = stream.rows(np.arange(stream.size))
+    return prompts, targets[:, -1], rivals[:, -1]
 
 
 def candidate_margins(logits: torch.Tensor, targets: torch.Tensor,
                       rivals: torch.Tensor) -> torch.Tensor:
     """logit[target] − the best rival's logit at the last position, per row (with two
     candidates, the one alternate's)."""
-    last = logits[:, -1]
-    return last.gather(1, targets[:, None])[:, 0] - last.gather(1, rivals).max(1).values
+    return position_margins(logits, (-1,), targets[:, None], rivals[:, None])[:, 0]
+
+
+def position_margins(logits: torch.Tensor, positions: Sequence[int], targets: torch.Tensor,
+                     rivals: torch.Tensor) -> torch.Tensor:
+    """The same at each of `positions` [n, positions], targets [n, positions] and rivals
+    [n, positions, rivals]."""
+    at = logits[:, list(positions)]
+    return at.gather(2, targets[..., None])[..., 0] - at.gather(2, rivals).max(2).values
 
 
 # (model, give_up_below) -> (min margin, accuracy); it may stop early (and say only that
@@ -186,12 +206,14 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
     checked = -cfg.check_every
     whole = stream.rows(np.arange(stream.size)) if full else None
     draw = np.random.default_rng(cfg.seed)
+    if len(stream.positions) > 1:
+        full_pass = None  # a given pass (the screen's) measures the decision alone
     measure = full_pass or (lambda m, _: _pass(m, stream, cfg))
     passed: tuple[float, float] | None = None  # the full pass that stopped training
     bar = tqdm(range(1, cfg.max_steps + 1), desc="train", disable=not progress, leave=False)
     for step in bar:
         prompts, targets, rivals = whole or stream.minibatch(draw, cfg.batch_size)
-        margins = candidate_margins(model(prompts), targets, rivals)
+        margins = position_margins(model(prompts), stream.positions, targets, rivals)
         loss = F.softplus(-margins).mean() + F.relu(cfg.hinge - margins).mean()
         min_margin = margins.min().item()
         history.append((step, loss.item(), min_margin))
@@ -218,12 +240,14 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, device: torch.device, progres
 
 
 def _pass(model: VerifiableGPT, stream: DomainStream, cfg: TrainConfig) -> tuple[float, float]:
-    """Minimum margin and accuracy over the whole domain: a minibatch's margins say nothing
-    of the inputs it did not draw, so only a full pass may stop training."""
+    """Minimum margin (over every trained position) and accuracy (the rows right at each)
+    over the whole domain: a minibatch's margins say nothing of the inputs it did not
+    draw, so only a full pass may stop training."""
     low, right = math.inf, 0
     with torch.no_grad():
         for prompts, targets, rivals in stream.chunks(max(cfg.batch_size,
                                                               cfg.full_batch_max)):
-            margins = candidate_margins(model(prompts), targets, rivals)
-            low, right = min(low, margins.min().item()), right + int((margins > 0).sum())
+            margins = position_margins(model(prompts), stream.positions, targets, rivals)
+            low = min(low, margins.min().item())
+            right += int((margins > 0).all(1).sum())
     return low, right / stream.size

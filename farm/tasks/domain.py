@@ -15,15 +15,38 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
 
 import numpy as np
 
 
+class IndexedDomain(Sequence[tuple[int, ...]]):
+    """What a domain derives from its exact `size`, its `index` of a prompt and its
+    vectorised `take` of indices: length, membership and batches of consecutive prompts."""
+
+    size: int
+    index: Callable[..., int]
+    take: Callable[[np.ndarray], np.ndarray]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __contains__(self, prompt: object) -> bool:
+        try:
+            self.index(prompt)
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    def batch(self, start: int, stop: int) -> np.ndarray:
+        """Prompts start..stop-1 as an int64 array [stop - start, seq_len], decoded at once."""
+        return self.take(np.arange(start, max(start, min(stop, len(self))), dtype=np.int64))
+
+
 @dataclass(frozen=True)
-class ProductDomain(Sequence[tuple[int, ...]]):
+class ProductDomain(IndexedDomain):
     positions: tuple[tuple[int, ...], ...]  # the tokens each position ranges over, in order
     significance: tuple[int, ...]  # the varying positions, most significant first
     ties: tuple[tuple[int, int], ...] = ()  # (position, earlier source it repeats)
@@ -53,9 +76,6 @@ class ProductDomain(Sequence[tuple[int, ...]]):
         tied = {position for position, _ in self.ties}
         return math.prod(len(tokens) for i, tokens in enumerate(self.positions)
                          if i not in tied)
-
-    def __len__(self) -> int:
-        return self.size
 
     @overload
     def __getitem__(self, index: int) -> tuple[int, ...]: ...
@@ -97,13 +117,6 @@ class ProductDomain(Sequence[tuple[int, ...]]):
             raise ValueError(f"{tuple(prompt)} is not in positions {start}..{stop}")
         return index
 
-    def __contains__(self, prompt: object) -> bool:
-        try:
-            self.index(prompt)  # type: ignore[arg-type]
-        except (ValueError, TypeError):
-            return False
-        return True
-
     def __iter__(self) -> Iterator[tuple[int, ...]]:
         prompt = [tokens[0] for tokens in self.positions]
         for digits in itertools.product(*(self.positions[p] for p in self.significance)):
@@ -112,10 +125,6 @@ class ProductDomain(Sequence[tuple[int, ...]]):
             for position, source in self.ties:
                 prompt[position] = prompt[source]
             yield tuple(prompt)
-
-    def batch(self, start: int, stop: int) -> np.ndarray:
-        """Prompts start..stop-1 as an int64 array [stop - start, seq_len], decoded at once."""
-        return self.take(np.arange(start, max(start, min(stop, len(self))), dtype=np.int64))
 
     def sample(self, draw: np.random.Generator, n: int) -> np.ndarray:
         """n prompts drawn uniformly, position by position: for a domain too large for

@@ -5,20 +5,22 @@ A spec is one string on the command line, `family` or `family:k=v,k=v`
 Parameters are whole numbers; those left out take the family's defaults. Each task
 has one canonical name: the family alone when every parameter is its default
 (so SPEC's `quote_close` and `bracket_type` keep their names, rows, query texts
-and hashes), else the family with every parameter in its declared order.
+and hashes), else the family with every parameter in its declared order. Parameters
+a family gained later (`added`) are written only when set, so the tasks named before
+keep their names (and the certificates that state them).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from farm.errors import FarmError
 from farm.tasks.depth import BracketDepth
-from farm.tasks.induction import Induction
+from farm.tasks.induction import Induction, OffsetInduction
 from farm.tasks.lookup import Lookup
 from farm.tasks.max_of_k import MaxOfK
 from farm.tasks.task import Prompt, Task
@@ -40,6 +42,7 @@ class Family:
     summary: str
     defaults: Mapping[str, int]  # parameter -> default, in the order names are written
     build: Callable[..., Task]  # (canonical name, **parameters) -> Task
+    added: Mapping[str, int] = field(default_factory=dict)  # later parameters -> default
 
 
 FAMILIES = {f.name: f for f in (
@@ -52,8 +55,11 @@ FAMILIES = {f.name: f for f in (
     Family("bracket_depth", "may ')' come next: brackets well nested and one still open",
            {"len": 6, "fillers": 1}, lambda name, len, fillers: BracketDepth(name, len, fillers)),
     Family("induction", "a pattern, then again up to its last token: copy the token one "
-           "period back", {"vocab": 8, "period": 4},
-           lambda name, vocab, period: Induction(name, vocab, period)),
+           "period back; with len, distinct tokens and the pattern at any offset",
+           {"vocab": 8, "period": 4},
+           lambda name, vocab, period, len: (OffsetInduction(name, vocab, period, len) if len
+                                             else Induction(name, vocab, period)),
+           added={"len": 0}),
     Family("max_of_k", "the largest of k value tokens 0..vocab-1 (own vocabulary, no BOS)",
            {"k": 4, "vocab": 64}, lambda name, k, vocab: MaxOfK(name, k, vocab)),
 )}
@@ -64,10 +70,12 @@ _SPEC = re.compile(r"([a-z_][a-z0-9_]*)(?::(.*))?\Z")
 def canonical(spec: str | Mapping[str, Any]) -> str:
     """The canonical name of a task spec (a string, or a job spec's {family: {k: v}})."""
     family, given = _parse(spec)
-    params = {**family.defaults, **given}
-    if params == dict(family.defaults):
+    params = {**family.defaults, **family.added, **given}
+    if params == {**family.defaults, **family.added}:
         return family.name
-    return family.name + ":" + ",".join(f"{k}={params[k]}" for k in family.defaults)
+    return family.name + ":" + ",".join(
+        [f"{k}={params[k]}" for k in family.defaults]
+        + [f"{k}={params[k]}" for k, v in family.added.items() if params[k] != v])
 
 
 def _parse(spec: str | Mapping[str, Any]) -> tuple[Family, dict[str, int]]:
@@ -90,10 +98,10 @@ def _parse(spec: str | Mapping[str, Any]) -> tuple[Family, dict[str, int]]:
     if family is None:
         raise FarmError(f"unknown task {name!r}; known families: {', '.join(FAMILIES)} "
                         "(write family or family:k=v,...)")
-    unknown = set(given) - set(family.defaults)
+    unknown = set(given) - set(family.defaults) - set(family.added)
     if unknown:
         raise FarmError(f"task {family.name}: unknown parameter(s) {', '.join(sorted(unknown))}; "
-                        f"it takes {', '.join(family.defaults)}")
+                        f"it takes {', '.join([*family.defaults, *family.added])}")
     values = {}
     for key, value in given.items():
         if isinstance(value, bool) or not str(value).isdigit():
@@ -105,7 +113,7 @@ def _parse(spec: str | Mapping[str, Any]) -> tuple[Family, dict[str, int]]:
 @lru_cache(maxsize=256)
 def _build(name: str) -> Task:
     family, given = _parse(name)
-    return family.build(name, **{**family.defaults, **given})
+    return family.build(name, **{**family.defaults, **family.added, **given})
 
 
 def get_task(spec: str | Mapping[str, Any]) -> Task:
@@ -115,7 +123,8 @@ def get_task(spec: str | Mapping[str, Any]) -> Task:
 
 def task_help() -> str:
     """One line per family: its name, parameters with defaults, and what it asks."""
-    return "; ".join(f"{f.name}:" + ",".join(f"{k}={v}" for k, v in f.defaults.items())
+    return "; ".join(f"{f.name}:" + ",".join(f"{k}={v}" for k, v in
+                                             {**f.defaults, **f.added}.items())
                      + f" ({f.summary})" for f in FAMILIES.values())
 
 

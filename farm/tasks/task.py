@@ -15,10 +15,12 @@ from collections.abc import Hashable
 import numpy as np
 
 from farm.errors import FarmError
+from farm.tasks.arrangement import RepeatedWindowDomain
 from farm.tasks.domain import ProductDomain
 from farm.tasks.vocab import VOCAB_SIZE
 
 Prompt = tuple[int, ...]
+Domain = ProductDomain | RepeatedWindowDomain  # both indexable, decoded by arithmetic
 
 
 class Task(ABC):
@@ -30,7 +32,7 @@ class Task(ABC):
         """The candidate set T, ascending: the decision is the argmax over it."""
 
     @abstractmethod
-    def domain(self) -> ProductDomain:
+    def domain(self) -> Domain:
         """Every prompt, in canonical order, indexable and never materialised."""
 
     @abstractmethod
@@ -54,6 +56,16 @@ class Task(ABC):
         seen = self.__dict__.setdefault("_feature_codes", {})
         return np.fromiter((seen.setdefault(self.features(tuple(p)), len(seen))
                             for p in prompts.tolist()), np.int64, len(prompts))
+
+    @property
+    def trained_positions(self) -> tuple[int, ...]:
+        """The positions training puts a margin on, the last (where the task decides) last;
+        a family may add earlier ones whose targets teach the mechanism."""
+        return (self.seq_len - 1,)
+
+    def position_targets(self, prompts: np.ndarray) -> np.ndarray:
+        """The target at each trained position, for a batch [n, len(trained_positions)]."""
+        return self.targets(prompts)[:, None]
 
     def rivals(self, targets: np.ndarray) -> np.ndarray:
         """Each target's other candidates [n, |T| − 1]: the margin is against the best."""

@@ -1,9 +1,10 @@
 """Finding the induction head and the previous-token head by their attention patterns.
 
 ACDC (`farm.discovery`) prunes edges by their effect on the task's logits; here the
-question is which head *looks* one period back, which the pattern answers
-directly: a head's induction score is its mean attention from each query of the
-second copy to that query's induction key, its previous-token score its mean
+question is which head *looks* back to the token after the query's previous
+occurrence, which the pattern answers directly: a head's induction score is its mean
+attention from each query of the second copy to that query's induction key (one
+period back, or wherever the pattern sits), its previous-token score its mean
 attention from each position to the one before. Float32 forward passes over the
 domain: this only chooses the head, the certificate then proves what it does.
 """
@@ -17,7 +18,7 @@ import torch
 
 from farm.model.checkpoint import Checkpoint
 from farm.proofs.induction.derive import HeadRef
-from farm.tasks.induction import FIRST, Induction
+from farm.tasks.induction import Induction
 
 
 @dataclass(frozen=True)
@@ -32,16 +33,17 @@ def score_heads(checkpoint: Checkpoint, task: Induction, batch: int = 4096) -> l
     """Every head's scores over the whole domain, best induction head first."""
     model, domain = checkpoint.to_model().eval(), task.domain()
     cfg = checkpoint.config
-    period, seq = task.period, task.seq_len
-    queries = np.arange(FIRST + period, seq)
+    seq = task.seq_len
+    queries = np.asarray(task.stripe_queries)
     sums = np.zeros((cfg.n_layers, cfg.n_heads, 3))
     with torch.no_grad():
         for start in range(0, len(domain), batch):
-            prompts = torch.from_numpy(domain.batch(start, start + batch))
-            _, cache = model.run_with_cache(prompts)
+            prompts = domain.batch(start, start + batch)
+            rows, keys = np.arange(len(prompts))[:, None], task.stripe_keys(prompts)
+            _, cache = model.run_with_cache(torch.from_numpy(prompts))
             for layer in range(cfg.n_layers):
                 pattern = cache[f"blocks.{layer}.attn.hook_pattern"].double().numpy()
-                stripe = pattern[:, :, queries, queries - period + 1]  # [batch, head, query]
+                stripe = pattern[rows, :, queries, keys].transpose(0, 2, 1)  # [batch, head, q]
                 previous = pattern[:, :, np.arange(1, seq), np.arange(seq - 1)]
                 sums[layer, :, 0] += stripe.mean(-1).sum(0)
                 sums[layer, :, 1] += stripe[:, :, -1].sum(0)
