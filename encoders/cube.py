@@ -32,7 +32,7 @@ a LeakyReLU sign. A settled part is encoded on its branch and its condition is a
 on every prompt of the cube (each guard reads values that are exact wherever the
 earlier guards hold), so the settled encoding is the exact one there. A hint
 that is wrong (a sample missed a branch) can only make a query SAT, never prove
-anything; `CubeQuery.misses` tells such a model from a real counterexample.
+anything (`farm.verify.conquer` learns the prompt of such a model and asks again).
 """
 
 from __future__ import annotations
@@ -105,12 +105,6 @@ class Hints:
                 for site, record in sites.items():
                     seen.setdefault((t, site), set()).add(record)
         return Hints({site: frozenset(r) for site, r in seen.items()}, frozenset(added))
-
-    def covers(self, runs: CircuitRun, prompt: Sequence[int]) -> bool:
-        """Every branch `prompt` takes was seen: its run satisfies every guard."""
-        return all(record in self.seen.get((t, site), ())
-                   for t, sites in enumerate(runs.row(prompt).trace)
-                   for site, record in sites.items())
 
     def records(self, site: Site) -> frozenset:
         return self.seen.get(site, frozenset())

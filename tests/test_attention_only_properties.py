@@ -138,6 +138,8 @@ def test_a_trained_induction_circuit_is_verified_on_its_whole_domain(induction_c
     # and each η found breaks the decision in an exact replay of its own
     wide = _verify(ckpt, circuit, task, tmp_path / "wide.json", "--epsilon",
                    "1/2")["robustness"]
+    # the exact readout is no unit's record: no units are written for it to contradict
+    assert "units" not in json.loads((tmp_path / "wide.json").read_text())
     assert wide["status"] == "FAILED" and wide["unknown"] == 0 and wide["queries"] == 0
     assert set(wide["routes"]) == {"screen", "exact"} and sum(wide["routes"].values()) == size
     checkpoint = load_checkpoint(ckpt)

@@ -210,7 +210,7 @@ def test_hinted_settlement_is_exact_where_its_guards_hold_and_they_hold_on_hinte
     q.define("m0", logits[9] - logits[10], model=True)
     text = q.text().replace("(check-sat)\n", "")
     hold = and_(*guards).text
-    assert not all(hints.covers(runs, p) for p in cube.prompts().tolist())
+    assert Hints.of(runs, cube.prompts().tolist()).seen != hints.seen  # some guess is a guess
     for prompt in hints.prompts:
         row = runs.row(prompt)
         pins = "".join(f"(assert (= {var} {prompt[p]}))\n" for p, var in token_vars)
@@ -230,7 +230,7 @@ def test_a_prompt_the_hints_missed_is_learnt_and_its_cube_asked_again(trained, p
     cube = Cube.of([[1], [2], [5], [9], [5, 6, 7, 8], [5, 6, 7, 8]])
     runs = ev.runs(ev.circuit)
     first = Hints.of(runs, cube.sample(1))
-    assert not all(first.covers(runs, p) for p in cube.prompts().tolist())
+    assert Hints.of(runs, cube.prompts().tolist()).seen != first.seen
     monkeypatch.setattr(encoders.cube, "TABLE_LIMIT", 64)
     monkeypatch.setattr(farm.verify.conquer, "HINTS", 1)
     conqueror = _Conqueror(ev, pool, SplitPolicy(quick=60.0, leaf=1))

@@ -18,11 +18,13 @@ from encoders.properties import (
     NO_WITNESS,
 )
 from farm.cli import main
+from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint, save_checkpoint
 from farm.model.circuit import Circuit, save_circuit
 from farm.model.exact import ExactModel
 from farm.tasks.registry import get_task
-from farm.verify.evaluate import TIE, Evaluator, exact_decision
+from farm.verify.evaluate import TIE, Evaluator, exact_decision, robustness
+from farm.verify.local import VerifyOptions
 from tests.conftest import random_model, weights_of
 from tests.test_verify import BRACKET, QUOTE
 
@@ -212,3 +214,13 @@ def test_robustness_inputs_over_the_solver_budget_are_unknown_and_counted(traine
     left = 128 - rob["routes"]["screen"]
     assert rob["routes"]["solver"] == 1 and rob["routes"]["undecided"] == left - 1 > 0
     assert rob["unknown"] >= left - 1 and "--solver-inputs" in rob["problems"][-1]["reason"]
+
+
+def test_robustness_at_another_epsilon_than_the_evaluators_is_refused():
+    """An evaluator's decisions carry its own ε's robust mask (a certificate's units read
+    it): robustness asked at another ε from it would fold two balls into one result."""
+    ckpt = Checkpoint.from_model(random_model(seed=3))
+    ev = Evaluator(ckpt, Circuit.full(2), get_task("quote_close"), progress=False,
+                   epsilon=Fraction(1, 100))
+    with pytest.raises(FarmError, match="built for"):
+        robustness(ev, None, lambda: None, None, VerifyOptions(epsilon=Fraction(1, 50)))

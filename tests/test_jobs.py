@@ -94,7 +94,11 @@ def test_spec_resolves_paths_and_refuses_bad_fields(tmp_path):
                          ({"radius": True, "properties": ["fe"]}, "radius needs the robustness"),
                          ({"radius": "yes"}, "radius must be true or false"),
                          ({"radius_precision": "0"}, "radius_precision must be positive"),
-                         ({"radius_solver": "yices"}, "radius_solver must be one of")):
+                         ({"radius_solver": "yices"}, "radius_solver must be one of"),
+                         ({"tasks": ["induction"]}, "robustness on farm run's units needs "
+                          "tasks of two candidates"),
+                         ({"tasks": ["max_of_k:k=3,vocab=16"], "properties": ["rob"]},
+                          "two candidates")):
         with pytest.raises(FarmError, match=message):
             job_spec_from_dict(bad)
 

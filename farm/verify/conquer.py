@@ -159,30 +159,39 @@ class _Conqueror:
     def _prove(self, cube: Cube, decision: int, tally: _Tally) -> bool:
         """Ask the cube; True if proved (recorded in `tally`), False if it must be split.
 
-        The query settles what `HINTS` of the cube's prompts agree on; a SAT model that
-        breaks only such a guard (its prompt took a branch no hint took, and decides as
-        claimed) is learnt as a hint and the cube asked again, up to `REFINE` times."""
+        The query settles what `HINTS` of the cube's prompts agree on. A SAT model whose
+        prompt decides as claimed but took a branch a settled part excludes (learning it
+        changes the query) is learnt as a hint and the cube asked again, up to `REFINE`
+        times; one that satisfies every settled part is an encoder bug, an error."""
         c0, _ = self.candidates
         claim = Claim("decides", 1 if decision == c0 else -1)
         runs = self.ev.runs(self.ev.circuit)
+
+        def plan(hints: Hints) -> CubeQuery:
+            return cube_query(self.ev.model, self.ev.circuit, cube.tokens, self.candidates,
+                              claim, hints)
+
         hints, spent = Hints.of(runs, cube.sample(HINTS)), 0.0
+        try:
+            query = plan(hints)
+        except TooWide:  # as wide a cube has no linear encoding either: split those
+            tally.too_wide += 1
+            self.policy.record(cube, float("inf"), decided=False)
+            return False
         for _ in range(REFINE + 1):
-            try:
-                asked, query = hints, cube_query(self.ev.model, self.ev.circuit, cube.tokens,
-                                                 self.candidates, claim, hints)
-            except TooWide:  # as wide a cube has no linear encoding either: split those
-                tally.too_wide += 1
-                self.policy.record(cube, float("inf"), decided=False)
-                return False
+            asked, asked_hash = hints, query.hash
             result, seconds = self._solve(query)
             spent += seconds
             status = result.status
             if status == "sat":
                 prompt = query.prompt(result.model)
-                if self._breaks(query, prompt) or hints.covers(runs, prompt):
+                if not self._breaks(query, prompt):
+                    learnt = hints.add(runs, [prompt])
+                    again = plan(learnt)
+                    if again.hash != query.hash:  # a settled part excluded its branch
+                        status, hints, query = "missed", learnt, again
+                if status == "sat":  # replayed: a real counterexample, or an encoder bug
                     tally.counterexamples.append(self._replay(query, result, cube))
-                else:  # it took a branch no hint took and decides as claimed: learn it
-                    status, hints = "missed", hints.add(runs, [prompt])
             tally.statuses[status] += 1
             if result.winner:
                 tally.wins[result.winner] += 1
@@ -193,7 +202,7 @@ class _Conqueror:
         else:
             status = "unknown"  # the hints kept missing: split
         self.policy.record(cube, spent, status != "unknown")
-        tally.outcomes.append(CubeOutcome(cube, decision, status, query.hash, result.winner,
+        tally.outcomes.append(CubeOutcome(cube, decision, status, asked_hash, result.winner,
                                           spent, tuple(sorted(asked.prompts))))
         return status == "unsat"
 

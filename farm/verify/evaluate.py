@@ -370,6 +370,10 @@ def robustness(evaluator: Evaluator, planner: Planner | None, solvers: Callable[
     so on a task of more candidates the inputs the bound leaves are decided exactly where
     the readout is affine (no final norm), and are undecided, and said so, elsewhere."""
     start, eps = time.perf_counter(), options.epsilon
+    if evaluator.epsilon is not None and eps != evaluator.epsilon:
+        raise FarmError(f"robustness at {eps} asked of an evaluator built for ε = "
+                        f"{evaluator.epsilon}")
+    evaluator.asked = {}  # this call's answers only
     if planner is None and options.radius:
         raise FarmError(f"--radius: the SMT encodings decide two-candidate tasks; "
                         f"{evaluator.task.name} has {len(evaluator.candidates)} candidates")

@@ -39,7 +39,7 @@ from encoders.solvers import MODES, SolverPool
 from farm.errors import FarmError
 from farm.model.gpt import GPTConfig
 from farm.model.train import TrainConfig
-from farm.tasks.registry import DEFAULT_TASKS, canonical
+from farm.tasks.registry import DEFAULT_TASKS, canonical, get_task
 from farm.verify.local import _solve_one
 
 PROPERTY_NAMES = tuple(PROPERTIES.values())
@@ -127,6 +127,9 @@ def job_spec_from_dict(data: Any, base: Path = Path("."), where: str = "job") ->
         (spec.timeout > 0, "timeout must be positive"),
         (spec.radius_timeout > 0, "radius_timeout must be positive"),
         (not spec.radius or ROBUSTNESS in props, "radius needs the robustness property"),
+        (ROBUSTNESS not in props or all(len(get_task(t).candidates) == 2 for t in spec.tasks),
+         "robustness on farm run's units needs tasks of two candidates (the SMT encodings "
+         "decide those): use farm verify for the others"),
         (not spec.radius or not by_units(spec.tasks),
          "radius of a family task (not one of the default tasks) is not on farm run's unit "
          "path: use farm verify --radius"),
