@@ -17,7 +17,6 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import overload
 
 import numpy as np
 
@@ -60,18 +59,6 @@ class RepeatedWindowDomain(IndexedDomain):
     def positions(self) -> tuple[tuple[int, ...], ...]:
         """The tokens each position may hold (BOS, then any pool token)."""
         return ((self.bos,), *[self.pool] * (self.span + self.copy))
-
-    @overload
-    def __getitem__(self, index: int) -> tuple[int, ...]: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[tuple[int, ...]]: ...
-
-    def __getitem__(self, index: int | slice) -> tuple[int, ...] | list[tuple[int, ...]]:
-        if isinstance(index, slice):
-            return [tuple(p) for p in self.take(np.arange(*index.indices(len(self)))).tolist()]
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} is outside a domain of {len(self)} prompts")
-        return tuple(self.take(np.array([index % len(self)]))[0].tolist())
 
     def offset_of(self, prompt: Sequence[int]) -> int:
         """s: where the window copied at the end starts (ValueError if nowhere)."""

@@ -44,6 +44,18 @@ class IndexedDomain(Sequence[tuple[int, ...]]):
         """Prompts start..stop-1 as an int64 array [stop - start, seq_len], decoded at once."""
         return self.take(np.arange(start, max(start, min(stop, len(self))), dtype=np.int64))
 
+    @overload
+    def __getitem__(self, index: int) -> tuple[int, ...]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[int, ...]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[int, ...] | list[tuple[int, ...]]:
+        if isinstance(index, slice):
+            return [tuple(p) for p in self.take(np.arange(*index.indices(len(self)))).tolist()]
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is outside a domain of {len(self)} prompts")
+        return tuple(self.take(np.array([index % len(self)]))[0].tolist())
+
 
 @dataclass(frozen=True)
 class ProductDomain(IndexedDomain):
@@ -76,25 +88,6 @@ class ProductDomain(IndexedDomain):
         tied = {position for position, _ in self.ties}
         return math.prod(len(tokens) for i, tokens in enumerate(self.positions)
                          if i not in tied)
-
-    @overload
-    def __getitem__(self, index: int) -> tuple[int, ...]: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[tuple[int, ...]]: ...
-
-    def __getitem__(self, index: int | slice) -> tuple[int, ...] | list[tuple[int, ...]]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} is outside a domain of {len(self)} prompts")
-        rest = index % len(self)
-        prompt = [tokens[0] for tokens in self.positions]
-        for position in reversed(self.significance):
-            rest, digit = divmod(rest, len(self.positions[position]))
-            prompt[position] = self.positions[position][digit]
-        for position, source in self.ties:
-            prompt[position] = prompt[source]
-        return tuple(prompt)
 
     def index(self, prompt: Sequence[int], start: int = 0, stop: int | None = None) -> int:
         """The canonical index of `prompt`; ValueError if it is not in the domain."""
