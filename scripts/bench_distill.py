@@ -41,7 +41,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for ckpt_dir, circuit_file, spec in args.run:
         task, ckpt = get_task(spec), load_checkpoint(ckpt_dir)
-        circuit = (Circuit.full(ckpt.config.n_layers, ckpt.config.n_heads, "block", task.name)
+        circuit = (Circuit.full(ckpt.config.n_layers, ckpt.config.n_heads, "block", task.name,
+                                attention_only=ckpt.config.attention_only)
                    if circuit_file == "full" else load_circuit(circuit_file))
         variants = [(f"{len(circuit.edges)} edges", circuit)]
         if args.each_edge_removed:

@@ -15,6 +15,8 @@ from farm.model.exact import ExactModel, exact
 from farm.screen.forward import Screen
 from farm.tasks.registry import get_task
 from farm.verify.affine_readout import ball_floor
+from farm.verify.evaluate import Evaluator, robustness
+from farm.verify.local import VerifyOptions
 from tests.conftest import INDUCTION_SMALL, random_model
 
 ATTN_ONLY = {"d_mlp": 0, "n_heads": 2, "attn_bias": False, "lm_head_bias": False}
@@ -157,3 +159,17 @@ def test_a_trained_induction_circuit_is_verified_on_its_whole_domain(induction_c
                  "--task", task, "--out", str(tmp_path / "program.json"), "--quiet"]) == 0
     record = json.loads((tmp_path / "program.json").read_text())
     assert record["status"] == "proved" and record["evidence"]["checked"] == size
+
+
+def test_an_exact_readout_counterexample_on_a_wrongly_decided_input_says_so():
+    """Robustness is judged against P(x): where the circuit already decides against it at
+    η = 0, the exact readout's η is listed, and said not to be a change of decision."""
+    task = "induction:vocab=4,period=3"
+    ev = Evaluator(_checkpoint(task, "none", seed=1), _circuit(task, None), get_task(task),
+                   progress=False, epsilon=Fraction(1, 100))
+    result = robustness(ev, None, lambda: None, None, VerifyOptions(epsilon=Fraction(1, 100)))
+    wrong = {tuple(c["prompts"][0]) for c in ev.functional_equivalence().counterexamples}
+    assert result.status == "FAILED" and wrong and len(ev.domain) <= 100  # all listed
+    assert any("note" in c for c in result.counterexamples)
+    for cex in result.counterexamples:
+        assert ("note" in cex) == (tuple(cex["prompts"][0]) in wrong), cex["subject"]

@@ -308,9 +308,14 @@ class Evaluator:
         if margin > 0:
             raise FarmError(f"{self.subject(i)}: the ball's least point does not replay to a "
                             "wrong decision: a bug in farm.verify.affine_readout")
-        return {"subject": f"{self.subject(i)} eps {epsilon}", "prompts": [list(self.domain[i])],
-                "epsilon": str(epsilon), "eta": [str(e) for e in floor.eta],
-                "exact_margin": str(margin), "exact_margin_float": float(margin)}
+        found = {"subject": f"{self.subject(i)} eps {epsilon}", "prompts": [list(self.domain[i])],
+                 "epsilon": str(epsilon), "eta": [str(e) for e in floor.eta],
+                 "exact_margin": str(margin), "exact_margin_float": float(margin)}
+        if replayed_margin(self.model, row.final_residual, [Fraction(0)] * len(floor.eta),
+                           target, self.candidates) <= 0:  # SPEC §4's reference is P(x)
+            found["note"] = ("decided against P(x) already at η = 0 (functional equivalence "
+                             "fails here): this η need not change the decision")
+        return found
 
     def _result(self, prop: str, routes: np.ndarray, listed: list[dict[str, Any]],
                 failing: int, start: float) -> PropertyResult:
