@@ -380,11 +380,11 @@ class _CubeRun:
         if len(supports) == 1:
             weights, guards = sparsemax_guided(self.q, scores, next(iter(supports)), tag=tag)
         else:
-            kept = [frozenset(s) for s in supports] or [frozenset()]
-            weights, guards = threshold_full(
-                self.q, scores, Fraction(1), tag=tag, inside=frozenset.intersection(*kept),
-                outside=frozenset(range(len(scores))) - frozenset().union(*kept)
-                if supports else frozenset())
+            kept = [frozenset(s) for s in supports]
+            inside = frozenset.intersection(*kept) if kept else frozenset()
+            outside = frozenset(range(len(scores))).difference(*kept) if kept else frozenset()
+            weights, guards = threshold_full(self.q, scores, Fraction(1), tag=tag,
+                                             inside=inside, outside=outside)
         self.guards += guards
         return weights
 

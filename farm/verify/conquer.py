@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -185,13 +186,14 @@ class _Conqueror:
             status = result.status
             if status == "sat":
                 prompt = query.prompt(result.model)
-                if not self._breaks(query, prompt):
+                margin = self._margin(prompt)
+                if query.claim.holds([margin]):
                     learnt = hints.add(runs, [prompt])
                     again = plan(learnt)
                     if again.hash != query.hash:  # a settled part excluded its branch
                         status, hints, query = "missed", learnt, again
                 if status == "sat":  # replayed: a real counterexample, or an encoder bug
-                    tally.counterexamples.append(self._replay(query, result, cube))
+                    tally.counterexamples.append(self._replay(query, prompt, margin, cube))
             tally.statuses[status] += 1
             if result.winner:
                 tally.wins[result.winner] += 1
@@ -206,11 +208,11 @@ class _Conqueror:
                                           spent, tuple(sorted(asked.prompts))))
         return status == "unsat"
 
-    def _breaks(self, query: CubeQuery, prompt: tuple[int, ...]) -> bool:
-        """`prompt` breaks the query's claim in exact arithmetic."""
+    def _margin(self, prompt: tuple[int, ...]) -> Fraction:
+        """logit[c0] − logit[c1] of the circuit on `prompt`, in exact arithmetic."""
         row = self.ev.runs(self.ev.circuit).row(prompt)
         c0, c1 = self.candidates
-        return not query.claim.holds([row.logits[c0] - row.logits[c1]])
+        return row.logits[c0] - row.logits[c1]
 
     def _solve(self, query: CubeQuery) -> tuple[RaceResult, float]:
         if (hit := self.answers.get(query.hash)) is None:
@@ -223,12 +225,9 @@ class _Conqueror:
             hit = self.answers[query.hash] = (result, time.perf_counter() - start)
         return hit
 
-    def _replay(self, query: CubeQuery, result: RaceResult, cube: Cube) -> dict[str, Any]:
-        """A SAT model's prompt, evaluated exactly: it must break the claim."""
-        prompt = query.prompt(result.model)
-        row = self.ev.runs(self.ev.circuit).row(prompt)
-        c0, c1 = self.candidates
-        margin = row.logits[c0] - row.logits[c1]
+    def _replay(self, query: CubeQuery, prompt: tuple[int, ...], margin: Fraction,
+                cube: Cube) -> dict[str, Any]:
+        """A SAT model's prompt and its exact margin: it must break the claim."""
         if query.claim.holds([margin]):
             raise FarmError(f"cube {cube}: the solvers' counterexample {list(prompt)} decides as "
                             f"claimed in exact arithmetic (margin {margin}): the cube encoding "
