@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from farm.discovery.acdc import extract
+from farm.model.checkpoint import Checkpoint
+from farm.model.circuit import Circuit
 from farm.model.gpt import GPTConfig, VerifiableGPT
 from farm.model.train import TrainConfig, TrainResult, train
 
@@ -46,6 +49,18 @@ def random_model(seed: int = 0, scale: float = 0.3, **cfg) -> VerifiableGPT:
 def trained() -> TrainResult:
     """The paper-size model trained with the default recipe (a few seconds on CPU)."""
     return train(GPTConfig(), TrainConfig(seed=0), progress=False)
+
+
+@pytest.fixture(scope="module")
+def ckpt(trained: TrainResult) -> Checkpoint:
+    """The trained model as a checkpoint (modules that need another define their own)."""
+    return Checkpoint.from_model(trained.model)
+
+
+@pytest.fixture(scope="module")
+def circuit(trained: TrainResult) -> Circuit:
+    """The trained model's quote_close circuit, as `farm extract` finds it."""
+    return extract(trained.model, "quote_close").circuit
 
 
 @pytest.fixture(scope="session")

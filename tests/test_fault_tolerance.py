@@ -26,17 +26,11 @@ from actors.solver import solver_actor
 from encoders.cache import ResultCache
 from encoders.properties import Planner
 from farm.discovery.acdc import extract
-from farm.model.checkpoint import Checkpoint
 from farm.model.exact import ExactModel
 from farm.tasks.registry import get_task
 from farm.verify.jobs import dispatch, shards
 from farm.verify.local import LocalFarm
 from tests.conftest import embedded_ray
-
-
-@pytest.fixture(scope="module")
-def ckpt(trained) -> Checkpoint:
-    return Checkpoint.from_model(trained.model)
 
 
 @pytest.fixture(scope="module")

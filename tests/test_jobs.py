@@ -15,7 +15,6 @@ from encoders.properties import FUNCTIONAL_EQUIVALENCE, PROPERTIES, RADIUS, Plan
 from encoders.solvers import SolverPool
 from farm.discovery.acdc import extract
 from farm.errors import FarmError
-from farm.model.checkpoint import Checkpoint
 from farm.model.exact import ExactModel
 from farm.tasks.registry import get_task
 from farm.verify.jobs import (
@@ -29,11 +28,6 @@ from farm.verify.jobs import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def ckpt(trained) -> Checkpoint:
-    return Checkpoint.from_model(trained.model)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from farm.discovery.acdc import extract
 from farm.errors import FarmError
 from farm.model.checkpoint import Checkpoint
 from farm.tasks.registry import get_task
@@ -22,16 +21,6 @@ from farm.verify.local import resolve_circuit
 from tests.conftest import random_model
 
 FAMILY = "quote_close:len=6,fillers=8"  # 1,024 inputs over the default model's vocabulary
-
-
-@pytest.fixture(scope="module")
-def ckpt(trained) -> Checkpoint:
-    return Checkpoint.from_model(trained.model)
-
-
-@pytest.fixture(scope="module")
-def circuit(trained):
-    return extract(trained.model, "quote_close").circuit
 
 
 def _summary(result):
