@@ -51,27 +51,14 @@ PROBES = (1024, 4096)  # the inputs screened first for a flip, then up to these,
 def search_range(evaluator: Evaluator, first: int, prompts: np.ndarray, full: np.ndarray,
                  edges: Sequence[Edge]) -> tuple[Search, ...]:
     """Each edge's search over inputs first.. (`prompts`, decided `full` by the circuit):
-    a flip the screen proves first (in the first `PROBES` inputs, then the rest), else one
-    exact runs find among the inputs it left."""
+    `Evaluator.first_flip` over the first `PROBES` inputs, then the rest."""
     n, found = len(prompts), []
     ends = [min(e, n) for e in (*PROBES, n)]
     parts = list(zip([0, *ends[:-1]], ends, strict=True))
     for edge in edges:
-        ablated = evaluator.circuit.without(edge)
-        witness, left = None, []
-        for a, b in parts:
-            if a < b:
-                witness, open_ = evaluator.screen_flip(ablated, first + a, prompts[a:b],
-                                                       full[a:b])
-                if witness is not None:
-                    break
-                left.append(open_)
-        if witness is not None:
-            found.append(Search(edge, witness, SCREEN))
-            continue
-        rest = np.concatenate(left) if left else np.empty(0, dtype=np.int64)
-        found.append(Search(edge, evaluator.exact_flip(ablated, rest),
-                            EXACT if len(rest) else SCREEN))
+        chunks = ((first + a, prompts[a:b], full[a:b]) for a, b in parts if a < b)
+        found.append(Search(edge, *evaluator.first_flip(evaluator.circuit.without(edge),
+                                                        chunks)))
     return tuple(found)
 
 

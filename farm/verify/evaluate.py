@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -235,20 +235,28 @@ class Evaluator:
         return result
 
     def _witness(self, edge: Edge, d: Decisions | None) -> tuple[int | None, int]:
-        """The first witness the screen finds, else the first the exact search finds, else
-        None; and the route that settled it (a search that needed no exact run: SCREEN).
+        """`first_flip` of the circuit without `edge` over the domain, batch by batch.
         Without the whole domain's decisions `d`, each batch is decided as it is searched
         (a witness is usually in the first)."""
-        ablated = self.circuit.without(edge)
-        undecided = []
-        for first, prompts, tgt in self._batches(f"edge {edge[0]}->{edge[1]}"):
-            if d is None:
+        def batches() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+            for first, prompts, tgt in self._batches(f"edge {edge[0]}->{edge[1]}"):
+                if d is not None:
+                    yield first, prompts, d.decision[first:first + len(prompts)]
+                    continue
                 if first not in self._batch_decisions:  # shared by every edge's search
                     self._batch_decisions[first] = self.decide(first, first + len(prompts),
                                                                prompts, tgt)
-                full = self._batch_decisions[first].decision
-            else:
-                full = d.decision[first:first + len(prompts)]
+                yield first, prompts, self._batch_decisions[first].decision
+        return self.first_flip(self.circuit.without(edge), batches())
+
+    def first_flip(self, ablated: Circuit, chunks: Iterable[tuple[int, np.ndarray, np.ndarray]]
+                   ) -> tuple[int | None, int]:
+        """Over `chunks` (first index, prompts, the circuit's decisions) in order: the first
+        input the screen proves the `ablated` circuit decides otherwise, else the first
+        the exact search finds among those it left open, else None; and the route that
+        settled it (a search that needed no exact run: SCREEN)."""
+        undecided = []
+        for first, prompts, full in chunks:
             i, open_ = self.screen_flip(ablated, first, prompts, full)
             if i is not None:
                 return i, SCREEN
